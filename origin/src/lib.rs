@@ -1,0 +1,10 @@
+//! Strata origin: live video in, HLS and DASH out.
+//!
+//! - `ingest::{rtmp,srt}` — publishers' connections → [`media::Sample`]s
+//! - `media::*` — pure parsers and writers (FLV, MPEG-TS, H.264, AAC, fMP4)
+//! - `store` — per channel and rendition, a sliding window of samples cut into segments
+//! - `package::{hls,dash}` — window → playlists, MPDs and segments, just in time
+//! - `http` — playback, channel API, metrics
+
+pub mod ingest;
+pub mod media;
