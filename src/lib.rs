@@ -1,1 +1,173 @@
+//! Strata's edge: the HLS/DASH cache players talk to (and, pointed at the
+//! origin, the shield tier).
+//!
+//! A request flows through these modules in order:
+//! - [`frontend`] — Pingora (HTTP/1.1, HTTP/2, TLS) accepts and parses; it
+//!   hands `http::request::Parts` to the core and writes what comes back.
+//! - [`request`] — the request parsed once: normalised path, cache key
+//!   ([`cache::key`]), object kind, range, validators.
+//! - [`edge`] — the pipeline: cache lookup ([`cache`]), one coalesced upstream
+//!   fetch per object ([`cache::fill`]) streamed to every waiting client while
+//!   it is stored, freshness ([`cache::freshness`]), response headers.
+//! - [`upstream`] — origin/shield pool: consistent hashing, health, retries.
+//! - [`metrics`], [`admin`] — Prometheus metrics and the admin listener.
+//! - [`config`] — the TOML file, one section per module.
 
+pub mod admin;
+pub mod cache;
+pub mod config;
+pub mod edge;
+pub mod error;
+pub mod frontend;
+pub mod metrics;
+pub mod request;
+pub mod response;
+pub mod upstream;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use pingora::listeners::tls::Acceptor;
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+
+use crate::config::{ConfigError, EdgeConfig, ServerConfig};
+use crate::edge::Edge;
+use crate::frontend::pingora::PingoraApp;
+use crate::metrics::EdgeMetrics;
+use crate::upstream::UpstreamPool;
+
+/// Install the one TLS crypto provider Strata uses (ring). Idempotent.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Sockets the edge serves on, bound by the caller (tests bind port 0).
+pub struct EdgeListeners {
+    pub http: Vec<std::net::TcpListener>,
+    pub tls: Vec<std::net::TcpListener>,
+    pub admin: Option<std::net::TcpListener>,
+}
+
+impl EdgeListeners {
+    pub fn bind(server: &ServerConfig) -> std::io::Result<EdgeListeners> {
+        let bind = |addr: &std::net::SocketAddr| {
+            std::net::TcpListener::bind(addr)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("bind {addr}: {e}")))
+        };
+        Ok(EdgeListeners {
+            http: server.listen.iter().map(bind).collect::<Result<_, _>>()?,
+            tls: server
+                .tls_listen
+                .iter()
+                .map(bind)
+                .collect::<Result<_, _>>()?,
+            admin: server.admin.as_ref().map(bind).transpose()?,
+        })
+    }
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// Run an edge until `shutdown` resolves, then drain for `shutdown_grace`.
+pub async fn run(
+    config: EdgeConfig,
+    listeners: EdgeListeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ConfigError> {
+    install_crypto_provider();
+    config.validate()?;
+    let mut registry = Registry::default();
+    let metrics = Arc::new(EdgeMetrics::register(&mut registry));
+    let pool = Arc::new(
+        UpstreamPool::new(config.upstream.clone(), metrics.upstream.clone())
+            .map_err(|e| invalid("upstream.urls", e))?,
+    );
+    let edge = Arc::new(
+        Edge::new(
+            config.server.node_id.clone(),
+            config.cache.clone(),
+            pool.clone(),
+            metrics,
+        )
+        .map_err(|e| invalid("server.node_id", e))?,
+    );
+    let health = tokio::spawn(pool.clone().check_health_forever());
+
+    let app = Arc::new(PingoraApp::new(edge.clone(), config.server.h2c));
+    let tls = if listeners.tls.is_empty() {
+        None
+    } else {
+        let rustls_config =
+            frontend::tls::server_config(&config.server.certificates, &[b"h2", b"http/1.1"])
+                .map_err(|e| invalid("server.certificates", e))?;
+        Some(Arc::new(Acceptor::from_server_config(rustls_config)))
+    };
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let to_tokio = |l: std::net::TcpListener| -> Result<tokio::net::TcpListener, ConfigError> {
+        l.set_nonblocking(true)
+            .map_err(|e| invalid("server.listen", e.to_string()))?;
+        tokio::net::TcpListener::from_std(l).map_err(|e| invalid("server.listen", e.to_string()))
+    };
+    for listener in listeners.http {
+        let listener = to_tokio(listener)?;
+        tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "edge listening (http/1.1, h2c)");
+        tasks.push(tokio::spawn(frontend::pingora::serve(
+            listener,
+            app.clone(),
+            None,
+            stop_rx.clone(),
+        )));
+    }
+    for listener in listeners.tls {
+        let listener = to_tokio(listener)?;
+        tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "edge listening (tls: h2, http/1.1)");
+        tasks.push(tokio::spawn(frontend::pingora::serve(
+            listener,
+            app.clone(),
+            tls.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    let admin_state = Arc::new(admin::AdminState {
+        registry,
+        edge: edge.clone(),
+        ready: AtomicBool::new(true),
+    });
+    if let Some(listener) = listeners.admin {
+        let listener = to_tokio(listener)?;
+        tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "admin listening");
+        let router = admin::router(admin_state.clone());
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await;
+        });
+    }
+
+    shutdown.await;
+    tracing::info!(grace = ?config.server.shutdown_grace, "shutting down: no new connections, draining");
+    admin_state.ready.store(false, Ordering::Relaxed);
+    let _ = stop_tx.send(true);
+    for task in tasks {
+        let _ = task.await;
+    }
+    // Connections finish their current response; give them the grace period.
+    let deadline = tokio::time::Instant::now() + config.server.shutdown_grace;
+    while Arc::strong_count(&app) > 1 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    health.abort();
+    Ok(())
+}

@@ -1,0 +1,162 @@
+//! The edge's object store: moka, weighed in bytes, holding complete
+//! responses; in-flight fills live beside it (see [`fill`]).
+
+pub mod fill;
+pub mod freshness;
+pub mod key;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use moka::notification::RemovalCause;
+use tokio::time::Instant;
+
+use crate::cache::freshness::Freshness;
+use crate::cache::key::CacheKey;
+use crate::metrics::CacheMetrics;
+use crate::response::ResponseHead;
+
+/// A complete response as stored.
+#[derive(Debug)]
+pub struct CachedObject {
+    pub head: ResponseHead,
+    pub body: Bytes,
+    pub stored_at: Instant,
+    /// `Age` the upstream reported when we received it.
+    pub initial_age: Duration,
+    pub freshness: Freshness,
+    /// From `Surrogate-Key`, for purge by tag.
+    pub surrogate_keys: Vec<String>,
+}
+
+/// Where a stored object stands now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Staleness {
+    Fresh,
+    /// Stale, but `stale-while-revalidate` still covers it.
+    Revalidate,
+    /// Stale; may only be served if the upstream fails (`stale-if-error`).
+    IfError,
+    /// Too old to serve at all.
+    Expired,
+}
+
+impl CachedObject {
+    pub fn resident(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.stored_at)
+    }
+
+    pub fn age(&self, now: Instant) -> Duration {
+        self.initial_age + self.resident(now)
+    }
+
+    pub fn staleness(&self, now: Instant) -> Staleness {
+        let resident = self.resident(now);
+        let f = &self.freshness;
+        if resident < f.ttl {
+            Staleness::Fresh
+        } else if resident < f.ttl + f.stale_while_revalidate {
+            Staleness::Revalidate
+        } else if resident < f.ttl + f.stale_if_error {
+            Staleness::IfError
+        } else {
+            Staleness::Expired
+        }
+    }
+
+    pub fn etag(&self) -> Option<&str> {
+        self.head.header_str(http::header::ETAG)
+    }
+
+    pub fn last_modified(&self) -> Option<&str> {
+        self.head.header_str(http::header::LAST_MODIFIED)
+    }
+
+    /// Bytes this object costs the cache.
+    fn weight(&self) -> u32 {
+        let headers: usize = self
+            .head
+            .headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 32)
+            .sum();
+        u32::try_from(self.body.len() + headers + 256).unwrap_or(u32::MAX)
+    }
+}
+
+/// Keeps an entry in moka while it can still be served (fresh, or stale under
+/// swr/sie), so stale copies survive for `stale-if-error`.
+struct ServableLifetime;
+
+impl moka::Expiry<CacheKey, Arc<CachedObject>> for ServableLifetime {
+    fn expire_after_create(
+        &self,
+        _key: &CacheKey,
+        value: &Arc<CachedObject>,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        let f = &value.freshness;
+        Some(f.ttl + f.stale_while_revalidate.max(f.stale_if_error) + Duration::from_secs(1))
+    }
+}
+
+#[derive(Clone)]
+pub struct Cache {
+    objects: moka::future::Cache<CacheKey, Arc<CachedObject>>,
+}
+
+impl Cache {
+    pub fn new(capacity_bytes: u64, metrics: Arc<CacheMetrics>) -> Self {
+        let evictions = metrics.clone();
+        let objects = moka::future::Cache::builder()
+            .max_capacity(capacity_bytes)
+            .weigher(|_key, value: &Arc<CachedObject>| value.weight())
+            .expire_after(ServableLifetime)
+            .support_invalidation_closures()
+            .eviction_listener(move |_key, _value, cause| {
+                if cause == RemovalCause::Size {
+                    evictions.evictions.inc();
+                }
+            })
+            .build();
+        Cache { objects }
+    }
+
+    pub async fn get(&self, key: &CacheKey) -> Option<Arc<CachedObject>> {
+        self.objects.get(key).await
+    }
+
+    pub async fn insert(&self, key: CacheKey, object: Arc<CachedObject>) {
+        self.objects.insert(key, object).await;
+    }
+
+    pub async fn remove(&self, key: &CacheKey) {
+        self.objects.invalidate(key).await;
+    }
+
+    /// Drop every object whose path starts with `prefix`, or that carries a
+    /// surrogate key; takes effect for lookups immediately.
+    pub fn purge_where(
+        &self,
+        predicate: impl Fn(&CacheKey, &CachedObject) -> bool + Send + Sync + 'static,
+    ) {
+        // Only fails when invalidation closures are not enabled, and they are.
+        let _ = self
+            .objects
+            .invalidate_entries_if(move |key, value| predicate(key, value));
+    }
+
+    pub fn object_count(&self) -> u64 {
+        self.objects.entry_count()
+    }
+
+    pub fn weighted_bytes(&self) -> u64 {
+        self.objects.weighted_size()
+    }
+
+    /// Let moka apply pending evictions (tests and the metrics scrape use it).
+    pub async fn sync(&self) {
+        self.objects.run_pending_tasks().await;
+    }
+}

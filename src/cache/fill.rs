@@ -1,0 +1,269 @@
+//! In-flight fills: one upstream fetch whose bytes every waiting client reads
+//! while they arrive.
+//!
+//! moka's `try_get_with` coalesces *initialisation*, but a waiter only sees the
+//! value once it is complete. Players need the first bytes of a segment as soon
+//! as the leader has them, so a fill is its own shared, append-only buffer.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+use crate::response::ResponseHead;
+
+/// How a fill ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FillOutcome {
+    /// Every byte arrived.
+    Complete,
+    /// The upstream failed before or during the body; readers past the bytes
+    /// already received must abort their response so clients see truncation.
+    Failed(FillFailure),
+}
+
+/// Why a fill failed, and whether it was for lack of an answer (504) rather
+/// than a bad one (502).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FillFailure {
+    pub why: String,
+    pub timeout: bool,
+}
+
+impl FillFailure {
+    pub fn new(why: impl Into<String>, timeout: bool) -> Self {
+        FillFailure {
+            why: why.into(),
+            timeout,
+        }
+    }
+}
+
+#[derive(Default)]
+struct FillState {
+    head: Option<Arc<ResponseHead>>,
+    /// How the upstream answered, for `Cache-Status` (e.g. `fwd-status=304`).
+    note: &'static str,
+    /// Which upstream answered, for the access log.
+    upstream: Option<Arc<str>>,
+    chunks: Vec<Bytes>,
+    len: u64,
+    outcome: Option<FillOutcome>,
+}
+
+/// The shared buffer of one upstream fetch.
+pub struct Fill {
+    // Held only to copy a chunk handle or push one; never across `.await`.
+    state: Mutex<FillState>,
+    /// Bumped on every change so readers can wait without polling.
+    version: watch::Sender<u64>,
+}
+
+impl Default for Fill {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Fill {
+    pub fn new() -> Self {
+        Fill {
+            state: Mutex::new(FillState::default()),
+            version: watch::channel(0).0,
+        }
+    }
+
+    fn bump(&self) {
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    /// The response head is known: readers may start answering.
+    pub fn set_head(&self, head: ResponseHead, note: &'static str, upstream: Option<Arc<str>>) {
+        {
+            let mut state = self.state.lock();
+            state.head = Some(Arc::new(head));
+            state.note = note;
+            state.upstream = upstream;
+        }
+        self.bump();
+    }
+
+    pub fn note(&self) -> &'static str {
+        self.state.lock().note
+    }
+
+    pub fn upstream(&self) -> Option<Arc<str>> {
+        self.state.lock().upstream.clone()
+    }
+
+    pub fn push(&self, chunk: Bytes) {
+        if chunk.is_empty() {
+            return;
+        }
+        {
+            let mut state = self.state.lock();
+            state.len += chunk.len() as u64;
+            state.chunks.push(chunk);
+        }
+        self.bump();
+    }
+
+    pub fn finish(&self, outcome: FillOutcome) {
+        self.state.lock().outcome = Some(outcome);
+        self.bump();
+    }
+
+    pub fn received(&self) -> u64 {
+        self.state.lock().len
+    }
+
+    /// The whole body, once complete: chunks joined once for the cache.
+    pub fn body(&self) -> Bytes {
+        let state = self.state.lock();
+        match state.chunks.len() {
+            0 => Bytes::new(),
+            1 => state.chunks[0].clone(),
+            _ => {
+                let mut joined = Vec::with_capacity(state.len as usize);
+                for chunk in &state.chunks {
+                    joined.extend_from_slice(chunk);
+                }
+                Bytes::from(joined)
+            }
+        }
+    }
+
+    /// Wait for the response head, or for the fill to fail before it had one.
+    pub async fn head(&self) -> Result<Arc<ResponseHead>, FillOutcome> {
+        let mut rx = self.version.subscribe();
+        loop {
+            {
+                let state = self.state.lock();
+                if let Some(head) = &state.head {
+                    return Ok(head.clone());
+                }
+                if let Some(outcome) = &state.outcome {
+                    return Err(outcome.clone());
+                }
+            }
+            if rx.changed().await.is_err() {
+                return Err(FillOutcome::Failed(FillFailure::new(
+                    "fill abandoned",
+                    false,
+                )));
+            }
+        }
+    }
+
+    /// Wait until the fill has ended, returning how.
+    pub async fn outcome(&self) -> FillOutcome {
+        let mut rx = self.version.subscribe();
+        loop {
+            if let Some(outcome) = &self.state.lock().outcome {
+                return outcome.clone();
+            }
+            if rx.changed().await.is_err() {
+                return FillOutcome::Failed(FillFailure::new("fill abandoned", false));
+            }
+        }
+    }
+
+    /// A reader of bytes `[start, end)` of the body (`end = None`: to the end).
+    pub fn reader(self: &Arc<Self>, start: u64, end: Option<u64>) -> FillReader {
+        FillReader {
+            fill: self.clone(),
+            rx: self.version.subscribe(),
+            chunk: 0,
+            chunk_start: 0,
+            pos: start,
+            end,
+        }
+    }
+}
+
+/// Streams a byte window of a [`Fill`] as it grows.
+pub struct FillReader {
+    fill: Arc<Fill>,
+    rx: watch::Receiver<u64>,
+    /// Index of the chunk holding `pos`, and that chunk's offset in the body.
+    chunk: usize,
+    chunk_start: u64,
+    pos: u64,
+    end: Option<u64>,
+}
+
+impl FillReader {
+    /// The next piece of the window; `None` at its end; `Err` when the
+    /// upstream failed before the window was complete.
+    pub async fn next(&mut self) -> Option<Result<Bytes, String>> {
+        loop {
+            if self.end.is_some_and(|end| self.pos >= end) {
+                return None;
+            }
+            {
+                let state = self.fill.state.lock();
+                while self.chunk < state.chunks.len() {
+                    let chunk = &state.chunks[self.chunk];
+                    let chunk_end = self.chunk_start + chunk.len() as u64;
+                    if self.pos < chunk_end {
+                        let from = (self.pos - self.chunk_start) as usize;
+                        let to = match self.end {
+                            Some(end) if end < chunk_end => (end - self.chunk_start) as usize,
+                            _ => chunk.len(),
+                        };
+                        let piece = chunk.slice(from..to);
+                        self.pos += piece.len() as u64;
+                        return Some(Ok(piece));
+                    }
+                    self.chunk += 1;
+                    self.chunk_start = chunk_end;
+                }
+                match &state.outcome {
+                    Some(FillOutcome::Complete) => return None,
+                    Some(FillOutcome::Failed(f)) => return Some(Err(f.why.clone())),
+                    None => {}
+                }
+            }
+            if self.rx.changed().await.is_err() {
+                return Some(Err("fill abandoned".into()));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn readers_see_bytes_as_they_arrive_and_windows_cut_across_chunks() {
+        let fill = Arc::new(Fill::new());
+        let mut whole = fill.reader(0, None);
+        let mut window = fill.reader(3, Some(7));
+        fill.push(Bytes::from_static(b"01234"));
+        assert_eq!(whole.next().await, Some(Ok(Bytes::from_static(b"01234"))));
+        assert_eq!(window.next().await, Some(Ok(Bytes::from_static(b"34"))));
+        fill.push(Bytes::from_static(b"56789"));
+        assert_eq!(window.next().await, Some(Ok(Bytes::from_static(b"56"))));
+        assert_eq!(window.next().await, None);
+        fill.finish(FillOutcome::Complete);
+        assert_eq!(whole.next().await, Some(Ok(Bytes::from_static(b"56789"))));
+        assert_eq!(whole.next().await, None);
+        assert_eq!(fill.body(), Bytes::from_static(b"0123456789"));
+    }
+
+    #[tokio::test]
+    async fn a_failed_fill_is_an_error_for_readers_that_want_more() {
+        let fill = Arc::new(Fill::new());
+        let mut reader = fill.reader(0, None);
+        fill.push(Bytes::from_static(b"abc"));
+        fill.finish(FillOutcome::Failed(FillFailure::new(
+            "upstream closed",
+            false,
+        )));
+        assert_eq!(reader.next().await, Some(Ok(Bytes::from_static(b"abc"))));
+        assert!(matches!(reader.next().await, Some(Err(_))));
+        assert!(fill.head().await.is_err());
+    }
+}

@@ -1,0 +1,274 @@
+//! How long a response may be served from cache (RFC 9111 §4.2, RFC 5861).
+
+use std::time::{Duration, SystemTime};
+
+use http::{header, HeaderMap, StatusCode};
+use serde::Deserialize;
+
+use crate::request::ObjectKind;
+
+/// Lifetimes used when the upstream says nothing, per kind of object.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TtlDefaults {
+    /// Live HLS media or multivariant playlists.
+    #[serde(with = "humantime_serde")]
+    pub playlist: Duration,
+    /// DASH MPDs.
+    #[serde(with = "humantime_serde")]
+    pub manifest: Duration,
+    /// Media segments (never change once published).
+    #[serde(with = "humantime_serde")]
+    pub segment: Duration,
+    /// Initialisation segments.
+    #[serde(with = "humantime_serde")]
+    pub init: Duration,
+    /// Anything else.
+    #[serde(with = "humantime_serde")]
+    pub other: Duration,
+    /// 404 and 410 answers ("negative caching"), so a player polling for a
+    /// segment that does not exist yet does not reach the origin every time.
+    #[serde(with = "humantime_serde")]
+    pub negative: Duration,
+    /// stale-if-error applied when the upstream gives none.
+    #[serde(with = "humantime_serde")]
+    pub stale_if_error: Duration,
+    /// stale-while-revalidate applied when the upstream gives none.
+    #[serde(with = "humantime_serde")]
+    pub stale_while_revalidate: Duration,
+}
+
+impl Default for TtlDefaults {
+    fn default() -> Self {
+        TtlDefaults {
+            playlist: Duration::from_secs(1),
+            manifest: Duration::from_secs(1),
+            segment: Duration::from_secs(24 * 3600),
+            init: Duration::from_secs(24 * 3600),
+            other: Duration::from_secs(60),
+            negative: Duration::from_secs(2),
+            stale_if_error: Duration::from_secs(30),
+            stale_while_revalidate: Duration::ZERO,
+        }
+    }
+}
+
+/// The verdict on one upstream response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Freshness {
+    /// May it be stored at all (no `no-store`, `private`, uncacheable status)?
+    pub storable: bool,
+    /// Fresh for this long after it was received (already minus its `Age`).
+    pub ttl: Duration,
+    pub stale_while_revalidate: Duration,
+    pub stale_if_error: Duration,
+}
+
+impl Freshness {
+    pub const UNSTORABLE: Freshness = Freshness {
+        storable: false,
+        ttl: Duration::ZERO,
+        stale_while_revalidate: Duration::ZERO,
+        stale_if_error: Duration::ZERO,
+    };
+}
+
+#[derive(Default)]
+struct CacheControl {
+    no_store: bool,
+    no_cache: bool,
+    private: bool,
+    max_age: Option<u64>,
+    s_maxage: Option<u64>,
+    swr: Option<u64>,
+    sie: Option<u64>,
+}
+
+fn parse_cache_control(headers: &HeaderMap) -> CacheControl {
+    let mut cc = CacheControl::default();
+    for value in headers.get_all(header::CACHE_CONTROL) {
+        let Ok(value) = value.to_str() else { continue };
+        for directive in value.split(',') {
+            let mut parts = directive.trim().splitn(2, '=');
+            let name = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let arg = parts
+                .next()
+                .map(|a| a.trim().trim_matches('"'))
+                .and_then(|a| a.parse::<u64>().ok());
+            match name.as_str() {
+                "no-store" => cc.no_store = true,
+                // `no-cache` with field names restricts only those fields; a
+                // shared cache may treat it as the unqualified form (safer).
+                "no-cache" => cc.no_cache = true,
+                "private" => cc.private = true,
+                "max-age" => cc.max_age = arg.or(Some(0)),
+                "s-maxage" => cc.s_maxage = arg.or(Some(0)),
+                "stale-while-revalidate" => cc.swr = arg,
+                "stale-if-error" => cc.sie = arg,
+                _ => {}
+            }
+        }
+    }
+    cc
+}
+
+/// RFC 9110 §15.1: statuses a cache may store without explicit freshness.
+fn heuristically_cacheable(status: StatusCode) -> bool {
+    matches!(
+        status.as_u16(),
+        200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
+    )
+}
+
+pub fn freshness(
+    status: StatusCode,
+    headers: &HeaderMap,
+    kind: ObjectKind,
+    defaults: &TtlDefaults,
+    now: SystemTime,
+) -> Freshness {
+    let cc = parse_cache_control(headers);
+    if cc.no_store || cc.private || !heuristically_cacheable(status) {
+        return Freshness::UNSTORABLE;
+    }
+    let explicit = cc
+        .s_maxage
+        .or(cc.max_age)
+        .map(Duration::from_secs)
+        .or_else(|| {
+            let expires = headers.get(header::EXPIRES)?.to_str().ok()?;
+            // An invalid Expires (e.g. "0") means already expired (RFC 9111 §5.3).
+            let Ok(expires) = httpdate::parse_http_date(expires) else {
+                return Some(Duration::ZERO);
+            };
+            let date = headers
+                .get(header::DATE)
+                .and_then(|d| d.to_str().ok())
+                .and_then(|d| httpdate::parse_http_date(d).ok())
+                .unwrap_or(now);
+            Some(expires.duration_since(date).unwrap_or(Duration::ZERO))
+        });
+    let negative = matches!(status.as_u16(), 404 | 410);
+    let lifetime = if cc.no_cache {
+        Duration::ZERO
+    } else if let Some(explicit) = explicit {
+        explicit
+    } else if negative {
+        defaults.negative
+    } else {
+        kind.default_ttl(defaults)
+    };
+    let age = headers
+        .get(header::AGE)
+        .and_then(|a| a.to_str().ok())
+        .and_then(|a| a.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::ZERO);
+    Freshness {
+        storable: true,
+        ttl: lifetime.saturating_sub(age),
+        stale_while_revalidate: cc
+            .swr
+            .map(Duration::from_secs)
+            .unwrap_or(defaults.stale_while_revalidate),
+        stale_if_error: if negative {
+            Duration::ZERO
+        } else {
+            cc.sie
+                .map(Duration::from_secs)
+                .unwrap_or(defaults.stale_if_error)
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn fresh(status: u16, headers: &[(&'static str, &'static str)], kind: ObjectKind) -> Freshness {
+        let mut map = HeaderMap::new();
+        for (k, v) in headers {
+            map.append(*k, HeaderValue::from_static(v));
+        }
+        let now = httpdate::parse_http_date("Wed, 25 Nov 2026 10:00:00 GMT").expect("date");
+        freshness(
+            StatusCode::from_u16(status).expect("status"),
+            &map,
+            kind,
+            &TtlDefaults::default(),
+            now,
+        )
+    }
+
+    #[test]
+    fn s_maxage_wins_over_max_age_and_age_is_subtracted() {
+        let f = fresh(
+            200,
+            &[
+                (
+                    "cache-control",
+                    "max-age=10, s-maxage=100, stale-if-error=5",
+                ),
+                ("age", "30"),
+            ],
+            ObjectKind::Segment,
+        );
+        assert_eq!(f.ttl, Duration::from_secs(70));
+        assert_eq!(f.stale_if_error, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn no_store_and_private_are_never_stored_and_no_cache_revalidates() {
+        assert!(!fresh(200, &[("cache-control", "no-store")], ObjectKind::Segment).storable);
+        assert!(
+            !fresh(
+                200,
+                &[("cache-control", "private, max-age=60")],
+                ObjectKind::Other
+            )
+            .storable
+        );
+        let f = fresh(200, &[("cache-control", "no-cache")], ObjectKind::Segment);
+        assert!(f.storable);
+        assert_eq!(f.ttl, Duration::ZERO);
+        assert!(!fresh(500, &[], ObjectKind::Segment).storable);
+    }
+
+    #[test]
+    fn expires_and_kind_defaults_and_negative_caching() {
+        let f = fresh(
+            200,
+            &[
+                ("date", "Wed, 25 Nov 2026 10:00:00 GMT"),
+                ("expires", "Wed, 25 Nov 2026 10:01:00 GMT"),
+            ],
+            ObjectKind::Other,
+        );
+        assert_eq!(f.ttl, Duration::from_secs(60));
+        assert_eq!(
+            fresh(200, &[("expires", "0")], ObjectKind::Other).ttl,
+            Duration::ZERO
+        );
+        assert_eq!(
+            fresh(200, &[], ObjectKind::Playlist).ttl,
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            fresh(200, &[], ObjectKind::Segment).ttl,
+            Duration::from_secs(86400)
+        );
+        let nf = fresh(404, &[], ObjectKind::Segment);
+        assert_eq!(nf.ttl, Duration::from_secs(2));
+        assert_eq!(nf.stale_if_error, Duration::ZERO);
+        let swr = fresh(
+            200,
+            &[(
+                "cache-control",
+                "max-age=1, stale-while-revalidate=4, immutable",
+            )],
+            ObjectKind::Playlist,
+        );
+        assert_eq!(swr.stale_while_revalidate, Duration::from_secs(4));
+    }
+}

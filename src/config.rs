@@ -1,0 +1,267 @@
+//! The edge's configuration file: one section per module, composed here.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::edge::CacheConfig;
+use crate::upstream::UpstreamConfig;
+
+/// A size in bytes, written `"512MiB"`, `"2GB"`, `"64k"` or a plain number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+impl FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let split = s
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len());
+        let (number, unit) = s.split_at(split);
+        let number: f64 = number
+            .parse()
+            .map_err(|_| format!("{s:?} is not a size like \"512MiB\""))?;
+        let unit = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1u64,
+            "k" | "kb" => 1_000,
+            "kib" => 1 << 10,
+            "m" | "mb" => 1_000_000,
+            "mib" => 1 << 20,
+            "g" | "gb" => 1_000_000_000,
+            "gib" => 1 << 30,
+            "t" | "tb" => 1_000_000_000_000,
+            "tib" => 1 << 40,
+            other => {
+                return Err(format!(
+                    "unknown size unit {other:?} (use B, KiB, MiB, GiB, KB, MB, GB)"
+                ))
+            }
+        };
+        Ok(ByteSize((number * unit as f64) as u64))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}B", self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Number(n) => Ok(ByteSize(n)),
+            Raw::Text(t) => t.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// A certificate and its key; the names it covers come from the certificate.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// The `[server]` section: where the edge listens and what it calls itself.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Cleartext HTTP listeners (HTTP/1.1, and HTTP/2 with prior knowledge when `h2c`).
+    pub listen: Vec<SocketAddr>,
+    /// TLS listeners (HTTP/1.1 and HTTP/2 by ALPN).
+    pub tls_listen: Vec<SocketAddr>,
+    /// Certificates for the TLS listeners; picked by SNI, the first is the default.
+    pub certificates: Vec<CertificateConfig>,
+    /// Accept cleartext HTTP/2 (prior knowledge) on `listen`.
+    pub h2c: bool,
+    /// Admin listener: /metrics, /healthz, /readyz. Keep it off the public network.
+    pub admin: Option<SocketAddr>,
+    /// This node's name in `Via` and `Cache-Status`; also how tier loops are detected.
+    pub node_id: String,
+    /// On SIGTERM, how long in-flight responses may take to finish.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: vec![SocketAddr::from(([0, 0, 0, 0], 8080))],
+            tls_listen: Vec::new(),
+            certificates: Vec::new(),
+            h2c: true,
+            admin: Some(SocketAddr::from(([127, 0, 0, 1], 9091))),
+            node_id: default_node_id(),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    let host: String = host
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.')
+        .collect();
+    if host.is_empty() {
+        "strata".into()
+    } else {
+        format!("strata-{host}")
+    }
+}
+
+/// The whole edge configuration file.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EdgeConfig {
+    pub server: ServerConfig,
+    pub cache: CacheConfig,
+    pub upstream: UpstreamConfig,
+}
+
+/// A configuration problem, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+impl EdgeConfig {
+    pub fn load(path: &Path) -> Result<EdgeConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.display().to_string(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<EdgeConfig, ConfigError> {
+        let config: EdgeConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: "<config>".into(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks serde cannot express; every error names its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            key: key.into(),
+            message,
+        };
+        if self.server.listen.is_empty() && self.server.tls_listen.is_empty() {
+            return Err(invalid(
+                "server.listen",
+                "no listener: give server.listen or server.tls_listen".into(),
+            ));
+        }
+        if !self.server.tls_listen.is_empty() && self.server.certificates.is_empty() {
+            return Err(invalid(
+                "server.certificates",
+                "server.tls_listen needs at least one certificate".into(),
+            ));
+        }
+        if self.server.node_id.is_empty()
+            || self
+                .server
+                .node_id
+                .contains(|c: char| c.is_whitespace() || c == ',')
+        {
+            return Err(invalid(
+                "server.node_id",
+                "must be non-empty, without spaces or commas".into(),
+            ));
+        }
+        if self.upstream.urls.is_empty() {
+            return Err(invalid(
+                "upstream.urls",
+                "at least one upstream (origin or shield) is required".into(),
+            ));
+        }
+        for (i, url) in self.upstream.urls.iter().enumerate() {
+            crate::upstream::Upstream::parse(url)
+                .map_err(|e| invalid(&format!("upstream.urls[{i}]"), e))?;
+        }
+        if self.cache.size.0 < 1024 * 1024 {
+            return Err(invalid(
+                "cache.size",
+                format!("{} is too small (at least 1MiB)", self.cache.size),
+            ));
+        }
+        if self.cache.max_object_size > self.cache.size {
+            return Err(invalid(
+                "cache.max_object_size",
+                "larger than cache.size".into(),
+            ));
+        }
+        if self.upstream.max_attempts == 0 {
+            return Err(invalid(
+                "upstream.max_attempts",
+                "must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_edge_toml_parses_and_validates() {
+        let text = include_str!("../conf/edge.toml");
+        let config = EdgeConfig::parse(text).expect("conf/edge.toml");
+        assert_eq!(config.cache.size, ByteSize(1 << 30));
+        assert!(!config.upstream.urls.is_empty());
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let err = EdgeConfig::parse("[upstream]\nurls = [\"ftp://x\"]\n").expect_err("bad url");
+        assert!(err.to_string().starts_with("upstream.urls[0]"), "{err}");
+        let err = EdgeConfig::parse("[cache]\nsize = \"lots\"\n").expect_err("bad size");
+        assert!(err.to_string().contains("size"), "{err}");
+        let err = EdgeConfig::parse("[cache]\nsiez = 1\n").expect_err("typo");
+        assert!(err.to_string().contains("siez"), "{err}");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!("512MiB".parse(), Ok(ByteSize(512 << 20)));
+        assert_eq!("2GB".parse(), Ok(ByteSize(2_000_000_000)));
+        assert_eq!("1.5k".parse(), Ok(ByteSize(1500)));
+        assert!("12 parsecs".parse::<ByteSize>().is_err());
+    }
+}

@@ -1,0 +1,714 @@
+//! The front-door-neutral request pipeline: parse → policy → cache → one
+//! coalesced upstream fetch → response headers. Front doors (Pingora for h1/h2,
+//! quinn for h3) call [`Edge::handle`] and write what it returns.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::{header, request::Parts, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use http_body_util::BodyExt;
+use parking_lot::Mutex;
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use crate::cache::fill::{Fill, FillFailure, FillOutcome};
+use crate::cache::freshness::{freshness, TtlDefaults};
+use crate::cache::key::CacheKey;
+use crate::cache::{Cache, CachedObject, Staleness};
+use crate::config::ByteSize;
+use crate::error::EdgeError;
+use crate::metrics::{status_class, EdgeMetrics, ProtocolLabels, ReasonLabels, RequestLabels};
+use crate::request::{MediaRequest, ObjectKind, Protocol};
+use crate::response::{Body, EdgeResponse, Outcome, ResponseHead};
+use crate::upstream::{UpstreamPool, UpstreamResponse};
+
+/// The `[cache]` section.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Memory for cached objects, e.g. `"1GiB"`.
+    pub size: ByteSize,
+    /// Larger objects are streamed through to every waiting client but not stored.
+    pub max_object_size: ByteSize,
+    /// Query parameters left out of the cache key and the upstream request
+    /// (they do not change content), matched case-insensitively.
+    pub ignore_params: Vec<String>,
+    /// Lifetimes when the upstream sends no Cache-Control or Expires.
+    pub ttl: TtlDefaults,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            size: ByteSize(512 * 1024 * 1024),
+            max_object_size: ByteSize(64 * 1024 * 1024),
+            ignore_params: vec!["token".into(), "CMCD".into()],
+            ttl: TtlDefaults::default(),
+        }
+    }
+}
+
+/// Hop-by-hop and per-hop headers never copied from upstream to client.
+const NOT_FORWARDED: [HeaderName; 9] = [
+    header::CONNECTION,
+    header::TRANSFER_ENCODING,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::AGE,
+    HeaderName::from_static("keep-alive"),
+];
+
+/// The request facts an access-log line and the metrics need.
+#[derive(Clone, Debug)]
+pub struct RequestLog {
+    pub method: Method,
+    /// Path and kept query: tokens and CMCD never reach the log.
+    pub target: String,
+    pub protocol: Protocol,
+    pub client: SocketAddr,
+}
+
+pub struct Edge {
+    node_id: String,
+    cache_config: CacheConfig,
+    cache: Cache,
+    // Held only to look up or swap an entry; never across `.await`.
+    inflight: Mutex<HashMap<CacheKey, Arc<Fill>>>,
+    upstreams: Arc<UpstreamPool>,
+    metrics: Arc<EdgeMetrics>,
+    via: HeaderValue,
+    alt_svc: Option<HeaderValue>,
+}
+
+impl Edge {
+    pub fn new(
+        node_id: String,
+        cache_config: CacheConfig,
+        upstreams: Arc<UpstreamPool>,
+        metrics: Arc<EdgeMetrics>,
+    ) -> Result<Edge, String> {
+        let via = HeaderValue::from_str(&format!("1.1 {node_id}"))
+            .map_err(|_| format!("node id {node_id:?} is not a valid header value"))?;
+        Ok(Edge {
+            cache: Cache::new(cache_config.size.0, metrics.cache.clone()),
+            node_id,
+            cache_config,
+            inflight: Mutex::new(HashMap::new()),
+            upstreams,
+            metrics,
+            via,
+            alt_svc: None,
+        })
+    }
+
+    /// Advertise another front door (HTTP/3) on every response.
+    pub fn set_alt_svc(&mut self, value: Option<HeaderValue>) {
+        self.alt_svc = value;
+    }
+
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    pub fn upstreams(&self) -> &Arc<UpstreamPool> {
+        &self.upstreams
+    }
+
+    pub fn metrics(&self) -> &Arc<EdgeMetrics> {
+        &self.metrics
+    }
+
+    /// Answer one request. Never fails: errors become responses here.
+    pub async fn handle(
+        self: &Arc<Self>,
+        parts: &Parts,
+        client: SocketAddr,
+        protocol: Protocol,
+    ) -> (EdgeResponse, RequestLog) {
+        let mut log = RequestLog {
+            method: parts.method.clone(),
+            target: parts.uri.path().to_owned(),
+            protocol,
+            client,
+        };
+        let mut response =
+            match MediaRequest::parse(parts, client, protocol, &self.cache_config.ignore_params) {
+                Ok(request) => {
+                    log.target = request.key.to_string();
+                    match self.serve(&request).await {
+                        Ok(response) => response,
+                        Err(e) => e.into_response(),
+                    }
+                }
+                Err(e) => e.into_response(),
+            };
+        self.finish_headers(&mut response.head.headers);
+        (response, log)
+    }
+
+    /// Count and log a response once its body has been written (or abandoned).
+    pub fn record(
+        &self,
+        log: &RequestLog,
+        outcome: &Outcome,
+        status: StatusCode,
+        bytes: u64,
+        elapsed: Duration,
+        complete: bool,
+    ) {
+        let m = &self.metrics.requests;
+        let protocol = log.protocol.as_str();
+        m.requests
+            .get_or_create(&RequestLabels {
+                status: status_class(status.as_u16()),
+                cache: outcome.cache,
+                protocol,
+            })
+            .inc();
+        m.bytes
+            .get_or_create(&ProtocolLabels { protocol })
+            .inc_by(bytes);
+        m.duration
+            .get_or_create(&ProtocolLabels { protocol })
+            .observe(elapsed.as_secs_f64());
+        if let Some(reason) = outcome.reason {
+            m.errors.get_or_create(&ReasonLabels { reason }).inc();
+        }
+        tracing::info!(
+            target: "strata::access",
+            client = %log.client.ip(),
+            method = %log.method,
+            path = %log.target,
+            status = status.as_u16(),
+            cache = outcome.cache,
+            bytes,
+            ms = elapsed.as_secs_f64() * 1000.0,
+            upstream = outcome.upstream.as_deref().unwrap_or("-"),
+            protocol,
+            complete,
+            reason = outcome.reason.unwrap_or("-"),
+        );
+    }
+
+    fn finish_headers(&self, headers: &mut HeaderMap) {
+        headers.append(header::VIA, self.via.clone());
+        if let Some(alt_svc) = &self.alt_svc {
+            headers.insert(header::ALT_SVC, alt_svc.clone());
+        }
+        headers
+            .entry(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+            .or_insert(HeaderValue::from_static("*"));
+        headers.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static(
+                "Age, Cache-Status, Content-Length, Content-Range, Date, ETag",
+            ),
+        );
+    }
+
+    async fn serve(self: &Arc<Self>, request: &MediaRequest) -> Result<EdgeResponse, EdgeError> {
+        match request.method {
+            Method::GET | Method::HEAD => {}
+            Method::OPTIONS => return Ok(preflight()),
+            _ => return Err(EdgeError::MethodNotAllowed),
+        }
+        if request
+            .via
+            .iter()
+            .any(|hop| hop.split_whitespace().nth(1) == Some(self.node_id.as_str()))
+        {
+            return Err(EdgeError::Loop);
+        }
+
+        let now = Instant::now();
+        let stale = match self.cache.get(&request.key).await {
+            Some(object) => match object.staleness(now) {
+                Staleness::Fresh => {
+                    return Ok(self.from_object(request, &object, now, "hit", "hit"))
+                }
+                Staleness::Revalidate => {
+                    self.join_or_start_fill(request, Some(object.clone()));
+                    return Ok(self.from_object(
+                        request,
+                        &object,
+                        now,
+                        "stale",
+                        "hit; detail=stale-while-revalidate",
+                    ));
+                }
+                Staleness::IfError | Staleness::Expired => Some(object),
+            },
+            None => None,
+        };
+
+        let (fill, leader) = match self.join_or_start_fill(request, stale.clone()) {
+            Some(joined) => joined,
+            None => {
+                // The fill we raced with has just stored its object.
+                if let Some(object) = self.cache.get(&request.key).await {
+                    return Ok(self.from_object(request, &object, Instant::now(), "hit", "hit"));
+                }
+                self.join_or_start_fill(request, stale.clone())
+                    .ok_or(EdgeError::Upstream {
+                        why: "fill vanished".into(),
+                        timeout: false,
+                    })?
+            }
+        };
+        if !leader {
+            self.metrics.requests.coalesced_followers.inc();
+        }
+
+        match fill.head().await {
+            Ok(head) => {
+                let note = fill.note();
+                let (cache, detail) = match (leader, note) {
+                    (_, "fwd-status=304") => ("revalidated", format!("fwd=stale; {note}")),
+                    (true, _) => ("miss", format!("fwd=miss; {note}")),
+                    (false, _) => ("collapsed", format!("fwd=miss; {note}; collapsed")),
+                };
+                let mut response = self.from_fill(request, &head, &fill, cache, &detail).await;
+                response.outcome.upstream = fill.upstream().map(|u| u.to_string());
+                Ok(response)
+            }
+            Err(FillOutcome::Failed(failure)) => {
+                if let Some(object) =
+                    stale.filter(|o| o.staleness(Instant::now()) != Staleness::Expired)
+                {
+                    tracing::warn!(path = %request.key, why = %failure.why, "upstream failed, serving stale");
+                    let mut response = self.from_object(
+                        request,
+                        &object,
+                        Instant::now(),
+                        "stale",
+                        "fwd=stale; detail=stale-if-error",
+                    );
+                    response.outcome.reason = Some("stale-if-error");
+                    return Ok(response);
+                }
+                Err(EdgeError::Upstream {
+                    why: failure.why,
+                    timeout: failure.timeout,
+                })
+            }
+            Err(FillOutcome::Complete) => Err(EdgeError::Upstream {
+                why: "fill ended without a response".into(),
+                timeout: false,
+            }),
+        }
+    }
+
+    /// Join the in-flight fill for this key, or start one if none runs and the
+    /// cache was checked after the last one finished. `None`: re-check the cache.
+    fn join_or_start_fill(
+        self: &Arc<Self>,
+        request: &MediaRequest,
+        stale: Option<Arc<CachedObject>>,
+    ) -> Option<(Arc<Fill>, bool)> {
+        let mut inflight = self.inflight.lock();
+        if let Some(fill) = inflight.get(&request.key) {
+            return Some((fill.clone(), false));
+        }
+        let fill = Arc::new(Fill::new());
+        inflight.insert(request.key.clone(), fill.clone());
+        drop(inflight);
+        let edge = self.clone();
+        let key = request.key.clone();
+        let kind = request.kind;
+        let mut via = request.via.clone();
+        via.push(format!("1.1 {}", self.node_id));
+        let task_fill = fill.clone();
+        tokio::spawn(async move { edge.run_fill(key, kind, task_fill, stale, via).await });
+        Some((fill, true))
+    }
+
+    async fn run_fill(
+        self: Arc<Self>,
+        key: CacheKey,
+        kind: ObjectKind,
+        fill: Arc<Fill>,
+        stale: Option<Arc<CachedObject>>,
+        via: Vec<String>,
+    ) {
+        match self
+            .fill_from_upstream(&key, kind, &fill, stale.as_deref(), &via)
+            .await
+        {
+            Ok(object) => {
+                fill.finish(FillOutcome::Complete);
+                if let Some(object) = object {
+                    // Stored before the in-flight entry goes, so a request that
+                    // finds neither cannot exist (see `serve`).
+                    self.cache.insert(key.clone(), Arc::new(object)).await;
+                } else if stale.is_some() {
+                    self.cache.remove(&key).await;
+                }
+            }
+            Err(failure) => {
+                tracing::warn!(path = %key, why = %failure.why, "upstream fetch failed");
+                fill.finish(FillOutcome::Failed(failure));
+            }
+        }
+        let mut inflight = self.inflight.lock();
+        if inflight.get(&key).is_some_and(|f| Arc::ptr_eq(f, &fill)) {
+            inflight.remove(&key);
+        }
+    }
+
+    /// Fetch `key` into `fill`; returns the object to store, if storable.
+    async fn fill_from_upstream(
+        &self,
+        key: &CacheKey,
+        kind: ObjectKind,
+        fill: &Fill,
+        stale: Option<&CachedObject>,
+        via: &[String],
+    ) -> Result<Option<CachedObject>, FillFailure> {
+        let mut headers = HeaderMap::new();
+        if let Ok(via) = HeaderValue::from_str(&via.join(", ")) {
+            headers.insert(header::VIA, via);
+        }
+        if let Some(stale) = stale {
+            if let Some(etag) = stale.head.headers.get(header::ETAG) {
+                headers.insert(header::IF_NONE_MATCH, etag.clone());
+            }
+            if let Some(lm) = stale.head.headers.get(header::LAST_MODIFIED) {
+                headers.insert(header::IF_MODIFIED_SINCE, lm.clone());
+            }
+        }
+        let UpstreamResponse { upstream, response } = self
+            .upstreams
+            .fetch(key.as_str(), &headers)
+            .await
+            .map_err(|e| {
+                FillFailure::new(
+                    e.to_string(),
+                    matches!(e, EdgeError::Upstream { timeout: true, .. }),
+                )
+            })?;
+        let (parts, mut body) = response.into_parts();
+        let received_at = Instant::now();
+
+        if parts.status == StatusCode::NOT_MODIFIED {
+            if let Some(stale) = stale {
+                let mut head = stale.head.clone();
+                for name in [
+                    header::CACHE_CONTROL,
+                    header::EXPIRES,
+                    header::DATE,
+                    header::ETAG,
+                    header::LAST_MODIFIED,
+                    header::AGE,
+                ] {
+                    if let Some(value) = parts.headers.get(&name) {
+                        head.headers.insert(name, value.clone());
+                    }
+                }
+                let fresh = freshness(
+                    head.status,
+                    &head.headers,
+                    kind,
+                    &self.cache_config.ttl,
+                    SystemTime::now(),
+                );
+                let initial_age = age_header(&head.headers);
+                head.headers.remove(header::AGE);
+                fill.set_head(
+                    head.clone(),
+                    "fwd-status=304",
+                    Some(upstream.name.as_str().into()),
+                );
+                fill.push(stale.body.clone());
+                return Ok(fresh.storable.then(|| CachedObject {
+                    head,
+                    body: stale.body.clone(),
+                    stored_at: received_at,
+                    initial_age,
+                    freshness: fresh,
+                    surrogate_keys: stale.surrogate_keys.clone(),
+                }));
+            }
+        }
+
+        let fresh = freshness(
+            parts.status,
+            &parts.headers,
+            kind,
+            &self.cache_config.ttl,
+            SystemTime::now(),
+        );
+        let initial_age = age_header(&parts.headers);
+        let mut head = ResponseHead::new(parts.status);
+        for (name, value) in &parts.headers {
+            if !NOT_FORWARDED.contains(name) {
+                head.headers.append(name.clone(), value.clone());
+            }
+        }
+        let expected = head.content_length();
+        let note = match parts.status.as_u16() {
+            200 => "fwd-status=200",
+            404 => "fwd-status=404",
+            _ => "fwd-status=other",
+        };
+        fill.set_head(head.clone(), note, Some(upstream.name.as_str().into()));
+
+        let body_timeout = self.upstreams.config().body_timeout;
+        loop {
+            match tokio::time::timeout(body_timeout, body.frame()).await {
+                Ok(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        fill.push(data);
+                    }
+                }
+                Ok(None) => break,
+                Ok(Some(Err(e))) => {
+                    self.upstreams.failed(&upstream, "body");
+                    return Err(FillFailure::new(
+                        format!("{}: body cut short: {e}", upstream.name),
+                        false,
+                    ));
+                }
+                Err(_) => {
+                    self.upstreams.failed(&upstream, "body");
+                    return Err(FillFailure::new(
+                        format!("{}: body stalled for {body_timeout:?}", upstream.name),
+                        true,
+                    ));
+                }
+            }
+        }
+        let received = fill.received();
+        if expected.is_some_and(|e| e != received) {
+            return Err(FillFailure::new(
+                format!("{}: body ended after {received} bytes", upstream.name),
+                false,
+            ));
+        }
+        if !fresh.storable || received > self.cache_config.max_object_size.0 {
+            return Ok(None);
+        }
+        let surrogate_keys = head
+            .header_str("surrogate-key")
+            .map(|v| v.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default();
+        Ok(Some(CachedObject {
+            head,
+            body: fill.body(),
+            stored_at: received_at,
+            initial_age,
+            freshness: fresh,
+            surrogate_keys,
+        }))
+    }
+
+    fn cache_status(&self, detail: &str) -> HeaderValue {
+        HeaderValue::from_str(&format!("{}; {detail}", self.node_id))
+            .unwrap_or(HeaderValue::from_static("strata"))
+    }
+
+    fn from_object(
+        &self,
+        request: &MediaRequest,
+        object: &CachedObject,
+        now: Instant,
+        cache: &'static str,
+        detail: &str,
+    ) -> EdgeResponse {
+        let mut head = object.head.clone();
+        head.headers
+            .insert(header::AGE, object.age(now).as_secs().into());
+        let detail = if cache == "hit" {
+            let remaining =
+                object.freshness.ttl.as_secs() as i64 - object.resident(now).as_secs() as i64;
+            format!("{detail}; ttl={remaining}")
+        } else {
+            detail.to_owned()
+        };
+        head.headers
+            .append("cache-status", self.cache_status(&detail));
+        let outcome = Outcome {
+            cache,
+            upstream: None,
+            reason: None,
+        };
+        shape(
+            request,
+            head,
+            BodySource::Bytes(object.body.clone()),
+            Some(object.body.len() as u64),
+            outcome,
+        )
+    }
+
+    async fn from_fill(
+        &self,
+        request: &MediaRequest,
+        head: &ResponseHead,
+        fill: &Arc<Fill>,
+        cache: &'static str,
+        detail: &str,
+    ) -> EdgeResponse {
+        let mut head = head.clone();
+        head.headers.insert(header::AGE, 0.into());
+        head.headers
+            .append("cache-status", self.cache_status(detail));
+        let mut len = head.content_length();
+        if len.is_none() && request.range.is_some() && head.status == StatusCode::OK {
+            // A range of a body of unknown length can only be cut once it is all here.
+            fill.outcome().await;
+            len = Some(fill.received());
+        }
+        let outcome = Outcome {
+            cache,
+            upstream: None,
+            reason: None,
+        };
+        shape(request, head, BodySource::Fill(fill.clone()), len, outcome)
+    }
+}
+
+enum BodySource {
+    Bytes(bytes::Bytes),
+    Fill(Arc<Fill>),
+}
+
+impl BodySource {
+    fn window(self, start: u64, end: Option<u64>) -> Body {
+        match self {
+            BodySource::Bytes(bytes) => {
+                let end = end.map_or(bytes.len(), |e| e as usize);
+                Body::Full(bytes.slice(start as usize..end))
+            }
+            BodySource::Fill(fill) => Body::Fill(fill.reader(start, end)),
+        }
+    }
+}
+
+/// Turn a stored or in-flight response into the answer to this request:
+/// 304 for a matching validator, 206/416 for a range, headers only for HEAD.
+fn shape(
+    request: &MediaRequest,
+    mut head: ResponseHead,
+    source: BodySource,
+    len: Option<u64>,
+    outcome: Outcome,
+) -> EdgeResponse {
+    if head.status == StatusCode::OK && not_modified(request, &head) {
+        head.status = StatusCode::NOT_MODIFIED;
+        head.headers.remove(header::CONTENT_LENGTH);
+        return EdgeResponse {
+            head,
+            body: Body::Empty,
+            outcome,
+        };
+    }
+    let mut window = (0, None);
+    if head.status == StatusCode::OK {
+        if let (Some(range), Some(len)) = (request.range, len) {
+            head.headers
+                .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+            match range.resolve(len) {
+                Some((start, end)) => {
+                    head.status = StatusCode::PARTIAL_CONTENT;
+                    if let Ok(v) =
+                        HeaderValue::from_str(&format!("bytes {start}-{}/{len}", end - 1))
+                    {
+                        head.headers.insert(header::CONTENT_RANGE, v);
+                    }
+                    head.headers
+                        .insert(header::CONTENT_LENGTH, (end - start).into());
+                    window = (start, Some(end));
+                }
+                None => {
+                    let mut response = EdgeResponse::local(
+                        StatusCode::RANGE_NOT_SATISFIABLE,
+                        "range not satisfiable",
+                        outcome,
+                    );
+                    if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                        response.head.headers.insert(header::CONTENT_RANGE, v);
+                    }
+                    return response;
+                }
+            }
+        } else {
+            head.headers
+                .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        }
+    }
+    if let (None, Some(len)) = (window.1, len) {
+        head.headers.insert(header::CONTENT_LENGTH, len.into());
+    }
+    let body = if request.method == Method::HEAD {
+        Body::Empty
+    } else {
+        source.window(window.0, window.1)
+    };
+    EdgeResponse {
+        head,
+        body,
+        outcome,
+    }
+}
+
+/// RFC 9110 §13.1.2 / §13.1.3: If-None-Match wins over If-Modified-Since.
+fn not_modified(request: &MediaRequest, head: &ResponseHead) -> bool {
+    if let Some(inm) = &request.if_none_match {
+        let Some(etag) = head.header_str(header::ETAG) else {
+            return false;
+        };
+        let weak = |t: &str| t.trim().trim_start_matches("W/").to_owned();
+        return inm.trim() == "*" || inm.split(',').any(|t| weak(t) == weak(etag));
+    }
+    if let (Some(ims), Some(lm)) = (
+        request.if_modified_since,
+        head.header_str(header::LAST_MODIFIED),
+    ) {
+        if let Ok(lm) = httpdate::parse_http_date(lm) {
+            return lm <= ims;
+        }
+    }
+    false
+}
+
+fn age_header(headers: &HeaderMap) -> Duration {
+    headers
+        .get(header::AGE)
+        .and_then(|a| a.to_str().ok())
+        .and_then(|a| a.trim().parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or_default()
+}
+
+/// CORS preflight for players on other origins.
+fn preflight() -> EdgeResponse {
+    let mut response = EdgeResponse::local(
+        StatusCode::NO_CONTENT,
+        "",
+        Outcome {
+            cache: "pass",
+            upstream: None,
+            reason: None,
+        },
+    );
+    let h = &mut response.head.headers;
+    h.remove(header::CONTENT_TYPE);
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, HEAD, OPTIONS"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Range, If-None-Match, If-Modified-Since, Origin"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
+    response
+}

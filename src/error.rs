@@ -1,0 +1,75 @@
+//! The edge's one error type, and the one place it becomes an HTTP status.
+
+use http::StatusCode;
+
+use crate::response::{EdgeResponse, Outcome};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    /// The client's fault: malformed path or headers.
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    /// Request head larger than the edge accepts (RFC 6585 §5).
+    #[error("request header fields too large: {0} bytes")]
+    HeadersTooLarge(usize),
+    #[error("method not allowed: the edge serves GET, HEAD and OPTIONS")]
+    MethodNotAllowed,
+    /// This node's name is already in the request's `Via`: tiers point at each other.
+    #[error("request loop detected: this node already handled this request (Via)")]
+    Loop,
+    /// Every upstream failed; `timeout` says whether the last one never answered.
+    #[error("all upstreams failed: {why}")]
+    Upstream { why: String, timeout: bool },
+    #[error("no upstream configured")]
+    NoUpstream,
+}
+
+impl EdgeError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            EdgeError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            EdgeError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            EdgeError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            EdgeError::Loop => StatusCode::LOOP_DETECTED,
+            EdgeError::Upstream { timeout: true, .. } => StatusCode::GATEWAY_TIMEOUT,
+            EdgeError::Upstream { .. } | EdgeError::NoUpstream => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// Short, stable label for metrics and the access log.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            EdgeError::BadRequest(_) => "bad-request",
+            EdgeError::MethodNotAllowed => "method",
+            EdgeError::HeadersTooLarge(_) => "headers-too-large",
+            EdgeError::Loop => "loop",
+            EdgeError::Upstream { timeout: true, .. } => "upstream-timeout",
+            EdgeError::Upstream { .. } => "upstream-failed",
+            EdgeError::NoUpstream => "no-upstream",
+        }
+    }
+
+    /// Whether trying again (another upstream, later) may help.
+    pub fn retryable(&self) -> bool {
+        matches!(self, EdgeError::Upstream { .. })
+    }
+
+    pub fn into_response(self) -> EdgeResponse {
+        let mut response = EdgeResponse::local(
+            self.status(),
+            &self.to_string(),
+            Outcome {
+                cache: "error",
+                upstream: None,
+                reason: Some(self.reason()),
+            },
+        );
+        if matches!(self, EdgeError::MethodNotAllowed) {
+            response.head.headers.insert(
+                http::header::ALLOW,
+                http::HeaderValue::from_static("GET, HEAD, OPTIONS"),
+            );
+        }
+        response
+    }
+}

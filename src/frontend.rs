@@ -1,0 +1,4 @@
+//! Front doors: thin adapters from a wire protocol to [`crate::edge::Edge`].
+
+pub mod pingora;
+pub mod tls;

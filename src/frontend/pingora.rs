@@ -1,0 +1,197 @@
+//! HTTP/1.1 and HTTP/2 (cleartext or TLS) through Pingora's protocol layer.
+//!
+//! We accept connections ourselves (so tests can hand in listeners bound to
+//! port 0, and shutdown is ours), let Pingora speak HTTP, and answer each
+//! request from the edge core.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::apps::{
+    HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerApp,
+};
+use pingora::http::ResponseHeader;
+use pingora::listeners::tls::Acceptor;
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::l4::stream::Stream as L4Stream;
+use pingora::protocols::{GetSocketDigest, SocketDigest, Stream};
+use pingora::server::ShutdownWatch;
+use std::os::fd::AsRawFd;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::edge::Edge;
+use crate::request::Protocol;
+use crate::response::Body;
+
+/// Pingora's view of the edge.
+pub struct PingoraApp {
+    edge: Arc<Edge>,
+    options: HttpServerOptions,
+}
+
+impl PingoraApp {
+    pub fn new(edge: Arc<Edge>, h2c: bool) -> Self {
+        let mut options = HttpServerOptions::default();
+        options.h2c = h2c;
+        PingoraApp { edge, options }
+    }
+}
+
+#[async_trait]
+impl HttpServerApp for PingoraApp {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        match session.read_request().await {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                // Malformed or oversized request head: answer 400 where the
+                // connection still allows it, then close.
+                tracing::debug!(error = %e, "unreadable request");
+                let _ = session.respond_error(400).await;
+                return None;
+            }
+        }
+        let started = Instant::now();
+        let protocol = if session.is_http2() {
+            Protocol::Http2
+        } else {
+            Protocol::Http1
+        };
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet().copied())
+            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+        if *shutdown.borrow() {
+            session.set_keepalive(None);
+        }
+        let (response, log) = self
+            .edge
+            .handle(session.req_header(), client, protocol)
+            .await;
+        let status = response.head.status;
+        let outcome = response.outcome;
+        let mut header = match ResponseHeader::build(status, Some(response.head.headers.len())) {
+            Ok(h) => h,
+            Err(_) => return None,
+        };
+        for (name, value) in &response.head.headers {
+            let _ = header.append_header(name.clone(), value.clone());
+        }
+        if session
+            .write_response_header(Box::new(header))
+            .await
+            .is_err()
+        {
+            self.edge
+                .record(&log, &outcome, status, 0, started.elapsed(), false);
+            return None;
+        }
+        let mut body = response.body;
+        let mut sent = 0u64;
+        let mut complete = true;
+        while let Some(chunk) = body.next_chunk().await {
+            match chunk {
+                Ok(bytes) => {
+                    sent += bytes.len() as u64;
+                    if session.write_response_body(bytes, false).await.is_err() {
+                        complete = false;
+                        break;
+                    }
+                }
+                Err(why) => {
+                    // Upstream cut the body short: abort so the client sees a
+                    // truncated response, never a short one that looks whole.
+                    tracing::warn!(path = %log.target, why, "aborting response: upstream body cut short");
+                    complete = false;
+                    break;
+                }
+            }
+        }
+        if !complete {
+            if let Body::Fill(_) = body {
+                session.shutdown().await;
+            }
+            self.edge
+                .record(&log, &outcome, status, sent, started.elapsed(), false);
+            return None;
+        }
+        let finished = session.finish_body().await.is_ok();
+        self.edge
+            .record(&log, &outcome, status, sent, started.elapsed(), finished);
+        if !finished {
+            return None;
+        }
+        let settings = HttpPersistentSettings::for_session(&session);
+        let reusable = session.finish().await.ok().flatten()?;
+        Some(ReusedHttpStream::from_reusable_stream(reusable, settings))
+    }
+
+    fn server_options(&self) -> Option<&HttpServerOptions> {
+        Some(&self.options)
+    }
+}
+
+/// Accept connections on `listener` until `shutdown` turns true; connections
+/// already open finish their current request (HTTP/2 gets GOAWAY).
+pub async fn serve(
+    listener: TcpListener,
+    app: Arc<PingoraApp>,
+    tls: Option<Arc<Acceptor>>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let mut stop = shutdown.clone();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let (tcp, _peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                // EMFILE and friends: back off rather than spin.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let app = app.clone();
+        let tls = tls.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let fd = tcp.as_raw_fd();
+            let mut l4 = L4Stream::from(tcp);
+            l4.set_socket_digest(SocketDigest::from_raw_fd(fd));
+            let stream: Stream = match tls {
+                None => Box::new(l4),
+                Some(acceptor) => {
+                    match tokio::time::timeout(Duration::from_secs(10), acceptor.tls_handshake(l4))
+                        .await
+                    {
+                        Ok(Ok(tls)) => Box::new(tls),
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!("TLS handshake timed out");
+                            return;
+                        }
+                    }
+                }
+            };
+            let mut next = app.process_new(stream, &shutdown).await;
+            while let Some(stream) = next {
+                next = app.process_new(stream, &shutdown).await;
+            }
+        });
+    }
+}

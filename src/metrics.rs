@@ -1,0 +1,169 @@
+//! Prometheus metrics of the edge, registered into a registry passed in.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `1xx` … `5xx`
+    pub status: &'static str,
+    /// `hit`, `miss`, `collapsed`, `stale`, `revalidated`, `pass`, `error`, `denied`
+    pub cache: &'static str,
+    /// `h1`, `h2`, `h3`
+    pub protocol: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProtocolLabels {
+    pub protocol: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    pub upstream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamOutcomeLabels {
+    pub upstream: String,
+    /// `ok`, `http-5xx`, `connect`, `timeout`, `body`
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_5, 2.0, 16))
+}
+
+pub struct RequestMetrics {
+    pub requests: Family<RequestLabels, Counter>,
+    pub bytes: Family<ProtocolLabels, Counter>,
+    pub duration: Family<ProtocolLabels, Histogram, fn() -> Histogram>,
+    pub coalesced_followers: Counter,
+    pub errors: Family<ReasonLabels, Counter>,
+}
+
+impl RequestMetrics {
+    fn new() -> Self {
+        RequestMetrics {
+            requests: Family::default(),
+            bytes: Family::default(),
+            duration: Family::new_with_constructor(latency_histogram),
+            coalesced_followers: Counter::default(),
+            errors: Family::default(),
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct CacheMetrics {
+    pub objects: Gauge,
+    pub bytes: Gauge,
+    pub evictions: Counter,
+}
+
+pub struct UpstreamMetrics {
+    pub requests: Family<UpstreamOutcomeLabels, Counter>,
+    pub latency: Family<UpstreamLabels, Histogram, fn() -> Histogram>,
+    pub healthy: Family<UpstreamLabels, Gauge>,
+}
+
+/// Everything the edge counts.
+pub struct EdgeMetrics {
+    pub requests: RequestMetrics,
+    pub cache: std::sync::Arc<CacheMetrics>,
+    pub upstream: std::sync::Arc<UpstreamMetrics>,
+}
+
+impl EdgeMetrics {
+    pub fn register(registry: &mut Registry) -> EdgeMetrics {
+        let edge = registry.sub_registry_with_prefix("strata_edge");
+        let requests = RequestMetrics::new();
+        edge.register(
+            "requests",
+            "Requests answered, by status class, cache status and protocol",
+            requests.requests.clone(),
+        );
+        edge.register(
+            "response_body_bytes",
+            "Response body bytes sent to clients",
+            requests.bytes.clone(),
+        );
+        edge.register(
+            "request_duration_seconds",
+            "Time from request to last byte sent",
+            requests.duration.clone(),
+        );
+        edge.register(
+            "coalesced_followers",
+            "Requests that joined another request's in-flight upstream fetch",
+            requests.coalesced_followers.clone(),
+        );
+        edge.register(
+            "errors",
+            "Requests the edge refused or failed, by reason",
+            requests.errors.clone(),
+        );
+
+        let cache = std::sync::Arc::new(CacheMetrics::default());
+        edge.register(
+            "cache_objects",
+            "Objects in the cache",
+            cache.objects.clone(),
+        );
+        edge.register(
+            "cache_bytes",
+            "Weighted bytes in the cache",
+            cache.bytes.clone(),
+        );
+        edge.register(
+            "cache_evictions",
+            "Objects evicted for space",
+            cache.evictions.clone(),
+        );
+
+        let upstream = UpstreamMetrics {
+            requests: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram),
+            healthy: Family::default(),
+        };
+        edge.register(
+            "upstream_requests",
+            "Requests sent upstream, by upstream and outcome",
+            upstream.requests.clone(),
+        );
+        edge.register(
+            "upstream_response_seconds",
+            "Time to upstream response headers",
+            upstream.latency.clone(),
+        );
+        edge.register(
+            "upstream_healthy",
+            "1 when the upstream passes health checks",
+            upstream.healthy.clone(),
+        );
+        EdgeMetrics {
+            requests,
+            cache,
+            upstream: std::sync::Arc::new(upstream),
+        }
+    }
+}
+
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}

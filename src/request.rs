@@ -1,0 +1,281 @@
+//! A player's request, parsed once into what the pipeline needs.
+
+use std::net::SocketAddr;
+
+use http::{header, request::Parts, Method};
+
+use crate::cache::{freshness::TtlDefaults, key::CacheKey};
+use crate::error::EdgeError;
+
+/// Which front door a request came through (a metrics label; behaviour never depends on it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Http1,
+    Http2,
+    Http3,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http1 => "h1",
+            Protocol::Http2 => "h2",
+            Protocol::Http3 => "h3",
+        }
+    }
+}
+
+/// What kind of streaming object a path names; picks default lifetimes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ObjectKind {
+    Playlist,
+    Manifest,
+    Init,
+    Segment,
+    Key,
+    Other,
+}
+
+impl ObjectKind {
+    pub fn from_path(path: &str) -> ObjectKind {
+        let file = path.rsplit('/').next().unwrap_or(path);
+        let ext = file.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
+        match ext.as_deref() {
+            Some("m3u8") => ObjectKind::Playlist,
+            Some("mpd") => ObjectKind::Manifest,
+            Some("mp4" | "m4i" | "cmfi") if file.starts_with("init") => ObjectKind::Init,
+            Some(
+                "m4s" | "ts" | "mp4" | "m4a" | "m4v" | "aac" | "cmfv" | "cmfa" | "vtt" | "webm",
+            ) => ObjectKind::Segment,
+            Some("key") => ObjectKind::Key,
+            _ if path.starts_with("/drm/") => ObjectKind::Key,
+            _ => ObjectKind::Other,
+        }
+    }
+
+    pub fn default_ttl(self, defaults: &TtlDefaults) -> std::time::Duration {
+        match self {
+            ObjectKind::Playlist => defaults.playlist,
+            ObjectKind::Manifest => defaults.manifest,
+            ObjectKind::Init => defaults.init,
+            ObjectKind::Segment => defaults.segment,
+            ObjectKind::Key | ObjectKind::Other => defaults.other,
+        }
+    }
+}
+
+/// A `Range` header reduced to what we serve: one range (RFC 9110 §14.1.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ByteRange {
+    /// `bytes=first-` or `bytes=first-last`
+    From { first: u64, last: Option<u64> },
+    /// `bytes=-n`
+    Suffix(u64),
+}
+
+impl ByteRange {
+    /// `None` for anything we do not serve as a range (RFC 9110 lets a server
+    /// ignore Range): other units, several ranges, syntax errors.
+    pub fn parse(value: &str) -> Option<ByteRange> {
+        let spec = value.trim().strip_prefix("bytes=")?.trim();
+        if spec.contains(',') {
+            return None;
+        }
+        let (first, last) = spec.split_once('-')?;
+        let (first, last) = (first.trim(), last.trim());
+        if first.is_empty() {
+            return last.parse().ok().map(ByteRange::Suffix);
+        }
+        let first: u64 = first.parse().ok()?;
+        if last.is_empty() {
+            return Some(ByteRange::From { first, last: None });
+        }
+        let last: u64 = last.parse().ok()?;
+        (last >= first).then_some(ByteRange::From {
+            first,
+            last: Some(last),
+        })
+    }
+
+    /// `[start, end)` within a body of `len` bytes, or `None` if unsatisfiable (416).
+    pub fn resolve(self, len: u64) -> Option<(u64, u64)> {
+        match self {
+            ByteRange::From { first, last } => {
+                if first >= len {
+                    return None;
+                }
+                let end = last.map_or(len, |l| l.saturating_add(1).min(len));
+                Some((first, end))
+            }
+            ByteRange::Suffix(0) => None,
+            ByteRange::Suffix(n) => Some((len.saturating_sub(n), len)),
+        }
+    }
+}
+
+/// Largest request head (URI plus header names and values) the edge accepts.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+/// A request as the core sees it.
+#[derive(Clone, Debug)]
+pub struct MediaRequest {
+    pub method: Method,
+    /// Normalised path (no `.`/`..` segments, no `//`).
+    pub path: String,
+    /// The original query, token included (policy reads it).
+    pub query: Option<String>,
+    pub key: CacheKey,
+    pub kind: ObjectKind,
+    pub range: Option<ByteRange>,
+    pub if_none_match: Option<String>,
+    pub if_modified_since: Option<std::time::SystemTime>,
+    pub client: SocketAddr,
+    pub protocol: Protocol,
+    /// `Via` values seen on the request, to refuse loops between tiers.
+    pub via: Vec<String>,
+}
+
+impl MediaRequest {
+    pub fn parse(
+        parts: &Parts,
+        client: SocketAddr,
+        protocol: Protocol,
+        ignored_params: &[String],
+    ) -> Result<MediaRequest, EdgeError> {
+        let head_bytes = parts.uri.to_string().len()
+            + parts
+                .headers
+                .iter()
+                .map(|(k, v)| k.as_str().len() + v.len() + 4)
+                .sum::<usize>();
+        if head_bytes > MAX_HEADER_BYTES {
+            return Err(EdgeError::HeadersTooLarge(head_bytes));
+        }
+        let path = normalise_path(parts.uri.path())?;
+        let query = parts.uri.query().map(str::to_owned);
+        let header = |name: header::HeaderName| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let range = header(header::RANGE).and_then(|r| ByteRange::parse(&r));
+        Ok(MediaRequest {
+            method: parts.method.clone(),
+            key: CacheKey::new(&path, query.as_deref(), ignored_params),
+            kind: ObjectKind::from_path(&path),
+            range,
+            if_none_match: header(header::IF_NONE_MATCH),
+            if_modified_since: header(header::IF_MODIFIED_SINCE)
+                .and_then(|d| httpdate::parse_http_date(&d).ok()),
+            via: parts
+                .headers
+                .get_all(header::VIA)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .map(|v| v.trim().to_owned())
+                .collect(),
+            path,
+            query,
+            client,
+            protocol,
+        })
+    }
+}
+
+/// Resolve `.` and `..`, collapse `//`; a path that climbs above `/` is refused.
+pub fn normalise_path(path: &str) -> Result<String, EdgeError> {
+    if !path.starts_with('/') {
+        return Err(EdgeError::BadRequest("path must start with /"));
+    }
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in path.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                if segments.pop().is_none() {
+                    return Err(EdgeError::BadRequest("path escapes the root"));
+                }
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut out = String::with_capacity(path.len());
+    for s in &segments {
+        out.push('/');
+        out.push_str(s);
+    }
+    if out.is_empty() || (path.ends_with('/') && !segments.is_empty()) {
+        out.push('/');
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_follow_rfc_9110() {
+        assert_eq!(
+            ByteRange::parse("bytes=0-99").and_then(|r| r.resolve(1000)),
+            Some((0, 100))
+        );
+        assert_eq!(
+            ByteRange::parse("bytes=900-").and_then(|r| r.resolve(1000)),
+            Some((900, 1000))
+        );
+        assert_eq!(
+            ByteRange::parse("bytes=-10").and_then(|r| r.resolve(1000)),
+            Some((990, 1000))
+        );
+        assert_eq!(
+            ByteRange::parse("bytes=0-99999999999999999").and_then(|r| r.resolve(10)),
+            Some((0, 10))
+        );
+        assert_eq!(
+            ByteRange::parse("bytes=1000-").and_then(|r| r.resolve(1000)),
+            None
+        );
+        assert_eq!(ByteRange::parse("bytes=5-1"), None);
+        assert_eq!(ByteRange::parse("bytes=0-1,5-6"), None);
+        assert_eq!(ByteRange::parse("items=0-1"), None);
+        assert_eq!(ByteRange::parse("bytes=99999999999999999999999-"), None);
+    }
+
+    #[test]
+    fn paths_are_normalised_and_cannot_climb_out() {
+        assert_eq!(
+            normalise_path("/live//a/./b/../c.m3u8").ok().as_deref(),
+            Some("/live/a/c.m3u8")
+        );
+        assert!(normalise_path("/../etc/passwd").is_err());
+        assert_eq!(normalise_path("/").ok().as_deref(), Some("/"));
+    }
+
+    #[test]
+    fn object_kinds_from_names() {
+        assert_eq!(
+            ObjectKind::from_path("/live/a/master.m3u8"),
+            ObjectKind::Playlist
+        );
+        assert_eq!(
+            ObjectKind::from_path("/live/a/manifest.mpd"),
+            ObjectKind::Manifest
+        );
+        assert_eq!(
+            ObjectKind::from_path("/live/a/main/video/init.mp4"),
+            ObjectKind::Init
+        );
+        assert_eq!(
+            ObjectKind::from_path("/live/a/main/video/12.m4s"),
+            ObjectKind::Segment
+        );
+        assert_eq!(
+            ObjectKind::from_path("/live/a/main/12.ts"),
+            ObjectKind::Segment
+        );
+    }
+}

@@ -1,0 +1,100 @@
+//! What the core hands back to a front door: a head and a body that streams.
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, StatusCode};
+
+use crate::cache::fill::FillReader;
+
+/// Status and headers, shared between every reader of one fill.
+#[derive(Clone, Debug)]
+pub struct ResponseHead {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+}
+
+impl ResponseHead {
+    pub fn new(status: StatusCode) -> Self {
+        ResponseHead {
+            status,
+            headers: HeaderMap::new(),
+        }
+    }
+
+    pub fn header_str(&self, name: impl http::header::AsHeaderName) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn content_length(&self) -> Option<u64> {
+        self.header_str(http::header::CONTENT_LENGTH)?
+            .trim()
+            .parse()
+            .ok()
+    }
+}
+
+/// A response body as the front doors write it.
+pub enum Body {
+    Empty,
+    Full(Bytes),
+    /// Bytes of a fill, as they arrive from upstream.
+    Fill(FillReader),
+}
+
+impl Body {
+    /// The next chunk; `Err` means the body is truncated and the front door
+    /// must abort the response so the client can tell.
+    pub async fn next_chunk(&mut self) -> Option<Result<Bytes, String>> {
+        match self {
+            Body::Empty => None,
+            Body::Full(bytes) => {
+                let bytes = std::mem::take(bytes);
+                *self = Body::Empty;
+                (!bytes.is_empty()).then_some(Ok(bytes))
+            }
+            Body::Fill(reader) => reader.next().await,
+        }
+    }
+}
+
+/// What the access log and metrics need to know about a response.
+#[derive(Clone, Debug, Default)]
+pub struct Outcome {
+    /// `hit`, `miss`, `stale`, `collapsed`, `revalidated`, `pass`, `error`, `denied`.
+    pub cache: &'static str,
+    pub upstream: Option<String>,
+    /// Why the edge refused or failed, when it did.
+    pub reason: Option<&'static str>,
+}
+
+pub struct EdgeResponse {
+    pub head: ResponseHead,
+    pub body: Body,
+    pub outcome: Outcome,
+}
+
+impl EdgeResponse {
+    /// A small response the edge makes itself: errors, refusals, 304, 416.
+    pub fn local(status: StatusCode, message: &str, outcome: Outcome) -> Self {
+        let mut head = ResponseHead::new(status);
+        let body = if message.is_empty() {
+            Bytes::new()
+        } else {
+            Bytes::from(format!("{message}\n"))
+        };
+        head.headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        head.headers
+            .insert(http::header::CONTENT_LENGTH, body.len().into());
+        head.headers.insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        );
+        EdgeResponse {
+            head,
+            body: Body::Full(body),
+            outcome,
+        }
+    }
+}
