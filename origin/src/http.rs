@@ -1,0 +1,289 @@
+//! The origin's HTTP side: playback (`/live/{channel}/…`, `/time`) on the
+//! public listener; channel API, metrics and health on the admin listener.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::package::RenderError;
+use crate::store::Store;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ObjectLabels {
+    /// `playlist`, `manifest`, `init`, `segment`, `other`
+    pub object: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    pub status: u16,
+}
+
+/// Packaging and playback metrics.
+#[derive(Clone)]
+pub struct HttpMetrics {
+    pub render_seconds: Family<ObjectLabels, Histogram, fn() -> Histogram>,
+    pub responses: Family<StatusLabels, Counter>,
+}
+
+fn render_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+}
+
+impl HttpMetrics {
+    pub fn register(registry: &mut Registry) -> HttpMetrics {
+        let metrics = HttpMetrics {
+            render_seconds: Family::new_with_constructor(render_histogram),
+            responses: Family::default(),
+        };
+        let origin = registry.sub_registry_with_prefix("strata_origin");
+        origin.register(
+            "packaging_seconds",
+            "Time to build a playlist, MPD or segment on request (memoised outputs are fast)",
+            metrics.render_seconds.clone(),
+        );
+        origin.register("http_responses", "Playback responses by status", metrics.responses.clone());
+        metrics
+    }
+}
+
+pub struct PlaybackState {
+    pub store: Store,
+    pub metrics: HttpMetrics,
+}
+
+/// Routes players and edges use.
+pub fn playback_router(state: Arc<PlaybackState>) -> Router {
+    Router::new()
+        .route("/live/{channel}/{*path}", get(live).head(live).options(preflight))
+        .route("/time", get(time))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(state)
+}
+
+fn object_label(path: &str) -> &'static str {
+    match path.rsplit('.').next() {
+        Some("m3u8") => "playlist",
+        Some("mpd") => "manifest",
+        Some("mp4") => "init",
+        Some("m4s" | "ts") => "segment",
+        _ => "other",
+    }
+}
+
+fn cors(headers: &mut HeaderMap) {
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+}
+
+async fn preflight() -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let h = response.headers_mut();
+    cors(h);
+    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, HEAD, OPTIONS"));
+    h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("Range, If-None-Match"));
+    response
+}
+
+async fn live(State(state): State<Arc<PlaybackState>>, method: Method, Path((channel, path)): Path<(String, String)>, request_headers: HeaderMap) -> Response {
+    let started = Instant::now();
+    let rendered = state.store.render(&channel, &path, SystemTime::now());
+    state
+        .metrics
+        .render_seconds
+        .get_or_create(&ObjectLabels { object: object_label(&path) })
+        .observe(started.elapsed().as_secs_f64());
+    let mut response = match rendered {
+        Ok(rendered) => {
+            let not_modified = rendered.etag.as_deref().is_some_and(|etag| {
+                request_headers
+                    .get(header::IF_NONE_MATCH)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|inm| inm.split(',').any(|t| t.trim() == etag))
+            });
+            let mut response = if not_modified {
+                StatusCode::NOT_MODIFIED.into_response()
+            } else if method == Method::HEAD {
+                let mut r = StatusCode::OK.into_response();
+                r.headers_mut().insert(header::CONTENT_LENGTH, rendered.body.len().into());
+                r
+            } else {
+                (StatusCode::OK, rendered.body).into_response()
+            };
+            let h = response.headers_mut();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(rendered.content_type));
+            if let Ok(cc) = HeaderValue::from_str(&rendered.cache_control) {
+                h.insert(header::CACHE_CONTROL, cc);
+            }
+            if let Some(etag) = rendered.etag.as_deref().and_then(|e| HeaderValue::from_str(e).ok()) {
+                h.insert(header::ETAG, etag);
+            }
+            response
+        }
+        Err(RenderError::NotFound { cache_control }) => {
+            let mut response = (StatusCode::NOT_FOUND, "not found\n").into_response();
+            if let Ok(cc) = HeaderValue::from_str(&cache_control) {
+                response.headers_mut().insert(header::CACHE_CONTROL, cc);
+            }
+            response
+        }
+        Err(RenderError::ChannelNotFound) => {
+            let mut response = (StatusCode::NOT_FOUND, "no such channel\n").into_response();
+            // A channel may start any second: do not let caches keep this long.
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=1"));
+            response
+        }
+    };
+    cors(response.headers_mut());
+    state
+        .metrics
+        .responses
+        .get_or_create(&StatusLabels { status: response.status().as_u16() })
+        .inc();
+    response
+}
+
+/// `urn:mpeg:dash:utc:http-iso:2014`: the origin's clock for DASH players.
+async fn time() -> Response {
+    let mut response = iso8601(SystemTime::now()).into_response();
+    let h = response.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    cors(h);
+    response
+}
+
+/// `YYYY-MM-DDThh:mm:ss.sssZ` (UTC), from days since the epoch (civil calendar).
+pub fn iso8601(t: SystemTime) -> String {
+    let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60,
+        since.subsec_millis()
+    )
+}
+
+pub struct AdminState {
+    pub store: Store,
+    pub registry: Registry,
+    /// Bearer token for changes (kick); `None` disables them.
+    pub api_token: Option<String>,
+}
+
+/// Channel API, metrics and health.
+pub fn admin_router(state: Arc<AdminState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(|| async { "ready\n" }))
+        .route("/api/channels", get(channels))
+        .route("/api/channels/{channel}", get(channel))
+        .route("/api/channels/{channel}/kick", post(kick))
+        .with_state(state)
+}
+
+async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
+    let mut text = String::new();
+    if prometheus_client::encoding::text::encode(&mut text, &state.registry).is_err() {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed\n").into_response();
+    }
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
+}
+
+async fn channels(State(state): State<Arc<AdminState>>) -> Response {
+    Json(state.store.channels()).into_response()
+}
+
+async fn channel(State(state): State<Arc<AdminState>>, Path(name): Path<String>) -> Response {
+    match state.store.channels().into_iter().find(|c| c.name == name) {
+        Some(status) => Json(status).into_response(),
+        None => (StatusCode::NOT_FOUND, Json(serde_json::json!({ "error": "no such channel" }))).into_response(),
+    }
+}
+
+fn authorised(state: &AdminState, headers: &HeaderMap) -> Result<(), Response> {
+    let Some(expected) = state.api_token.as_deref() else {
+        return Err((StatusCode::FORBIDDEN, Json(serde_json::json!({ "error": "channel changes are disabled: set server.api_token" }))).into_response());
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+        Ok(())
+    } else {
+        let mut response = (StatusCode::UNAUTHORIZED, Json(serde_json::json!({ "error": "missing or wrong bearer token" }))).into_response();
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        Err(response)
+    }
+}
+
+/// Compare without revealing where the first difference is.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0xff));
+    }
+    diff == 0
+}
+
+async fn kick(State(state): State<Arc<AdminState>>, Path(name): Path<String>, headers: HeaderMap) -> Response {
+    if let Err(refused) = authorised(&state, &headers) {
+        return refused;
+    }
+    if state.store.kick(&name) {
+        tracing::info!(channel = %name, "publisher kicked through the channel API");
+        (StatusCode::OK, Json(serde_json::json!({ "kicked": name }))).into_response()
+    } else {
+        (StatusCode::NOT_FOUND, Json(serde_json::json!({ "error": "no live publisher on that channel" }))).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn iso8601_matches_known_instants() {
+        assert_eq!(iso8601(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_598_118_123);
+        assert_eq!(iso8601(t), "2026-11-25T09:15:18.123Z");
+        let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400);
+        assert_eq!(iso8601(leap), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn bearer_tokens_compare_whole() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert!(!constant_time_eq(b"", b"a"));
+    }
+}
