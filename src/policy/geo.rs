@@ -81,6 +81,8 @@ pub struct GeoDb {
     reader: RwLock<Arc<Reader<Vec<u8>>>>,
     /// mtime of the file currently loaded; only `reload_if_changed` reads it.
     loaded_mtime: Mutex<Option<SystemTime>>,
+    /// Counts successful reloads, so watchers can await one.
+    reloads: tokio::sync::watch::Sender<u64>,
 }
 
 impl fmt::Debug for GeoDb {
@@ -121,12 +123,18 @@ impl GeoDb {
             path,
             reader: RwLock::new(Arc::new(reader)),
             loaded_mtime: Mutex::new(before),
+            reloads: tokio::sync::watch::Sender::new(0),
         })
     }
 
     /// The file this database is loaded from.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Sees the number of successful reloads so far, and every later one.
+    pub fn reloads(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.reloads.subscribe()
     }
 
     /// Loads the file again. On any error the database in use stays in use
@@ -136,6 +144,7 @@ impl GeoDb {
         let reader = load(&self.path)?;
         *self.reader.write() = Arc::new(reader);
         *self.loaded_mtime.lock() = before;
+        self.reloads.send_modify(|n| *n += 1);
         tracing::info!(path = %self.path.display(), "geo database reloaded");
         Ok(())
     }
