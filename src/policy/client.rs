@@ -20,24 +20,22 @@ pub fn client_ip(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpNet]) -> Ip
         return client;
     }
     // Several header lines form one list, in order (RFC 9110 §5.3).
-    let lines: Vec<&str> = headers
+    let entries = headers
         .get_all("x-forwarded-for")
         .iter()
-        .map(|v| v.to_str().unwrap_or(""))
-        .collect();
-    for line in lines.iter().rev() {
-        for entry in line.rsplit(',') {
-            let entry = entry.trim();
-            if entry.is_empty() {
-                continue;
-            }
-            let Some(ip) = parse_forwarded_addr(entry) else {
-                return client;
-            };
-            client = ip.to_canonical();
-            if !is_trusted(client, trusted) {
-                return client;
-            }
+        .rev()
+        .flat_map(|line| line.to_str().unwrap_or("").rsplit(','));
+    for entry in entries {
+        let entry = entry.trim();
+        if entry.is_empty() {
+            continue;
+        }
+        let Some(ip) = parse_forwarded_addr(entry) else {
+            return client;
+        };
+        client = ip.to_canonical();
+        if !is_trusted(client, trusted) {
+            return client;
         }
     }
     client

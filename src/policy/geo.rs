@@ -138,7 +138,9 @@ impl GeoDb {
     }
 
     /// Loads the file again. On any error the database in use stays in use
-    /// and the error is returned.
+    /// and the error is returned. Reading and verifying a production
+    /// database is blocking work (tens of milliseconds to seconds): call it
+    /// from `spawn_blocking`, as [`GeoDb::watch`] does.
     pub fn reload(&self) -> Result<(), GeoError> {
         let before = mtime(&self.path);
         let reader = load(&self.path)?;

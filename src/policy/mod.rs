@@ -141,8 +141,13 @@ pub struct PolicyMetrics {
 
 impl PolicyMetrics {
     /// Registers `policy_rejections_total{reason}` in `registry`.
+    /// Every reason starts at 0 so dashboards see the series before the
+    /// first refusal.
     pub fn register(registry: &mut Registry) -> PolicyMetrics {
         let metrics = PolicyMetrics::default();
+        for reason in Rejection::ALL.iter().map(|r| r.as_str()).chain(["geo"]) {
+            let _ = metrics.rejections.get_or_create(&[("reason", reason)]);
+        }
         registry.register(
             "policy_rejections",
             "Requests refused by the access policy, by reason",

@@ -114,6 +114,7 @@ fn rejections_are_counted_by_reason() {
         text.contains("policy_rejections_total{reason=\"missing\"} 2"),
         "{text}"
     );
+    assert!(text.contains("policy_rejections_total{reason=\"not-yet-valid\"} 0"));
 }
 
 #[test]

@@ -201,6 +201,16 @@ fn dash_mpd_templates_keep_identifiers_and_gain_the_token() {
 }
 
 #[test]
+fn dash_segment_list_urls_gain_the_token() {
+    let mpd = r#"<SegmentList duration="4"><Initialization sourceURL="init.mp4"/><SegmentURL media="seg-1.m4s" mediaRange="0-99"/><SegmentURL media="https://x.example/seg-2.m4s"/></SegmentList>"#;
+    let out = rewrite_dash_mpd(mpd, "token", "abc");
+    assert_eq!(
+        out,
+        r#"<SegmentList duration="4"><Initialization sourceURL="init.mp4?token=abc"/><SegmentURL media="seg-1.m4s?token=abc" mediaRange="0-99"/><SegmentURL media="https://x.example/seg-2.m4s"/></SegmentList>"#
+    );
+}
+
+#[test]
 fn dash_dollar_in_token_cannot_start_a_template_identifier() {
     let mpd = r#"<SegmentTemplate media="seg-$Number$.m4s"/>"#;
     let out = rewrite_dash_mpd(mpd, "token", "a$Number$b");
