@@ -2,6 +2,7 @@
 //! geo rules first (cheap, and a blocked country says so with 403/451), then
 //! signed tokens on the paths that need one.
 //!
+//! - [`path`]: the normalised path that ACLs and rule prefixes match.
 //! - [`token`]: EdgeAuth 2.0 tokens, parsed (`FromStr`) then verified.
 //! - [`sign`]: minting tokens (`strata sign`).
 //! - [`transport`]: tokens in query/cookie, stripped for logs, carried into manifests.
@@ -23,6 +24,7 @@ use serde::Deserialize;
 
 pub mod client;
 pub mod geo;
+pub mod path;
 pub mod sign;
 pub mod token;
 pub mod transport;
@@ -34,11 +36,9 @@ pub use client::{client_ip, parse_proxy_header, ProxyError, ProxyHeader};
 pub use geo::{
     CountryCode, GeoConfig, GeoDb, GeoError, GeoPolicy, GeoRejection, GeoRuleConfig, UnknownCountry,
 };
+pub use path::{normalize_path, PathError};
 pub use sign::{sign, SignError};
-pub use token::{
-    normalize_path, KeyConfig, PathError, Propagate, Rejection, Token, TokenConfig, TokenError,
-    TokenVerifier,
-};
+pub use token::{KeyConfig, Propagate, Rejection, Token, TokenConfig, TokenError, TokenVerifier};
 pub use transport::{
     rewrite_dash_mpd, rewrite_dash_mpd_for_host, rewrite_hls_playlist,
     rewrite_hls_playlist_for_host, strip_token_from_query, token_cookie, token_from_request,

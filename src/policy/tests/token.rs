@@ -4,7 +4,8 @@ use std::time::{Duration, SystemTime};
 use serde::Deserialize;
 
 use super::{at, edgeauth, KEY};
-use crate::policy::token::{acl_entry_matches, normalize_path, PathError, MAX_TOKEN_LEN};
+use crate::policy::token::{acl_entry_matches, MAX_TOKEN_LEN};
+use crate::policy::{normalize_path, PathError};
 use crate::policy::{Rejection, Token, TokenConfig, TokenError, TokenVerifier};
 
 #[derive(Deserialize)]
@@ -389,4 +390,43 @@ propagate = "cookie""#
         toml::from_str::<TokenConfig>(&format!("{full}\nbogus = 1")).is_err(),
         "unknown keys refused"
     );
+}
+
+/// Arbitrary input never panics the parsers that see client bytes.
+#[test]
+fn hostile_input_never_panics() {
+    const ALPHABET: &[u8] = b"%~=!*/.\\\0aefz09AF?&#\"<>$ hmacexpstaclipidtu";
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let valid = "ip=203.0.113.7~st=1700000000~exp=4070908800~acl=/live/chan1/*~hmac=b4bd70ea58d9225a215b0bc5df0e1d55fde1ea53a484f1c7ebd8892e7b14d035";
+    let v = verifier(Duration::from_secs(30));
+    let mut inputs: Vec<String> = (0..valid.len()).map(|n| valid[..n].to_owned()).collect();
+    for _ in 0..3000 {
+        let len = (next() % 48) as usize;
+        let s: Vec<u8> = (0..len)
+            .map(|_| ALPHABET[(next() % ALPHABET.len() as u64) as usize])
+            .collect();
+        inputs.push(String::from_utf8(s).expect("ASCII"));
+    }
+    for input in &inputs {
+        if let Ok(token) = input.parse::<Token>() {
+            let _ = v.verify(&token, input, "192.0.2.1".parse().expect("ip"), at(0));
+        }
+        let _ = normalize_path(input);
+        let _ = normalize_path(&format!("/{input}"));
+        let _ = crate::policy::rewrite_hls_playlist(input, "token", input);
+        let _ = crate::policy::rewrite_dash_mpd(
+            &format!("<SegmentTemplate media=\"{input}\"/><BaseURL>{input}"),
+            "token",
+            input,
+        );
+        let _ = crate::policy::parse_proxy_header(input.as_bytes());
+        let _ = crate::policy::parse_proxy_header(format!("PROXY {input}").as_bytes());
+        let _ = crate::policy::strip_token_from_query(input, "token");
+    }
 }
