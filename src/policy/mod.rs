@@ -111,7 +111,8 @@ pub struct Denied {
     /// 403, or 451 for a geo rule so configured.
     pub status: StatusCode,
     /// `missing`, `malformed`, `expired`, `not-yet-valid`, `acl`, `ip`,
-    /// `signature` or `geo`.
+    /// `signature` or `geo`; `malformed` also for a request path that cannot
+    /// be normalised (escapes the root, encoded slash or NUL).
     pub reason: &'static str,
 }
 
