@@ -4,7 +4,7 @@
 //!
 //! - [`path`]: the normalised path that ACLs and rule prefixes match.
 //! - [`token`]: EdgeAuth 2.0 tokens, parsed (`FromStr`) then verified.
-//! - [`sign`]: minting tokens (`strata sign`).
+//! - [`mod@sign`]: minting tokens (`strata sign`).
 //! - [`transport`]: tokens in query/cookie, stripped for logs, carried into manifests.
 //! - [`geo`]: MaxMind country lookups and rules, hot-reloadable.
 //! - [`client`]: the client address behind trusted proxies (XFF, PROXY protocol).
