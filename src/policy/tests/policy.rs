@@ -189,3 +189,11 @@ fn empty_config_lets_everything_through() {
 fn policy_config_refuses_unknown_sections() {
     assert!(toml::from_str::<PolicyConfig>("[tokens]\nkeys = []").is_err());
 }
+
+#[test]
+fn policy_is_shared_across_request_tasks() {
+    fn shared<T: Send + Sync + 'static>() {}
+    shared::<Policy>();
+    shared::<PolicyMetrics>();
+    shared::<crate::policy::Token>();
+}
