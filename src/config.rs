@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use crate::edge::CacheConfig;
+use crate::policy::{GeoConfig, Policy, PolicyConfig, PolicyMetrics, TokenConfig};
 use crate::upstream::UpstreamConfig;
 
 /// A size in bytes, written `"512MiB"`, `"2GB"`, `"64k"` or a plain number.
@@ -134,6 +135,10 @@ pub struct EdgeConfig {
     pub server: ServerConfig,
     pub cache: CacheConfig,
     pub upstream: UpstreamConfig,
+    /// Signed playback tokens (Akamai EdgeAuth 2.0); absent: no token checks.
+    pub token: Option<TokenConfig>,
+    /// Country rules from a MaxMind database; absent: no geo checks.
+    pub geo: Option<GeoConfig>,
 }
 
 /// A configuration problem, naming the key.
@@ -172,6 +177,25 @@ impl EdgeConfig {
         })?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// The access policy, if `[token]` or `[geo]` is configured.
+    pub fn policy(
+        &self,
+        registry: &mut prometheus_client::registry::Registry,
+    ) -> Result<Option<Policy>, ConfigError> {
+        if self.token.is_none() && self.geo.is_none() {
+            return Ok(None);
+        }
+        let policy = Policy::init(PolicyConfig {
+            token: self.token.clone(),
+            geo: self.geo.clone(),
+        })
+        .map_err(|e| ConfigError::Invalid {
+            key: e.key.clone(),
+            message: e.message.clone(),
+        })?;
+        Ok(Some(policy.with_metrics(PolicyMetrics::register(registry))))
     }
 
     /// Checks serde cannot express; every error names its key.
@@ -224,6 +248,17 @@ impl EdgeConfig {
                 "cache.max_object_size",
                 "larger than cache.size".into(),
             ));
+        }
+        if self.token.is_some() || self.geo.is_some() {
+            // Opens the geo database and parses keys: a bad file or key is a config error at start.
+            Policy::init(PolicyConfig {
+                token: self.token.clone(),
+                geo: self.geo.clone(),
+            })
+            .map_err(|e| ConfigError::Invalid {
+                key: e.key.clone(),
+                message: e.message.clone(),
+            })?;
         }
         if self.upstream.max_attempts == 0 {
             return Err(invalid(

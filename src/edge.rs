@@ -20,6 +20,7 @@ use crate::cache::{Cache, CachedObject, Staleness};
 use crate::config::ByteSize;
 use crate::error::EdgeError;
 use crate::metrics::{status_class, EdgeMetrics, ProtocolLabels, ReasonLabels, RequestLabels};
+use crate::policy::{self, Denied, Grant, Policy, Propagate, REJECT_REASON_HEADER};
 use crate::request::{MediaRequest, ObjectKind, Protocol};
 use crate::response::{Body, EdgeResponse, Outcome, ResponseHead};
 use crate::upstream::{UpstreamPool, UpstreamResponse};
@@ -83,15 +84,27 @@ pub struct Edge {
     metrics: Arc<EdgeMetrics>,
     via: HeaderValue,
     alt_svc: Option<HeaderValue>,
+    policy: Option<Policy>,
 }
 
 impl Edge {
     pub fn new(
         node_id: String,
-        cache_config: CacheConfig,
+        mut cache_config: CacheConfig,
         upstreams: Arc<UpstreamPool>,
         metrics: Arc<EdgeMetrics>,
+        policy: Option<Policy>,
     ) -> Result<Edge, String> {
+        // A token never splits the cache, whatever its parameter is called.
+        if let Some(param) = policy.as_ref().and_then(|p| p.token_param()) {
+            if !cache_config
+                .ignore_params
+                .iter()
+                .any(|i| i.eq_ignore_ascii_case(param))
+            {
+                cache_config.ignore_params.push(param.to_owned());
+            }
+        }
         let via = HeaderValue::from_str(&format!("1.1 {node_id}"))
             .map_err(|_| format!("node id {node_id:?} is not a valid header value"))?;
         Ok(Edge {
@@ -103,6 +116,7 @@ impl Edge {
             metrics,
             via,
             alt_svc: None,
+            policy,
         })
     }
 
@@ -123,6 +137,10 @@ impl Edge {
         &self.metrics
     }
 
+    pub fn policy(&self) -> Option<&Policy> {
+        self.policy.as_ref()
+    }
+
     /// Answer one request. Never fails: errors become responses here.
     pub async fn handle(
         self: &Arc<Self>,
@@ -140,9 +158,15 @@ impl Edge {
             match MediaRequest::parse(parts, client, protocol, &self.cache_config.ignore_params) {
                 Ok(request) => {
                     log.target = request.key.to_string();
-                    match self.serve(&request).await {
-                        Ok(response) => response,
-                        Err(e) => e.into_response(),
+                    match self.admit(parts, &request) {
+                        Err(denied) => denied_response(denied),
+                        Ok(grant) => {
+                            let response = match self.serve(&request).await {
+                                Ok(response) => response,
+                                Err(e) => e.into_response(),
+                            };
+                            self.propagate(&request, response, grant).await
+                        }
                     }
                 }
                 Err(e) => e.into_response(),
@@ -193,6 +217,102 @@ impl Edge {
             complete,
             reason = outcome.reason.unwrap_or("-"),
         );
+    }
+
+    /// Token and geo rules, on every protocol alike.
+    fn admit(&self, parts: &Parts, request: &MediaRequest) -> Result<Grant, Denied> {
+        let Some(policy) = &self.policy else {
+            return Ok(Grant {
+                token: None,
+                propagate: Propagate::Off,
+            });
+        };
+        if request.method == Method::OPTIONS {
+            return Ok(Grant {
+                token: None,
+                propagate: Propagate::Off,
+            });
+        }
+        let client_ip = if parts.headers.contains_key("x-forwarded-for") {
+            policy::client_ip(request.client, &parts.headers, &policy.trusted_proxies())
+        } else {
+            request.client.ip()
+        };
+        policy.check(parts, parts.uri.path(), client_ip, SystemTime::now())
+    }
+
+    /// Carry the viewer's token on to everything a manifest points at, so a
+    /// player holding only a signed master URL can play the whole stream.
+    async fn propagate(
+        &self,
+        request: &MediaRequest,
+        mut response: EdgeResponse,
+        grant: Grant,
+    ) -> EdgeResponse {
+        let (Some(token), Some(policy)) = (grant.token, &self.policy) else {
+            return response;
+        };
+        let param = policy.token_param().unwrap_or("token");
+        match grant.propagate {
+            Propagate::Off => response,
+            Propagate::Cookie => {
+                if let Ok(cookie) = HeaderValue::from_str(&policy::token_cookie(param, &token)) {
+                    response.head.headers.append(header::SET_COOKIE, cookie);
+                }
+                response
+            }
+            Propagate::Query => {
+                let manifest = matches!(request.kind, ObjectKind::Playlist | ObjectKind::Manifest);
+                if !manifest
+                    || response.head.status != StatusCode::OK
+                    || request.method == Method::HEAD
+                {
+                    return response;
+                }
+                let mut text = Vec::new();
+                while let Some(chunk) = response.body.next_chunk().await {
+                    match chunk {
+                        Ok(bytes) => text.extend_from_slice(&bytes),
+                        Err(why) => {
+                            return EdgeError::Upstream {
+                                why,
+                                timeout: false,
+                            }
+                            .into_response()
+                        }
+                    }
+                }
+                let Ok(text) = String::from_utf8(text) else {
+                    return EdgeError::Upstream {
+                        why: "manifest is not UTF-8".into(),
+                        timeout: false,
+                    }
+                    .into_response();
+                };
+                let rewritten = if request.kind == ObjectKind::Playlist {
+                    policy::rewrite_hls_playlist(&text, param, &token)
+                } else {
+                    policy::rewrite_dash_mpd(&text, param, &token)
+                };
+                let h = &mut response.head.headers;
+                h.insert(header::CONTENT_LENGTH, rewritten.len().into());
+                // The body now carries one viewer's token: no shared cache may keep it.
+                h.remove(header::ETAG);
+                let max_age = h
+                    .get(header::CACHE_CONTROL)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| {
+                        v.split(',')
+                            .find_map(|d| d.trim().strip_prefix("max-age=").map(str::to_owned))
+                    });
+                let cc = format!("private, max-age={}", max_age.as_deref().unwrap_or("1"));
+                if let Ok(cc) = HeaderValue::from_str(&cc) {
+                    h.insert(header::CACHE_CONTROL, cc);
+                }
+                response.body = Body::Full(bytes::Bytes::from(rewritten));
+                response
+            }
+        }
     }
 
     fn finish_headers(&self, headers: &mut HeaderMap) {
@@ -683,6 +803,24 @@ fn age_header(headers: &HeaderMap) -> Duration {
         .and_then(|a| a.trim().parse().ok())
         .map(Duration::from_secs)
         .unwrap_or_default()
+}
+
+/// 403 or 451 with a short machine-readable reason; never cached.
+fn denied_response(denied: Denied) -> EdgeResponse {
+    let mut response = EdgeResponse::local(
+        denied.status,
+        &format!("access denied: {}", denied.reason),
+        Outcome {
+            cache: "denied",
+            upstream: None,
+            reason: Some(denied.reason),
+        },
+    );
+    response.head.headers.insert(
+        REJECT_REASON_HEADER,
+        HeaderValue::from_static(denied.reason),
+    );
+    response
 }
 
 /// CORS preflight for players on other origins.

@@ -20,6 +20,7 @@ pub mod edge;
 pub mod error;
 pub mod frontend;
 pub mod metrics;
+pub mod policy;
 pub mod request;
 pub mod response;
 pub mod upstream;
@@ -89,15 +90,22 @@ pub async fn run(
         UpstreamPool::new(config.upstream.clone(), metrics.upstream.clone())
             .map_err(|e| invalid("upstream.urls", e))?,
     );
+    let policy = config.policy(&mut registry)?;
+    let geo_watch = policy
+        .as_ref()
+        .and_then(|p| p.geo_db())
+        .map(|db| db.watch(std::time::Duration::from_secs(5)));
     let edge = Arc::new(
         Edge::new(
             config.server.node_id.clone(),
             config.cache.clone(),
             pool.clone(),
             metrics,
+            policy,
         )
         .map_err(|e| invalid("server.node_id", e))?,
     );
+    let sighup = tokio::spawn(reload_on_sighup(edge.clone()));
     let health = tokio::spawn(pool.clone().check_health_forever());
 
     let app = Arc::new(PingoraApp::new(edge.clone(), config.server.h2c));
@@ -169,5 +177,28 @@ pub async fn run(
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     health.abort();
+    sighup.abort();
+    if let Some(watch) = geo_watch {
+        watch.abort();
+    }
     Ok(())
+}
+
+/// SIGHUP reloads the geo database; a bad file keeps the old one.
+async fn reload_on_sighup(edge: Arc<Edge>) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let Some(db) = edge.policy().and_then(|p| p.geo_db()) else {
+            continue;
+        };
+        match tokio::task::spawn_blocking(move || db.reload()).await {
+            Ok(Ok(())) => tracing::info!("SIGHUP: geo database reloaded"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "SIGHUP: geo database reload failed, keeping the old one")
+            }
+            Err(e) => tracing::warn!(error = %e, "SIGHUP: geo reload task failed"),
+        }
+    }
 }

@@ -24,6 +24,24 @@ struct Cli {
 enum Command {
     /// Run an edge or shield node (a shield is an edge whose upstream is the origin).
     Edge(EdgeArgs),
+    /// Mint a playback token (Akamai EdgeAuth 2.0) that edges with the same key accept.
+    Sign {
+        /// The shared key, hex.
+        #[arg(long)]
+        secret: String,
+        /// Paths the token opens, `*` wildcard, `!` between several (e.g. `/live/news/*`).
+        #[arg(long)]
+        acl: String,
+        /// Seconds the token stays valid.
+        #[arg(long)]
+        ttl: u64,
+        /// Bind the token to one client address.
+        #[arg(long)]
+        ip: Option<std::net::IpAddr>,
+        /// Optional session id carried in the token.
+        #[arg(long)]
+        id: Option<String>,
+    },
     /// Validate a configuration file and exit, like `nginx -t`.
     Check {
         /// The file to check.
@@ -125,6 +143,22 @@ fn main() -> ExitCode {
     let result: anyhow::Result<()> = match cli.command {
         Command::Check { config } => check(&config),
         Command::Edge(args) => edge(args),
+        Command::Sign {
+            secret,
+            acl,
+            ttl,
+            ip,
+            id,
+        } => strata::policy::sign(
+            &secret,
+            &acl,
+            std::time::Duration::from_secs(ttl),
+            std::time::SystemTime::now(),
+            ip,
+            id.as_deref(),
+        )
+        .map(|token| println!("{token}"))
+        .map_err(|e| anyhow::anyhow!("{e}")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -171,10 +171,46 @@ fn async_stream(
     })
 }
 
+pub const MASTER: &str = "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"a\",NAME=\"en\",URI=\"main/audio.m3u8\"\n#EXT-X-STREAM-INF:BANDWIDTH=800000,CODECS=\"avc1.4d401f,mp4a.40.2\",AUDIO=\"a\"\nmain/video.m3u8\n";
+pub const MPD: &str = "<?xml version=\"1.0\"?>\n<MPD xmlns=\"urn:mpeg:dash:schema:mpd:2011\" type=\"dynamic\"><Period id=\"0\"><AdaptationSet><SegmentTemplate timescale=\"90000\" initialization=\"main/video/init-0.mp4\" media=\"main/video/$Number$.m4s\"/><Representation id=\"v\" bandwidth=\"800000\"/></AdaptationSet></Period></MPD>\n";
+
+/// `/live/…`: a fixed multivariant playlist and MPD, and content for anything else.
+async fn live(State(state): State<Arc<OriginState>>, Path(path): Path<String>) -> Response {
+    let full = format!("/live/{path}");
+    *state.hits.lock().entry(full.clone()).or_default() += 1;
+    state.total.fetch_add(1, Ordering::SeqCst);
+    if path.ends_with(".m3u8") {
+        (
+            [
+                (header::CONTENT_TYPE, "application/vnd.apple.mpegurl"),
+                (header::CACHE_CONTROL, "max-age=1"),
+            ],
+            MASTER,
+        )
+            .into_response()
+    } else if path.ends_with(".mpd") {
+        (
+            [
+                (header::CONTENT_TYPE, "application/dash+xml"),
+                (header::CACHE_CONTROL, "max-age=1"),
+            ],
+            MPD,
+        )
+            .into_response()
+    } else {
+        (
+            [(header::CONTENT_TYPE, "video/iso.segment")],
+            content(&full, 1000),
+        )
+            .into_response()
+    }
+}
+
 pub async fn start_origin() -> TestOrigin {
     let state = Arc::new(OriginState::default());
     let app = Router::new()
         .route("/obj/{name}", get(object))
+        .route("/live/{*path}", get(live))
         .route("/health", get(|| async { "ok" }))
         .with_state(state.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
