@@ -8,14 +8,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
-use super::{aac, h264, MediaError, Sample, TrackKind, TrackParams, VIDEO_TIMESCALE};
-
-/// What one tag body turned into.
-#[derive(Clone, Debug, PartialEq)]
-pub enum FlvEvent {
-    Params(TrackParams),
-    Sample(TrackKind, Sample),
-}
+use super::{aac, h264, MediaError, MediaEvent, Sample, TrackKind, TrackParams, VIDEO_TIMESCALE};
 
 /// FLV `CodecID` 7 (AVC) and `SoundFormat` 10 (AAC); everything else is refused.
 const CODEC_AVC: u8 = 7;
@@ -129,7 +122,11 @@ impl FlvDemuxer {
     }
 
     /// A VIDEODATA body (FLV spec E.4.3.1) at `timestamp_ms`.
-    pub fn video(&mut self, timestamp_ms: u32, body: &Bytes) -> Result<Vec<FlvEvent>, MediaError> {
+    pub fn video(
+        &mut self,
+        timestamp_ms: u32,
+        body: &Bytes,
+    ) -> Result<Vec<MediaEvent>, MediaError> {
         let first = *body.first().ok_or(truncated("FLV video tag"))?;
         if first & 0x80 != 0 {
             // Enhanced RTMP (IsExHeader): HEVC, AV1, VP9 by FourCC.
@@ -169,7 +166,7 @@ impl FlvDemuxer {
                 let config = h264::parse_avc_config(&payload)?;
                 self.nal_length_size = Some(config.nal_length_size);
                 let params = h264::video_params(config.sps, config.pps)?;
-                Ok(vec![FlvEvent::Params(TrackParams::Video(params))])
+                Ok(vec![MediaEvent::Params(TrackParams::Video(params))])
             }
             1 => {
                 let length_size = self.nal_length_size.ok_or(MediaError::Malformed {
@@ -190,7 +187,7 @@ impl FlvDemuxer {
                 let dts = self
                     .video_clock
                     .next(ms * i64::from(VIDEO_TIMESCALE / 1000));
-                Ok(vec![FlvEvent::Sample(
+                Ok(vec![MediaEvent::Sample(
                     TrackKind::Video,
                     Sample {
                         dts,
@@ -207,7 +204,11 @@ impl FlvDemuxer {
     }
 
     /// An AUDIODATA body (FLV spec E.4.2.1) at `timestamp_ms`.
-    pub fn audio(&mut self, timestamp_ms: u32, body: &Bytes) -> Result<Vec<FlvEvent>, MediaError> {
+    pub fn audio(
+        &mut self,
+        timestamp_ms: u32,
+        body: &Bytes,
+    ) -> Result<Vec<MediaEvent>, MediaError> {
         let first = *body.first().ok_or(truncated("FLV audio tag"))?;
         let format = first >> 4;
         if format != SOUND_AAC {
@@ -231,7 +232,7 @@ impl FlvDemuxer {
             0 => {
                 let params = aac::audio_params(payload)?;
                 self.audio_rate = Some(params.sample_rate);
-                Ok(vec![FlvEvent::Params(TrackParams::Audio(params))])
+                Ok(vec![MediaEvent::Params(TrackParams::Audio(params))])
             }
             1 => {
                 let rate = self.audio_rate.ok_or(MediaError::Malformed {
@@ -245,7 +246,7 @@ impl FlvDemuxer {
                 // Round to the nearest tick: ms * rate / 1000.
                 let target = (ms * i64::from(rate) + 500).div_euclid(1000);
                 let dts = self.audio_clock.next(target);
-                Ok(vec![FlvEvent::Sample(
+                Ok(vec![MediaEvent::Sample(
                     TrackKind::Audio,
                     Sample {
                         dts,
@@ -426,7 +427,7 @@ mod tests {
         let mut d = FlvDemuxer::new();
         let ev = d.video(0, &avc_sequence_header()).expect("valid");
         match &ev[..] {
-            [FlvEvent::Params(TrackParams::Video(v))] => {
+            [MediaEvent::Params(TrackParams::Video(v))] => {
                 assert_eq!(v.codec, "avc1.4d401e");
                 assert_eq!((v.width, v.height), (640, 360));
             }
@@ -435,14 +436,14 @@ mod tests {
         // Keyframe, composition time 80 ms, one IDR NAL.
         let body = Bytes::from_static(&[0x17, 1, 0, 0, 80, 0, 0, 0, 2, 0x65, 0x88]);
         let ev = d.video(1000, &body).expect("valid");
-        let FlvEvent::Sample(TrackKind::Video, s) = &ev[0] else {
+        let MediaEvent::Sample(TrackKind::Video, s) = &ev[0] else {
             panic!("not a sample: {ev:?}")
         };
         assert_eq!((s.dts, s.cts, s.keyframe), (90_000, 7_200, true));
         // Negative composition time is sign-extended.
         let body = Bytes::from_static(&[0x27, 1, 0xff, 0xff, 0xd8, 0, 0, 0, 2, 0x41, 0x9a]);
         let ev = d.video(1040, &body).expect("valid");
-        let FlvEvent::Sample(_, s) = &ev[0] else {
+        let MediaEvent::Sample(_, s) = &ev[0] else {
             panic!()
         };
         assert_eq!((s.cts, s.keyframe), (-3_600, false));
@@ -479,7 +480,7 @@ mod tests {
             let ev = d
                 .audio(ms, &Bytes::from_static(&[0xaf, 1, 0x21, 0x00]))
                 .expect("valid");
-            let FlvEvent::Sample(TrackKind::Audio, s) = &ev[0] else {
+            let MediaEvent::Sample(TrackKind::Audio, s) = &ev[0] else {
                 panic!()
             };
             dts.push(s.dts);
@@ -492,7 +493,7 @@ mod tests {
                 &Bytes::from_static(&[0xaf, 1, 1]),
             )
             .expect("valid");
-        let FlvEvent::Sample(_, s) = &ev[0] else {
+        let MediaEvent::Sample(_, s) = &ev[0] else {
             panic!()
         };
         assert!(s.dts > dts[999] + 20 * 1024);
@@ -555,9 +556,9 @@ mod tests {
             .expect("valid media");
             for e in events {
                 match e {
-                    FlvEvent::Sample(TrackKind::Video, _) => video += 1,
-                    FlvEvent::Sample(TrackKind::Audio, _) => audio += 1,
-                    FlvEvent::Params(_) => {}
+                    MediaEvent::Sample(TrackKind::Video, _) => video += 1,
+                    MediaEvent::Sample(TrackKind::Audio, _) => audio += 1,
+                    MediaEvent::Params(_) => {}
                 }
             }
         }
