@@ -75,7 +75,7 @@ async fn ffmpeg_publishes_h264_aac_over_rtmp() {
         ("news", "720p")
     );
     assert_eq!(recorded.protocol, "rtmp");
-    assert_ffmpeg_stream(recorded, 3);
+    assert_ffmpeg_stream(recorded, 3, false);
     let text = metrics_text(&server.registry);
     assert!(
         text.contains("ingest_publisher_connects_total{protocol=\"rtmp\"} 1"),

@@ -196,8 +196,11 @@ pub fn init_logs() {
         .try_init();
 }
 
-/// Checks what a 3 s ffmpeg publish of [`ffmpeg_publish`] must have delivered.
-pub fn assert_ffmpeg_stream(r: &Recorded, seconds: u32) {
+/// Checks what an ffmpeg publish of [`ffmpeg_publish`] must have delivered.
+/// `lossy`: SRT may drop packets that arrive too late on a loaded host, and
+/// srt-tokio discards its latency buffer when the caller shuts down, so the
+/// last ~latency (300 ms here) of the stream may be missing.
+pub fn assert_ffmpeg_stream(r: &Recorded, seconds: u32, lossy: bool) {
     let v = r.video().expect("video params");
     assert_eq!(v.codec, "avc1.4d401e");
     assert_eq!((v.width, v.height), (320, 240));
@@ -207,21 +210,27 @@ pub fn assert_ffmpeg_stream(r: &Recorded, seconds: u32) {
 
     let video = r.samples(TrackKind::Video);
     let frames = seconds as usize * 25;
+    let min_frames = if lossy { frames * 8 / 10 } else { frames - 2 };
     assert!(
-        video.len() + 2 >= frames && video.len() <= frames,
-        "{} video frames for {seconds} s at 25 fps",
-        video.len()
+        video.len() >= min_frames && video.len() <= frames,
+        "{} video frames for {seconds} s at 25 fps: dts {:?}",
+        video.len(),
+        video.iter().map(|s| s.dts).collect::<Vec<_>>()
     );
     assert!(video[0].keyframe, "starts with an IDR");
-    assert_eq!(
-        video.iter().filter(|s| s.keyframe).count(),
-        frames.div_ceil(25)
-    );
+    let keyframes = video.iter().filter(|s| s.keyframe).count();
+    let gops = frames.div_ceil(25);
+    assert!(keyframes <= gops && keyframes + usize::from(lossy) >= gops);
     assert!(video.windows(2).all(|w| w[1].dts > w[0].dts));
     // 25 fps in 90 kHz ticks; B-frames show as composition offsets.
     let mut pts: Vec<i64> = video.iter().map(|s| s.pts()).collect();
     pts.sort_unstable();
-    assert!(pts.windows(2).all(|w| w[1] - w[0] == 3600), "25 fps PTS");
+    assert!(
+        pts.windows(2)
+            .all(|w| w[1] - w[0] == 3600 || lossy && (w[1] - w[0]) % 3600 == 0),
+        "25 fps PTS: {:?}",
+        video.iter().map(|s| (s.dts, s.cts)).collect::<Vec<_>>()
+    );
     assert!(
         video.iter().any(|s| s.cts > 0),
         "x264 veryfast uses B-frames"
@@ -237,12 +246,15 @@ pub fn assert_ffmpeg_stream(r: &Recorded, seconds: u32) {
 
     let audio = r.samples(TrackKind::Audio);
     let expected = (seconds * 44100 / 1024) as usize;
+    let min_audio = if lossy { expected * 8 / 10 } else { expected };
     assert!(
-        audio.len() >= expected && audio.len() <= expected + 3,
+        audio.len() >= min_audio && audio.len() <= expected + 3,
         "{} audio frames",
         audio.len()
     );
-    assert!(audio.windows(2).all(|w| w[1].dts - w[0].dts == 1024));
+    assert!(audio
+        .windows(2)
+        .all(|w| w[1].dts - w[0].dts == 1024 || lossy && w[1].dts - w[0].dts > 1024));
     // Audio and video share one timeline (within 200 ms at the start).
     let a0 = audio[0].dts as f64 / 44100.0;
     let v0 = video[0].dts as f64 / 90000.0;
