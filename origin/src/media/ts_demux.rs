@@ -573,7 +573,7 @@ mod tests {
                 x ^= x << 13;
                 x ^= x >> 17;
                 x ^= x << 5;
-                if x % (50 + round * 50) == 0 {
+                if x.is_multiple_of(50 + round * 50) {
                     *b = (x >> 8) as u8;
                 }
             }

@@ -10,7 +10,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
-use crate::support::{assert_ffmpeg_stream, ffmpeg_exit, ffmpeg_publish, init_logs, Collector};
+use crate::support::{
+    assert_ffmpeg_stream, ffmpeg_exit, ffmpeg_publish, ffmpeg_publish_with, init_logs, Collector,
+};
 
 struct Server {
     port: u16,
@@ -166,4 +168,88 @@ async fn kicked_publisher_is_disconnected() {
         .await;
     let (ok, _) = ffmpeg_exit(ffmpeg, Duration::from_secs(5)).await;
     assert!(!ok, "ffmpeg notices the closed connection");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_token_publishes() {
+    let secret = b"0123456789abcdef0123456789abcdef".to_vec();
+    let auth = IngestAuth::new(HashMap::new(), Some(secret), false, 16);
+    let token = auth
+        .sign_token(
+            "sport",
+            std::time::SystemTime::now() + Duration::from_secs(60),
+        )
+        .expect("secret set");
+    let server = start(auth).await;
+    let url = format!(
+        "rtmp://127.0.0.1:{}/live/sport.480p?token={token}",
+        server.port
+    );
+    let (ok, stderr) = ffmpeg_exit(ffmpeg_publish(&url, "flv", 1), Duration::from_secs(8)).await;
+    assert!(ok, "token publish works: {stderr}");
+    let url = format!("rtmp://127.0.0.1:{}/live/news?token={token}", server.port);
+    let (ok, _) = ffmpeg_exit(ffmpeg_publish(&url, "flv", 1), Duration::from_secs(8)).await;
+    assert!(!ok, "a token is bound to its channel");
+    server
+        .collector
+        .wait_for(Duration::from_secs(3), "one publish", |p| {
+            p.len() == 1 && p[0].closed && !p[0].samples.is_empty()
+        })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsupported_codec_disconnects() {
+    let server = start(IngestAuth::open()).await;
+    let url = format!("rtmp://127.0.0.1:{}/live/radio", server.port);
+    let ffmpeg = ffmpeg_publish_with(&url, "flv", 3, &["-c:v", "libx264", "-c:a", "libmp3lame"]);
+    server
+        .collector
+        .wait_for(
+            Duration::from_secs(8),
+            "the MP3 publish to be dropped",
+            |p| p.len() == 1 && p[0].closed,
+        )
+        .await;
+    let (ok, _) = ffmpeg_exit(ffmpeg, Duration::from_secs(8)).await;
+    assert!(!ok, "ffmpeg sees the connection closed");
+    let text = metrics_text(&server.registry);
+    assert!(
+        text.contains(
+            "ingest_publish_refusals_total{protocol=\"rtmp\",reason=\"unsupported_codec\"} 1"
+        ),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_publishers() {
+    init_logs();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let collector = Collector::new();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(rtmp::serve(
+        listener,
+        Arc::new(collector.clone()),
+        Arc::new(IngestAuth::open()),
+        IngestMetrics::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let url = format!("rtmp://127.0.0.1:{port}/live/news");
+    let ffmpeg = ffmpeg_publish(&url, "flv", 10);
+    collector
+        .wait_for(Duration::from_secs(8), "samples", |p| {
+            p.len() == 1 && p[0].samples.len() > 10
+        })
+        .await;
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(3), server)
+        .await
+        .expect("serve returns after shutdown")
+        .expect("no panic");
+    assert!(collector.snapshot()[0].closed);
+    drop(ffmpeg);
 }

@@ -9,7 +9,9 @@ use strata_origin::ingest::{IngestAuth, IngestMetrics};
 use tokio::net::UdpSocket;
 use tokio::sync::oneshot;
 
-use crate::support::{assert_ffmpeg_stream, ffmpeg_exit, ffmpeg_publish, init_logs, Collector};
+use crate::support::{
+    assert_ffmpeg_stream, ffmpeg_exit, ffmpeg_publish, ffmpeg_publish_with, init_logs, Collector,
+};
 
 const PASSPHRASE: &str = "correct-horse-battery";
 
@@ -116,4 +118,33 @@ async fn wrong_key_or_passphrase_is_refused() {
     let (ok, stderr) =
         ffmpeg_exit(ffmpeg_publish(&url, "mpegts", 2), Duration::from_secs(10)).await;
     assert!(ok, "a good publish still works: {stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hevc_over_srt_is_refused() {
+    let server = start(None).await;
+    let url = format!("srt://127.0.0.1:{}?streamid=live/sport", server.port);
+    let ffmpeg = ffmpeg_publish_with(
+        &url,
+        "mpegts",
+        3,
+        &[
+            "-c:v",
+            "libx265",
+            "-x265-params",
+            "log-level=none",
+            "-c:a",
+            "aac",
+        ],
+    );
+    server
+        .collector
+        .wait_for(
+            Duration::from_secs(10),
+            "the HEVC publish to be dropped",
+            |p| p.len() == 1 && p[0].closed,
+        )
+        .await;
+    assert!(server.collector.snapshot()[0].samples.is_empty());
+    drop(ffmpeg);
 }

@@ -153,6 +153,11 @@ pub const FFMPEG: &str = "/usr/bin/ffmpeg";
 /// `ffmpeg -re` publishing `seconds` of lavfi testsrc (libx264) + sine (AAC)
 /// to `url` in `format` (`flv` or `mpegts`).
 pub fn ffmpeg_publish(url: &str, format: &str, seconds: u32) -> Child {
+    ffmpeg_publish_with(url, format, seconds, &["-c:v", "libx264", "-c:a", "aac"])
+}
+
+/// Like [`ffmpeg_publish`] with other encoders, e.g. `["-c:a", "libmp3lame"]`.
+pub fn ffmpeg_publish_with(url: &str, format: &str, seconds: u32, codecs: &[&str]) -> Child {
     assert!(
         std::path::Path::new(FFMPEG).exists(),
         "install ffmpeg: apt-get install ffmpeg"
@@ -162,9 +167,10 @@ pub fn ffmpeg_publish(url: &str, format: &str, seconds: u32) -> Child {
         .args(["-f", "lavfi", "-i", "testsrc=size=320x240:rate=25"])
         .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
         .args(["-t", &seconds.to_string()])
-        .args(["-c:v", "libx264", "-profile:v", "main", "-level:v", "3.0"])
+        .args(["-profile:v", "main", "-level:v", "3.0"])
         .args(["-preset", "veryfast", "-g", "25", "-pix_fmt", "yuv420p"])
-        .args(["-c:a", "aac", "-b:a", "64k", "-ac", "1"])
+        .args(["-b:a", "64k", "-ac", "1"])
+        .args(codecs)
         .args(["-f", format, url])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
