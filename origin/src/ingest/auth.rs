@@ -90,13 +90,24 @@ impl FromStr for PublishRequest {
 ///
 /// Keys and signatures are compared in constant time. It also caps the
 /// number of concurrent ingest connections ([`IngestAuth::admit`]).
-#[derive(Debug)]
 pub struct IngestAuth {
     keys: HashMap<String, Vec<String>>,
     token_secret: Option<Vec<u8>>,
     allow_anonymous: bool,
     max_connections: usize,
     connections: Arc<AtomicUsize>,
+}
+
+impl std::fmt::Debug for IngestAuth {
+    // Keys and the token secret stay out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IngestAuth")
+            .field("channels_with_keys", &self.keys.keys().collect::<Vec<_>>())
+            .field("tokens", &self.token_secret.is_some())
+            .field("allow_anonymous", &self.allow_anonymous)
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
 }
 
 /// Holds one of [`IngestAuth`]'s connection slots until dropped.

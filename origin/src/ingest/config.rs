@@ -84,6 +84,14 @@ pub enum IngestConfigError {
 }
 
 impl IngestConfig {
+    /// Binds the RTMP (TCP) and SRT (UDP) listen addresses, for
+    /// [`super::rtmp::serve`] and [`super::srt::serve`].
+    pub async fn bind(&self) -> std::io::Result<(tokio::net::TcpListener, tokio::net::UdpSocket)> {
+        let rtmp = tokio::net::TcpListener::bind(self.rtmp_listen).await?;
+        let srt = tokio::net::UdpSocket::bind(self.srt_listen).await?;
+        Ok((rtmp, srt))
+    }
+
     /// Checks the section and builds the publish gate from it.
     pub fn init(&self) -> Result<IngestAuth, IngestConfigError> {
         let mut keys = HashMap::new();

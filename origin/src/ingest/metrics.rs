@@ -34,6 +34,7 @@ pub struct IngestMetrics {
     frames: Family<TrackLabels, Counter>,
     bytes: Family<ProtocolLabels, Counter>,
     dropped: Family<ReasonLabels, Counter>,
+    late: Family<ProtocolLabels, Counter>,
 }
 
 impl IngestMetrics {
@@ -70,6 +71,11 @@ impl IngestMetrics {
             "dropped_frames",
             "Samples dropped (late, malformed, before parameters), by protocol and reason",
             m.dropped.clone(),
+        );
+        r.register(
+            "late_frames",
+            "Samples whose timestamps went backwards and were re-timed to keep decode order",
+            m.late.clone(),
         );
         m
     }
@@ -110,7 +116,15 @@ impl IngestMetrics {
             .inc_by(n as u64);
     }
 
-    /// `reason`: `late`, `malformed`, `no_params` or `discontinuity`.
+    pub fn late(&self, protocol: &'static str, n: u64) {
+        if n > 0 {
+            self.late
+                .get_or_create(&ProtocolLabels { protocol })
+                .inc_by(n);
+        }
+    }
+
+    /// `reason`: `malformed`, `no_params` or `discontinuity`.
     pub fn dropped(&self, protocol: &'static str, reason: &'static str) {
         self.dropped
             .get_or_create(&ReasonLabels { protocol, reason })

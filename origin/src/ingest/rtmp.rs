@@ -345,9 +345,19 @@ impl Connection<'_> {
             }
             ServerSessionEvent::PublishStreamRequested {
                 request_id,
+                app_name,
                 stream_key,
                 ..
-            } => self.publish(request_id, &stream_key),
+            } => {
+                // `rtmp://host/live?key=K` + stream key `news` is `news?key=K`.
+                let key = match app_name.split_once('?') {
+                    Some((_, query)) if !stream_key.contains('?') => {
+                        format!("{stream_key}?{query}")
+                    }
+                    _ => stream_key,
+                };
+                self.publish(request_id, &key)
+            }
             ServerSessionEvent::PublishStreamFinished { .. } => {
                 if let Some(p) = self.publish.take() {
                     info!(remote = %self.remote, stream = %p.name, "RTMP publish finished");
@@ -425,7 +435,10 @@ impl Connection<'_> {
         let Some(p) = self.publish.as_mut() else {
             return Ok(());
         };
-        let events = match parse(&mut p.demux) {
+        let late_before = p.demux.late_frames();
+        let parsed = parse(&mut p.demux);
+        metrics.late(PROTOCOL, p.demux.late_frames() - late_before);
+        let events = match parsed {
             Ok(events) => events,
             Err(e @ MediaError::UnsupportedCodec(_)) => return Err(ConnectionEnd::Media(e)),
             Err(e) => {

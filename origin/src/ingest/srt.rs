@@ -143,7 +143,11 @@ pub async fn serve(
         tokio::select! {
             () = &mut shutdown => break,
             request = incoming.incoming().next() => {
-                let Some(request) = request else { break };
+                let Some(request) = request else {
+                    let _ = stop_tx.send(true);
+                    while connections.join_next().await.is_some() {}
+                    return Err(std::io::Error::other("SRT listener task stopped"));
+                };
                 let shared = shared.clone();
                 let stop = stop_rx.clone();
                 connections.spawn(async move { handle_request(request, &shared, stop).await });
@@ -157,8 +161,9 @@ pub async fn serve(
     Ok(())
 }
 
-/// Why a request is refused in the SRT handshake, with its metric label.
-fn refuse(
+/// Decides a connection request before the SRT handshake completes: the
+/// publish request and key settings, or the reject code, metric label and why.
+fn admit_request(
     request: &ConnectionRequest,
     shared: &Shared,
 ) -> Result<(PublishRequest, Option<KeySettings>), (ServerRejectReason, &'static str, String)> {
@@ -209,7 +214,7 @@ async fn handle_request(request: ConnectionRequest, shared: &Shared, stop: watch
             .await;
         return;
     };
-    let (req, keys) = match refuse(&request, shared) {
+    let (req, keys) = match admit_request(&request, shared) {
         Ok(x) => x,
         Err((code, label, why)) => {
             warn!(%remote, stream_id, reason = %why, "SRT publish refused");
@@ -299,6 +304,7 @@ async fn receive(
         for _ in reported.discontinuities..stats.discontinuities {
             metrics.dropped(PROTOCOL, "discontinuity");
         }
+        metrics.late(PROTOCOL, stats.late_frames - reported.late_frames);
         reported = stats;
         if deliver(sink.as_mut(), events, metrics, PROTOCOL).is_err() {
             break Ok("kicked or replaced");

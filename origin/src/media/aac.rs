@@ -129,7 +129,7 @@ pub fn build_asc(object_type: u8, sample_rate: u32, channel_config: u8) -> Bytes
         n += width;
         n
     };
-    if object_type >= 31 {
+    if object_type >= 32 {
         put(31, 5);
         put(u64::from(object_type - 32), 6);
     } else {
@@ -235,6 +235,7 @@ mod tests {
 
     #[test]
     fn explicit_rate_and_escaped_object_type() {
+        let _ = build_asc(31, 48000, 2);
         let asc = build_asc(42, 50000, 1);
         let c = parse_asc(&asc).expect("valid");
         assert_eq!(

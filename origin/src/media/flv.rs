@@ -44,6 +44,7 @@ pub struct AudioClock {
     last: Option<i64>,
     /// Added to the publisher's clock after it jumped backwards.
     offset: i64,
+    retimed: u64,
 }
 
 impl AudioClock {
@@ -62,12 +63,18 @@ impl AudioClock {
                     target
                 } else {
                     self.offset += counted - target;
+                    self.retimed += 1;
                     counted
                 }
             }
         };
         self.last = Some(dts);
         dts
+    }
+
+    /// Frames whose publisher timestamp went backwards and were re-timed.
+    pub fn retimed(&self) -> u64 {
+        self.retimed
     }
 }
 
@@ -77,6 +84,7 @@ pub struct VideoClock {
     last: Option<i64>,
     last_step: i64,
     offset: i64,
+    retimed: u64,
 }
 
 impl VideoClock {
@@ -90,6 +98,7 @@ impl VideoClock {
                     1
                 };
                 self.offset += last + step - dts;
+                self.retimed += 1;
                 dts = last + step;
             } else {
                 self.last_step = dts - last;
@@ -97,6 +106,11 @@ impl VideoClock {
         }
         self.last = Some(dts);
         dts
+    }
+
+    /// Frames whose publisher timestamp went backwards and were re-timed.
+    pub fn retimed(&self) -> u64 {
+        self.retimed
     }
 }
 
@@ -119,6 +133,11 @@ fn truncated(what: &'static str) -> MediaError {
 impl FlvDemuxer {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Samples re-timed because the publisher's clock went backwards (late).
+    pub fn late_frames(&self) -> u64 {
+        self.video_clock.retimed() + self.audio_clock.retimed()
     }
 
     /// A VIDEODATA body (FLV spec E.4.3.1) at `timestamp_ms`.
@@ -513,6 +532,7 @@ mod tests {
             .map(|&t| a.next(t))
             .collect();
         assert_eq!(seq, vec![0, 1024, 2048, 3072, 4096]);
+        assert_eq!((v.retimed(), a.retimed()), (1, 1));
         let mut u = MsUnwrap::default();
         assert_eq!(u.unwrap(u32::MAX - 10), i64::from(u32::MAX - 10));
         assert_eq!(u.unwrap(5), (1i64 << 32) + 5);
@@ -535,6 +555,28 @@ mod tests {
             assert!(d.video(0, &Bytes::copy_from_slice(body)).is_err());
         }
         assert!(d.audio(0, &Bytes::from_static(&[0xaf, 1, 0])).is_err());
+        let mut x = 0x2545_f491u32;
+        for i in 0..20_000u32 {
+            let mut body = match i % 4 {
+                0 => vec![0x17, 0, 0, 0, 0, 1],
+                1 => vec![0x17, 1, 0xff, 0xff, 0xff],
+                2 => vec![0xaf, 0],
+                _ => vec![0xaf, 1],
+            };
+            for _ in 0..(x % 48) {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                body.push(x as u8);
+            }
+            let body = Bytes::from(body);
+            let _ = d.video(x, &body);
+            let _ = d.audio(x, &body);
+            let _ = parse_script_data(&body[1..]);
+            if let Ok(r) = FlvReader::new(body) {
+                let _ = r.count();
+            }
+        }
         assert!(!matches!(parse_script_data(&[2, 0, 10, b'o']), Ok(Some(_))));
     }
 

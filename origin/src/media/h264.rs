@@ -140,6 +140,10 @@ fn skip_scaling_list(r: &mut BitReader<'_>, size: usize) -> Result<(), MediaErro
     for _ in 0..size {
         if next != 0 {
             let delta = r.se()?;
+            // H.264 §7.4.2.1.1.1: delta_scale is -128..=127.
+            if !(-128..=127).contains(&delta) {
+                return Err(malformed(format!("delta_scale {delta}")));
+            }
             next = (last + delta + 256).rem_euclid(256);
         }
         if next != 0 {
@@ -176,8 +180,15 @@ pub fn parse_sps(nal: &[u8]) -> Result<SpsInfo, MediaError> {
         if chroma_format_idc == 3 {
             separate_colour_plane = r.flag()?;
         }
-        bit_depth_luma = r.ue()? + 8;
-        bit_depth_chroma = r.ue()? + 8;
+        let (luma, chroma) = (r.ue()?, r.ue()?);
+        // H.264 §7.4.2.1.1: bit_depth_*_minus8 is 0..=6.
+        if luma > 6 || chroma > 6 {
+            return Err(malformed(format!(
+                "bit_depth_luma_minus8 {luma}, bit_depth_chroma_minus8 {chroma}"
+            )));
+        }
+        bit_depth_luma = luma + 8;
+        bit_depth_chroma = chroma + 8;
         let _qpprime_y_zero_transform_bypass = r.flag()?;
         if r.flag()? {
             let lists = if chroma_format_idc == 3 { 12 } else { 8 };
@@ -600,6 +611,28 @@ pub(crate) mod tests {
             let _ = annexb_nals(&buf);
         }
         assert!(parse_sps(&[0x67, 0x64, 0, 0x1f, 0, 0, 0, 0, 0, 0]).is_err());
+        // High profile, sps_id 0, chroma 1, then a 63-bit exp-Golomb bit depth.
+        let bits = format!("1010{}1{}", "0".repeat(31), "1".repeat(31));
+        let mut sps = vec![0x67, 0x64, 0, 0x1f];
+        for chunk in bits.as_bytes().chunks(8) {
+            let byte = chunk.iter().fold(0u8, |acc, &b| acc << 1 | (b - b'0'));
+            sps.push(byte << (8 - chunk.len()));
+        }
+        sps.extend_from_slice(&[0xff; 8]);
+        assert!(parse_sps(&sps).is_err());
+        // Random tails behind real headers reach the deep branches.
+        for i in 0..20_000u32 {
+            let mut buf = vec![0x67, [0x64, 0x4d, 0x42, 0xf4][i as usize % 4], 0, 0x1f];
+            for _ in 0..(x % 40) {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                buf.push(x as u8);
+            }
+            let _ = parse_sps(&buf);
+            buf[0] = 1;
+            let _ = parse_avc_config(&Bytes::from(buf));
+        }
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub struct TsStats {
     pub discontinuities: u64,
     /// Access units or frames dropped: corrupt, untimed, or before parameters.
     pub dropped_frames: u64,
+    /// Samples re-timed because their timestamps went backwards (late).
+    pub late_frames: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,7 +125,10 @@ impl TsDemuxer {
     }
 
     pub fn stats(&self) -> TsStats {
-        self.stats
+        TsStats {
+            late_frames: self.video.clock.retimed() + self.audio.clock.retimed(),
+            ..self.stats
+        }
     }
 
     /// Feeds bytes; returns what completed. Fails only on unsupported codecs.
