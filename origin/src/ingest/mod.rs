@@ -18,6 +18,7 @@ pub mod config;
 pub mod demo;
 pub mod metrics;
 pub mod rtmp;
+mod rtmp_guard;
 pub mod srt;
 
 use std::fmt;

@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
+use super::rtmp_guard::RtmpGuard;
 use super::{
     IngestAuth, IngestMetrics, MediaSink, PublishRefused, PublishRequest, PublishTarget,
     PublisherInfo, SinkError, APP,
@@ -144,6 +145,7 @@ async fn connection(
         out: Vec::new(),
         publish: None,
         requested: None,
+        guard: RtmpGuard::new(),
     };
     let end = conn.run(stop).await;
     let requested = conn.requested.take();
@@ -188,6 +190,7 @@ struct Connection<'a> {
     /// The stream key of the last publish request, without its query (which
     /// holds credentials), for logs.
     requested: Option<String>,
+    guard: RtmpGuard,
 }
 
 impl Connection<'_> {
@@ -292,6 +295,7 @@ impl Connection<'_> {
         if bytes.is_empty() {
             return Ok(());
         }
+        self.guard.check(bytes).map_err(ConnectionEnd::Protocol)?;
         let results = self
             .session()?
             .handle_input(bytes)

@@ -136,6 +136,28 @@ async fn garbage_does_not_take_the_server_down() {
     let closed = tokio::time::timeout(Duration::from_secs(5), s3.read_to_end(&mut sink)).await;
     assert!(closed.is_ok(), "the server hangs up on junk chunks");
     drop(s);
+    // A real handshake, then an AMF0 command nested 5000 deep: rml_amf0
+    // would recurse until the stack overflows and the process aborts.
+    let mut s4 = TcpStream::connect(&addr).await.expect("connect");
+    client_handshake(&mut s4).await;
+    let mut payload = vec![0x02, 0, 7];
+    payload.extend_from_slice(b"connect");
+    for _ in 0..5000 {
+        payload.extend_from_slice(&[0x03, 0x00, 0x01, b'a']);
+    }
+    let mut wire = vec![0x03, 0, 0, 0];
+    wire.extend_from_slice(&(payload.len() as u32).to_be_bytes()[1..]);
+    wire.extend_from_slice(&[20, 0, 0, 0, 0]);
+    for (i, chunk) in payload.chunks(128).enumerate() {
+        if i > 0 {
+            wire.push(0xc3);
+        }
+        wire.extend_from_slice(chunk);
+    }
+    s4.write_all(&wire).await.expect("write");
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), s4.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the server hangs up on deep AMF");
 
     let url = format!("rtmp://127.0.0.1:{}/live/demo2", server.port);
     let (ok, stderr) = ffmpeg_exit(ffmpeg_publish(&url, "flv", 2), Duration::from_secs(10)).await;
@@ -252,4 +274,26 @@ async fn shutdown_closes_publishers() {
         .expect("no panic");
     assert!(collector.snapshot()[0].closed);
     drop(ffmpeg);
+}
+
+/// Client side of the RTMP handshake, with `rml_rtmp`'s implementation.
+async fn client_handshake(s: &mut TcpStream) {
+    use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+    let mut hs = Handshake::new(PeerType::Client);
+    let c0c1 = hs.generate_outbound_p0_and_p1().expect("C0C1");
+    s.write_all(&c0c1).await.expect("write");
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).await.expect("read");
+        assert!(n > 0, "server closed during handshake");
+        match hs.process_bytes(&buf[..n]).expect("handshake") {
+            HandshakeProcessResult::InProgress { response_bytes } => {
+                s.write_all(&response_bytes).await.expect("write");
+            }
+            HandshakeProcessResult::Completed { response_bytes, .. } => {
+                s.write_all(&response_bytes).await.expect("write");
+                return;
+            }
+        }
+    }
 }
