@@ -24,7 +24,7 @@ use futures::{SinkExt, StreamExt};
 use srt_protocol::settings::KeySettings;
 use srt_tokio::access::{RejectReason, ServerRejectReason};
 use srt_tokio::options::{KeySize, Passphrase};
-use srt_tokio::{ConnectionRequest, SrtListener, SrtSocket};
+use srt_tokio::{ConnectionRequest, SrtIncoming, SrtListener, SrtSocket};
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -124,41 +124,61 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let local = socket.local_addr()?;
-    let (mut listener, mut incoming) = SrtListener::builder()
-        .latency(settings.latency)
-        .socket(socket)
-        .bind(local)
-        .await?;
-    info!(addr = %local, "SRT ingest listening");
     let shared = Arc::new(Shared {
         target,
         auth,
         metrics,
         passphrase: settings.passphrase,
     });
+    tokio::pin!(shutdown);
+    let mut socket = Some(socket);
+    loop {
+        let socket = match socket.take() {
+            Some(s) => s,
+            None => UdpSocket::bind(local).await?,
+        };
+        let (mut listener, incoming) = SrtListener::builder()
+            .latency(settings.latency)
+            .socket(socket)
+            .bind(local)
+            .await?;
+        info!(addr = %local, "SRT ingest listening");
+        if listen(incoming, &shared, &mut shutdown).await {
+            listener.close().await;
+            return Ok(());
+        }
+        // srt-protocol 0.4 handles every handshake in one task and has
+        // `todo!()`s a peer can reach; when that task dies, start over.
+        tracing::error!(addr = %local, "SRT listener task died; restarting it in 1 s");
+        shared.metrics.refused(PROTOCOL, "listener_restart");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Serves connection requests; `true` on shutdown, `false` if the
+/// listener task stopped by itself.
+async fn listen(
+    mut incoming: SrtIncoming,
+    shared: &Arc<Shared>,
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> bool {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
+    let clean = loop {
         tokio::select! {
-            () = &mut shutdown => break,
+            () = shutdown.as_mut() => break true,
             request = incoming.incoming().next() => {
-                let Some(request) = request else {
-                    let _ = stop_tx.send(true);
-                    while connections.join_next().await.is_some() {}
-                    return Err(std::io::Error::other("SRT listener task stopped"));
-                };
+                let Some(request) = request else { break false };
                 let shared = shared.clone();
                 let stop = stop_rx.clone();
                 connections.spawn(async move { handle_request(request, &shared, stop).await });
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
-    }
+    };
     let _ = stop_tx.send(true);
     while connections.join_next().await.is_some() {}
-    listener.close().await;
-    Ok(())
+    clean
 }
 
 /// Decides a connection request before the SRT handshake completes: the
