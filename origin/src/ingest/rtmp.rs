@@ -123,7 +123,11 @@ pub async fn serve(
                     connection(stream, remote, &shared, stop).await;
                 });
             }
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            Some(done) = connections.join_next(), if !connections.is_empty() => {
+                if let Err(e) = done {
+                    tracing::error!(error = %e, "RTMP connection task failed");
+                }
+            }
         }
     }
     let _ = stop_tx.send(true);

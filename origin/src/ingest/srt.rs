@@ -173,7 +173,11 @@ async fn listen(
                 let stop = stop_rx.clone();
                 connections.spawn(async move { handle_request(request, &shared, stop).await });
             }
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            Some(done) = connections.join_next(), if !connections.is_empty() => {
+                if let Err(e) = done {
+                    tracing::error!(error = %e, "SRT connection task failed");
+                }
+            }
         }
     };
     let _ = stop_tx.send(true);
