@@ -51,7 +51,8 @@ async fn start(passphrase: Option<&str>) -> Server {
 }
 
 async fn publish_and_check(server: &Server, query: &str) {
-    let url = format!("srt://127.0.0.1:{}?{query}", server.port);
+    // linger: libsrt's live mode otherwise drops what is unsent at close.
+    let url = format!("srt://127.0.0.1:{}?{query}&linger=3", server.port);
     let (ok, stderr) =
         ffmpeg_exit(ffmpeg_publish(&url, "mpegts", 3), Duration::from_secs(12)).await;
     assert!(ok, "ffmpeg failed: {stderr}");

@@ -203,9 +203,10 @@ pub fn init_logs() {
 }
 
 /// Checks what an ffmpeg publish of [`ffmpeg_publish`] must have delivered.
-/// `lossy`: SRT may drop packets that arrive too late on a loaded host, and
-/// srt-tokio discards its latency buffer when the caller shuts down, so the
-/// last ~latency (300 ms here) of the stream may be missing.
+/// `lossy`: SRT drops packets that arrive later than its latency, which a
+/// loaded 2-core host can provoke even on loopback; allow a few frames.
+/// (Callers must set `linger` on ffmpeg's SRT URL: libsrt's live-mode default
+/// of 0 discards the encoder's final burst at close.)
 pub fn assert_ffmpeg_stream(r: &Recorded, seconds: u32, lossy: bool) {
     let v = r.video().expect("video params");
     assert_eq!(v.codec, "avc1.4d401e");
@@ -216,7 +217,7 @@ pub fn assert_ffmpeg_stream(r: &Recorded, seconds: u32, lossy: bool) {
 
     let video = r.samples(TrackKind::Video);
     let frames = seconds as usize * 25;
-    let min_frames = if lossy { frames * 8 / 10 } else { frames - 2 };
+    let min_frames = if lossy { frames - 5 } else { frames - 2 };
     assert!(
         video.len() >= min_frames && video.len() <= frames,
         "{} video frames for {seconds} s at 25 fps: dts {:?}",
@@ -252,7 +253,7 @@ pub fn assert_ffmpeg_stream(r: &Recorded, seconds: u32, lossy: bool) {
 
     let audio = r.samples(TrackKind::Audio);
     let expected = (seconds * 44100 / 1024) as usize;
-    let min_audio = if lossy { expected * 8 / 10 } else { expected };
+    let min_audio = if lossy { expected - 5 } else { expected };
     assert!(
         audio.len() >= min_audio && audio.len() <= expected + 3,
         "{} audio frames",
