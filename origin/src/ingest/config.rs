@@ -20,7 +20,7 @@ use super::{is_valid_name_part, IngestAuth};
 /// [ingest.channels.news]
 /// keys = ["s3cret"]
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngestConfig {
     /// Address of the RTMP listener (`rtmp://HOST:PORT/live/{channel}`).
@@ -45,12 +45,37 @@ pub struct IngestConfig {
     pub max_connections: usize,
 }
 
+impl std::fmt::Debug for IngestConfig {
+    // Passphrase, keys and token secret stay out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IngestConfig")
+            .field("rtmp_listen", &self.rtmp_listen)
+            .field("srt_listen", &self.srt_listen)
+            .field("srt_passphrase", &self.srt_passphrase.as_ref().map(|_| "…"))
+            .field("srt_latency", &self.srt_latency)
+            .field("channels", &self.channels.keys().collect::<Vec<_>>())
+            .field(
+                "publish_token_secret",
+                &self.publish_token_secret.as_ref().map(|_| "…"),
+            )
+            .field("allow_anonymous", &self.allow_anonymous)
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
 /// The static keys of one channel.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelKeys {
     /// Any of these keys lets a publisher into the channel.
     pub keys: Vec<String>,
+}
+
+impl std::fmt::Debug for ChannelKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ChannelKeys({} keys)", self.keys.len())
+    }
 }
 
 impl Default for IngestConfig {
@@ -156,6 +181,11 @@ mod tests {
         assert_eq!(c.srt_latency, Duration::from_millis(200));
         assert_eq!(c.rtmp_listen.port(), 1935);
         assert!(c.init().is_ok());
+        let shown = format!("{c:?} {:?}", c.init());
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("00112233"),
+            "{shown}"
+        );
         let err = toml::from_str::<IngestConfig>("rtmp_port = 1").expect_err("unknown key");
         assert!(err.to_string().contains("rtmp_port"));
         let bad = IngestConfig {

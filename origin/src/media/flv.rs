@@ -469,6 +469,27 @@ mod tests {
     }
 
     #[test]
+    fn short_nal_lengths_become_four_bytes() {
+        let mut record = h264::build_avc_config(
+            &[Bytes::from_static(SPS_MAIN_360P)],
+            &[Bytes::from_static(PPS)],
+        )
+        .expect("builds")
+        .to_vec();
+        record[4] = 0xfc | 1; // lengthSizeMinusOne = 1
+        let mut header = vec![0x17, 0, 0, 0, 0];
+        header.extend_from_slice(&record);
+        let mut d = FlvDemuxer::new();
+        d.video(0, &header.into()).expect("valid");
+        let body = Bytes::from_static(&[0x17, 1, 0, 0, 0, 0, 2, 0x65, 0x88, 0, 1, 0x06]);
+        let ev = d.video(0, &body).expect("valid");
+        let MediaEvent::Sample(_, s) = &ev[0] else {
+            panic!()
+        };
+        assert_eq!(&s.data[..], &[0, 0, 0, 2, 0x65, 0x88, 0, 0, 0, 1, 0x06]);
+    }
+
+    #[test]
     fn refuses_other_codecs() {
         let mut d = FlvDemuxer::new();
         for body in [
