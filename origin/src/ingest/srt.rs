@@ -1,5 +1,5 @@
 //! SRT publish listener: `srt-tokio` sockets carrying MPEG-TS → [`TsDemuxer`]
-//! → [`MediaSink`].
+//! → [`MediaSink`](super::MediaSink).
 //!
 //! # Stream id
 //!
