@@ -297,3 +297,42 @@ async fn client_handshake(s: &mut TcpStream) {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abr_ladder_is_several_publishes_into_one_channel() {
+    let server = start(keyed_auth()).await;
+    let publish = |rendition: &str| {
+        let url = format!(
+            "rtmp://127.0.0.1:{}/live/news.{rendition}?key=s3cret",
+            server.port
+        );
+        ffmpeg_publish(&url, "flv", 2)
+    };
+    let (hi, lo) = (publish("720p"), publish("480p"));
+    let ((ok_hi, e_hi), (ok_lo, e_lo)) = tokio::join!(
+        ffmpeg_exit(hi, Duration::from_secs(10)),
+        ffmpeg_exit(lo, Duration::from_secs(10))
+    );
+    assert!(ok_hi && ok_lo, "{e_hi} {e_lo}");
+    server
+        .collector
+        .wait_for(Duration::from_secs(3), "both renditions", |p| {
+            p.len() == 2 && p.iter().all(|r| r.closed && r.samples.len() > 50)
+        })
+        .await;
+    let mut names: Vec<(String, String)> = server
+        .collector
+        .snapshot()
+        .iter()
+        .filter_map(|r| r.name.clone())
+        .map(|n| (n.channel, n.rendition))
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        vec![
+            ("news".to_owned(), "480p".to_owned()),
+            ("news".to_owned(), "720p".to_owned())
+        ]
+    );
+}
