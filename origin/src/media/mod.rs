@@ -102,6 +102,14 @@ impl Sample {
     }
 }
 
+/// What a demuxer made of some input, in stream order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MediaEvent {
+    /// New or changed decoder parameters for a track.
+    Params(TrackParams),
+    Sample(TrackKind, Sample),
+}
+
 /// Why bytes could not be turned into samples or parameters.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum MediaError {

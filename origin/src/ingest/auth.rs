@@ -1,0 +1,302 @@
+//! Who may publish: stream keys, signed publish tokens and a connection cap.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hmac::{KeyInit, Mac};
+use subtle::ConstantTimeEq;
+
+use super::{PublishRefused, StreamName};
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+/// Credentials a publisher presented with its stream name.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Credentials {
+    /// A static stream key (`key=`, or `s=` in an SRT stream id).
+    pub key: Option<String>,
+    /// A signed publish token `{expiry}.{hex hmac}` (`token=`).
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for Credentials {
+    // Keys are secrets: logs show only whether one was given.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("key", &self.key.as_ref().map(|_| "…"))
+            .field("token", &self.token.as_ref().map(|_| "…"))
+            .finish()
+    }
+}
+
+/// A stream name plus credentials, as a publisher asked for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublishRequest {
+    pub name: StreamName,
+    pub credentials: Credentials,
+}
+
+impl PublishRequest {
+    /// From the part after `live/` plus optional `?key=…&token=…` (OBS users
+    /// type `news?key=s3cret` into the "Stream Key" field). Other query
+    /// parameters are ignored; values are taken verbatim (no %-decoding).
+    pub fn from_key(key_and_query: &str) -> Result<Self, PublishRefused> {
+        let (key, query) = key_and_query.split_once('?').unwrap_or((key_and_query, ""));
+        let name = StreamName::from_key(key)?;
+        let mut credentials = Credentials::default();
+        for pair in query.split('&') {
+            match pair.split_once('=') {
+                Some(("key", v)) => credentials.key = Some(v.to_owned()),
+                Some(("token", v)) => credentials.token = Some(v.to_owned()),
+                _ => {}
+            }
+        }
+        Ok(Self { name, credentials })
+    }
+}
+
+/// `live/{channel}[.{rendition}][?key=…][&token=…]`.
+impl FromStr for PublishRequest {
+    type Err = PublishRefused;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim_start_matches('/').split_once('/') {
+            Some((super::APP, rest)) => Self::from_key(rest),
+            _ => Err(PublishRefused::BadName(format!(
+                "{:?}: expected {}/{{channel}}[.{{rendition}}]",
+                s.split('?').next().unwrap_or_default(),
+                super::APP
+            ))),
+        }
+    }
+}
+
+/// Decides which publishes are let in, for RTMP and SRT alike.
+///
+/// A publish to channel `C` is accepted when one of these holds:
+///
+/// 1. **Static key**: `key` equals one of the keys configured for `C`
+///    (`rtmp://host/live/C?key=K`, SRT `#!::r=live/C,m=publish,s=K` or `key=K`).
+/// 2. **Signed token**: `token` is `{expiry}.{sig}` where `expiry` is Unix
+///    seconds in the future and `sig` is the lowercase hex of
+///    HMAC-SHA256(secret, `"C:{expiry}"`), the secret being the configured
+///    hex string decoded to bytes. A token covers every rendition of `C`.
+///    [`IngestAuth::sign_token`] mints one.
+/// 3. **Anonymous**: no credentials were given, `allow_anonymous` is set
+///    and `C` has no static keys.
+///
+/// Keys and signatures are compared in constant time. It also caps the
+/// number of concurrent ingest connections ([`IngestAuth::admit`]).
+pub struct IngestAuth {
+    keys: HashMap<String, Vec<String>>,
+    token_secret: Option<Vec<u8>>,
+    allow_anonymous: bool,
+    max_connections: usize,
+    connections: Arc<AtomicUsize>,
+}
+
+impl std::fmt::Debug for IngestAuth {
+    // Keys and the token secret stay out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IngestAuth")
+            .field("channels_with_keys", &self.keys.keys().collect::<Vec<_>>())
+            .field("tokens", &self.token_secret.is_some())
+            .field("allow_anonymous", &self.allow_anonymous)
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+/// Holds one of [`IngestAuth`]'s connection slots until dropped.
+#[derive(Debug)]
+pub struct ConnectionPermit(Arc<AtomicUsize>);
+
+impl Drop for ConnectionPermit {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl IngestAuth {
+    pub fn new(
+        keys: HashMap<String, Vec<String>>,
+        token_secret: Option<Vec<u8>>,
+        allow_anonymous: bool,
+        max_connections: usize,
+    ) -> Self {
+        Self {
+            keys,
+            token_secret,
+            allow_anonymous,
+            max_connections,
+            connections: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Anyone may publish anything: for `strata up` on loopback and tests.
+    pub fn open() -> Self {
+        Self::new(HashMap::new(), None, true, 1024)
+    }
+
+    /// Takes a connection slot, or `None` when `max_connections` are open.
+    pub fn admit(&self) -> Option<ConnectionPermit> {
+        let prev = self.connections.fetch_add(1, Ordering::AcqRel);
+        let permit = ConnectionPermit(self.connections.clone());
+        (prev < self.max_connections).then_some(permit)
+    }
+
+    /// Checks a publish request at time `now`.
+    pub fn check(&self, req: &PublishRequest, now: SystemTime) -> Result<(), PublishRefused> {
+        let channel = &req.name.channel;
+        let channel_keys = self.keys.get(channel).map(Vec::as_slice).unwrap_or(&[]);
+        let creds = &req.credentials;
+        if let Some(key) = &creds.key {
+            let matched = channel_keys.iter().fold(false, |acc, k| {
+                acc | bool::from(k.as_bytes().ct_eq(key.as_bytes()))
+            });
+            if matched {
+                return Ok(());
+            }
+            if creds.token.is_none() {
+                return Err(PublishRefused::Unauthorised(format!(
+                    "wrong stream key for channel {channel}"
+                )));
+            }
+        }
+        if let Some(token) = &creds.token {
+            return self.check_token(channel, token, now);
+        }
+        if self.allow_anonymous && channel_keys.is_empty() {
+            return Ok(());
+        }
+        Err(PublishRefused::Unauthorised(format!(
+            "channel {channel} needs a stream key or publish token"
+        )))
+    }
+
+    fn check_token(
+        &self,
+        channel: &str,
+        token: &str,
+        now: SystemTime,
+    ) -> Result<(), PublishRefused> {
+        let refuse = |why: &str| {
+            Err(PublishRefused::Unauthorised(format!(
+                "publish token for channel {channel}: {why}"
+            )))
+        };
+        let Some(secret) = &self.token_secret else {
+            return refuse("tokens are not enabled");
+        };
+        let Some((expiry, sig)) = token.split_once('.') else {
+            return refuse("malformed, expected {expiry}.{hex signature}");
+        };
+        let (Ok(expiry), Ok(sig)) = (expiry.parse::<u64>(), hex::decode(sig)) else {
+            return refuse("malformed, expected {expiry}.{hex signature}");
+        };
+        let expected = token_mac(secret, channel, expiry);
+        if !bool::from(expected.as_slice().ct_eq(&sig)) {
+            return refuse("bad signature");
+        }
+        let now = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        if expiry <= now {
+            return refuse("expired");
+        }
+        Ok(())
+    }
+
+    /// Mints a publish token for `channel` valid until `expires`, when a
+    /// secret is configured.
+    pub fn sign_token(&self, channel: &str, expires: SystemTime) -> Option<String> {
+        let secret = self.token_secret.as_ref()?;
+        let expiry = expires
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_secs();
+        Some(format!(
+            "{expiry}.{}",
+            hex::encode(token_mac(secret, channel, expiry))
+        ))
+    }
+}
+
+fn token_mac(secret: &[u8], channel: &str, expiry: u64) -> Vec<u8> {
+    // HMAC accepts keys of any length, so this cannot fail.
+    let mut mac = <HmacSha256 as KeyInit>::new_from_slice(secret)
+        .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+    mac.update(format!("{channel}:{expiry}").as_bytes());
+    mac.finalize().into_bytes().to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth() -> IngestAuth {
+        let keys = HashMap::from([("news".to_owned(), vec!["s3cret".to_owned()])]);
+        IngestAuth::new(keys, Some(b"0123456789abcdef".to_vec()), false, 2)
+    }
+
+    fn req(s: &str) -> PublishRequest {
+        s.parse().expect("valid name")
+    }
+
+    #[test]
+    fn static_keys() {
+        let a = auth();
+        let now = SystemTime::now();
+        assert!(a.check(&req("live/news?key=s3cret"), now).is_ok());
+        assert!(a
+            .check(&req("live/news.720p?foo=1&key=s3cret"), now)
+            .is_ok());
+        assert!(a.check(&req("live/news?key=nope"), now).is_err());
+        assert!(a.check(&req("live/news"), now).is_err());
+        assert!(a.check(&req("live/sport?key=s3cret"), now).is_err());
+        let open = IngestAuth::open();
+        assert!(open.check(&req("live/anything"), now).is_ok());
+    }
+
+    #[test]
+    fn signed_tokens() {
+        let a = auth();
+        let now = SystemTime::now();
+        let token = a
+            .sign_token("sport", now + Duration::from_secs(60))
+            .expect("secret set");
+        assert!(a
+            .check(&req(&format!("live/sport.480p?token={token}")), now)
+            .is_ok());
+        // Bound to the channel, expiry and secret.
+        assert!(a
+            .check(&req(&format!("live/news?token={token}")), now)
+            .is_err());
+        let later = now + Duration::from_secs(61);
+        assert!(a
+            .check(&req(&format!("live/sport?token={token}")), later)
+            .is_err());
+        let forged = token.replace('.', ".0");
+        assert!(a
+            .check(&req(&format!("live/sport?token={forged}")), now)
+            .is_err());
+        assert!(a.check(&req("live/sport?token=garbage"), now).is_err());
+    }
+
+    #[test]
+    fn connection_cap() {
+        let a = auth();
+        let p1 = a.admit().expect("first");
+        let _p2 = a.admit().expect("second");
+        assert!(a.admit().is_none());
+        drop(p1);
+        assert!(a.admit().is_some());
+    }
+
+    #[test]
+    fn credentials_are_not_logged() {
+        let r = req("live/news?key=s3cret");
+        assert!(!format!("{r:?}").contains("s3cret"));
+    }
+}

@@ -1,0 +1,483 @@
+//! RTMP publish server: TCP ↔ `rml_rtmp`'s sans-IO handshake and
+//! [`ServerSession`], FLV tag bodies → [`FlvDemuxer`] → [`MediaSink`].
+//!
+//! One connection publishes one stream (`rtmp://HOST:1935/live/{channel}`,
+//! see the naming contract in [`crate::ingest`]). Playback over RTMP is not
+//! offered. Every failure — garbage bytes, truncated chunks, a refused name,
+//! an unsupported codec — ends that connection only, with one log line.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::BytesMut;
+use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+use rml_rtmp::sessions::{
+    ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use super::rtmp_guard::RtmpGuard;
+use super::{
+    IngestAuth, IngestMetrics, MediaSink, PublishRefused, PublishRequest, PublishTarget,
+    PublisherInfo, SinkError, APP,
+};
+use crate::media::flv::FlvDemuxer;
+use crate::media::{MediaError, MediaEvent};
+
+const PROTOCOL: &str = "rtmp";
+/// A publisher that sends nothing for this long is gone (encoders send
+/// audio every ~20 ms).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why one RTMP connection ended.
+#[derive(Debug, thiserror::Error)]
+enum ConnectionEnd {
+    #[error("connection closed by publisher")]
+    Eof,
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("no data for {0:?}")]
+    Timeout(Duration),
+    #[error("RTMP handshake failed: {0}")]
+    Handshake(String),
+    #[error("RTMP protocol error: {0}")]
+    Protocol(String),
+    #[error("publish refused: {0}")]
+    Refused(PublishRefused),
+    #[error("media refused: {0}")]
+    Media(MediaError),
+    #[error("publisher was kicked or replaced")]
+    Kicked,
+    #[error("server shutting down")]
+    Shutdown,
+}
+
+impl ConnectionEnd {
+    /// Label for the refusals metric, for ends that are the publisher's fault.
+    fn refusal_reason(&self) -> Option<&'static str> {
+        match self {
+            ConnectionEnd::Handshake(_) | ConnectionEnd::Protocol(_) => Some("protocol_error"),
+            ConnectionEnd::Refused(r) => Some(r.reason()),
+            ConnectionEnd::Media(MediaError::UnsupportedCodec(_)) => Some("unsupported_codec"),
+            ConnectionEnd::Media(_) => Some("malformed_media"),
+            _ => None,
+        }
+    }
+}
+
+struct Shared {
+    target: Arc<dyn PublishTarget>,
+    auth: Arc<IngestAuth>,
+    metrics: IngestMetrics,
+}
+
+/// Accepts RTMP publishers on `listener` until `shutdown` resolves, then
+/// closes every connection and returns.
+pub async fn serve(
+    listener: TcpListener,
+    target: Arc<dyn PublishTarget>,
+    auth: Arc<IngestAuth>,
+    metrics: IngestMetrics,
+    shutdown: impl Future<Output = ()>,
+) {
+    let shared = Arc::new(Shared {
+        target,
+        auth,
+        metrics,
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    if let Ok(addr) = listener.local_addr() {
+        info!(%addr, "RTMP ingest listening");
+    }
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => {
+                let (stream, remote) = match accepted {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off, keep serving.
+                        warn!(error = %e, "RTMP accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let Some(permit) = shared.auth.admit() else {
+                    warn!(%remote, reason = "max_connections", "RTMP connection refused");
+                    shared.metrics.refused(PROTOCOL, "max_connections");
+                    continue;
+                };
+                let shared = shared.clone();
+                let stop = stop_rx.clone();
+                connections.spawn(async move {
+                    let _permit = permit;
+                    connection(stream, remote, &shared, stop).await;
+                });
+            }
+            Some(done) = connections.join_next(), if !connections.is_empty() => {
+                if let Err(e) = done {
+                    tracing::error!(error = %e, "RTMP connection task failed");
+                }
+            }
+        }
+    }
+    let _ = stop_tx.send(true);
+    while connections.join_next().await.is_some() {}
+}
+
+async fn connection(
+    stream: TcpStream,
+    remote: SocketAddr,
+    shared: &Shared,
+    stop: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let mut conn = Connection {
+        remote,
+        shared,
+        stream,
+        session: None,
+        out: Vec::new(),
+        publish: None,
+        requested: None,
+        guard: RtmpGuard::new(),
+    };
+    let end = conn.run(stop).await;
+    let requested = conn.requested.take();
+    let published = conn.publish.take().map(|p| p.name);
+    if published.is_some() {
+        shared.metrics.disconnected(PROTOCOL);
+    }
+    if let Some(reason) = end.refusal_reason() {
+        shared.metrics.refused(PROTOCOL, reason);
+    }
+    match (&end, published) {
+        (ConnectionEnd::Eof | ConnectionEnd::Shutdown, Some(name)) => {
+            info!(%remote, stream = %name, reason = %end, "RTMP publisher disconnected");
+        }
+        (ConnectionEnd::Eof, None) => debug!(%remote, "RTMP connection closed"),
+        (_, name) => {
+            let stream = name
+                .map(|n| n.to_string())
+                .or(requested)
+                .unwrap_or_default();
+            warn!(%remote, stream, reason = %end, "RTMP connection closed");
+        }
+    }
+}
+
+/// A publish in progress on this connection.
+struct Publishing {
+    name: super::StreamName,
+    sink: Box<dyn MediaSink>,
+    demux: FlvDemuxer,
+}
+
+struct Connection<'a> {
+    remote: SocketAddr,
+    shared: &'a Shared,
+    stream: TcpStream,
+    session: Option<ServerSession>,
+    /// Bytes for the peer, written after each batch of input; refusals are
+    /// flushed before the connection closes.
+    out: Vec<u8>,
+    publish: Option<Publishing>,
+    /// The stream key of the last publish request, without its query (which
+    /// holds credentials), for logs.
+    requested: Option<String>,
+    guard: RtmpGuard,
+}
+
+impl Connection<'_> {
+    async fn run(&mut self, mut stop: watch::Receiver<bool>) -> ConnectionEnd {
+        let mut buf = BytesMut::with_capacity(64 * 1024);
+        let remaining =
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.handshake(&mut buf)).await {
+                Ok(Ok(rest)) => rest,
+                Ok(Err(e)) => return e,
+                Err(_) => return ConnectionEnd::Timeout(HANDSHAKE_TIMEOUT),
+            };
+        let (session, results) = match ServerSession::new(ServerSessionConfig::new()) {
+            Ok(x) => x,
+            Err(e) => return ConnectionEnd::Protocol(e.to_string()),
+        };
+        self.session = Some(session);
+        let first = self.handle_results(results);
+        let first = first.and_then(|()| self.input(&remaining));
+        if let Err(e) = self.flush().await.map_err(ConnectionEnd::from).and(first) {
+            return e;
+        }
+        let mut kicked: Option<watch::Receiver<bool>> = None;
+        loop {
+            buf.clear();
+            let kicked_fut = async {
+                match kicked.as_mut() {
+                    // A dropped sender means nobody can kick any more.
+                    Some(rx) => {
+                        if rx.wait_for(|&k| k).await.is_err() {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            let read = tokio::select! {
+                r = tokio::time::timeout(IDLE_TIMEOUT, self.stream.read_buf(&mut buf)) => r,
+                () = kicked_fut => return ConnectionEnd::Kicked,
+                _ = stop.wait_for(|&s| s) => return ConnectionEnd::Shutdown,
+            };
+            match read {
+                Err(_) => return ConnectionEnd::Timeout(IDLE_TIMEOUT),
+                Ok(Err(e)) => return ConnectionEnd::Io(e),
+                Ok(Ok(0)) => return ConnectionEnd::Eof,
+                Ok(Ok(n)) => self.shared.metrics.bytes_in(PROTOCOL, n),
+            }
+            let had_publish = self.publish.is_some();
+            let result = self.input(&buf);
+            if let Err(e) = self.flush().await.map_err(ConnectionEnd::from).and(result) {
+                return e;
+            }
+            match (&self.publish, had_publish) {
+                (Some(p), false) => kicked = Some(p.sink.kicked()),
+                (None, true) => kicked = None,
+                _ => {}
+            }
+        }
+    }
+
+    /// RTMP handshake (C0/C1/C2 ↔ S0/S1/S2); returns bytes that followed it.
+    async fn handshake(&mut self, buf: &mut BytesMut) -> Result<Vec<u8>, ConnectionEnd> {
+        let mut handshake = Handshake::new(PeerType::Server);
+        loop {
+            buf.clear();
+            if self.stream.read_buf(buf).await? == 0 {
+                return Err(ConnectionEnd::Handshake(
+                    "connection closed during handshake".into(),
+                ));
+            }
+            self.shared.metrics.bytes_in(PROTOCOL, buf.len());
+            match handshake.process_bytes(buf) {
+                Ok(HandshakeProcessResult::InProgress { response_bytes }) => {
+                    self.stream.write_all(&response_bytes).await?;
+                }
+                Ok(HandshakeProcessResult::Completed {
+                    response_bytes,
+                    remaining_bytes,
+                }) => {
+                    self.stream.write_all(&response_bytes).await?;
+                    return Ok(remaining_bytes);
+                }
+                Err(e) => return Err(ConnectionEnd::Handshake(format!("{e:?}"))),
+            }
+        }
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.out.is_empty() {
+            self.stream.write_all(&self.out).await?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    fn session(&mut self) -> Result<&mut ServerSession, ConnectionEnd> {
+        self.session
+            .as_mut()
+            .ok_or_else(|| ConnectionEnd::Protocol("no session".into()))
+    }
+
+    fn input(&mut self, bytes: &[u8]) -> Result<(), ConnectionEnd> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        self.guard.check(bytes).map_err(ConnectionEnd::Protocol)?;
+        let results = self
+            .session()?
+            .handle_input(bytes)
+            .map_err(|e| ConnectionEnd::Protocol(e.to_string()))?;
+        self.handle_results(results)
+    }
+
+    fn handle_results(&mut self, results: Vec<ServerSessionResult>) -> Result<(), ConnectionEnd> {
+        for result in results {
+            match result {
+                ServerSessionResult::OutboundResponse(packet) => {
+                    self.out.extend_from_slice(&packet.bytes)
+                }
+                ServerSessionResult::RaisedEvent(event) => self.event(event)?,
+                ServerSessionResult::UnhandleableMessageReceived(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn accept(&mut self, request_id: u32) -> Result<(), ConnectionEnd> {
+        let results = self
+            .session()?
+            .accept_request(request_id)
+            .map_err(|e| ConnectionEnd::Protocol(e.to_string()))?;
+        self.handle_results(results)
+    }
+
+    /// Sends an error status (e.g. `NetStream.Publish.BadName`) for `request_id`.
+    fn reject(&mut self, request_id: u32, code: &str, why: &str) -> Result<(), ConnectionEnd> {
+        let results = self
+            .session()?
+            .reject_request(request_id, code, why)
+            .map_err(|e| ConnectionEnd::Protocol(e.to_string()))?;
+        self.handle_results(results)
+    }
+
+    fn event(&mut self, event: ServerSessionEvent) -> Result<(), ConnectionEnd> {
+        match event {
+            ServerSessionEvent::ConnectionRequested {
+                request_id,
+                app_name,
+            } => {
+                if app_name.split('?').next() == Some(APP) {
+                    self.accept(request_id)
+                } else {
+                    let why = format!("unknown application {app_name:?}, expected {APP:?}");
+                    self.reject(request_id, "NetConnection.Connect.Rejected", &why)?;
+                    Err(ConnectionEnd::Refused(PublishRefused::BadName(why)))
+                }
+            }
+            ServerSessionEvent::PublishStreamRequested {
+                request_id,
+                app_name,
+                stream_key,
+                ..
+            } => {
+                // `rtmp://host/live?key=K` + stream key `news` is `news?key=K`.
+                let key = match app_name.split_once('?') {
+                    Some((_, query)) if !stream_key.contains('?') => {
+                        format!("{stream_key}?{query}")
+                    }
+                    _ => stream_key,
+                };
+                self.publish(request_id, &key)
+            }
+            ServerSessionEvent::PublishStreamFinished { .. } => {
+                if let Some(p) = self.publish.take() {
+                    info!(remote = %self.remote, stream = %p.name, "RTMP publish finished");
+                    self.shared.metrics.disconnected(PROTOCOL);
+                }
+                Ok(())
+            }
+            ServerSessionEvent::PlayStreamRequested { request_id, .. } => {
+                let why = "this server only takes publishes; play over HLS or DASH";
+                self.reject(request_id, "NetStream.Play.Failed", why)?;
+                Err(ConnectionEnd::Refused(PublishRefused::BadName(why.into())))
+            }
+            ServerSessionEvent::StreamMetadataChanged { metadata, .. } => {
+                debug!(remote = %self.remote, ?metadata, "RTMP stream metadata");
+                Ok(())
+            }
+            ServerSessionEvent::VideoDataReceived {
+                data, timestamp, ..
+            } => self.media(|d| d.video(timestamp.value, &data)),
+            ServerSessionEvent::AudioDataReceived {
+                data, timestamp, ..
+            } => self.media(|d| d.audio(timestamp.value, &data)),
+            _ => Ok(()),
+        }
+    }
+
+    fn publish(&mut self, request_id: u32, stream_key: &str) -> Result<(), ConnectionEnd> {
+        let shared = self.shared;
+        self.requested = stream_key.split('?').next().map(str::to_owned);
+        let attempt = if self.publish.is_some() {
+            Err(PublishRefused::BadName(
+                "this connection already publishes a stream".into(),
+            ))
+        } else {
+            PublishRequest::from_key(stream_key).and_then(|req| {
+                shared.auth.check(&req, SystemTime::now())?;
+                let info = PublisherInfo {
+                    remote: self.remote,
+                    protocol: PROTOCOL,
+                };
+                let sink = shared.target.publish(&req.name, info)?;
+                Ok((req.name, sink))
+            })
+        };
+        match attempt {
+            Ok((name, sink)) => {
+                self.accept(request_id)?;
+                info!(remote = %self.remote, stream = %name, "RTMP publish started");
+                shared.metrics.connected(PROTOCOL);
+                self.publish = Some(Publishing {
+                    name,
+                    sink,
+                    demux: FlvDemuxer::new(),
+                });
+                Ok(())
+            }
+            Err(refused) => {
+                let code = match refused {
+                    PublishRefused::Unauthorised(_) => "NetStream.Publish.BadConnection",
+                    PublishRefused::BadName(_) | PublishRefused::Busy(_) => {
+                        "NetStream.Publish.BadName"
+                    }
+                };
+                self.reject(request_id, code, &refused.to_string())?;
+                Err(ConnectionEnd::Refused(refused))
+            }
+        }
+    }
+
+    fn media(
+        &mut self,
+        parse: impl FnOnce(&mut FlvDemuxer) -> Result<Vec<MediaEvent>, MediaError>,
+    ) -> Result<(), ConnectionEnd> {
+        let metrics = &self.shared.metrics;
+        let Some(p) = self.publish.as_mut() else {
+            return Ok(());
+        };
+        let late_before = p.demux.late_frames();
+        let parsed = parse(&mut p.demux);
+        metrics.late(PROTOCOL, p.demux.late_frames() - late_before);
+        let events = match parsed {
+            Ok(events) => events,
+            Err(e @ MediaError::UnsupportedCodec(_)) => return Err(ConnectionEnd::Media(e)),
+            Err(e) => {
+                debug!(remote = %self.remote, error = %e, "dropping malformed FLV tag");
+                metrics.dropped(PROTOCOL, "malformed");
+                return Ok(());
+            }
+        };
+        deliver(p.sink.as_mut(), events, metrics, PROTOCOL).map_err(|_| ConnectionEnd::Kicked)
+    }
+}
+
+/// Hands parsed events to a sink; `Err` when the sink is closed.
+pub(crate) fn deliver(
+    sink: &mut dyn MediaSink,
+    events: Vec<MediaEvent>,
+    metrics: &IngestMetrics,
+    protocol: &'static str,
+) -> Result<(), SinkError> {
+    for event in events {
+        match event {
+            MediaEvent::Params(params) => sink.params(params),
+            MediaEvent::Sample(kind, sample) => {
+                metrics.frame(protocol, kind);
+                match sink.sample(kind, sample) {
+                    Ok(()) => {}
+                    Err(SinkError::NoParams(_)) => metrics.dropped(protocol, "no_params"),
+                    Err(e @ SinkError::Closed) => return Err(e),
+                }
+            }
+        }
+    }
+    Ok(())
+}
