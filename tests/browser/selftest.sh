@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Proves play.mjs against real players and real content, with no Strata code:
+# ffmpeg makes a live HLS (fMP4) and a live DASH stream from lavfi test
+# sources (a two-rung ladder with audio); static-server.mjs serves them with
+# CORS on a random loopback port (so
+# the player page and the media are cross-origin); then hls.js, dash.js and
+# Shaka each play for a few seconds and must report ok:true.
+#
+#   bash tests/browser/selftest.sh [SECONDS]      (default 6)
+#
+# Needs ffmpeg, node, chromium and tests/browser/node_modules (npm ci).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+SECONDS_PER_PLAYER=${1:-6}
+WORK=$(mktemp -d /tmp/strata-selftest.XXXXXX)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+mkdir -p "$WORK/hls" "$WORK/dash"
+
+# Test sources: 30 fps colour bars with a clock, and a 440 Hz tone.
+SRC=(-f lavfi -i "testsrc2=size=640x360:rate=30" -f lavfi -i "sine=frequency=440:sample_rate=48000")
+# Two video rungs, GOP = 2 s so every segment starts with a key frame.
+LADDER=(
+    -c:v libx264 -preset ultrafast -pix_fmt yuv420p -g 60 -keyint_min 60 -sc_threshold 0
+    -b:v:0 800k -b:v:1 300k -filter:v:1 scale=320:180
+    -c:a aac -b:a 96k -ac 2
+)
+LIVE_FOR=150   # seconds; ffmpeg stops by itself even if this script is killed
+
+echo "selftest: work dir $WORK"
+
+# Live HLS, fMP4 segments, master playlist with two variants.
+(cd "$WORK/hls" && exec ffmpeg -hide_banner -loglevel error -re "${SRC[@]}" -t "$LIVE_FOR" \
+    -map 0:v -map 0:v -map 1:a -map 1:a "${LADDER[@]}" \
+    -f hls -hls_time 2 -hls_list_size 10 -hls_flags delete_segments+independent_segments \
+    -hls_segment_type fmp4 -hls_fmp4_init_filename init.mp4 \
+    -master_pl_name master.m3u8 -var_stream_map "v:0,a:0 v:1,a:1" \
+    -hls_segment_filename 'stream_%v/seg_%05d.m4s' 'stream_%v/index.m3u8') &
+pids+=($!)
+
+# Live DASH (type="dynamic"), SegmentTemplate with a timeline.
+(cd "$WORK/dash" && exec ffmpeg -hide_banner -loglevel error -re "${SRC[@]}" -t "$LIVE_FOR" \
+    -map 0:v -map 0:v -map 1:a "${LADDER[@]}" \
+    -f dash -seg_duration 2 -window_size 10 -extra_window_size 5 -use_template 1 -use_timeline 1 \
+    -adaptation_sets "id=0,streams=v id=1,streams=a" \
+    -init_seg_name 'init-$RepresentationID$.m4s' -media_seg_name 'chunk-$RepresentationID$-$Number%05d$.m4s' \
+    manifest.mpd) &
+pids+=($!)
+
+# Serve both from one CORS-enabled server on a random port.
+coproc SERVER { exec node "$HERE/static-server.mjs" "$WORK"; }
+pids+=("$SERVER_PID")
+read -r -t 10 PORT <&"${SERVER[0]}" || { echo "selftest: static server did not start" >&2; exit 1; }
+BASE=http://127.0.0.1:$PORT
+echo "selftest: serving $WORK on $BASE"
+
+# Wait until both live streams have at least 3 segments per rendition.
+for _ in $(seq 1 60); do
+    hls_n=$(grep -c '^seg_' "$WORK/hls/stream_1/index.m3u8" 2>/dev/null || true)
+    dash_n=$(ls "$WORK/dash" 2>/dev/null | grep -c '^chunk-1-' || true)
+    if [[ ${hls_n:-0} -ge 3 && ${dash_n:-0} -ge 3 && -f $WORK/dash/manifest.mpd ]]; then break; fi
+    sleep 1
+done
+echo "selftest: live segments ready (hls: $hls_n, dash: $dash_n)"
+
+pass=0
+fail=0
+run() {
+    local name=$1
+    shift
+    echo "selftest: $name"
+    local out rc=0
+    out=$(node "$HERE/play.mjs" --seconds "$SECONDS_PER_PLAYER" --timeout 45 "$@") || rc=$?
+    echo "  $out"
+    if [[ $rc -eq 0 && $out == *'"ok":true'* ]]; then
+        pass=$((pass + 1))
+    else
+        echo "  FAILED (exit $rc)"
+        fail=$((fail + 1))
+    fi
+}
+
+run "hls.js  live HLS fMP4" --player hls --url "$BASE/hls/master.m3u8"
+run "dash.js live DASH" --player dash --url "$BASE/dash/manifest.mpd"
+run "shaka   live DASH" --player shaka --url "$BASE/dash/manifest.mpd"
+run "shaka   live HLS fMP4" --player shaka --url "$BASE/hls/master.m3u8"
+
+echo "selftest: $pass passed, $fail failed"
+[[ $fail -eq 0 ]]
