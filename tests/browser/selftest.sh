@@ -2,9 +2,9 @@
 # Proves play.mjs against real players and real content, with no Strata code:
 # ffmpeg makes a live HLS (fMP4) and a live DASH stream from lavfi test
 # sources (a two-rung ladder with audio); static-server.mjs serves them with
-# CORS on a random loopback port (so
-# the player page and the media are cross-origin); then hls.js, dash.js and
-# Shaka each play for a few seconds and must report ok:true.
+# CORS on a random loopback port (so the player page and the media are
+# cross-origin); then hls.js, dash.js and Shaka each play for a few seconds
+# and must report ok:true.
 #
 #   bash tests/browser/selftest.sh [SECONDS]      (default 6)
 #
