@@ -4,12 +4,13 @@
 // Strata's Rust integration tests spawn it; see README.md for the contract.
 //
 //   node tests/browser/play.mjs --player hls|dash|shaka --url URL
-//        [--seconds 10] [--timeout 60] [--h3 HOST:PORT]
+//        [--seconds 10] [--timeout 60] [--h3 HOST:PORT [--h3-cert PEM | --h3-spki B64]]
 //        [--clearkey KID_HEX:KEY_HEX ...] [--verbose]
 //
 // Exit 0 when currentTime advanced by at least 0.8 × --seconds with no fatal
 // player error, 1 otherwise, 2 on a usage error.
 
+import crypto from 'node:crypto';
 import http from 'node:http';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -33,7 +34,8 @@ function usage(msg) {
   process.stderr.write(
     `play.mjs: ${msg}\n` +
       'usage: node play.mjs --player hls|dash|shaka --url URL [--seconds N] [--timeout N]\n' +
-      '                     [--h3 HOST:PORT] [--clearkey KID_HEX:KEY_HEX ...] [--verbose]\n',
+      '                     [--h3 HOST:PORT [--h3-cert PEM | --h3-spki BASE64]]\n' +
+      '                     [--clearkey KID_HEX:KEY_HEX ...] [--verbose]\n',
   );
   process.exit(2);
 }
@@ -52,6 +54,8 @@ function parseArgs(argv) {
       case '--seconds': opts.seconds = Number(value()); break;
       case '--timeout': opts.timeout = Number(value()); break;
       case '--h3': opts.h3 = value(); break;
+      case '--h3-cert': opts.h3Cert = value(); break;
+      case '--h3-spki': opts.h3Spki = value(); break;
       case '--verbose': opts.verbose = true; break;
       case '--clearkey':
         // One or more KID:KEY pairs, as repeated flags or as a list.
@@ -71,12 +75,27 @@ function parseArgs(argv) {
   if (!(opts.seconds > 0)) usage('--seconds must be a positive number');
   if (!(opts.timeout > 0)) usage('--timeout must be a positive number');
   if (opts.h3 && !/^[^:\s]+:\d+$/.test(opts.h3)) usage('--h3 must be HOST:PORT');
+  if ((opts.h3Cert || opts.h3Spki) && !opts.h3) usage('--h3-cert and --h3-spki go with --h3');
+  if (opts.h3Cert) {
+    try {
+      opts.h3Spki = spkiHash(fs.readFileSync(opts.h3Cert));
+    } catch (e) {
+      usage(`--h3-cert ${opts.h3Cert}: ${e.message}`);
+    }
+  }
   opts.keys = opts.clearkeys.map((pair) => {
     const m = /^([0-9a-fA-F]{32}):([0-9a-fA-F]{32})$/.exec(pair.replace(/-/g, ''));
     if (!m) usage(`--clearkey wants KID_HEX:KEY_HEX (32 hex digits each), got ${pair}`);
     return { kid: m[1].toLowerCase(), key: m[2].toLowerCase() };
   });
   return opts;
+}
+
+// base64(SHA-256(SubjectPublicKeyInfo)) of a PEM certificate: the form
+// --ignore-certificate-errors-spki-list takes.
+function spkiHash(pem) {
+  const spki = new crypto.X509Certificate(pem).publicKey.export({ type: 'spki', format: 'der' });
+  return crypto.createHash('sha256').update(spki).digest('base64');
 }
 
 const opts = parseArgs(process.argv.slice(2));
@@ -210,10 +229,13 @@ function chromiumArgs(userDataDir) {
   if (opts.h3) {
     // --enable-quic turns QUIC on; --origin-to-force-quic-on makes Chromium
     // speak HTTP/3 to that HOST:PORT straight away (no Alt-Svc discovery
-    // needed, and no TCP fallback); --ignore-certificate-errors lets it accept
-    // the test server's self-signed certificate. Media URLs must then be
-    // https://HOST:PORT/...
+    // needed, and no TCP fallback). Media URLs must then be https://HOST:PORT/.
+    // --ignore-certificate-errors accepts a self-signed certificate over TCP
+    // (h1/h2) only: Chromium's QUIC stack rejects it anyway
+    // (QUIC_TLS_CERTIFICATE_UNKNOWN) unless the certificate's key is also
+    // listed in --ignore-certificate-errors-spki-list (from --h3-cert/--h3-spki).
     args.push('--enable-quic', `--origin-to-force-quic-on=${opts.h3}`, '--ignore-certificate-errors');
+    if (opts.h3Spki) args.push(`--ignore-certificate-errors-spki-list=${opts.h3Spki}`);
   } else {
     args.push('--disable-quic');
   }

@@ -3,15 +3,19 @@
 # ffmpeg makes a live HLS (fMP4) and a live DASH stream from lavfi test
 # sources (a two-rung ladder with audio); static-server.mjs serves them with
 # CORS on a random loopback port (so the player page and the media are
-# cross-origin); then hls.js, dash.js and Shaka each play for a few seconds
-# and must report ok:true.
+# cross-origin), and h3-static-server.py (aioquic) serves the same files over
+# HTTP/3 only; then hls.js, dash.js and Shaka each play for a few seconds
+# and must report ok:true (the HTTP/3 runs must report only h3 responses).
 #
 #   bash tests/browser/selftest.sh [SECONDS]      (default 6)
 #
-# Needs ffmpeg, node, chromium and tests/browser/node_modules (npm ci).
+# Needs ffmpeg, node, chromium, tests/browser/node_modules (npm ci) and, for
+# HTTP/3, a python with aioquic: $STRATA_PYTHON, else .venv/bin/python
+# (scripts/install-test-deps.sh makes both).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
+PYTHON=${STRATA_PYTHON:-$HERE/../../.venv/bin/python}
 SECONDS_PER_PLAYER=${1:-6}
 WORK=$(mktemp -d /tmp/strata-selftest.XXXXXX)
 pids=()
@@ -54,12 +58,34 @@ pids+=($!)
     manifest.mpd) &
 pids+=($!)
 
-# Serve both from one CORS-enabled server on a random port.
-coproc SERVER { exec node "$HERE/static-server.mjs" "$WORK"; }
-pids+=("$SERVER_PID")
-read -r -t 10 PORT <&"${SERVER[0]}" || { echo "selftest: static server did not start" >&2; exit 1; }
+# Servers print their port (and more) on stdout; wait for LINES lines of it.
+start_server() {
+    local out=$1 lines=$2
+    shift 2
+    "$@" > "$out" &
+    pids+=($!)
+    for _ in $(seq 1 100); do
+        (($(wc -l < "$out") >= lines)) && return 0
+        kill -0 "${pids[-1]}" 2>/dev/null || break
+        sleep 0.2
+    done
+    echo "selftest: $* did not start" >&2
+    return 1
+}
+# Serve both streams from one CORS-enabled server on a random port.
+start_server "$WORK/http.out" 1 node "$HERE/static-server.mjs" "$WORK"
+PORT=$(sed -n 1p "$WORK/http.out")
 BASE=http://127.0.0.1:$PORT
 echo "selftest: serving $WORK on $BASE"
+
+# The same files over HTTP/3 (UDP), with a self-signed certificate.
+start_server "$WORK/h3.out" 2 "$PYTHON" "$HERE/h3-static-server.py" "$WORK" \
+    || { echo "selftest: is aioquic in $PYTHON?" >&2; exit 1; }
+H3_PORT=$(sed -n 1p "$WORK/h3.out")
+H3_CERT=$(sed -n 2p "$WORK/h3.out")
+H3_BASE=https://127.0.0.1:$H3_PORT
+H3_ARGS=(--h3 "127.0.0.1:$H3_PORT" --h3-cert "$H3_CERT")
+echo "selftest: serving $WORK over HTTP/3 on $H3_BASE"
 
 # Wait until both live streams have at least 3 segments per rendition.
 for _ in $(seq 1 60); do
@@ -73,24 +99,30 @@ echo "selftest: live segments ready (hls: $hls_n, dash: $dash_n)"
 pass=0
 fail=0
 run() {
-    local name=$1
-    shift
+    local name=$1 want_proto=$2
+    shift 2
     echo "selftest: $name"
     local out rc=0
     out=$(node "$HERE/play.mjs" --seconds "$SECONDS_PER_PLAYER" --timeout 45 "$@") || rc=$?
     echo "  $out"
-    if [[ $rc -eq 0 && $out == *'"ok":true'* ]]; then
+    # Every media response must have come over the expected protocol.
+    local protos
+    protos=$(node -e 'const r = JSON.parse(process.argv[1]); console.log(Object.keys(r.protocols).join(","))' "$out" 2>/dev/null || true)
+    if [[ $rc -eq 0 && $out == *'"ok":true'* && $protos == "$want_proto" ]]; then
         pass=$((pass + 1))
     else
-        echo "  FAILED (exit $rc)"
+        echo "  FAILED (exit $rc, protocols '$protos', wanted '$want_proto')"
         fail=$((fail + 1))
     fi
 }
 
-run "hls.js  live HLS fMP4" --player hls --url "$BASE/hls/master.m3u8"
-run "dash.js live DASH" --player dash --url "$BASE/dash/manifest.mpd"
-run "shaka   live DASH" --player shaka --url "$BASE/dash/manifest.mpd"
-run "shaka   live HLS fMP4" --player shaka --url "$BASE/hls/master.m3u8"
+run "hls.js  live HLS fMP4" http/1.1 --player hls --url "$BASE/hls/master.m3u8"
+run "dash.js live DASH" http/1.1 --player dash --url "$BASE/dash/manifest.mpd"
+run "shaka   live DASH" http/1.1 --player shaka --url "$BASE/dash/manifest.mpd"
+run "shaka   live HLS fMP4" http/1.1 --player shaka --url "$BASE/hls/master.m3u8"
+run "hls.js  live HLS fMP4 over HTTP/3" h3 --player hls --url "$H3_BASE/hls/master.m3u8" "${H3_ARGS[@]}"
+run "dash.js live DASH over HTTP/3" h3 --player dash --url "$H3_BASE/dash/manifest.mpd" "${H3_ARGS[@]}"
+run "shaka   live DASH over HTTP/3" h3 --player shaka --url "$H3_BASE/dash/manifest.mpd" "${H3_ARGS[@]}"
 
 echo "selftest: $pass passed, $fail failed"
 [[ $fail -eq 0 ]]
