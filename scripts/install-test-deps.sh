@@ -49,9 +49,12 @@ if ((${#missing[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     # Debian starts nginx, varnish and prometheus on install; where there is no
     # init system, invoke-rc.d just fails softly, which is fine.
-    "${SUDO[@]}" apt-get update -qq || die "apt-get update failed"
-    "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
-        || die "apt-get install ${missing[*]} failed"
+    apt_log=$(mktemp)
+    "${SUDO[@]}" apt-get update -qq >"$apt_log" 2>&1 \
+        || { cat "$apt_log" >&2; die "apt-get update failed"; }
+    "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >"$apt_log" 2>&1 \
+        || { tail -n 30 "$apt_log" >&2; die "apt-get install ${missing[*]} failed"; }
+    rm -f "$apt_log"
     installed+=("apt: ${missing[*]}")
 
     # Debian auto-starts these services; they would hold ports 80, 6081/6082
