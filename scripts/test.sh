@@ -2,7 +2,8 @@
 # The one command that runs all of Strata's tests (CI runs it via .ci/run):
 #   1. scripts/install-test-deps.sh   (apt, .venv, tests/browser/node_modules)
 #   2. cargo test --workspace --all-targets   (debug profile)
-#   3. the non-cargo checks that exist: ansible-lint on ansible/
+#   3. the non-cargo checks that exist: promtool on prometheus*.yml and
+#      *.rules.yml, JSON validity of grafana/**/*.json, ansible-lint on ansible/
 # Exits non-zero when any step failed; the last line is a summary.
 set -uo pipefail
 
@@ -40,6 +41,27 @@ trap 'rm -f "$cargo_log"' EXIT
 step cargo-test bash -c 'cargo test --workspace --all-targets 2>&1 | tee "$0"; exit "${PIPESTATUS[0]}"' "$cargo_log"
 tests_passed=$(awk '/^test result:/ { for (i = 1; i < NF; i++) if ($(i+1) ~ /^passed/) n += $i } END { print n + 0 }' "$cargo_log")
 tests_failed=$(awk '/^test result:/ { for (i = 1; i < NF; i++) if ($(i+1) ~ /^failed/) n += $i } END { print n + 0 }' "$cargo_log")
+
+# Repo files by glob, outside build output and installed deps.
+repo_files() {
+    find . \( -path ./target -o -path './target-*' -o -path ./.venv -o -path '*/node_modules' -o -path ./.git \) -prune \
+        -o -type f \( "$@" \) -print | sort
+}
+
+# Prometheus configs and rule files: promtool (Debian's prometheus package).
+mapfile -t prom_configs < <(repo_files -name 'prometheus*.yml' -o -name 'prometheus*.yaml')
+mapfile -t prom_rules < <(repo_files -name '*.rules.yml' -o -name '*.rules.yaml')
+if ((${#prom_configs[@]})); then
+    step promtool-config promtool check config --syntax-only "${prom_configs[@]}"
+fi
+if ((${#prom_rules[@]})); then
+    step promtool-rules promtool check rules "${prom_rules[@]}"
+fi
+
+# Grafana dashboards must at least be valid JSON.
+if [[ -d grafana ]]; then
+    step grafana-json bash -c 'find grafana -name "*.json" -print0 | xargs -0 -r -n1 python3 -m json.tool >/dev/null'
+fi
 
 if [[ -d ansible ]]; then
     # ansible-lint finds its own config (.ansible-lint) in ansible/ if present.
