@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Installs everything Strata's tests call besides the Rust toolchain, on
+# Debian 12. Idempotent: each step is skipped when its result is already there,
+# and `apt-get update` runs only when an apt package is missing.
+#
+#   apt:  cmake pkg-config ffmpeg chromium nginx libnginx-mod-rtmp varnish wrk
+#         nghttp2-client (h2load) prometheus python3-venv, and nodejs/npm if
+#         there is no node
+#   venv: .venv/ (repo-local) with akamai-edgeauth aioquic ansible-core ansible-lint
+#   npm:  tests/browser/node_modules from package-lock.json (npm ci)
+#
+# Runs as root; otherwise uses sudo for apt when sudo exists.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+log() { printf 'install-test-deps: %s\n' "$*" >&2; }
+die() { printf 'install-test-deps: ERROR: %s\n' "$*" >&2; exit 1; }
+
+installed=()
+
+if [[ $(id -u) -eq 0 ]]; then
+    SUDO=()
+elif command -v sudo >/dev/null 2>&1; then
+    SUDO=(sudo)
+else
+    SUDO=(__no_root__)
+fi
+
+# ---------------------------------------------------------------- apt
+APT_PACKAGES=(
+    cmake pkg-config ffmpeg chromium nginx libnginx-mod-rtmp varnish wrk
+    nghttp2-client prometheus python3-venv
+)
+if ! command -v node >/dev/null 2>&1; then APT_PACKAGES+=(nodejs); fi
+if ! command -v npm >/dev/null 2>&1; then APT_PACKAGES+=(npm); fi
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)
+    [[ $status == installed ]] || missing+=("$pkg")
+done
+
+if ((${#missing[@]})); then
+    command -v apt-get >/dev/null 2>&1 || die "apt-get not found; install by hand: ${missing[*]}"
+    [[ ${SUDO[0]:-} != __no_root__ ]] || die "not root and no sudo; run as root or install: ${missing[*]}"
+    log "apt: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    # Debian starts nginx, varnish and prometheus on install; where there is no
+    # init system, invoke-rc.d just fails softly, which is fine.
+    apt_log=$(mktemp)
+    "${SUDO[@]}" apt-get update -qq >"$apt_log" 2>&1 \
+        || { cat "$apt_log" >&2; die "apt-get update failed"; }
+    "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >"$apt_log" 2>&1 \
+        || { tail -n 30 "$apt_log" >&2; die "apt-get install ${missing[*]} failed"; }
+    rm -f "$apt_log"
+    installed+=("apt: ${missing[*]}")
+
+    # Debian auto-starts these services; they would hold ports 80, 6081/6082
+    # and 9090 that tests and benchmarks expect to be free. Stop them quietly.
+    for svc in nginx varnish varnishncsa prometheus prometheus-node-exporter; do
+        if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
+            "${SUDO[@]}" systemctl stop "$svc" >/dev/null 2>&1 || true
+            "${SUDO[@]}" systemctl disable "$svc" >/dev/null 2>&1 || true
+        elif command -v service >/dev/null 2>&1; then
+            "${SUDO[@]}" service "$svc" stop >/dev/null 2>&1 || true
+        fi
+    done
+fi
+
+# ---------------------------------------------------------------- python venv
+PY_PACKAGES=(akamai-edgeauth aioquic ansible-core ansible-lint)
+# Import names, to check each package is really usable (the CLI ones by binary).
+venv_ok() {
+    [[ -x .venv/bin/python ]] || return 1
+    .venv/bin/python -c 'import akamai.edgeauth, aioquic' >/dev/null 2>&1 || return 1
+    [[ -x .venv/bin/ansible ]] && [[ -x .venv/bin/ansible-lint ]]
+}
+if ! venv_ok; then
+    # Debian's python3 (python3-venv) is the one CI has; fall back to PATH.
+    PY=/usr/bin/python3
+    [[ -x $PY ]] || PY=$(command -v python3 || true)
+    [[ -n $PY ]] || die "python3 not found"
+    if [[ ! -x .venv/bin/python ]]; then
+        log "venv: creating .venv with $PY"
+        rm -rf .venv
+        "$PY" -m venv .venv || die "python3 -m venv .venv failed (is python3-venv installed?)"
+    fi
+    log "venv: installing ${PY_PACKAGES[*]}"
+    .venv/bin/python -m pip install -q --disable-pip-version-check "${PY_PACKAGES[@]}" \
+        || die "pip install ${PY_PACKAGES[*]} into .venv failed"
+    venv_ok || die ".venv is incomplete after pip install"
+    installed+=("pip (.venv): ${PY_PACKAGES[*]}")
+fi
+
+# ---------------------------------------------------------------- npm
+BROWSER=tests/browser
+npm_ok() {
+    local lock=$BROWSER/package-lock.json stamp=$BROWSER/node_modules/.package-lock.json
+    [[ -f $stamp ]] || return 1
+    # npm ci writes node_modules/.package-lock.json; reinstall when the
+    # committed lock changed after it.
+    [[ ! $lock -nt $stamp ]] || return 1
+    local p
+    for p in playwright-core hls.js dashjs shaka-player; do
+        [[ -f $BROWSER/node_modules/$p/package.json ]] || return 1
+    done
+}
+if [[ -f $BROWSER/package-lock.json ]] && ! npm_ok; then
+    command -v npm >/dev/null 2>&1 || die "npm not found"
+    log "npm: npm ci in $BROWSER"
+    (cd "$BROWSER" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) \
+        || die "npm ci in $BROWSER failed"
+    installed+=("npm ($BROWSER): $(cd "$BROWSER" && node -e 'console.log(Object.keys(require("./package.json").dependencies).join(" "))')")
+fi
+
+# ---------------------------------------------------------------- report
+if ((${#installed[@]})); then
+    for line in "${installed[@]}"; do echo "install-test-deps: installed $line"; done
+else
+    echo "install-test-deps: all test dependencies already present"
+fi

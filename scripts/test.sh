@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# The one command that runs all of Strata's tests (CI runs it via .ci/run):
+#   1. scripts/install-test-deps.sh   (apt, .venv, tests/browser/node_modules)
+#   2. cargo test --workspace --all-targets   (debug profile)
+#   3. the non-cargo checks that exist: promtool on prometheus*.yml and
+#      *.rules.yml, JSON validity of grafana/**/*.json, ansible-lint on ansible/
+# Exits non-zero when any step failed; the last line is a summary.
+set -uo pipefail
+
+cd "$(dirname "$0")/.."
+
+export RUST_BACKTRACE=1
+export STRATA_CHROMIUM=${STRATA_CHROMIUM:-/usr/bin/chromium}
+export STRATA_PYTHON=$PWD/.venv/bin/python
+
+passed=()
+failed=()
+
+step() {
+    local name=$1
+    shift
+    echo "==> $name"
+    if "$@"; then
+        passed+=("$name")
+    else
+        local rc=$?
+        echo "==> $name FAILED (exit $rc)"
+        failed+=("$name")
+    fi
+}
+
+if ! bash scripts/install-test-deps.sh; then
+    echo "==> install-test-deps FAILED; not running tests"
+    echo "test.sh: 0 passed, 1 failed (install-test-deps)"
+    exit 1
+fi
+
+# cargo's own "test result:" lines are summed into the final summary.
+cargo_log=$(mktemp)
+trap 'rm -f "$cargo_log"' EXIT
+step cargo-test bash -c 'cargo test --workspace --all-targets 2>&1 | tee "$0"; exit "${PIPESTATUS[0]}"' "$cargo_log"
+tests_passed=$(awk '/^test result:/ { for (i = 1; i < NF; i++) if ($(i+1) ~ /^passed/) n += $i } END { print n + 0 }' "$cargo_log")
+tests_failed=$(awk '/^test result:/ { for (i = 1; i < NF; i++) if ($(i+1) ~ /^failed/) n += $i } END { print n + 0 }' "$cargo_log")
+
+# Repo files by glob, outside build output and installed deps.
+repo_files() {
+    find . \( -path ./target -o -path './target-*' -o -path ./.venv -o -path '*/node_modules' -o -path ./.git \) -prune \
+        -o -type f \( "$@" \) -print | sort
+}
+
+# Prometheus configs and rule files: promtool (Debian's prometheus package).
+mapfile -t prom_configs < <(repo_files -name 'prometheus*.yml' -o -name 'prometheus*.yaml')
+mapfile -t prom_rules < <(repo_files -name '*.rules.yml' -o -name '*.rules.yaml')
+if ((${#prom_configs[@]})); then
+    step promtool-config promtool check config --syntax-only "${prom_configs[@]}"
+fi
+if ((${#prom_rules[@]})); then
+    step promtool-rules promtool check rules "${prom_rules[@]}"
+fi
+
+# Grafana dashboards must at least be valid JSON.
+if [[ -d grafana ]]; then
+    step grafana-json bash -c 'find grafana -name "*.json" -print0 | xargs -0 -r -n1 python3 -m json.tool >/dev/null'
+fi
+
+if [[ -d ansible ]]; then
+    # ansible-lint finds its own config (.ansible-lint) in ansible/ if present.
+    step ansible-lint bash -c 'cd ansible && PATH="$OLDPWD/.venv/bin:$PATH" ansible-lint --offline'
+fi
+
+# Counts: cargo tests one by one, every other check as one; a cargo run that
+# failed without a failing test (a build error) counts as one failure.
+n_passed=$tests_passed
+n_failed=$tests_failed
+for name in "${passed[@]}"; do [[ $name == cargo-test ]] || n_passed=$((n_passed + 1)); done
+for name in "${failed[@]}"; do
+    if [[ $name == cargo-test ]]; then
+        ((tests_failed > 0)) || n_failed=$((n_failed + 1))
+    else
+        n_failed=$((n_failed + 1))
+    fi
+done
+summary="$n_passed passed, $n_failed failed"
+if ((${#failed[@]})); then
+    echo "test.sh: failed steps: ${failed[*]}"
+    echo "test.sh: $summary"
+    exit 1
+fi
+echo "test.sh: $summary"

@@ -1,0 +1,210 @@
+// In-page half of play.mjs: sets up the player named in window.STRATA_CONFIG
+// on the <video>, and keeps the state that play.mjs samples through
+// window.strataSnapshot().
+(function () {
+  'use strict';
+  const cfg = window.STRATA_CONFIG;
+  const video = document.getElementById('video');
+  video.muted = true;
+
+  const MAX_ERRORS = 50;
+  const state = {
+    started: false,
+    errors: [],
+    levels: [], // [{bandwidth, width, height}] ascending by bandwidth
+    current: null, // the level now playing
+    played: new Map(), // key -> level
+    stalls: 0,
+    counting: false, // stalls count only after play.mjs marks the start
+    waitingSince: null, // {at: ms, currentTime}
+  };
+  window.strataState = state;
+
+  function error(fatal, source, message) {
+    if (state.errors.length < MAX_ERRORS) state.errors.push({ fatal, source, message: String(message) });
+  }
+
+  function setLevels(list) {
+    state.levels = list
+      .map((l) => ({ bandwidth: l.bandwidth || 0, width: l.width || 0, height: l.height || 0 }))
+      .sort((a, b) => a.bandwidth - b.bandwidth || a.height - b.height);
+  }
+
+  // The player's view of the rendition being played now, or null.
+  let currentLevel = () => null;
+
+  // ---------------------------------------------------------- stalls
+  // A stall is a 'waiting' after which currentTime did not move for > 1 s.
+  function closeStall() {
+    const w = state.waitingSince;
+    if (!w) return;
+    if (video.currentTime > w.currentTime + 0.01 || video.ended) {
+      if (performance.now() - w.at > 1000 && state.counting) state.stalls++;
+      state.waitingSince = null;
+    }
+  }
+  video.addEventListener('waiting', () => {
+    if (!state.waitingSince) state.waitingSince = { at: performance.now(), currentTime: video.currentTime };
+  });
+  video.addEventListener('timeupdate', closeStall);
+  video.addEventListener('playing', () => {
+    state.started = true;
+    closeStall();
+  });
+  video.addEventListener('error', () => {
+    const e = video.error;
+    error(true, 'video', e ? `MediaError ${e.code}: ${e.message}` : 'media element error');
+  });
+
+  window.strataMarkStart = () => {
+    state.counting = true;
+    state.stalls = 0;
+    state.waitingSince = null;
+  };
+  // At the end: a stall still open and older than 1 s counts too.
+  window.strataCloseStall = () => {
+    const w = state.waitingSince;
+    if (w && state.counting && performance.now() - w.at > 1000 && video.currentTime <= w.currentTime + 0.01) {
+      state.stalls++;
+      state.waitingSince = null;
+    }
+  };
+
+  window.strataSnapshot = () => {
+    const lvl = currentLevel();
+    if (lvl && state.counting) {
+      state.current = lvl;
+      state.played.set(`${lvl.bandwidth}/${lvl.height}`, lvl);
+    }
+    const b = video.buffered;
+    return {
+      started: state.started && !video.paused,
+      currentTime: video.currentTime,
+      readyState: video.readyState,
+      bufferedEnd: b.length ? b.end(b.length - 1) : 0,
+      errors: state.errors,
+      levels: state.levels.length,
+      level: lvl,
+      playedLevels: [...state.played.values()].sort((a, b) => a.bandwidth - b.bandwidth),
+      stalls: state.stalls,
+    };
+  };
+
+  function play() {
+    const p = video.play();
+    if (p && p.catch) p.catch((e) => error(false, 'video', `play(): ${e.message}`));
+  }
+
+  // ---------------------------------------------------------- hls.js
+  function startHls() {
+    const config = {};
+    if (cfg.keys.length) {
+      // ClearKey through hls.js's EME path: licences come from play.mjs's
+      // own /clearkey endpoint, which answers with the --clearkey keys.
+      config.emeEnabled = true;
+      config.drmSystems = { 'org.w3.clearkey': { licenseUrl: cfg.licenseUrl } };
+    }
+    const hls = new Hls(config);
+    window.strataPlayer = hls;
+    hls.on(Hls.Events.ERROR, (_, d) => {
+      error(!!d.fatal, 'hls', `${d.type}/${d.details}${d.reason ? ': ' + d.reason : ''}${d.error ? ': ' + d.error.message : ''}`);
+    });
+    hls.on(Hls.Events.MANIFEST_PARSED, (_, d) => {
+      setLevels(d.levels.map((l) => ({ bandwidth: l.bitrate, width: l.width, height: l.height })));
+      play();
+    });
+    currentLevel = () => {
+      const l = hls.levels && hls.levels[hls.currentLevel];
+      return l ? { bandwidth: l.bitrate, width: l.width || 0, height: l.height || 0 } : null;
+    };
+    hls.attachMedia(video);
+    hls.loadSource(cfg.url);
+  }
+
+  // ---------------------------------------------------------- dash.js
+  function startDash() {
+    const player = dashjs.MediaPlayer().create();
+    window.strataPlayer = player;
+    player.updateSettings({
+      debug: { logLevel: dashjs.Debug.LOG_LEVEL_WARNING },
+      streaming: {
+        // Play 3 segments behind the live edge, as hls.js (liveSyncDurationCount)
+        // and Shaka do by default, instead of trusting suggestedPresentationDelay;
+        // ffmpeg writes PT2S there, which keeps dash.js stalling at the edge.
+        delay: { liveDelayFragmentCount: 3, useSuggestedPresentationDelay: false },
+        utcSynchronization: {
+          defaultTimingSource: { scheme: 'urn:mpeg:dash:utc:http-iso:2014', value: cfg.timeUrl },
+        },
+      },
+    });
+    if (cfg.keys.length) {
+      const clearkeys = {};
+      for (const k of cfg.keys) clearkeys[k.kidB64] = k.keyB64;
+      player.setProtectionData({ 'org.w3.clearkey': { clearkeys } });
+    }
+    const ev = dashjs.MediaPlayer.events;
+    player.on(ev.ERROR, (e) => {
+      const err = e.error || {};
+      error(true, 'dash', `${err.code !== undefined ? err.code + ' ' : ''}${err.message || JSON.stringify(e.error)}`);
+    });
+    player.on(ev.PLAYBACK_ERROR, (e) => error(true, 'dash', `playback: ${e.error && (e.error.message || e.error)}`));
+    player.on(ev.STREAM_INITIALIZED, () => {
+      setLevels(player.getRepresentationsByType('video').map((r) => ({ bandwidth: r.bandwidth, width: r.width, height: r.height })));
+    });
+    currentLevel = () => {
+      const r = player.isReady() && player.getCurrentRepresentationForType('video');
+      return r ? { bandwidth: r.bandwidth, width: r.width || 0, height: r.height || 0 } : null;
+    };
+    player.initialize(video, cfg.url, true);
+  }
+
+  // ---------------------------------------------------------- Shaka
+  async function startShaka() {
+    shaka.polyfill.installAll();
+    if (!shaka.Player.isBrowserSupported()) {
+      error(true, 'shaka', 'browser not supported');
+      return;
+    }
+    const player = new shaka.Player();
+    window.strataPlayer = player;
+    await player.attach(video);
+    if (cfg.keys.length) {
+      const clearKeys = {};
+      for (const k of cfg.keys) clearKeys[k.kid] = k.key;
+      player.configure({ drm: { clearKeys } });
+    }
+    player.addEventListener('error', (e) => {
+      const d = e.detail || {};
+      // shaka.util.Error.Severity: 1 RECOVERABLE, 2 CRITICAL
+      error(d.severity === 2, 'shaka', `code ${d.code} category ${d.category}${d.data ? ': ' + JSON.stringify(d.data).slice(0, 300) : ''}`);
+    });
+    const videoLevels = () => {
+      const seen = new Map();
+      for (const t of player.getVariantTracks()) {
+        const key = t.videoId !== null && t.videoId !== undefined ? t.videoId : t.id;
+        if (!seen.has(key)) seen.set(key, { bandwidth: t.videoBandwidth || t.bandwidth, width: t.width, height: t.height });
+      }
+      return [...seen.values()];
+    };
+    currentLevel = () => {
+      const t = player.getVariantTracks().find((v) => v.active);
+      return t ? { bandwidth: t.videoBandwidth || t.bandwidth, width: t.width || 0, height: t.height || 0 } : null;
+    };
+    try {
+      await player.load(cfg.url);
+    } catch (e) {
+      error(true, 'shaka', `load: code ${e.code} category ${e.category}${e.data ? ': ' + JSON.stringify(e.data).slice(0, 300) : ''}`);
+      return;
+    }
+    setLevels(videoLevels());
+    play();
+  }
+
+  try {
+    if (cfg.player === 'hls') startHls();
+    else if (cfg.player === 'dash') startDash();
+    else if (cfg.player === 'shaka') startShaka().catch((e) => error(true, 'shaka', e.message || e));
+  } catch (e) {
+    error(true, cfg.player, e.message || e);
+  }
+})();
