@@ -8,6 +8,8 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use strata::config::{ByteSize, CertificateConfig, EdgeConfig};
 use strata::EdgeListeners;
+use strata_origin::config::OriginConfig;
+use strata_origin::server::{OriginListeners, RunOptions};
 
 #[derive(Parser)]
 #[command(
@@ -24,6 +26,24 @@ struct Cli {
 enum Command {
     /// Run an edge or shield node (a shield is an edge whose upstream is the origin).
     Edge(EdgeArgs),
+    /// Run an origin: RTMP/SRT ingest, just-in-time HLS/DASH, channel API.
+    Origin(OriginArgs),
+    /// The embedded default: origin and edge in one process on loopback, with
+    /// a built-in live channel `demo`.
+    Up {
+        /// Where players connect (the edge).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// The edge's admin listener.
+        #[arg(long, default_value = "127.0.0.1:9091")]
+        admin: SocketAddr,
+        /// RTMP publish listener.
+        #[arg(long, default_value = "127.0.0.1:1935")]
+        rtmp: SocketAddr,
+        /// SRT publish listener (UDP).
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        srt: SocketAddr,
+    },
     /// Mint a playback token (Akamai EdgeAuth 2.0) that edges with the same key accept.
     Sign {
         /// The shared key, hex.
@@ -47,6 +67,9 @@ enum Command {
         /// The file to check.
         #[arg(long)]
         config: PathBuf,
+        /// Which role the file configures; by default guessed from its sections.
+        #[arg(long, value_parser = ["edge", "origin"])]
+        role: Option<String>,
     },
 }
 
@@ -79,6 +102,48 @@ struct EdgeArgs {
     /// This node's name in Via and Cache-Status.
     #[arg(long)]
     node_id: Option<String>,
+}
+
+#[derive(Args)]
+struct OriginArgs {
+    /// TOML configuration (conf/origin.toml documents every key); flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Playback listener (/live/…, /time).
+    #[arg(long)]
+    http: Option<SocketAddr>,
+    /// RTMP publish listener.
+    #[arg(long)]
+    rtmp: Option<SocketAddr>,
+    /// SRT publish listener (UDP).
+    #[arg(long)]
+    srt: Option<SocketAddr>,
+    /// Admin listener (/metrics, /healthz, /readyz, channel API).
+    #[arg(long)]
+    admin: Option<SocketAddr>,
+}
+
+impl OriginArgs {
+    fn into_config(self) -> anyhow::Result<OriginConfig> {
+        let mut config = match &self.config {
+            Some(path) => OriginConfig::load(path)?,
+            None => OriginConfig::default(),
+        };
+        if let Some(http) = self.http {
+            config.server.http = http;
+        }
+        if let Some(rtmp) = self.rtmp {
+            config.ingest.rtmp_listen = rtmp;
+        }
+        if let Some(srt) = self.srt {
+            config.ingest.srt_listen = srt;
+        }
+        if self.admin.is_some() {
+            config.server.admin = self.admin;
+        }
+        config.validate()?;
+        Ok(config)
+    }
 }
 
 impl EdgeArgs {
@@ -141,8 +206,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     let result: anyhow::Result<()> = match cli.command {
-        Command::Check { config } => check(&config),
+        Command::Check { config, role } => check(&config, role.as_deref()),
         Command::Edge(args) => edge(args),
+        Command::Origin(args) => origin(args),
+        Command::Up { listen, admin, rtmp, srt } => up(listen, admin, rtmp, srt),
         Command::Sign {
             secret,
             acl,
@@ -175,10 +242,80 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-fn check(path: &std::path::Path) -> anyhow::Result<()> {
-    EdgeConfig::load(path)?;
-    println!("{}: ok (edge configuration)", path.display());
+fn check(path: &std::path::Path, role: Option<&str>) -> anyhow::Result<()> {
+    let role = match role {
+        Some(role) => role.to_owned(),
+        None => {
+            let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            let table: toml::Table = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            let origin = table.contains_key("ingest") || table.contains_key("store");
+            if origin { "origin" } else { "edge" }.to_owned()
+        }
+    };
+    if role == "origin" {
+        OriginConfig::load(path)?;
+    } else {
+        EdgeConfig::load(path)?;
+    }
+    println!("{}: ok ({role} configuration)", path.display());
     Ok(())
+}
+
+fn origin(args: OriginArgs) -> anyhow::Result<()> {
+    let config = args.into_config()?;
+    let listeners = OriginListeners::bind(&config)?;
+    runtime()?.block_on(strata_origin::server::run(config, listeners, RunOptions::default(), shutdown_signal()))?;
+    Ok(())
+}
+
+/// Bind `addr`, or a free port on the same host when it is taken.
+fn tcp_or_any(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    std::net::TcpListener::bind(addr).or_else(|_| std::net::TcpListener::bind(SocketAddr::new(addr.ip(), 0)))
+}
+
+fn up(listen: SocketAddr, admin: SocketAddr, rtmp: SocketAddr, srt: SocketAddr) -> anyhow::Result<()> {
+    let origin_http = std::net::TcpListener::bind(SocketAddr::new(listen.ip(), 0))?;
+    let origin_addr = origin_http.local_addr()?;
+    let rtmp = tcp_or_any(rtmp)?;
+    let srt = std::net::UdpSocket::bind(srt).or_else(|_| std::net::UdpSocket::bind(SocketAddr::new(srt.ip(), 0)))?;
+    let (rtmp_addr, srt_addr) = (rtmp.local_addr()?, srt.local_addr()?);
+    let origin_listeners = OriginListeners { http: origin_http, admin: None, rtmp: Some(rtmp), srt: Some(srt) };
+
+    let mut edge = EdgeConfig::default();
+    edge.server.node_id = "strata-up".into();
+    edge.upstream.urls = vec![format!("http://{origin_addr}")];
+    edge.cache.size = ByteSize(256 << 20);
+    let edge_http = std::net::TcpListener::bind(listen).map_err(|e| anyhow::anyhow!("bind {listen}: {e} (choose another with --listen)"))?;
+    let edge_admin = tcp_or_any(admin)?;
+    let (edge_addr, admin_addr) = (edge_http.local_addr()?, edge_admin.local_addr()?);
+    edge.server.listen = vec![edge_addr];
+    edge.server.admin = Some(admin_addr);
+    let edge_listeners = EdgeListeners { http: vec![edge_http], tls: vec![], admin: Some(edge_admin) };
+
+    println!("Strata is up: origin and edge on loopback, live channel `demo` playing.");
+    println!("  HLS   http://{edge_addr}/live/demo/master.m3u8");
+    println!("  DASH  http://{edge_addr}/live/demo/manifest.mpd");
+    println!("  HLS (MPEG-TS, legacy players)  http://{edge_addr}/live/demo/master-ts.m3u8");
+    println!("Publish your own channel (then play /live/{{channel}}/master.m3u8):");
+    println!("  ffmpeg -re -i INPUT -c:v libx264 -g 50 -c:a aac -f flv rtmp://{rtmp_addr}/live/mychannel");
+    println!("  srt://{srt_addr}?streamid=#!::r=live/mychannel,m=publish");
+    println!("Metrics  http://{admin_addr}/metrics   (Ctrl-C to stop)");
+
+    runtime()?.block_on(async move {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let options = RunOptions { demo: true, open_ingest: true };
+        let origin = tokio::spawn(strata_origin::server::run(OriginConfig::default(), origin_listeners, options, stopped(stop_rx.clone())));
+        let edge = tokio::spawn(strata::run(edge, edge_listeners, stopped(stop_rx.clone())));
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+        let (origin, edge) = tokio::join!(origin, edge);
+        origin??;
+        edge??;
+        anyhow::Ok(())
+    })
 }
 
 fn edge(args: EdgeArgs) -> anyhow::Result<()> {

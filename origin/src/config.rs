@@ -1,0 +1,115 @@
+//! The origin's configuration file: one section per module, composed here.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ingest::IngestConfig;
+use crate::store::StoreConfig;
+
+/// The `[server]` section: the origin's HTTP listeners.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Playback listener: `/live/{channel}/…` and `/time`. Edges and shields
+    /// use it as their upstream.
+    pub http: SocketAddr,
+    /// Admin listener: `/metrics`, `/healthz`, `/readyz` and the channel API.
+    pub admin: Option<SocketAddr>,
+    /// Bearer token for channel API changes (kick). Unset: changes are refused.
+    pub api_token: Option<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            http: SocketAddr::from(([0, 0, 0, 0], 8081)),
+            admin: Some(SocketAddr::from(([127, 0, 0, 1], 9092))),
+            api_token: None,
+        }
+    }
+}
+
+/// The whole origin configuration file.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OriginConfig {
+    pub server: ServerConfig,
+    pub ingest: IngestConfig,
+    pub store: StoreConfig,
+}
+
+/// A configuration problem, naming the file or key.
+#[derive(Debug, thiserror::Error)]
+pub enum OriginConfigError {
+    #[error("{path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl OriginConfig {
+    pub fn load(path: &Path) -> Result<OriginConfig, OriginConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| OriginConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let config: OriginConfig = toml::from_str(&text).map_err(|e| OriginConfigError::Parse {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn parse(text: &str) -> Result<OriginConfig, OriginConfigError> {
+        let config: OriginConfig = toml::from_str(text).map_err(|e| OriginConfigError::Parse {
+            path: "<config>".into(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks serde cannot express; every error names its key.
+    pub fn validate(&self) -> Result<(), OriginConfigError> {
+        self.ingest.init().map_err(|e| OriginConfigError::Invalid(e.to_string()))?;
+        let store = &self.store;
+        if store.target_duration.is_zero() {
+            return Err(OriginConfigError::Invalid("store.target_duration: must be above zero".into()));
+        }
+        if store.dvr_window < store.target_duration * 3 {
+            return Err(OriginConfigError::Invalid(
+                "store.dvr_window: must hold at least three target durations".into(),
+            ));
+        }
+        if self.server.api_token.as_deref().is_some_and(|t| t.len() < 16) {
+            return Err(OriginConfigError::Invalid("server.api_token: use at least 16 characters".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_origin_toml_parses_and_validates() {
+        let config = OriginConfig::parse(include_str!("../../conf/origin.toml")).expect("conf/origin.toml");
+        assert_eq!(config.server.http.port(), 8081);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let err = OriginConfig::parse("[store]\ndvr_window = \"2s\"\n").expect_err("short dvr");
+        assert!(err.to_string().starts_with("store.dvr_window"), "{err}");
+        let err = OriginConfig::parse("[ingest]\nsrt_passphrase = \"short\"\n").expect_err("passphrase");
+        assert!(err.to_string().contains("ingest.srt_passphrase"), "{err}");
+        let err = OriginConfig::parse("[server]\nhttpp = \"1.2.3.4:1\"\n").expect_err("typo");
+        assert!(err.to_string().contains("httpp"), "{err}");
+    }
+}

@@ -1,0 +1,140 @@
+//! Run the origin: ingest listeners, the store, playback and admin HTTP.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+
+use crate::config::{OriginConfig, OriginConfigError};
+use crate::http::{admin_router, playback_router, AdminState, HttpMetrics, PlaybackState};
+use crate::ingest::{self, IngestAuth, IngestMetrics, PublishTarget};
+use crate::store::Store;
+
+/// Sockets the origin serves on, bound by the caller (tests bind port 0).
+pub struct OriginListeners {
+    pub http: std::net::TcpListener,
+    pub admin: Option<std::net::TcpListener>,
+    pub rtmp: Option<std::net::TcpListener>,
+    pub srt: Option<std::net::UdpSocket>,
+}
+
+impl OriginListeners {
+    pub fn bind(config: &OriginConfig) -> std::io::Result<OriginListeners> {
+        let tcp = |addr: std::net::SocketAddr| {
+            std::net::TcpListener::bind(addr).map_err(|e| std::io::Error::new(e.kind(), format!("bind {addr}: {e}")))
+        };
+        Ok(OriginListeners {
+            http: tcp(config.server.http)?,
+            admin: config.server.admin.map(tcp).transpose()?,
+            rtmp: Some(tcp(config.ingest.rtmp_listen)?),
+            srt: Some(
+                std::net::UdpSocket::bind(config.ingest.srt_listen)
+                    .map_err(|e| std::io::Error::new(e.kind(), format!("bind udp {}: {e}", config.ingest.srt_listen)))?,
+            ),
+        })
+    }
+}
+
+/// Extras for the embedded default (`strata up`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunOptions {
+    /// Loop the bundled clip as channel `demo`.
+    pub demo: bool,
+    /// Let anyone publish (loopback demo only).
+    pub open_ingest: bool,
+}
+
+fn io(e: std::io::Error) -> OriginConfigError {
+    OriginConfigError::Invalid(e.to_string())
+}
+
+/// Run the origin until `shutdown` resolves.
+pub async fn run(config: OriginConfig, listeners: OriginListeners, options: RunOptions, shutdown: impl Future<Output = ()>) -> Result<(), OriginConfigError> {
+    config.validate()?;
+    let auth = Arc::new(if options.open_ingest {
+        IngestAuth::open()
+    } else {
+        config.ingest.init().map_err(|e| OriginConfigError::Invalid(e.to_string()))?
+    });
+    let mut registry = Registry::default();
+    let ingest_metrics = IngestMetrics::register(&mut registry);
+    let http_metrics = HttpMetrics::register(&mut registry);
+    let store = Store::new(config.store.clone());
+    let target: Arc<dyn PublishTarget> = Arc::new(store.clone());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let mut tasks = Vec::new();
+
+    if let Some(rtmp) = listeners.rtmp {
+        rtmp.set_nonblocking(true).map_err(io)?;
+        let rtmp = tokio::net::TcpListener::from_std(rtmp).map_err(io)?;
+        tasks.push(tokio::spawn(ingest::rtmp::serve(rtmp, target.clone(), auth.clone(), ingest_metrics.clone(), stopped(stop_rx.clone()))));
+    }
+    if let Some(srt) = listeners.srt {
+        srt.set_nonblocking(true).map_err(io)?;
+        let srt = tokio::net::UdpSocket::from_std(srt).map_err(io)?;
+        let settings = config.ingest.srt_settings();
+        let (target, auth, metrics, stop) = (target.clone(), auth.clone(), ingest_metrics.clone(), stopped(stop_rx.clone()));
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = ingest::srt::serve(srt, settings, target, auth, metrics, stop).await {
+                tracing::error!(error = %e, "SRT ingest stopped");
+            }
+        }));
+    }
+    if options.demo {
+        let (target, metrics, stop) = (target.clone(), ingest_metrics.clone(), stopped(stop_rx.clone()));
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = ingest::demo::run(target, metrics, stop).await {
+                tracing::error!(error = %e, "demo channel stopped");
+            }
+        }));
+    }
+
+    // Reclaim ended channels nobody asks for any more.
+    let sweeper = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                store.sweep(SystemTime::now());
+            }
+        })
+    };
+
+    listeners.http.set_nonblocking(true).map_err(io)?;
+    let http = tokio::net::TcpListener::from_std(listeners.http).map_err(io)?;
+    tracing::info!(addr = %http.local_addr().map_err(io)?, "origin playback listening");
+    let playback = playback_router(Arc::new(PlaybackState { store: store.clone(), metrics: http_metrics }));
+    let stop = stopped(stop_rx.clone());
+    tasks.push(tokio::spawn(async move {
+        let _ = axum::serve(http, playback).with_graceful_shutdown(stop).await;
+    }));
+    if let Some(admin) = listeners.admin {
+        admin.set_nonblocking(true).map_err(io)?;
+        let admin = tokio::net::TcpListener::from_std(admin).map_err(io)?;
+        tracing::info!(addr = %admin.local_addr().map_err(io)?, "origin admin listening");
+        let router = admin_router(Arc::new(AdminState {
+            store: store.clone(),
+            registry,
+            api_token: config.server.api_token.clone(),
+        }));
+        let stop = stopped(stop_rx.clone());
+        tasks.push(tokio::spawn(async move {
+            let _ = axum::serve(admin, router).with_graceful_shutdown(stop).await;
+        }));
+    }
+
+    shutdown.await;
+    tracing::info!("origin shutting down");
+    let _ = stop_tx.send(true);
+    for task in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    }
+    sweeper.abort();
+    Ok(())
+}
