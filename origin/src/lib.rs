@@ -8,3 +8,5 @@
 
 pub mod ingest;
 pub mod media;
+pub mod package;
+pub mod store;
