@@ -274,6 +274,24 @@ impl Rendition {
             .timescale()
             .ok_or(SinkError::NoParams(kind))?;
         let second = i64::from(timescale);
+        if let Some(last) = self.track(kind).last_input_dts {
+            let delta = sample.dts - last;
+            let max_gap = (cfg.target_duration.as_secs_f64() * 5.0).max(10.0) * second as f64;
+            if delta <= 0 && -delta < second {
+                // Late or duplicate: behind what was already taken.
+                self.late_frames += 1;
+                return Ok(());
+            }
+            if delta <= 0 || delta as f64 > max_gap {
+                // The publisher's clock jumped: rebase both tracks, as for a
+                // new session, to continue where the content ended.
+                self.cut(None, now, cfg, tl);
+                self.mark_discontinuity();
+                self.session_offset = None;
+                self.video.last_input_dts = None;
+                self.audio.last_input_dts = None;
+            }
+        }
         let session_start = self.track(kind).last_input_dts.is_none();
         if session_start {
             if self.session_offset.is_none() {
@@ -287,22 +305,6 @@ impl Rendition {
             } else {
                 offset
             };
-        } else if let Some(last) = self.track(kind).last_input_dts {
-            let delta = sample.dts - last;
-            let max_gap = (cfg.target_duration.as_secs_f64() * 5.0).max(10.0) * second as f64;
-            if delta <= 0 && -delta < second {
-                // Late or duplicate: behind what was already taken.
-                self.late_frames += 1;
-                return Ok(());
-            }
-            if delta <= 0 || delta as f64 > max_gap {
-                // The publisher's clock jumped: continue where this track
-                // ended, as a new discontinuity.
-                self.cut(None, now, cfg, tl);
-                self.mark_discontinuity();
-                let track = self.track_mut(kind);
-                track.offset = track.end - sample.dts;
-            }
         }
         let track = self.track_mut(kind);
         let dts = sample.dts + track.offset;
