@@ -19,21 +19,33 @@ pub const STREAM_TYPE_AAC_ADTS: u8 = 0x0f;
 
 const PTS_MASK: u64 = (1 << 33) - 1;
 
-/// Mux one HLS TS segment from a window of video and/or audio samples.
+/// Mux one HLS TS segment from a window of video and/or audio samples,
+/// continuity counters starting at 0.
 pub fn segment(
     video: Option<(&VideoParams, &[Sample])>,
     audio: Option<(&AudioParams, &[Sample])>,
 ) -> Bytes {
+    segment_continuing(video, audio, Continuity::default()).0
+}
+
+/// Mux one segment whose continuity counters carry on from `start` (the
+/// previous segment's end), so players reading segments back to back see
+/// no continuity errors (§2.4.3.3). Returns the counters after it.
+pub fn segment_continuing(
+    video: Option<(&VideoParams, &[Sample])>,
+    audio: Option<(&AudioParams, &[Sample])>,
+    start: Continuity,
+) -> (Bytes, Continuity) {
     let payload: usize = video.map_or(0, |(_, s)| s.iter().map(|x| x.data.len()).sum())
         + audio.map_or(0, |(_, s)| s.iter().map(|x| x.data.len()).sum());
     let mut out = BytesMut::with_capacity(PACKET_SIZE * (8 + payload * 11 / 10 / 184));
-    let mut cc = ContinuityCounters::default();
+    let mut cc = start;
     let pcr_pid = if video.is_some() {
         VIDEO_PID
     } else {
         AUDIO_PID
     };
-    write_packets(&mut out, 0, &write_pat(), None, false, cc.next(0));
+    write_packets(&mut out, 0, &write_pat(), None, false, &mut cc.pat);
     let streams: Vec<(u8, u16)> = video
         .map(|_| (STREAM_TYPE_H264, VIDEO_PID))
         .into_iter()
@@ -45,59 +57,104 @@ pub fn segment(
         &write_pmt(pcr_pid, &streams),
         None,
         false,
-        cc.next(PMT_PID),
+        &mut cc.pmt,
     );
+    mux_order(video, audio, |unit| match unit {
+        Unit::Video(params, s, pcr) => {
+            let pes = write_pes(0xe0, s.pts(), Some(s.dts), &annex_b_access_unit(params, s));
+            write_packets(&mut out, VIDEO_PID, &pes, pcr, s.keyframe, &mut cc.video);
+        }
+        Unit::Audio(params, s, pts, pcr) => {
+            let pes = write_pes(0xc0, pts, None, &adts_frame(params, &s.data));
+            write_packets(&mut out, AUDIO_PID, &pes, pcr, true, &mut cc.audio);
+        }
+    });
+    (out.freeze(), cc)
+}
 
+/// The counters [`segment_continuing`] would end with, computed from sample
+/// sizes alone (no bytes built), so a store can chain segments cheaply.
+pub fn continuity_after(
+    video: Option<(&VideoParams, &[Sample])>,
+    audio: Option<(&AudioParams, &[Sample])>,
+    start: Continuity,
+) -> Continuity {
+    let mut cc = start;
+    cc.pat = (cc.pat + 1) & 0xf;
+    cc.pmt = (cc.pmt + 1) & 0xf;
+    let bump = |c: &mut u8, n: usize| *c = ((usize::from(*c) + n) & 0xf) as u8;
+    mux_order(video, audio, |unit| match unit {
+        Unit::Video(params, s, pcr) => {
+            let header = if s.pts() != s.dts { 19 } else { 14 };
+            let len = header + annex_b_len(params, s);
+            bump(&mut cc.video, packet_count(len, pcr.is_some(), s.keyframe));
+        }
+        Unit::Audio(_, s, _, pcr) => {
+            bump(
+                &mut cc.audio,
+                packet_count(14 + 7 + s.data.len(), pcr.is_some(), true),
+            );
+        }
+    });
+    cc
+}
+
+/// Packets [`write_packets`] uses for `len` payload bytes.
+fn packet_count(len: usize, pcr: bool, random_access: bool) -> usize {
+    let first_af = match (pcr, random_access) {
+        (true, _) => 8,
+        (false, true) => 2,
+        (false, false) => 0,
+    };
+    let room = 184 - first_af;
+    1 + len.saturating_sub(room).div_ceil(184)
+}
+
+/// One access unit in multiplex order, with the PCR it carries, if any.
+enum Unit<'a> {
+    Video(&'a VideoParams, &'a Sample, Option<i64>),
+    /// Audio with its PTS rescaled to 90 kHz.
+    Audio(&'a AudioParams, &'a Sample, i64, Option<i64>),
+}
+
+/// Walk video and audio interleaved by decode time (90 kHz).
+fn mux_order<'a>(
+    video: Option<(&'a VideoParams, &'a [Sample])>,
+    audio: Option<(&'a AudioParams, &'a [Sample])>,
+    mut each: impl FnMut(Unit<'a>),
+) {
+    let pcr_on_video = video.is_some();
     let videos = video.map_or(&[][..], |(_, s)| s);
     let audios = audio.map_or(&[][..], |(_, s)| s);
     let audio_rate = audio.map_or(VIDEO_TIMESCALE, |(a, _)| a.sample_rate.max(1));
     let (mut vi, mut ai) = (0, 0);
-    while vi < videos.len() || ai < audios.len() {
+    loop {
         let v_dts = videos.get(vi).map(|s| s.dts);
         let a_dts = audios.get(ai).map(|s| rescale(s.dts, audio_rate));
-        let take_video = match (v_dts, a_dts) {
-            (Some(v), Some(a)) => v <= a,
-            (Some(_), None) => true,
-            _ => false,
-        };
-        if let (true, Some((params, _))) = (take_video, video) {
-            let s = &videos[vi];
-            vi += 1;
-            let pes = write_pes(0xe0, s.pts(), Some(s.dts), &annex_b_access_unit(params, s));
-            let pcr = (pcr_pid == VIDEO_PID).then_some(s.dts);
-            write_packets(&mut out, VIDEO_PID, &pes, pcr, s.keyframe, &mut cc.video);
-        } else if let Some((params, _)) = audio {
-            let s = &audios[ai];
-            ai += 1;
-            let pts = rescale(s.pts(), audio_rate);
-            let pes = write_pes(0xc0, pts, None, &adts_frame(params, &s.data));
-            let pcr = (pcr_pid == AUDIO_PID).then_some(pts);
-            write_packets(&mut out, AUDIO_PID, &pes, pcr, true, &mut cc.audio);
-        } else {
-            break;
+        match (video, audio, v_dts, a_dts) {
+            (Some((params, _)), _, Some(v), a) if a.is_none_or(|a| v <= a) => {
+                let s = &videos[vi];
+                vi += 1;
+                each(Unit::Video(params, s, Some(s.dts)));
+            }
+            (_, Some((params, _)), _, Some(_)) => {
+                let s = &audios[ai];
+                ai += 1;
+                let pts = rescale(s.pts(), audio_rate);
+                each(Unit::Audio(params, s, pts, (!pcr_on_video).then_some(pts)));
+            }
+            _ => break,
         }
     }
-    out.freeze()
 }
 
-/// 4-bit continuity_counter per PID (§2.4.3.3).
-#[derive(Default)]
-struct ContinuityCounters {
-    pat: u8,
-    pmt: u8,
-    video: u8,
-    audio: u8,
-}
-
-impl ContinuityCounters {
-    fn next(&mut self, pid: u16) -> &mut u8 {
-        match pid {
-            0 => &mut self.pat,
-            PMT_PID => &mut self.pmt,
-            VIDEO_PID => &mut self.video,
-            _ => &mut self.audio,
-        }
-    }
+/// 4-bit continuity_counter per PID (§2.4.3.3), as they stand after a segment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Continuity {
+    pub pat: u8,
+    pub pmt: u8,
+    pub video: u8,
+    pub audio: u8,
 }
 
 fn rescale(ts: i64, from: u32) -> i64 {
@@ -281,6 +338,26 @@ pub fn annex_b_access_unit(params: &VideoParams, sample: &Sample) -> Bytes {
         out.put_slice(nal);
     }
     out.freeze()
+}
+
+/// Length of [`annex_b_access_unit`]'s output, without building it.
+fn annex_b_len(params: &VideoParams, sample: &Sample) -> usize {
+    let nals = avcc_nals(&sample.data);
+    let has_sps = nals.iter().any(|n| n.first().map(|b| b & 0x1f) == Some(7));
+    let mut len = 6;
+    if sample.keyframe && !has_sps {
+        len += params
+            .sps
+            .iter()
+            .chain(&params.pps)
+            .map(|p| 4 + p.len())
+            .sum::<usize>();
+    }
+    len + nals
+        .iter()
+        .filter(|n| n.first().map(|b| b & 0x1f) != Some(9))
+        .map(|n| 4 + n.len())
+        .sum::<usize>()
 }
 
 /// NAL units of a 4-byte-length-prefixed sample; a truncated tail is dropped.
@@ -536,6 +613,52 @@ mod tests {
             | usize::from(adts[5] >> 5);
         assert_eq!(len, 307);
         assert_eq!(adts.len(), 307);
+    }
+
+    #[test]
+    fn counters_carry_across_segments() {
+        let v = video_samples();
+        let a = audio_samples();
+        let start = Continuity {
+            pat: 15,
+            pmt: 3,
+            video: 9,
+            audio: 14,
+        };
+        let (ts, end) = segment_continuing(Some((&vparams(), &v)), Some((&aparams(), &a)), start);
+        assert_eq!(
+            continuity_after(Some((&vparams(), &v)), Some((&aparams(), &a)), start),
+            end
+        );
+        assert_eq!(end.pat, 0);
+        let mut last = std::collections::HashMap::new();
+        for p in packets(&ts) {
+            last.insert(pid(p), p[3] & 0xf);
+        }
+        assert_eq!(
+            packets(&ts)[0][3] & 0xf,
+            15,
+            "starts where the last segment ended"
+        );
+        assert_eq!((last[&VIDEO_PID] + 1) & 0xf, end.video);
+        assert_eq!((last[&AUDIO_PID] + 1) & 0xf, end.audio);
+        // Sizes around packet boundaries.
+        for size in [150usize, 160, 162, 170, 176, 177, 178, 184, 355, 356, 540] {
+            let s = Sample {
+                dts: 0,
+                cts: 0,
+                duration: 1024,
+                keyframe: true,
+                data: Bytes::from(vec![1; size]),
+            };
+            let audio = [s];
+            let (_, real) = segment_continuing(None, Some((&aparams(), &audio)), start);
+            assert_eq!(
+                continuity_after(None, Some((&aparams(), &audio)), start),
+                real,
+                "{size}"
+            );
+        }
     }
 
     #[test]

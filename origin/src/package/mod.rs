@@ -30,6 +30,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
+use crate::media::mpegts::Continuity;
 use crate::media::{Sample, TrackKind, TrackParams};
 
 /// Track IDs inside CMAF headers and fragments: one track per file.
@@ -270,6 +271,9 @@ pub struct Segment {
     pub duration: f64,
     pub video: Option<TrackSegment>,
     pub audio: Option<TrackSegment>,
+    /// MPEG-TS continuity counters at this segment's start, carried on from
+    /// the previous segment.
+    pub ts_continuity: Continuity,
     built_video: OnceLock<Rendered>,
     built_audio: OnceLock<Rendered>,
     built_ts: OnceLock<Rendered>,
@@ -296,6 +300,7 @@ impl Segment {
             duration,
             video,
             audio,
+            ts_continuity: Continuity::default(),
             built_video: OnceLock::new(),
             built_audio: OnceLock::new(),
             built_ts: OnceLock::new(),
@@ -312,6 +317,21 @@ impl Segment {
     /// Media bytes of both tracks.
     pub fn bytes(&self) -> usize {
         self.video.as_ref().map_or(0, |t| t.bytes) + self.audio.as_ref().map_or(0, |t| t.bytes)
+    }
+
+    /// Sets where this segment's MPEG-TS continuity counters start; returns
+    /// where the next segment's start.
+    pub fn chain_ts_continuity(&mut self, start: Continuity) -> Continuity {
+        self.ts_continuity = start;
+        let video = self.video.as_ref().and_then(|t| match &t.init.params {
+            TrackParams::Video(p) => Some((p, t.samples.as_slice())),
+            TrackParams::Audio(_) => None,
+        });
+        let audio = self.audio.as_ref().and_then(|t| match &t.init.params {
+            TrackParams::Audio(p) => Some((p, t.samples.as_slice())),
+            TrackParams::Video(_) => None,
+        });
+        crate::media::mpegts::continuity_after(video, audio, start)
     }
 
     /// The CMAF fragment of one track, built once.
@@ -348,7 +368,8 @@ impl Segment {
                     TrackParams::Audio(p) => Some((p, t.samples.as_slice())),
                     TrackParams::Video(_) => None,
                 });
-                let body = crate::media::mpegts::segment(video, audio);
+                let (body, _) =
+                    crate::media::mpegts::segment_continuing(video, audio, self.ts_continuity);
                 Rendered::new(body, "video/mp2t", IMMUTABLE.into())
             })
             .clone()

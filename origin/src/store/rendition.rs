@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use super::StoreConfig;
 use crate::ingest::{PublisherInfo, SinkError};
+use crate::media::mpegts::Continuity;
 use crate::media::{Sample, TrackKind, TrackParams, VIDEO_TIMESCALE};
 use crate::package::{Init, Segment, TrackSegment};
 
@@ -78,6 +79,8 @@ pub(super) struct Rendition {
     /// Arrival time of the open segment's first sample.
     open_since: Option<SystemTime>,
     pub max_segment: f64,
+    /// MPEG-TS continuity counters where the next segment starts.
+    ts_continuity: Continuity,
     pub late_frames: u64,
     pub dropped_frames: u64,
     pub discontinuities: u64,
@@ -130,6 +133,7 @@ impl Rendition {
             wall_anchor: None,
             open_since: None,
             max_segment: 0.0,
+            ts_continuity: Continuity::default(),
             late_frames: 0,
             dropped_frames: 0,
             discontinuities: 0,
@@ -426,7 +430,7 @@ impl Rendition {
         let sequence = self.next_sequence;
         self.next_sequence += 1;
         self.max_segment = self.max_segment.max(duration);
-        self.segments.push_back(Arc::new(Segment::new(
+        let mut segment = Segment::new(
             sequence,
             discontinuity,
             self.period,
@@ -435,7 +439,9 @@ impl Rendition {
             duration,
             video,
             audio,
-        )));
+        );
+        self.ts_continuity = segment.chain_ts_continuity(self.ts_continuity);
+        self.segments.push_back(Arc::new(segment));
         self.trim(cfg.dvr_window.as_secs_f64());
         tl.version += 1;
         tl.updated = now;
