@@ -461,7 +461,7 @@ mod tests {
                 cur = cur
                     .children
                     .iter()
-                    .find(|b| &b.kind == part.as_bytes())
+                    .find(|b| b.kind == part.as_bytes())
                     .unwrap_or_else(|| panic!("no {part} in {}", name(&cur.kind)));
             }
             cur

@@ -220,7 +220,7 @@ fn write_timeline(out: &mut String, segments: &[&Segment], kind: TrackKind) {
 /// FrameRateType (§5.3.12): an integer or a fraction.
 fn frame_rate(fps: f64) -> String {
     let milli = (fps * 1000.0).round() as u64;
-    if milli % 1000 == 0 {
+    if milli.is_multiple_of(1000) {
         (milli / 1000).to_string()
     } else {
         format!("{milli}/1000")
