@@ -133,7 +133,9 @@ pub struct Store {
 struct Shared {
     config: StoreConfig,
     clock: Arc<dyn Clock>,
-    // Held only to look up, insert or remove a channel (never while calling out).
+    // Map lock: held only to look up, insert or remove a channel. Channel
+    // lock: held for one sample, one cut or one playlist render, never
+    // while building segment bytes. Lock order: map, then channel.
     channels: Mutex<HashMap<String, Arc<Mutex<Channel>>>>,
     next_publisher: AtomicU64,
 }
@@ -179,15 +181,22 @@ impl Channel {
                 .filter_map(|r| r.gone_since)
                 .max()
                 .unwrap_or(self.created);
-            let end = last_gone + cfg.reconnect_timeout;
-            if now >= end {
+            // A timeout too large to add to a date means "never".
+            let end = last_gone.checked_add(cfg.reconnect_timeout);
+            if let Some(end) = end.filter(|end| now >= *end) {
                 self.ended_at = Some(end);
                 self.timeline.version += 1;
                 self.timeline.updated = end;
             }
         }
         match self.ended_at {
-            Some(end) if now >= end + cfg.ended_retention => Liveness::Expired,
+            Some(end)
+                if end
+                    .checked_add(cfg.ended_retention)
+                    .is_some_and(|gone| now >= gone) =>
+            {
+                Liveness::Expired
+            }
             _ => Liveness::Live,
         }
     }
@@ -471,6 +480,7 @@ impl PublishTarget for Store {
 /// One publisher's way into a rendition.
 struct StoreSink {
     store: Arc<Shared>,
+    // The channel's lock (see `Shared::channels`), held per call, never across one.
     channel: Arc<Mutex<Channel>>,
     rendition: String,
     id: u64,

@@ -86,6 +86,9 @@ pub(super) struct Rendition {
     pub discontinuities: u64,
 }
 
+/// Largest input timestamp magnitude taken: about 99 years at 90 kHz.
+const MAX_INPUT_TIMESTAMP: u64 = 1 << 48;
+
 /// Rescale `ts` from one timescale to another, rounding down.
 pub(crate) fn rescale(ts: i64, from: u32, to: u32) -> i64 {
     if from == to {
@@ -97,7 +100,7 @@ pub(crate) fn rescale(ts: i64, from: u32, to: u32) -> i64 {
 fn add_seconds(t: SystemTime, secs: f64) -> SystemTime {
     let d = Duration::from_secs_f64(secs.abs());
     if secs >= 0.0 {
-        t + d
+        t.checked_add(d).unwrap_or(t)
     } else {
         t.checked_sub(d).unwrap_or(t)
     }
@@ -278,6 +281,12 @@ impl Rendition {
             .timescale()
             .ok_or(SinkError::NoParams(kind))?;
         let second = i64::from(timescale);
+        if sample.dts.unsigned_abs() > MAX_INPUT_TIMESTAMP {
+            // No ingest produces these (RTMP is 32-bit ms, MPEG-TS 33-bit
+            // 90 kHz); refusing them keeps all timeline arithmetic in range.
+            self.dropped_frames += 1;
+            return Ok(());
+        }
         if let Some(last) = self.track(kind).last_input_dts {
             let delta = sample.dts - last;
             let max_gap = (cfg.target_duration.as_secs_f64() * 5.0).max(10.0) * second as f64;

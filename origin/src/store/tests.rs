@@ -675,3 +675,69 @@ fn config_reads_humane_durations_and_rejects_unknown_keys() {
     let err = toml::from_str::<StoreConfig>("dvr_windw = \"2m\"").expect_err("unknown key");
     assert!(err.to_string().contains("dvr_windw"), "{err}");
 }
+
+/// Tiny deterministic generator for the hostile-publisher test.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        self.0 >> 33
+    }
+}
+
+#[test]
+fn hostile_timestamps_never_panic_and_playlists_stay_valid() {
+    let rig = rig(StoreConfig {
+        dvr_window: Duration::from_secs(20),
+        ..StoreConfig::default()
+    });
+    let mut sink = rig.publish("main", true, true);
+    let mut rng = Lcg(7);
+    let (mut v, mut a) = (0i64, 0i64);
+    for i in 0..3000 {
+        rig.clock.advance(Duration::from_millis(20));
+        let roll = rng.next() % 1000;
+        let jitter = match roll {
+            0..=4 => -(rng.next() as i64 % 200_000),       // backwards
+            5..=7 => (rng.next() as i64) % 10_000_000_000, // far ahead
+            8 => i64::MIN / 4,
+            _ => 0,
+        };
+        if i % 3 == 0 {
+            a += AAC_FRAME + jitter / 2;
+            let s = Sample {
+                dts: a,
+                ..sample(TrackKind::Audio, 0)
+            };
+            assert_eq!(sink.sample(TrackKind::Audio, s), Ok(()));
+        } else {
+            v += FRAME + jitter;
+            let mut s = sample(TrackKind::Video, i64::from(rng.next() % 40 == 0) * 50);
+            s.dts = v;
+            s.cts = (rng.next() % 7200) as i32 - 1800;
+            assert_eq!(sink.sample(TrackKind::Video, s), Ok(()));
+        }
+        if i == 1500 {
+            drop(sink);
+            rig.clock.advance(Duration::from_secs(3));
+            sink = rig.publish("main", true, true);
+        }
+    }
+    for path in ["main/video.m3u8", "main/audio.m3u8", "main/ts.m3u8"] {
+        let text = rig.text(path);
+        let segments = check::media_playlist(&text);
+        assert!(segments.len() >= 5, "{text}");
+        for (uri, _) in segments {
+            let r = rig.get(&format!("main/{uri}"));
+            assert!(r.is_ok(), "{uri}: {r:?}");
+        }
+    }
+    check::multivariant(&rig.text("master.m3u8"));
+    assert!(rig.text("manifest.mpd").ends_with("</MPD>\n"));
+    let status = &rig.store.channels()[0].renditions[0];
+    assert!(status.late_frames + status.dropped_frames > 0);
+}
