@@ -741,3 +741,36 @@ fn hostile_timestamps_never_panic_and_playlists_stay_valid() {
     let status = &rig.store.channels()[0].renditions[0];
     assert!(status.late_frames + status.dropped_frames > 0);
 }
+
+#[test]
+fn a_publisher_returning_after_the_end_revives_and_a_new_channel_never_reuses_numbers() {
+    let rig = rig(StoreConfig::default());
+    let mut sink = rig.publish("main", true, true);
+    rig.feed(&mut *sink, 0.0, 4.04, true, true);
+    drop(sink);
+    rig.clock.advance(Duration::from_secs(40));
+    assert!(rig.text("main/video.m3u8").ends_with("#EXT-X-ENDLIST\n"));
+
+    // Within retention: the channel goes on, after a discontinuity.
+    let mut sink = rig.publish("main", true, true);
+    rig.feed(&mut *sink, 0.0, 2.04, true, true);
+    let video = rig.text("main/video.m3u8");
+    check::media_playlist(&video);
+    assert!(!video.contains("#EXT-X-ENDLIST"));
+    assert!(video.contains(&format!("#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME:2027-01-15T08:00:44.040Z\n#EXTINF:2.000,\nvideo/{}.m4s", START + 3)), "{video}");
+    assert_eq!(rig.store.channels()[0].state, "live");
+    drop(sink);
+
+    // Past retention the channel is gone; the next one numbers from its own start time.
+    rig.clock.advance(Duration::from_secs(30 + 3600));
+    rig.store.sweep(rig.clock.now());
+    assert!(rig.store.channels().is_empty());
+    let mut sink = rig.publish("main", true, true);
+    rig.feed(&mut *sink, 0.0, 2.04, true, true);
+    let video = rig.text("main/video.m3u8");
+    let first: u64 = tag_value(&video, "#EXT-X-MEDIA-SEQUENCE:")
+        .parse()
+        .expect("number");
+    assert!(first > START + 4, "{first}");
+    assert!(!video.contains("#EXT-X-DISCONTINUITY\n"));
+}
