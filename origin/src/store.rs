@@ -73,6 +73,13 @@ impl Default for StoreConfig {
     }
 }
 
+impl StoreConfig {
+    /// The live store this section configures.
+    pub fn init(self) -> Store {
+        Store::new(self)
+    }
+}
+
 /// Where the store reads wall-clock time when ingest calls it.
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> SystemTime;

@@ -17,9 +17,11 @@
 //! | `{rendition}/ts.m3u8`, `{rendition}/{seq}.ts` | MPEG-TS media playlist and segments, audio and video muxed |
 //!
 //! `{seq}` is the media sequence number, never reused for a channel name: a
-//! channel's first number is the Unix time (seconds) at which it was created
-//! and segments are at least a second long, so immutable URLs stay unique
+//! rendition's first number is the Unix time (seconds) at which it was
+//! created, and a channel averages well under one segment per second, so
+//! immutable URLs (and `init-{n}`, drawn from the same numbers) stay unique
 //! even when a removed channel is published again under the same name.
+//! Numbers stay below 2^32 until 2106, as DASH `startNumber` requires.
 
 pub mod dash;
 pub mod hls;

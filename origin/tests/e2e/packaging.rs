@@ -304,5 +304,9 @@ fn ffmpeg_decodes_every_packaged_format() {
         count_video_frames(&out_dir.join("main/ts.m3u8")),
         SECONDS * FPS
     );
-    let _ = std::fs::remove_dir_all(&dir);
+    if std::env::var_os("STRATA_E2E_KEEP").is_some() {
+        eprintln!("kept packaged output in {}", out_dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
