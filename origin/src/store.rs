@@ -168,12 +168,7 @@ impl Channel {
             created: now,
             renditions: BTreeMap::new(),
             ended_at: None,
-            timeline: Timeline {
-                period: 0,
-                period_starts: BTreeMap::new(),
-                version: 0,
-                updated: now,
-            },
+            timeline: Timeline::new(now),
             memo: HashMap::new(),
         }
     }
@@ -192,8 +187,7 @@ impl Channel {
             let end = last_gone.checked_add(cfg.reconnect_timeout);
             if let Some(end) = end.filter(|end| now >= *end) {
                 self.ended_at = Some(end);
-                self.timeline.version += 1;
-                self.timeline.updated = end;
+                self.timeline.bump(end);
             }
         }
         match self.ended_at {
@@ -279,6 +273,15 @@ impl Store {
             return None;
         }
         Some(ch)
+    }
+
+    /// A receiver that changes whenever `channel`'s playlists would (a new
+    /// segment, a publisher leaving, the end): for blocking playlist reloads
+    /// and waiting on a segment instead of polling.
+    pub fn updates(&self, channel: &str) -> Option<watch::Receiver<u64>> {
+        let ch = self.channel(channel, self.shared.clock.now())?;
+        let rx = lock(&ch).timeline.updates.subscribe();
+        Some(rx)
     }
 
     /// Disconnect every publisher of `channel`; false when it had none.
@@ -471,7 +474,7 @@ impl PublishTarget for Store {
                 &mut ch.timeline,
             );
             if ch.ended_at.take().is_some() {
-                ch.timeline.version += 1;
+                ch.timeline.bump(now);
             }
         }
         Ok(Box::new(StoreSink {

@@ -35,6 +35,27 @@ pub(super) struct Timeline {
     /// Bumped on every change that playlists show.
     pub version: u64,
     pub updated: SystemTime,
+    /// Tells waiting readers (long polls, blocking reloads) the new version.
+    pub updates: watch::Sender<u64>,
+}
+
+impl Timeline {
+    pub fn new(now: SystemTime) -> Self {
+        Timeline {
+            period: 0,
+            period_starts: std::collections::BTreeMap::new(),
+            version: 0,
+            updated: now,
+            updates: watch::channel(0).0,
+        }
+    }
+
+    /// Record a change visible in playlists, made at `at`.
+    pub fn bump(&mut self, at: SystemTime) {
+        self.version += 1;
+        self.updated = at;
+        self.updates.send_replace(self.version);
+    }
 }
 
 #[derive(Default)]
@@ -224,7 +245,7 @@ impl Rendition {
         self.cut(None, now, cfg, tl);
         self.publisher = None;
         self.gone_since = Some(now);
-        tl.version += 1;
+        tl.bump(now);
         true
     }
 
@@ -452,8 +473,7 @@ impl Rendition {
         self.ts_continuity = segment.chain_ts_continuity(self.ts_continuity);
         self.segments.push_back(Arc::new(segment));
         self.trim(cfg.dvr_window.as_secs_f64());
-        tl.version += 1;
-        tl.updated = now;
+        tl.bump(now);
     }
 
     /// Keep at most `depth` seconds of segments (RFC 8216bis §6.2.2: a

@@ -774,3 +774,19 @@ fn a_publisher_returning_after_the_end_revives_and_a_new_channel_never_reuses_nu
     assert!(first > START + 4, "{first}");
     assert!(!video.contains("#EXT-X-DISCONTINUITY\n"));
 }
+
+#[test]
+fn readers_can_wait_for_the_next_segment() {
+    let rig = rig(StoreConfig::default());
+    assert!(rig.store.updates("ch").is_none());
+    let mut sink = rig.publish("main", true, true);
+    let mut updates = rig.store.updates("ch").expect("channel");
+    rig.feed(&mut *sink, 0.0, 1.0, true, true);
+    assert!(!updates.has_changed().expect("open"), "no segment yet");
+    rig.feed(&mut *sink, 1.0, 1.04, true, true);
+    assert!(updates.has_changed().expect("open"));
+    let version = *updates.borrow_and_update();
+    drop(sink);
+    assert!(updates.has_changed().expect("open"), "publisher left");
+    assert!(*updates.borrow() > version);
+}
