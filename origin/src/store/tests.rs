@@ -716,7 +716,10 @@ fn hostile_timestamps_never_panic_and_playlists_stay_valid() {
             assert_eq!(sink.sample(TrackKind::Audio, s), Ok(()));
         } else {
             v += FRAME + jitter;
-            let mut s = sample(TrackKind::Video, i64::from(rng.next() % 40 == 0) * 50);
+            let mut s = sample(
+                TrackKind::Video,
+                i64::from(rng.next().is_multiple_of(40)) * 50,
+            );
             s.dts = v;
             s.cts = (rng.next() % 7200) as i32 - 1800;
             assert_eq!(sink.sample(TrackKind::Video, s), Ok(()));
