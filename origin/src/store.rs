@@ -208,7 +208,7 @@ impl Channel {
             .period_starts
             .values()
             .next()
-            .copied()
+            .map(|(wall, _)| *wall)
             .unwrap_or(self.created);
         ChannelWindow {
             renditions: self

@@ -31,7 +31,15 @@ pub(super) struct Timeline {
     /// Current DASH Period; a rendition's discontinuity opens the next one
     /// unless another rendition already did (ladders reconnect together).
     pub period: u64,
-    pub period_starts: std::collections::BTreeMap<u64, SystemTime>,
+    /// Per Period: wall clock and output time (90 kHz) of its first segment.
+    pub period_starts: std::collections::BTreeMap<u64, (SystemTime, i64)>,
+    /// Input → output offset (90 kHz) of the latest publisher session. A
+    /// rendition starting a session reuses it when its timestamps fit, so
+    /// renditions from one encoder (an ABR ladder) share one timeline and
+    /// their segments align.
+    pub shared_offset: Option<i64>,
+    /// Furthest output time (90 kHz) any rendition reached.
+    pub output_edge: i64,
     /// Bumped on every change that playlists show.
     pub version: u64,
     pub updated: SystemTime,
@@ -44,6 +52,8 @@ impl Timeline {
         Timeline {
             period: 0,
             period_starts: std::collections::BTreeMap::new(),
+            shared_offset: None,
+            output_edge: 0,
             version: 0,
             updated: now,
             updates: watch::channel(0).0,
@@ -70,8 +80,6 @@ struct Track {
     /// Output time at which the next sample is expected.
     end: i64,
     last_duration: u32,
-    /// DASH presentationTimeOffset in the current Period, once known.
-    period_offset: Option<u64>,
     /// Rebase the next sample to `end` (after a timescale change).
     continue_at_end: bool,
 }
@@ -329,8 +337,9 @@ impl Rendition {
         let session_start = self.track(kind).last_input_dts.is_none();
         if session_start {
             if self.session_offset.is_none() {
-                let first = rescale(sample.dts, timescale, VIDEO_TIMESCALE);
-                self.session_offset = Some(self.end_90k() - first);
+                let offset =
+                    self.session_offset_for(rescale(sample.dts, timescale, VIDEO_TIMESCALE), tl);
+                self.session_offset = Some(offset);
             }
             let offset = rescale(self.session_offset.unwrap_or(0), VIDEO_TIMESCALE, timescale);
             let track = self.track_mut(kind);
@@ -389,9 +398,31 @@ impl Rendition {
             track.last_duration
         };
         track.end = dts + i64::from(duration);
+        tl.output_edge = tl
+            .output_edge
+            .max(rescale(track.end, timescale, VIDEO_TIMESCALE));
         track.pending.push(Sample { dts, ..sample });
         self.open_since.get_or_insert(now);
         Ok(())
+    }
+
+    /// The offset for a session whose first sample is at `first` (input,
+    /// 90 kHz): the channel's shared one when it lands near the channel's
+    /// edge without going back on this rendition, else one that continues
+    /// from the edge.
+    fn session_offset_for(&self, first: i64, tl: &mut Timeline) -> i64 {
+        const SLACK: i64 = 5 * VIDEO_TIMESCALE as i64;
+        let own_end = self.end_90k();
+        let fits = |offset: &i64| {
+            let at = first + offset;
+            at >= own_end && (tl.output_edge - SLACK..=tl.output_edge + SLACK).contains(&at)
+        };
+        let offset = tl
+            .shared_offset
+            .filter(fits)
+            .unwrap_or_else(|| own_end.max(tl.output_edge) - first);
+        tl.shared_offset = Some(offset);
+        offset
     }
 
     /// Close the open segment at `boundary` (90 kHz, exclusive), or with
@@ -439,23 +470,22 @@ impl Rendition {
                 tl.period += 1;
             }
             self.period = tl.period;
-            self.video.period_offset = None;
-            self.audio.period_offset = None;
         }
-        let period_start = *tl.period_starts.entry(self.period).or_insert(pdt);
-        let into_period = seconds_between(period_start, pdt).max(0.0);
-        let finish = |track: &mut Track, taken: Option<(TrackSegment, i64)>| {
+        // Every rendition in a Period maps output time to presentation time
+        // the same way, so the Period's Representations stay aligned.
+        let (period_start, period_media) = *tl
+            .period_starts
+            .entry(self.period)
+            .or_insert((pdt, start_90k));
+        let finish = |taken: Option<(TrackSegment, i64)>| {
             taken.map(|(mut seg, _)| {
-                let ts = f64::from(seg.init.params.timescale());
-                seg.period_offset = *track.period_offset.get_or_insert_with(|| {
-                    seg.base_decode_time
-                        .saturating_sub((into_period * ts).round() as u64)
-                });
+                let pto = rescale(period_media, VIDEO_TIMESCALE, seg.init.params.timescale());
+                seg.period_offset = u64::try_from(pto).unwrap_or(0);
                 seg
             })
         };
-        let video = finish(&mut self.video, video);
-        let audio = finish(&mut self.audio, audio);
+        let video = finish(video);
+        let audio = finish(audio);
 
         let sequence = self.next_sequence;
         self.next_sequence += 1;

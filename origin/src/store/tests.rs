@@ -605,10 +605,15 @@ fn mpd_follows_the_live_profile_layout() {
     });
     let mut main = rig.publish("main", true, true);
     let mut low = rig.publish("low", false, true);
-    let wall = rig.clock.now();
-    rig.feed(&mut *main, 0.0, 6.04, true, true);
-    rig.clock.set(wall);
-    rig.feed(&mut *low, 0.0, 6.04, true, false);
+    // One encoder, two outputs: both renditions arrive side by side.
+    for step in 0..12 {
+        let from = f64::from(step) * 0.5;
+        let secs = if step == 11 { 0.54 } else { 0.5 };
+        let wall = rig.clock.now();
+        rig.feed(&mut *main, from, secs, true, true);
+        rig.clock.set(wall);
+        rig.feed(&mut *low, from, secs, true, false);
+    }
     let mpd = rig.text("manifest.mpd");
     let order = [
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>",
@@ -792,4 +797,55 @@ fn readers_can_wait_for_the_next_segment() {
     drop(sink);
     assert!(updates.has_changed().expect("open"), "publisher left");
     assert!(*updates.borrow() > version);
+}
+
+#[test]
+fn a_ladder_reconnecting_together_stays_aligned() {
+    let rig = rig(StoreConfig::default());
+    let side_by_side = |main: &mut dyn MediaSink, low: &mut dyn MediaSink, secs: u32| {
+        for step in 0..secs * 2 {
+            let from = f64::from(step) * 0.5;
+            let wall = rig.clock.now();
+            rig.feed(main, from, 0.5, true, true);
+            rig.clock.set(wall);
+            rig.feed(low, from, 0.5, true, false);
+        }
+    };
+    let (mut main, mut low) = (
+        rig.publish("main", true, true),
+        rig.publish("low", false, true),
+    );
+    side_by_side(&mut *main, &mut *low, 4);
+    drop((main, low));
+    rig.clock.advance(Duration::from_secs(2));
+    let (mut main, mut low) = (
+        rig.publish("main", true, true),
+        rig.publish("low", false, true),
+    );
+    side_by_side(&mut *main, &mut *low, 5);
+
+    let mpd = rig.text("manifest.mpd");
+    let period = &mpd[mpd.find("<Period id=\"1\"").expect("period 1")..];
+    let video = &period[..period.find("</AdaptationSet>").expect("video set")];
+    let starts: Vec<&str> = video
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("<S t=\""))
+        .collect();
+    assert_eq!(starts.len(), 2, "{mpd}");
+    assert_eq!(
+        starts[0], starts[1],
+        "both renditions cut at the same times"
+    );
+    let ptos: Vec<&str> = video
+        .split("presentationTimeOffset=\"")
+        .skip(1)
+        .map(|s| &s[..s.find('"').expect("quote")])
+        .collect();
+    assert_eq!(ptos.len(), 2);
+    assert_eq!(ptos[0], ptos[1]);
+    assert_eq!(
+        mpd.matches("<Period ").count(),
+        2,
+        "one new Period for the whole ladder"
+    );
 }
