@@ -137,6 +137,15 @@ pub struct Store {
     shared: Arc<Shared>,
 }
 
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("config", &self.shared.config)
+            .field("channels", &lock(&self.shared.channels).len())
+            .finish_non_exhaustive()
+    }
+}
+
 struct Shared {
     config: StoreConfig,
     clock: Arc<dyn Clock>,
