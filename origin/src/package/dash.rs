@@ -120,12 +120,20 @@ fn write_period(
     out.push_str("  </Period>\n");
 }
 
+/// The Period's segments that carry `kind`, with any gaps between them
+/// (segments without that track) kept so `$Number$` stays in step.
 fn segments_in(r: &RenditionWindow, period: u64, kind: TrackKind) -> Vec<&Segment> {
-    r.segments
+    let mut segments: Vec<&Segment> = r
+        .segments
         .iter()
         .map(|s| &**s)
-        .filter(|s| s.period == period && s.track(kind).is_some())
-        .collect()
+        .filter(|s| s.period == period)
+        .skip_while(|s| s.track(kind).is_none())
+        .collect();
+    while segments.last().is_some_and(|s| s.track(kind).is_none()) {
+        segments.pop();
+    }
+    segments
 }
 
 /// §5.3.5 Representation with §5.3.9.4 SegmentTemplate and §5.3.9.6 SegmentTimeline.
@@ -182,7 +190,7 @@ fn write_representation(
         r.name
     );
     out.push_str("          <SegmentTimeline>\n");
-    write_timeline(out, segments, kind);
+    write_timeline(out, segments, kind, first.timescale());
     out.push_str("          </SegmentTimeline>\n");
     out.push_str("        </SegmentTemplate>\n");
     out.push_str("      </Representation>\n");
@@ -190,17 +198,24 @@ fn write_representation(
 
 /// `<S t d r>` runs: `t` where the timeline does not continue, `r` for repeats.
 /// Numbers are implicit, so a gap in sequence numbers starts a new `t` too.
-fn write_timeline(out: &mut String, segments: &[&Segment], kind: TrackKind) {
+fn write_timeline(out: &mut String, segments: &[&Segment], kind: TrackKind, timescale: u32) {
     let mut runs: Vec<(u64, u64, u32)> = Vec::new();
     let mut expect: Option<(u64, u64)> = None; // (next t, next sequence)
     for s in segments {
-        let Some(t) = s.track(kind) else { continue };
-        let contiguous = expect == Some((t.base_decode_time, s.sequence));
+        let (start, duration) = match s.track(kind) {
+            Some(t) => (t.base_decode_time, t.duration),
+            // A gap (EXT-X-GAP in HLS): its number's URL has no media.
+            None => match expect {
+                Some((next, _)) => (next, (s.duration * f64::from(timescale)).round() as u64),
+                None => continue,
+            },
+        };
+        let contiguous = expect == Some((start, s.sequence));
         match runs.last_mut() {
-            Some((_, d, r)) if contiguous && *d == t.duration => *r += 1,
-            _ => runs.push((t.base_decode_time, t.duration, 0)),
+            Some((_, d, r)) if contiguous && *d == duration => *r += 1,
+            _ => runs.push((start, duration, 0)),
         }
-        expect = Some((t.base_decode_time + t.duration, s.sequence + 1));
+        expect = Some((start + duration, s.sequence + 1));
     }
     let mut next_t = None;
     for (t, d, r) in runs {

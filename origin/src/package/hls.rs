@@ -101,32 +101,39 @@ pub fn media_playlist(w: &ChannelWindow, r: &RenditionWindow, kind: TrackKind) -
         TrackKind::Video => "video",
         TrackKind::Audio => "audio",
     };
+    // From the first segment with this track on; a later segment without it
+    // stays in the list as a gap, so media sequence numbers (implicit by
+    // position) keep matching segment numbers and the other playlists.
     let segments: Vec<&Segment> = r
         .segments
         .iter()
         .map(|s| &**s)
-        .filter(|s| s.track(kind).is_some())
+        .skip_while(|s| s.track(kind).is_none())
         .collect();
     let mut out = header(7);
     write_media_header(&mut out, r, segments.first()?.sequence);
-    out.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");
+    out.push_str(
+        "#EXT-X-INDEPENDENT-SEGMENTS
+",
+    );
     let mut current_init = None;
     for s in segments {
-        let Some(track) = s.track(kind) else { continue };
         if s.discontinuity {
             out.push_str("#EXT-X-DISCONTINUITY\n");
         }
+        let uri = format!("{dir}/{}.m4s", s.sequence);
+        let Some(track) = s.track(kind) else {
+            // RFC 8216bis §4.4.4.7: no media here; clients must not load it.
+            out.push_str("#EXT-X-GAP\n");
+            write_segment(&mut out, s, s.duration, &uri);
+            continue;
+        };
         if current_init != Some(track.init.id) {
             // RFC 8216bis §4.4.4.5: applies to every segment until the next MAP.
             let _ = writeln!(out, "#EXT-X-MAP:URI=\"{dir}/init-{}.mp4\"", track.init.id);
             current_init = Some(track.init.id);
         }
-        write_segment(
-            &mut out,
-            s,
-            track.seconds(),
-            &format!("{dir}/{}.m4s", s.sequence),
-        );
+        write_segment(&mut out, s, track.seconds(), &uri);
     }
     if w.ended {
         out.push_str("#EXT-X-ENDLIST\n");
@@ -234,7 +241,8 @@ pub(crate) mod check {
     /// §4.3/§4.4: EXTM3U first; one VERSION, TARGETDURATION, MEDIA-SEQUENCE
     /// and DISCONTINUITY-SEQUENCE, all before the first segment; every EXTINF
     /// followed by a URI and no longer (rounded) than the target; a MAP
-    /// before the first fMP4 segment; ENDLIST last.
+    /// before the first fMP4 segment; ENDLIST last. Returns the segments
+    /// that carry media (not EXT-X-GAP).
     pub fn media_playlist(text: &str) -> Vec<(String, f64)> {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "#EXTM3U");
@@ -272,13 +280,17 @@ pub(crate) mod check {
         let mut segments = Vec::new();
         for (i, l) in lines.iter().enumerate() {
             if let Some(v) = l.strip_prefix("#EXTINF:") {
+                let gap =
+                    i > 0 && lines[i - 1] == "#EXT-X-GAP" || i > 1 && lines[i - 2] == "#EXT-X-GAP";
                 let (d, _) = v.split_once(',').expect("EXTINF:<duration>,");
                 assert_eq!(d.split('.').nth(1).map(str::len), Some(3), "3 decimals");
                 let d: f64 = d.parse().expect("decimal");
                 assert!(d.round() <= target, "EXTINF {d} over target {target}");
                 let uri = lines[i + 1];
                 assert!(!uri.starts_with('#') && !uri.is_empty(), "URI after EXTINF");
-                segments.push((uri.to_owned(), d));
+                if !gap {
+                    segments.push((uri.to_owned(), d));
+                }
             }
             if let Some(v) = l.strip_prefix("#EXT-X-PROGRAM-DATE-TIME:") {
                 assert!(v.len() == 24 && v.ends_with('Z'), "date-time {v}");

@@ -849,3 +849,70 @@ fn a_ladder_reconnecting_together_stays_aligned() {
         "one new Period for the whole ladder"
     );
 }
+
+#[test]
+fn a_stalled_video_track_leaves_gaps_not_renumbering() {
+    let rig = rig(StoreConfig::default());
+    let mut sink = rig.publish("main", true, true);
+    rig.feed(&mut *sink, 0.0, 4.04, true, true);
+    rig.feed(&mut *sink, 4.04, 11.0, false, true); // the camera froze, the microphone did not
+    rig.feed(&mut *sink, 15.04, 4.04, true, true);
+    let video = rig.text("main/video.m3u8");
+    check::media_playlist(&video);
+    assert!(video.contains("#EXT-X-GAP\n"), "{video}");
+    let numbers: Vec<u64> = video
+        .lines()
+        .filter_map(|l| l.strip_prefix("video/")?.strip_suffix(".m4s")?.parse().ok())
+        .collect();
+    let first: u64 = tag_value(&video, "#EXT-X-MEDIA-SEQUENCE:")
+        .parse()
+        .expect("number");
+    let expect: Vec<u64> = (first..first + numbers.len() as u64).collect();
+    assert_eq!(
+        numbers, expect,
+        "position in the playlist is the segment number"
+    );
+    let gap = video.lines().position(|l| l == "#EXT-X-GAP").expect("gap");
+    let gap_uri = video.lines().nth(gap + 3).expect("uri");
+    assert!(
+        rig.get(&format!("main/{gap_uri}")).is_err(),
+        "a gap has no media"
+    );
+    // DASH keeps $Number$ in step across the gap: the time the timeline
+    // gives number n is the decode time inside fragment n.
+    let mpd = rig.text("manifest.mpd");
+    let attr = |text: &str, name: &str| -> Option<u64> {
+        text.split(&format!(" {name}=\""))
+            .nth(1)?
+            .split('"')
+            .next()?
+            .parse()
+            .ok()
+    };
+    let mut checked = 0;
+    for rep in mpd.split("<Representation id=\"main\"").skip(1) {
+        let mut number = attr(rep, "startNumber").expect("startNumber");
+        let mut t = 0;
+        let body = &rep[..rep.find("</Representation>").expect("end")];
+        for s in body.lines().filter(|l| l.trim_start().starts_with("<S ")) {
+            t = attr(s, "t").unwrap_or(t);
+            let d = attr(s, "d").expect("d");
+            for _ in 0..=attr(s, "r").unwrap_or(0) {
+                if let Ok(fragment) = rig.get(&format!("main/video/{number}.m4s")) {
+                    let at = fragment
+                        .body
+                        .windows(4)
+                        .position(|w| w == b"tfdt")
+                        .expect("tfdt")
+                        + 8;
+                    let tfdt = u64::from_be_bytes(fragment.body[at..at + 8].try_into().expect("8"));
+                    assert_eq!(tfdt, t, "number {number}\n{mpd}");
+                    checked += 1;
+                }
+                number += 1;
+                t += d;
+            }
+        }
+    }
+    assert!(checked >= 4, "{mpd}");
+}
