@@ -401,11 +401,9 @@ fn find_segment(
         .get(rendition)
         .ok_or_else(RenderError::not_yet)?;
     if sequence >= r.next_sequence {
-        return Err(if ch.ended_at.is_some() {
-            RenderError::no_such_object()
-        } else {
-            RenderError::not_yet()
-        });
+        // Even an ended channel may be revived and reach this number: a
+        // future segment's absence is never cached for long.
+        return Err(RenderError::not_yet());
     }
     r.segment(sequence).ok_or_else(RenderError::no_such_object)
 }
