@@ -22,6 +22,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -154,6 +157,7 @@ struct Shared {
     // while building segment bytes. Lock order: map, then channel.
     channels: Mutex<HashMap<String, Arc<Mutex<Channel>>>>,
     next_publisher: AtomicU64,
+    metrics: Metrics,
 }
 
 struct Channel {
@@ -172,12 +176,12 @@ enum Liveness {
 }
 
 impl Channel {
-    fn new(now: SystemTime) -> Self {
+    fn new(now: SystemTime, metrics: Metrics) -> Self {
         Channel {
             created: now,
             renditions: BTreeMap::new(),
             ended_at: None,
-            timeline: Timeline::new(now),
+            timeline: Timeline::new(now, metrics),
             memo: HashMap::new(),
         }
     }
@@ -256,6 +260,7 @@ impl Store {
                 clock,
                 channels: Mutex::new(HashMap::new()),
                 next_publisher: AtomicU64::new(1),
+                metrics: Metrics::default(),
             }),
         }
     }
@@ -264,13 +269,19 @@ impl Store {
         &self.shared.config
     }
 
+    /// The store's counters; register them once with [`Metrics::register`].
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
     /// End channels past their reconnect timeout and remove those past
     /// retention. Render and publish do this for the channels they touch;
     /// call it periodically to reclaim channels nobody asks for.
     pub fn sweep(&self, now: SystemTime) {
         let cfg = &self.shared.config;
-        lock(&self.shared.channels)
-            .retain(|_, ch| matches!(lock(ch).poll(now, cfg), Liveness::Live));
+        let mut channels = lock(&self.shared.channels);
+        channels.retain(|_, ch| matches!(lock(ch).poll(now, cfg), Liveness::Live));
+        self.shared.metrics.channels.set(channels.len() as i64);
     }
 
     fn channel(&self, name: &str, now: SystemTime) -> Option<Arc<Mutex<Channel>>> {
@@ -279,6 +290,7 @@ impl Store {
         let expired = matches!(lock(&ch).poll(now, &self.shared.config), Liveness::Expired);
         if expired {
             channels.remove(name);
+            self.shared.metrics.channels.set(channels.len() as i64);
             return None;
         }
         Some(ch)
@@ -450,8 +462,9 @@ impl PublishTarget for Store {
             let existing = channels.get(&name.channel).cloned();
             let live = existing.filter(|ch| matches!(lock(ch).poll(now, cfg), Liveness::Live));
             live.unwrap_or_else(|| {
-                let ch = Arc::new(Mutex::new(Channel::new(now)));
+                let ch = Arc::new(Mutex::new(Channel::new(now, self.shared.metrics.clone())));
                 channels.insert(name.channel.clone(), ch.clone());
+                self.shared.metrics.channels.set(channels.len() as i64);
                 ch
             })
         };
@@ -467,8 +480,10 @@ impl PublishTarget for Store {
                 .entry(name.rendition.clone())
                 .or_insert_with(|| Rendition::new(first_sequence, period));
             if r.publisher.is_some() && !cfg.takeover {
+                self.shared.metrics.publishes_refused.inc();
                 return Err(PublishRefused::Busy(name.channel.clone()));
             }
+            self.shared.metrics.publishes.inc();
             r.start_session(
                 Publisher {
                     id,
@@ -542,6 +557,56 @@ impl Drop for StoreSink {
         let id = self.id;
         // Ignored error: already replaced or kicked, nothing to end.
         let _ = self.with_rendition(|r, now, cfg, tl| r.end_session(id, now, cfg, tl));
+    }
+}
+
+/// What the store counts, for Prometheus.
+#[derive(Clone, Debug, Default)]
+pub struct Metrics {
+    segments: Counter,
+    late_frames: Counter,
+    dropped_frames: Counter,
+    discontinuities: Counter,
+    publishes: Counter,
+    publishes_refused: Counter,
+    channels: Gauge,
+}
+
+impl Metrics {
+    /// Register under `store_` in `registry` (which carries the role's prefix).
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("store");
+        r.register(
+            "segments",
+            "Segments cut, all channels",
+            self.segments.clone(),
+        );
+        r.register(
+            "late_frames",
+            "Samples dropped for arriving behind their track",
+            self.late_frames.clone(),
+        );
+        r.register(
+            "dropped_frames",
+            "Samples dropped: before a keyframe or with absurd timestamps",
+            self.dropped_frames.clone(),
+        );
+        r.register(
+            "discontinuities",
+            "Publisher returns, timestamp jumps and parameter changes",
+            self.discontinuities.clone(),
+        );
+        r.register("publishes", "Publishes accepted", self.publishes.clone());
+        r.register(
+            "publishes_refused",
+            "Publishes refused because the rendition was busy",
+            self.publishes_refused.clone(),
+        );
+        r.register(
+            "channels",
+            "Channels held: live, reconnecting or ended",
+            self.channels.clone(),
+        );
     }
 }
 

@@ -45,11 +45,13 @@ pub(super) struct Timeline {
     pub updated: SystemTime,
     /// Tells waiting readers (long polls, blocking reloads) the new version.
     pub updates: watch::Sender<u64>,
+    pub metrics: super::Metrics,
 }
 
 impl Timeline {
-    pub fn new(now: SystemTime) -> Self {
+    pub fn new(now: SystemTime, metrics: super::Metrics) -> Self {
         Timeline {
+            metrics,
             period: 0,
             period_starts: std::collections::BTreeMap::new(),
             shared_offset: None,
@@ -230,7 +232,7 @@ impl Rendition {
         }
         self.cut(None, now, cfg, tl);
         if self.next_sequence != self.first_sequence {
-            self.mark_discontinuity();
+            self.mark_discontinuity(tl);
         }
         self.session_offset = None;
         self.video.last_input_dts = None;
@@ -257,10 +259,11 @@ impl Rendition {
         true
     }
 
-    fn mark_discontinuity(&mut self) {
+    fn mark_discontinuity(&mut self, tl: &Timeline) {
         if !self.pending_discontinuity {
             self.pending_discontinuity = true;
             self.discontinuities += 1;
+            tl.metrics.discontinuities.inc();
         }
     }
 
@@ -280,7 +283,7 @@ impl Rendition {
         if let Some(old) = old_timescale {
             // Samples already taken were coded with the old parameters.
             self.cut(None, now, cfg, tl);
-            self.mark_discontinuity();
+            self.mark_discontinuity(tl);
             let new = params.timescale();
             let next_sequence = self.next_sequence;
             let track = self.track_mut(kind);
@@ -314,6 +317,7 @@ impl Rendition {
             // No ingest produces these (RTMP is 32-bit ms, MPEG-TS 33-bit
             // 90 kHz); refusing them keeps all timeline arithmetic in range.
             self.dropped_frames += 1;
+            tl.metrics.dropped_frames.inc();
             return Ok(());
         }
         if let Some(last) = self.track(kind).last_input_dts {
@@ -322,13 +326,14 @@ impl Rendition {
             if delta <= 0 && -delta < second {
                 // Late or duplicate: behind what was already taken.
                 self.late_frames += 1;
+                tl.metrics.late_frames.inc();
                 return Ok(());
             }
             if delta <= 0 || delta as f64 > max_gap {
                 // The publisher's clock jumped: rebase both tracks, as for a
                 // new session, to continue where the content ended.
                 self.cut(None, now, cfg, tl);
-                self.mark_discontinuity();
+                self.mark_discontinuity(tl);
                 self.session_offset = None;
                 self.video.last_input_dts = None;
                 self.audio.last_input_dts = None;
@@ -354,12 +359,14 @@ impl Rendition {
         if session_start && dts < track.end {
             // Overlaps what the previous session already delivered.
             self.late_frames += 1;
+            tl.metrics.late_frames.inc();
             return Ok(());
         }
         track.last_input_dts = Some(sample.dts);
         if kind == TrackKind::Video && track.pending.is_empty() && !sample.keyframe {
             // A segment must start with an IDR.
             self.dropped_frames += 1;
+            tl.metrics.dropped_frames.inc();
             return Ok(());
         }
 
@@ -487,6 +494,7 @@ impl Rendition {
         let video = finish(video);
         let audio = finish(audio);
 
+        tl.metrics.segments.inc();
         let sequence = self.next_sequence;
         self.next_sequence += 1;
         self.max_segment = self.max_segment.max(duration);

@@ -916,3 +916,23 @@ fn a_stalled_video_track_leaves_gaps_not_renumbering() {
     }
     assert!(checked >= 4, "{mpd}");
 }
+
+#[test]
+fn counters_reach_the_registry() {
+    let rig = rig(StoreConfig::default());
+    let mut registry = prometheus_client::registry::Registry::with_prefix("strata_origin");
+    rig.store.metrics().register(&mut registry);
+    let mut sink = rig.publish("main", true, true);
+    rig.feed(&mut *sink, 0.0, 4.04, true, true);
+    assert!(rig.store.publish(&name("ch", "main"), info()).is_err());
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+    for line in [
+        "strata_origin_store_segments_total 2",
+        "strata_origin_store_publishes_total 1",
+        "strata_origin_store_publishes_refused_total 1",
+        "strata_origin_store_channels 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+    }
+}
