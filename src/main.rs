@@ -209,7 +209,12 @@ fn main() -> ExitCode {
         Command::Check { config, role } => check(&config, role.as_deref()),
         Command::Edge(args) => edge(args),
         Command::Origin(args) => origin(args),
-        Command::Up { listen, admin, rtmp, srt } => up(listen, admin, rtmp, srt),
+        Command::Up {
+            listen,
+            admin,
+            rtmp,
+            srt,
+        } => up(listen, admin, rtmp, srt),
         Command::Sign {
             secret,
             acl,
@@ -246,8 +251,10 @@ fn check(path: &std::path::Path, role: Option<&str>) -> anyhow::Result<()> {
     let role = match role {
         Some(role) => role.to_owned(),
         None => {
-            let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-            let table: toml::Table = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            let table: toml::Table =
+                toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
             let origin = table.contains_key("ingest") || table.contains_key("store");
             if origin { "origin" } else { "edge" }.to_owned()
         }
@@ -264,33 +271,55 @@ fn check(path: &std::path::Path, role: Option<&str>) -> anyhow::Result<()> {
 fn origin(args: OriginArgs) -> anyhow::Result<()> {
     let config = args.into_config()?;
     let listeners = OriginListeners::bind(&config)?;
-    runtime()?.block_on(strata_origin::server::run(config, listeners, RunOptions::default(), shutdown_signal()))?;
+    runtime()?.block_on(strata_origin::server::run(
+        config,
+        listeners,
+        RunOptions::default(),
+        shutdown_signal(),
+    ))?;
     Ok(())
 }
 
 /// Bind `addr`, or a free port on the same host when it is taken.
 fn tcp_or_any(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    std::net::TcpListener::bind(addr).or_else(|_| std::net::TcpListener::bind(SocketAddr::new(addr.ip(), 0)))
+    std::net::TcpListener::bind(addr)
+        .or_else(|_| std::net::TcpListener::bind(SocketAddr::new(addr.ip(), 0)))
 }
 
-fn up(listen: SocketAddr, admin: SocketAddr, rtmp: SocketAddr, srt: SocketAddr) -> anyhow::Result<()> {
+fn up(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    rtmp: SocketAddr,
+    srt: SocketAddr,
+) -> anyhow::Result<()> {
     let origin_http = std::net::TcpListener::bind(SocketAddr::new(listen.ip(), 0))?;
     let origin_addr = origin_http.local_addr()?;
     let rtmp = tcp_or_any(rtmp)?;
-    let srt = std::net::UdpSocket::bind(srt).or_else(|_| std::net::UdpSocket::bind(SocketAddr::new(srt.ip(), 0)))?;
+    let srt = std::net::UdpSocket::bind(srt)
+        .or_else(|_| std::net::UdpSocket::bind(SocketAddr::new(srt.ip(), 0)))?;
     let (rtmp_addr, srt_addr) = (rtmp.local_addr()?, srt.local_addr()?);
-    let origin_listeners = OriginListeners { http: origin_http, admin: None, rtmp: Some(rtmp), srt: Some(srt) };
+    let origin_listeners = OriginListeners {
+        http: origin_http,
+        admin: None,
+        rtmp: Some(rtmp),
+        srt: Some(srt),
+    };
 
     let mut edge = EdgeConfig::default();
     edge.server.node_id = "strata-up".into();
     edge.upstream.urls = vec![format!("http://{origin_addr}")];
     edge.cache.size = ByteSize(256 << 20);
-    let edge_http = std::net::TcpListener::bind(listen).map_err(|e| anyhow::anyhow!("bind {listen}: {e} (choose another with --listen)"))?;
+    let edge_http = std::net::TcpListener::bind(listen)
+        .map_err(|e| anyhow::anyhow!("bind {listen}: {e} (choose another with --listen)"))?;
     let edge_admin = tcp_or_any(admin)?;
     let (edge_addr, admin_addr) = (edge_http.local_addr()?, edge_admin.local_addr()?);
     edge.server.listen = vec![edge_addr];
     edge.server.admin = Some(admin_addr);
-    let edge_listeners = EdgeListeners { http: vec![edge_http], tls: vec![], admin: Some(edge_admin) };
+    let edge_listeners = EdgeListeners {
+        http: vec![edge_http],
+        tls: vec![],
+        admin: Some(edge_admin),
+    };
 
     println!("Strata is up: origin and edge on loopback, live channel `demo` playing.");
     println!("  HLS   http://{edge_addr}/live/demo/master.m3u8");
@@ -306,8 +335,16 @@ fn up(listen: SocketAddr, admin: SocketAddr, rtmp: SocketAddr, srt: SocketAddr) 
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        let options = RunOptions { demo: true, open_ingest: true };
-        let origin = tokio::spawn(strata_origin::server::run(OriginConfig::default(), origin_listeners, options, stopped(stop_rx.clone())));
+        let options = RunOptions {
+            demo: true,
+            open_ingest: true,
+        };
+        let origin = tokio::spawn(strata_origin::server::run(
+            OriginConfig::default(),
+            origin_listeners,
+            options,
+            stopped(stop_rx.clone()),
+        ));
         let edge = tokio::spawn(strata::run(edge, edge_listeners, stopped(stop_rx.clone())));
         shutdown_signal().await;
         let _ = stop_tx.send(true);

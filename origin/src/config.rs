@@ -44,7 +44,10 @@ pub struct OriginConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum OriginConfigError {
     #[error("{path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Parse { path: String, message: String },
     #[error("{0}")]
@@ -76,18 +79,29 @@ impl OriginConfig {
 
     /// Checks serde cannot express; every error names its key.
     pub fn validate(&self) -> Result<(), OriginConfigError> {
-        self.ingest.init().map_err(|e| OriginConfigError::Invalid(e.to_string()))?;
+        self.ingest
+            .init()
+            .map_err(|e| OriginConfigError::Invalid(e.to_string()))?;
         let store = &self.store;
         if store.target_duration.is_zero() {
-            return Err(OriginConfigError::Invalid("store.target_duration: must be above zero".into()));
+            return Err(OriginConfigError::Invalid(
+                "store.target_duration: must be above zero".into(),
+            ));
         }
         if store.dvr_window < store.target_duration * 3 {
             return Err(OriginConfigError::Invalid(
                 "store.dvr_window: must hold at least three target durations".into(),
             ));
         }
-        if self.server.api_token.as_deref().is_some_and(|t| t.len() < 16) {
-            return Err(OriginConfigError::Invalid("server.api_token: use at least 16 characters".into()));
+        if self
+            .server
+            .api_token
+            .as_deref()
+            .is_some_and(|t| t.len() < 16)
+        {
+            return Err(OriginConfigError::Invalid(
+                "server.api_token: use at least 16 characters".into(),
+            ));
         }
         Ok(())
     }
@@ -99,7 +113,8 @@ mod tests {
 
     #[test]
     fn the_shipped_origin_toml_parses_and_validates() {
-        let config = OriginConfig::parse(include_str!("../../conf/origin.toml")).expect("conf/origin.toml");
+        let config =
+            OriginConfig::parse(include_str!("../../conf/origin.toml")).expect("conf/origin.toml");
         assert_eq!(config.server.http.port(), 8081);
     }
 
@@ -107,7 +122,8 @@ mod tests {
     fn errors_name_the_key() {
         let err = OriginConfig::parse("[store]\ndvr_window = \"2s\"\n").expect_err("short dvr");
         assert!(err.to_string().starts_with("store.dvr_window"), "{err}");
-        let err = OriginConfig::parse("[ingest]\nsrt_passphrase = \"short\"\n").expect_err("passphrase");
+        let err =
+            OriginConfig::parse("[ingest]\nsrt_passphrase = \"short\"\n").expect_err("passphrase");
         assert!(err.to_string().contains("ingest.srt_passphrase"), "{err}");
         let err = OriginConfig::parse("[server]\nhttpp = \"1.2.3.4:1\"\n").expect_err("typo");
         assert!(err.to_string().contains("httpp"), "{err}");

@@ -52,7 +52,11 @@ impl HttpMetrics {
             "Time to build a playlist, MPD or segment on request (memoised outputs are fast)",
             metrics.render_seconds.clone(),
         );
-        origin.register("http_responses", "Playback responses by status", metrics.responses.clone());
+        origin.register(
+            "http_responses",
+            "Playback responses by status",
+            metrics.responses.clone(),
+        );
         metrics
     }
 }
@@ -65,7 +69,10 @@ pub struct PlaybackState {
 /// Routes players and edges use.
 pub fn playback_router(state: Arc<PlaybackState>) -> Router {
     Router::new()
-        .route("/live/{channel}/{*path}", get(live).head(live).options(preflight))
+        .route(
+            "/live/{channel}/{*path}",
+            get(live).head(live).options(preflight),
+        )
         .route("/time", get(time))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(state)
@@ -82,25 +89,41 @@ fn object_label(path: &str) -> &'static str {
 }
 
 fn cors(headers: &mut HeaderMap) {
-    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
 }
 
 async fn preflight() -> Response {
     let mut response = StatusCode::NO_CONTENT.into_response();
     let h = response.headers_mut();
     cors(h);
-    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, HEAD, OPTIONS"));
-    h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("Range, If-None-Match"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, HEAD, OPTIONS"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Range, If-None-Match"),
+    );
     response
 }
 
-async fn live(State(state): State<Arc<PlaybackState>>, method: Method, Path((channel, path)): Path<(String, String)>, request_headers: HeaderMap) -> Response {
+async fn live(
+    State(state): State<Arc<PlaybackState>>,
+    method: Method,
+    Path((channel, path)): Path<(String, String)>,
+    request_headers: HeaderMap,
+) -> Response {
     let started = Instant::now();
     let rendered = state.store.render(&channel, &path, SystemTime::now());
     state
         .metrics
         .render_seconds
-        .get_or_create(&ObjectLabels { object: object_label(&path) })
+        .get_or_create(&ObjectLabels {
+            object: object_label(&path),
+        })
         .observe(started.elapsed().as_secs_f64());
     let mut response = match rendered {
         Ok(rendered) => {
@@ -114,17 +137,25 @@ async fn live(State(state): State<Arc<PlaybackState>>, method: Method, Path((cha
                 StatusCode::NOT_MODIFIED.into_response()
             } else if method == Method::HEAD {
                 let mut r = StatusCode::OK.into_response();
-                r.headers_mut().insert(header::CONTENT_LENGTH, rendered.body.len().into());
+                r.headers_mut()
+                    .insert(header::CONTENT_LENGTH, rendered.body.len().into());
                 r
             } else {
                 (StatusCode::OK, rendered.body).into_response()
             };
             let h = response.headers_mut();
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(rendered.content_type));
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(rendered.content_type),
+            );
             if let Ok(cc) = HeaderValue::from_str(&rendered.cache_control) {
                 h.insert(header::CACHE_CONTROL, cc);
             }
-            if let Some(etag) = rendered.etag.as_deref().and_then(|e| HeaderValue::from_str(e).ok()) {
+            if let Some(etag) = rendered
+                .etag
+                .as_deref()
+                .and_then(|e| HeaderValue::from_str(e).ok())
+            {
                 h.insert(header::ETAG, etag);
             }
             response
@@ -139,9 +170,10 @@ async fn live(State(state): State<Arc<PlaybackState>>, method: Method, Path((cha
         Err(RenderError::ChannelNotFound) => {
             let mut response = (StatusCode::NOT_FOUND, "no such channel\n").into_response();
             // A channel may start any second: do not let caches keep this long.
-            response
-                .headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=1"));
+            response.headers_mut().insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=1"),
+            );
             response
         }
     };
@@ -149,7 +181,9 @@ async fn live(State(state): State<Arc<PlaybackState>>, method: Method, Path((cha
     state
         .metrics
         .responses
-        .get_or_create(&StatusLabels { status: response.status().as_u16() })
+        .get_or_create(&StatusLabels {
+            status: response.status().as_u16(),
+        })
         .inc();
     response
 }
@@ -210,9 +244,20 @@ pub fn admin_router(state: Arc<AdminState>) -> Router {
 async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
     let mut text = String::new();
     if prometheus_client::encoding::text::encode(&mut text, &state.registry).is_err() {
-        return (StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed\n").into_response();
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "metrics encoding failed\n",
+        )
+            .into_response();
     }
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 async fn channels(State(state): State<Arc<AdminState>>) -> Response {
@@ -222,7 +267,11 @@ async fn channels(State(state): State<Arc<AdminState>>) -> Response {
 async fn channel(State(state): State<Arc<AdminState>>, Path(name): Path<String>) -> Response {
     match state.store.channels().into_iter().find(|c| c.name == name) {
         Some(status) => Json(status).into_response(),
-        None => (StatusCode::NOT_FOUND, Json(serde_json::json!({ "error": "no such channel" }))).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({ "error": "no such channel" })),
+        )
+            .into_response(),
     }
 }
 
@@ -238,8 +287,14 @@ fn authorised(state: &AdminState, headers: &HeaderMap) -> Result<(), Response> {
     if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
         Ok(())
     } else {
-        let mut response = (StatusCode::UNAUTHORIZED, Json(serde_json::json!({ "error": "missing or wrong bearer token" }))).into_response();
-        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        let mut response = (
+            StatusCode::UNAUTHORIZED,
+            Json(serde_json::json!({ "error": "missing or wrong bearer token" })),
+        )
+            .into_response();
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         Err(response)
     }
 }
@@ -253,7 +308,11 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
-async fn kick(State(state): State<Arc<AdminState>>, Path(name): Path<String>, headers: HeaderMap) -> Response {
+async fn kick(
+    State(state): State<Arc<AdminState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     if let Err(refused) = authorised(&state, &headers) {
         return refused;
     }
@@ -261,7 +320,11 @@ async fn kick(State(state): State<Arc<AdminState>>, Path(name): Path<String>, he
         tracing::info!(channel = %name, "publisher kicked through the channel API");
         (StatusCode::OK, Json(serde_json::json!({ "kicked": name }))).into_response()
     } else {
-        (StatusCode::NOT_FOUND, Json(serde_json::json!({ "error": "no live publisher on that channel" }))).into_response()
+        (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({ "error": "no live publisher on that channel" })),
+        )
+            .into_response()
     }
 }
 

@@ -8,3 +8,9 @@
 
 pub mod ingest;
 pub mod media;
+pub mod package;
+pub mod store;
+
+pub mod config;
+pub mod http;
+pub mod server;

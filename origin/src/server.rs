@@ -23,15 +23,20 @@ pub struct OriginListeners {
 impl OriginListeners {
     pub fn bind(config: &OriginConfig) -> std::io::Result<OriginListeners> {
         let tcp = |addr: std::net::SocketAddr| {
-            std::net::TcpListener::bind(addr).map_err(|e| std::io::Error::new(e.kind(), format!("bind {addr}: {e}")))
+            std::net::TcpListener::bind(addr)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("bind {addr}: {e}")))
         };
         Ok(OriginListeners {
             http: tcp(config.server.http)?,
             admin: config.server.admin.map(tcp).transpose()?,
             rtmp: Some(tcp(config.ingest.rtmp_listen)?),
             srt: Some(
-                std::net::UdpSocket::bind(config.ingest.srt_listen)
-                    .map_err(|e| std::io::Error::new(e.kind(), format!("bind udp {}: {e}", config.ingest.srt_listen)))?,
+                std::net::UdpSocket::bind(config.ingest.srt_listen).map_err(|e| {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!("bind udp {}: {e}", config.ingest.srt_listen),
+                    )
+                })?,
             ),
         })
     }
@@ -51,12 +56,20 @@ fn io(e: std::io::Error) -> OriginConfigError {
 }
 
 /// Run the origin until `shutdown` resolves.
-pub async fn run(config: OriginConfig, listeners: OriginListeners, options: RunOptions, shutdown: impl Future<Output = ()>) -> Result<(), OriginConfigError> {
+pub async fn run(
+    config: OriginConfig,
+    listeners: OriginListeners,
+    options: RunOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), OriginConfigError> {
     config.validate()?;
     let auth = Arc::new(if options.open_ingest {
         IngestAuth::open()
     } else {
-        config.ingest.init().map_err(|e| OriginConfigError::Invalid(e.to_string()))?
+        config
+            .ingest
+            .init()
+            .map_err(|e| OriginConfigError::Invalid(e.to_string()))?
     });
     let mut registry = Registry::default();
     let ingest_metrics = IngestMetrics::register(&mut registry);
@@ -72,13 +85,24 @@ pub async fn run(config: OriginConfig, listeners: OriginListeners, options: RunO
     if let Some(rtmp) = listeners.rtmp {
         rtmp.set_nonblocking(true).map_err(io)?;
         let rtmp = tokio::net::TcpListener::from_std(rtmp).map_err(io)?;
-        tasks.push(tokio::spawn(ingest::rtmp::serve(rtmp, target.clone(), auth.clone(), ingest_metrics.clone(), stopped(stop_rx.clone()))));
+        tasks.push(tokio::spawn(ingest::rtmp::serve(
+            rtmp,
+            target.clone(),
+            auth.clone(),
+            ingest_metrics.clone(),
+            stopped(stop_rx.clone()),
+        )));
     }
     if let Some(srt) = listeners.srt {
         srt.set_nonblocking(true).map_err(io)?;
         let srt = tokio::net::UdpSocket::from_std(srt).map_err(io)?;
         let settings = config.ingest.srt_settings();
-        let (target, auth, metrics, stop) = (target.clone(), auth.clone(), ingest_metrics.clone(), stopped(stop_rx.clone()));
+        let (target, auth, metrics, stop) = (
+            target.clone(),
+            auth.clone(),
+            ingest_metrics.clone(),
+            stopped(stop_rx.clone()),
+        );
         tasks.push(tokio::spawn(async move {
             if let Err(e) = ingest::srt::serve(srt, settings, target, auth, metrics, stop).await {
                 tracing::error!(error = %e, "SRT ingest stopped");
@@ -86,7 +110,11 @@ pub async fn run(config: OriginConfig, listeners: OriginListeners, options: RunO
         }));
     }
     if options.demo {
-        let (target, metrics, stop) = (target.clone(), ingest_metrics.clone(), stopped(stop_rx.clone()));
+        let (target, metrics, stop) = (
+            target.clone(),
+            ingest_metrics.clone(),
+            stopped(stop_rx.clone()),
+        );
         tasks.push(tokio::spawn(async move {
             if let Err(e) = ingest::demo::run(target, metrics, stop).await {
                 tracing::error!(error = %e, "demo channel stopped");
@@ -109,10 +137,15 @@ pub async fn run(config: OriginConfig, listeners: OriginListeners, options: RunO
     listeners.http.set_nonblocking(true).map_err(io)?;
     let http = tokio::net::TcpListener::from_std(listeners.http).map_err(io)?;
     tracing::info!(addr = %http.local_addr().map_err(io)?, "origin playback listening");
-    let playback = playback_router(Arc::new(PlaybackState { store: store.clone(), metrics: http_metrics }));
+    let playback = playback_router(Arc::new(PlaybackState {
+        store: store.clone(),
+        metrics: http_metrics,
+    }));
     let stop = stopped(stop_rx.clone());
     tasks.push(tokio::spawn(async move {
-        let _ = axum::serve(http, playback).with_graceful_shutdown(stop).await;
+        let _ = axum::serve(http, playback)
+            .with_graceful_shutdown(stop)
+            .await;
     }));
     if let Some(admin) = listeners.admin {
         admin.set_nonblocking(true).map_err(io)?;
@@ -125,7 +158,9 @@ pub async fn run(config: OriginConfig, listeners: OriginListeners, options: RunO
         }));
         let stop = stopped(stop_rx.clone());
         tasks.push(tokio::spawn(async move {
-            let _ = axum::serve(admin, router).with_graceful_shutdown(stop).await;
+            let _ = axum::serve(admin, router)
+                .with_graceful_shutdown(stop)
+                .await;
         }));
     }
 

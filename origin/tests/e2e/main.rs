@@ -1,7 +1,9 @@
-//! Integration tests for strata-origin with real peers (Debian's ffmpeg).
+//! Integration tests for strata-origin with real peers (Debian's ffmpeg):
+//! one test binary, one module per concern.
 
 mod support;
 
 mod demo;
+mod packaging;
 mod rtmp;
 mod srt;

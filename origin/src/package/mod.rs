@@ -1,0 +1,596 @@
+//! Window → playlists, MPDs and segments, just in time. No I/O, no clocks:
+//! the store hands a snapshot of a channel's window and the time to render at.
+//!
+//! # URL names under `/live/{channel}/`
+//!
+//! Only `master.m3u8` and `manifest.mpd` are a public contract; the rest is
+//! named here and reached through those two.
+//!
+//! | path | what |
+//! | --- | --- |
+//! | `master.m3u8` | HLS multivariant playlist, CMAF (fMP4) renditions |
+//! | `manifest.mpd` | DASH MPD, live profile, SegmentTemplate `$Number$` + SegmentTimeline |
+//! | `master-ts.m3u8` | HLS multivariant playlist, MPEG-TS renditions (legacy players) |
+//! | `{rendition}/video.m3u8`, `{rendition}/audio.m3u8` | fMP4 media playlists |
+//! | `{rendition}/video/init-{n}.mp4`, `{rendition}/audio/init-{n}.mp4` | CMAF headers; `n` changes whenever decoder parameters change, so caches never mix them |
+//! | `{rendition}/video/{seq}.m4s`, `{rendition}/audio/{seq}.m4s` | CMAF fragments |
+//! | `{rendition}/ts.m3u8`, `{rendition}/{seq}.ts` | MPEG-TS media playlist and segments, audio and video muxed |
+//!
+//! `{seq}` is the media sequence number, never reused for a channel name: a
+//! rendition's first number is the Unix time (seconds) at which it was
+//! created, and a channel averages well under one segment per second, so
+//! immutable URLs (and `init-{n}`, drawn from the same numbers) stay unique
+//! even when a removed channel is published again under the same name.
+//! Numbers stay below 2^32 until 2106, as DASH `startNumber` requires.
+
+pub mod dash;
+pub mod hls;
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+use crate::media::mpegts::Continuity;
+use crate::media::{Sample, TrackKind, TrackParams};
+
+/// Track IDs inside CMAF headers and fragments: one track per file.
+pub const VIDEO_TRACK_ID: u32 = 1;
+pub const AUDIO_TRACK_ID: u32 = 2;
+
+/// Cache policy for objects that never change once they exist.
+pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+
+/// A response body with the headers that go with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rendered {
+    pub body: Bytes,
+    pub content_type: &'static str,
+    pub cache_control: String,
+    /// Strong validator (quoted), a hash of the body.
+    pub etag: Option<String>,
+}
+
+impl Rendered {
+    pub(crate) fn new(body: Bytes, content_type: &'static str, cache_control: String) -> Self {
+        let etag = Some(strong_etag(&body));
+        Rendered {
+            body,
+            content_type,
+            cache_control,
+            etag,
+        }
+    }
+}
+
+/// Why a path under `/live/{channel}/` has no response.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RenderError {
+    /// Not there (yet, or any more): a 404 that caches may keep for `cache_control`.
+    #[error("not found")]
+    NotFound { cache_control: String },
+    /// No such channel, live or recently ended.
+    #[error("no such channel")]
+    ChannelNotFound,
+}
+
+impl RenderError {
+    /// A segment or playlist that may appear within a second.
+    pub fn not_yet() -> Self {
+        RenderError::NotFound {
+            cache_control: "public, max-age=1".into(),
+        }
+    }
+
+    /// A path that names nothing and never will.
+    pub fn no_such_object() -> Self {
+        RenderError::NotFound {
+            cache_control: "public, max-age=60".into(),
+        }
+    }
+}
+
+/// `"<first 128 bits of SHA-256, hex>"`.
+pub fn strong_etag(body: &[u8]) -> String {
+    let digest = Sha256::digest(body);
+    format!("\"{}\"", hex::encode(&digest[..16]))
+}
+
+/// What a path under `/live/{channel}/` names. Parsed once; the packagers
+/// never see raw paths.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Object {
+    Master,
+    MasterTs,
+    Manifest,
+    MediaPlaylist {
+        rendition: String,
+        kind: TrackKind,
+    },
+    TsPlaylist {
+        rendition: String,
+    },
+    Init {
+        rendition: String,
+        kind: TrackKind,
+        id: u64,
+    },
+    Fragment {
+        rendition: String,
+        kind: TrackKind,
+        sequence: u64,
+    },
+    TsSegment {
+        rendition: String,
+        sequence: u64,
+    },
+}
+
+impl Object {
+    /// `None` for a path that can never name anything.
+    pub fn parse(path: &str) -> Option<Object> {
+        let parts: Vec<&str> = path.split('/').collect();
+        let kind_of = |s: &str| match s {
+            "video" => Some(TrackKind::Video),
+            "audio" => Some(TrackKind::Audio),
+            _ => None,
+        };
+        match parts.as_slice() {
+            ["master.m3u8"] => Some(Object::Master),
+            ["master-ts.m3u8"] => Some(Object::MasterTs),
+            ["manifest.mpd"] => Some(Object::Manifest),
+            [r, file] if valid_name(r) => {
+                let rendition = (*r).to_owned();
+                if *file == "ts.m3u8" {
+                    return Some(Object::TsPlaylist { rendition });
+                }
+                if let Some(kind) = file.strip_suffix(".m3u8").and_then(kind_of) {
+                    return Some(Object::MediaPlaylist { rendition, kind });
+                }
+                let sequence = parse_number(file.strip_suffix(".ts")?)?;
+                Some(Object::TsSegment {
+                    rendition,
+                    sequence,
+                })
+            }
+            [r, k, file] if valid_name(r) => {
+                let rendition = (*r).to_owned();
+                let kind = kind_of(k)?;
+                if let Some(id) = file
+                    .strip_prefix("init-")
+                    .and_then(|f| f.strip_suffix(".mp4"))
+                {
+                    let id = parse_number(id)?;
+                    return Some(Object::Init {
+                        rendition,
+                        kind,
+                        id,
+                    });
+                }
+                let sequence = parse_number(file.strip_suffix(".m4s")?)?;
+                Some(Object::Fragment {
+                    rendition,
+                    kind,
+                    sequence,
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Canonical decimal only, so one object has one URL (and one cache entry).
+fn parse_number(s: &str) -> Option<u64> {
+    if s.is_empty() || (s.len() > 1 && s.starts_with('0')) || !s.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// Channel and rendition names: path-safe, and never one of our file names.
+pub fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// A CMAF header, named by `id` in URLs.
+#[derive(Debug)]
+pub struct Init {
+    pub id: u64,
+    pub params: TrackParams,
+    built: OnceLock<Rendered>,
+}
+
+impl Init {
+    pub fn new(id: u64, params: TrackParams) -> Self {
+        Init {
+            id,
+            params,
+            built: OnceLock::new(),
+        }
+    }
+
+    pub fn render(&self) -> Rendered {
+        self.built
+            .get_or_init(|| {
+                let (track_id, content_type) = track_file(self.params.kind());
+                let body = crate::media::fmp4::init_segment(track_id, &self.params);
+                Rendered::new(body, content_type, IMMUTABLE.into())
+            })
+            .clone()
+    }
+}
+
+fn track_file(kind: TrackKind) -> (u32, &'static str) {
+    match kind {
+        TrackKind::Video => (VIDEO_TRACK_ID, "video/mp4"),
+        TrackKind::Audio => (AUDIO_TRACK_ID, "audio/mp4"),
+    }
+}
+
+/// One track's part of a segment, in the output timeline.
+#[derive(Debug)]
+pub struct TrackSegment {
+    pub init: Arc<Init>,
+    /// `tfdt`: decode time of the first sample, track timescale.
+    pub base_decode_time: u64,
+    /// Sum of sample durations, track timescale.
+    pub duration: u64,
+    /// DASH `presentationTimeOffset` of this segment's Period, track timescale.
+    pub period_offset: u64,
+    pub samples: Vec<Sample>,
+    pub bytes: usize,
+}
+
+impl TrackSegment {
+    pub fn timescale(&self) -> u32 {
+        self.init.params.timescale()
+    }
+
+    pub fn seconds(&self) -> f64 {
+        self.duration as f64 / f64::from(self.timescale())
+    }
+}
+
+/// A cut of a rendition: video and audio covering the same stretch of time.
+#[derive(Debug)]
+pub struct Segment {
+    pub sequence: u64,
+    /// First segment after a publisher change, timestamp jump or new
+    /// decoder parameters (HLS EXT-X-DISCONTINUITY, DASH new Period).
+    pub discontinuity: bool,
+    /// DASH Period this segment belongs to.
+    pub period: u64,
+    /// Wall-clock time of the Period's start.
+    pub period_start: SystemTime,
+    /// Wall-clock time of the first sample (EXT-X-PROGRAM-DATE-TIME).
+    pub program_date_time: SystemTime,
+    /// Duration in seconds (video's when there is video).
+    pub duration: f64,
+    pub video: Option<TrackSegment>,
+    pub audio: Option<TrackSegment>,
+    /// MPEG-TS continuity counters at this segment's start, carried on from
+    /// the previous segment.
+    pub ts_continuity: Continuity,
+    built_video: OnceLock<Rendered>,
+    built_audio: OnceLock<Rendered>,
+    built_ts: OnceLock<Rendered>,
+}
+
+impl Segment {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        sequence: u64,
+        discontinuity: bool,
+        period: u64,
+        period_start: SystemTime,
+        program_date_time: SystemTime,
+        duration: f64,
+        video: Option<TrackSegment>,
+        audio: Option<TrackSegment>,
+    ) -> Self {
+        Segment {
+            sequence,
+            discontinuity,
+            period,
+            period_start,
+            program_date_time,
+            duration,
+            video,
+            audio,
+            ts_continuity: Continuity::default(),
+            built_video: OnceLock::new(),
+            built_audio: OnceLock::new(),
+            built_ts: OnceLock::new(),
+        }
+    }
+
+    pub fn track(&self, kind: TrackKind) -> Option<&TrackSegment> {
+        match kind {
+            TrackKind::Video => self.video.as_ref(),
+            TrackKind::Audio => self.audio.as_ref(),
+        }
+    }
+
+    /// Media bytes of both tracks.
+    pub fn bytes(&self) -> usize {
+        self.video.as_ref().map_or(0, |t| t.bytes) + self.audio.as_ref().map_or(0, |t| t.bytes)
+    }
+
+    /// Sets where this segment's MPEG-TS continuity counters start; returns
+    /// where the next segment's start.
+    pub fn chain_ts_continuity(&mut self, start: Continuity) -> Continuity {
+        self.ts_continuity = start;
+        let video = self.video.as_ref().and_then(|t| match &t.init.params {
+            TrackParams::Video(p) => Some((p, t.samples.as_slice())),
+            TrackParams::Audio(_) => None,
+        });
+        let audio = self.audio.as_ref().and_then(|t| match &t.init.params {
+            TrackParams::Audio(p) => Some((p, t.samples.as_slice())),
+            TrackParams::Video(_) => None,
+        });
+        crate::media::mpegts::continuity_after(video, audio, start)
+    }
+
+    /// The CMAF fragment of one track, built once.
+    pub fn fragment(&self, kind: TrackKind) -> Option<Rendered> {
+        let track = self.track(kind)?;
+        let cell = match kind {
+            TrackKind::Video => &self.built_video,
+            TrackKind::Audio => &self.built_audio,
+        };
+        Some(
+            cell.get_or_init(|| {
+                let (track_id, content_type) = track_file(kind);
+                let body = crate::media::fmp4::media_segment(
+                    self.sequence as u32,
+                    track_id,
+                    track.base_decode_time,
+                    &track.samples,
+                );
+                Rendered::new(body, content_type, IMMUTABLE.into())
+            })
+            .clone(),
+        )
+    }
+
+    /// The MPEG-TS segment, audio and video muxed, built once.
+    pub fn transport_stream(&self) -> Rendered {
+        self.built_ts
+            .get_or_init(|| {
+                let video = self.video.as_ref().and_then(|t| match &t.init.params {
+                    TrackParams::Video(p) => Some((p, t.samples.as_slice())),
+                    TrackParams::Audio(_) => None,
+                });
+                let audio = self.audio.as_ref().and_then(|t| match &t.init.params {
+                    TrackParams::Audio(p) => Some((p, t.samples.as_slice())),
+                    TrackParams::Video(_) => None,
+                });
+                let (body, _) =
+                    crate::media::mpegts::segment_continuing(video, audio, self.ts_continuity);
+                Rendered::new(body, "video/mp2t", IMMUTABLE.into())
+            })
+            .clone()
+    }
+}
+
+/// Measured figures of a rendition over its window, for manifests and the
+/// channel API.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Measured {
+    /// Bits per second over the whole window.
+    pub average_bitrate: u64,
+    /// Highest bits per second of any one segment.
+    pub peak_bitrate: u64,
+    pub frame_rate: f64,
+    /// Mean seconds between keyframes.
+    pub keyframe_interval: f64,
+}
+
+/// Measure one track kind (or both when `kind` is `None`) over `segments`.
+pub fn measure<'a>(
+    segments: impl Iterator<Item = &'a Arc<Segment>>,
+    kind: Option<TrackKind>,
+) -> Measured {
+    let (mut bytes, mut secs, mut peak) = (0usize, 0f64, 0u64);
+    let (mut frames, mut keyframes, mut video_secs) = (0usize, 0usize, 0f64);
+    for s in segments {
+        let b = match kind {
+            Some(k) => s.track(k).map_or(0, |t| t.bytes),
+            None => s.bytes(),
+        };
+        let d = s.duration.max(0.001);
+        bytes += b;
+        secs += d;
+        peak = peak.max((b as f64 * 8.0 / d) as u64);
+        if let Some(v) = &s.video {
+            frames += v.samples.len();
+            keyframes += v.samples.iter().filter(|x| x.keyframe).count();
+            video_secs += v.seconds();
+        }
+    }
+    Measured {
+        average_bitrate: if secs > 0.0 {
+            (bytes as f64 * 8.0 / secs) as u64
+        } else {
+            0
+        },
+        peak_bitrate: peak,
+        frame_rate: if video_secs > 0.0 {
+            frames as f64 / video_secs
+        } else {
+            0.0
+        },
+        keyframe_interval: if keyframes > 0 {
+            video_secs / keyframes as f64
+        } else {
+            0.0
+        },
+    }
+}
+
+/// What the packagers read of one rendition.
+#[derive(Clone, Debug)]
+pub struct RenditionWindow {
+    pub name: String,
+    pub video: Option<TrackParams>,
+    pub audio: Option<TrackParams>,
+    pub segments: Vec<Arc<Segment>>,
+    /// EXT-X-DISCONTINUITY-SEQUENCE: discontinuities that left the window.
+    pub discontinuity_sequence: u64,
+    /// EXT-X-TARGETDURATION, whole seconds.
+    pub target_duration: u64,
+}
+
+/// What the packagers read of one channel.
+#[derive(Clone, Debug)]
+pub struct ChannelWindow {
+    pub renditions: Vec<RenditionWindow>,
+    /// Ended: no publisher came back within the reconnect timeout.
+    pub ended: bool,
+    /// DASH availabilityStartTime: wall clock of the first segment.
+    pub availability_start: SystemTime,
+    /// Wall clock of the last change (DASH publishTime).
+    pub updated: SystemTime,
+    /// DVR depth (DASH timeShiftBufferDepth).
+    pub time_shift_buffer: Duration,
+    /// Configured segment target duration.
+    pub target_duration: Duration,
+    /// DASH UTCTiming http-iso value.
+    pub utc_timing_url: String,
+}
+
+impl ChannelWindow {
+    /// The rendition whose audio serves every variant: `main` when it has
+    /// audio, else the first rendition (by name) that does.
+    pub fn audio_source(&self) -> Option<&RenditionWindow> {
+        let with_audio = |r: &&RenditionWindow| {
+            r.audio.is_some() && r.segments.iter().any(|s| s.audio.is_some())
+        };
+        self.renditions
+            .iter()
+            .filter(with_audio)
+            .find(|r| r.name == "main")
+            .or_else(|| self.renditions.iter().find(with_audio))
+    }
+
+    /// `Cache-Control` for playlists and MPDs: half a target duration while
+    /// live, longer once ended.
+    pub fn playlist_cache_control(&self) -> String {
+        if self.ended {
+            "public, max-age=60".into()
+        } else {
+            let half = (self.target_duration.as_secs_f64() / 2.0).floor() as u64;
+            format!("public, max-age={}", half.max(1))
+        }
+    }
+}
+
+/// `2026-11-25T09:30:00.000Z` (RFC 3339 / ISO 8601, UTC, milliseconds).
+pub fn format_datetime(t: SystemTime) -> String {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil from days (Howard Hinnant's algorithm), proleptic Gregorian.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        since.subsec_millis()
+    )
+}
+
+/// xs:duration in seconds, e.g. `PT2.000S`.
+pub fn format_duration(d: f64) -> String {
+    format!("PT{:.3}S", d.max(0.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_documented_name() {
+        let r = || "main".to_owned();
+        assert_eq!(Object::parse("master.m3u8"), Some(Object::Master));
+        assert_eq!(Object::parse("master-ts.m3u8"), Some(Object::MasterTs));
+        assert_eq!(Object::parse("manifest.mpd"), Some(Object::Manifest));
+        assert_eq!(
+            Object::parse("main/video.m3u8"),
+            Some(Object::MediaPlaylist {
+                rendition: r(),
+                kind: TrackKind::Video
+            })
+        );
+        assert_eq!(
+            Object::parse("main/ts.m3u8"),
+            Some(Object::TsPlaylist { rendition: r() })
+        );
+        assert_eq!(
+            Object::parse("main/audio/init-17.mp4"),
+            Some(Object::Init {
+                rendition: r(),
+                kind: TrackKind::Audio,
+                id: 17
+            })
+        );
+        assert_eq!(
+            Object::parse("main/video/42.m4s"),
+            Some(Object::Fragment {
+                rendition: r(),
+                kind: TrackKind::Video,
+                sequence: 42
+            })
+        );
+        assert_eq!(
+            Object::parse("main/42.ts"),
+            Some(Object::TsSegment {
+                rendition: r(),
+                sequence: 42
+            })
+        );
+        for bad in [
+            "",
+            "main/042.ts",
+            "main/video/+4.m4s",
+            "../main/1.ts",
+            "main/subs.m3u8",
+            "main/video/init.mp4",
+            "a/b/c/d",
+        ] {
+            assert_eq!(Object::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn formats_dates_and_durations() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_764_063_000_123);
+        assert_eq!(format_datetime(t), "2025-11-25T09:30:00.123Z");
+        assert_eq!(format_datetime(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(format_datetime(leap), "2000-02-29T00:00:00.000Z");
+        assert_eq!(format_duration(2.0), "PT2.000S");
+    }
+
+    #[test]
+    fn etag_is_quoted_and_stable() {
+        let a = strong_etag(b"abc");
+        assert_eq!(a, strong_etag(b"abc"));
+        assert_ne!(a, strong_etag(b"abd"));
+        assert!(a.starts_with('"') && a.ends_with('"') && a.len() == 34);
+    }
+}

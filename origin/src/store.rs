@@ -1,0 +1,698 @@
+//! The track store: per channel, per rendition, a sliding window of samples
+//! cut into segments, which the packagers render on request.
+//!
+//! Ingest reaches the store through [`PublishTarget`]; players through
+//! [`Store::render`]; operators through [`Store::channels`] and
+//! [`Store::kick`]. Nothing here awaits: each channel sits behind its own
+//! short-held std `Mutex`, and building a segment's bytes happens after the
+//! lock is released (each segment builds once, in a `OnceLock`).
+//!
+//! Lifecycle: a publisher that drops leaves the channel live for
+//! `reconnect_timeout`; one that returns continues it (sequence numbers go on,
+//! the next segment is a discontinuity). After the timeout the channel ends
+//! (EXT-X-ENDLIST, static MPD), stays playable for `ended_retention`, and is
+//! then removed. Time comes from a [`Clock`] so tests are deterministic.
+
+mod rendition;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::ingest::{
+    MediaSink, PublishRefused, PublishTarget, PublisherInfo, SinkError, StreamName,
+};
+use crate::media::{Sample, TrackKind, TrackParams};
+use crate::package::{
+    self, dash, hls, measure, ChannelWindow, Object, RenderError, Rendered, RenditionWindow,
+};
+use rendition::{Publisher, Rendition, Timeline};
+
+/// The store's section of the origin configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// How much of a live channel stays available behind the live edge
+    /// (HLS playlist length, DASH timeShiftBufferDepth).
+    #[serde(with = "humantime_serde")]
+    pub dvr_window: Duration,
+    /// Segments are cut at the first keyframe at least this long after the
+    /// segment's start (audio-only renditions: on duration alone).
+    #[serde(with = "humantime_serde")]
+    pub target_duration: Duration,
+    /// How long a channel whose publishers all left waits for one to return
+    /// before it ends.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_timeout: Duration,
+    /// How long an ended channel stays playable before it is removed.
+    #[serde(with = "humantime_serde")]
+    pub ended_retention: Duration,
+    /// Let a second publisher on a live rendition replace the first
+    /// (otherwise it is refused as busy).
+    pub takeover: bool,
+    /// URL of the origin's clock for DASH `UTCTiming` (urn:mpeg:dash:utc:http-iso:2014).
+    pub utc_timing_url: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            dvr_window: Duration::from_secs(60),
+            target_duration: Duration::from_secs(2),
+            reconnect_timeout: Duration::from_secs(30),
+            ended_retention: Duration::from_secs(3600),
+            takeover: false,
+            utc_timing_url: "/time".into(),
+        }
+    }
+}
+
+impl StoreConfig {
+    /// The live store this section configures.
+    pub fn init(self) -> Store {
+        Store::new(self)
+    }
+}
+
+/// Where the store reads wall-clock time when ingest calls it.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> SystemTime;
+}
+
+/// The system's real-time clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+/// A clock that moves only when told to, for tests.
+#[derive(Clone, Debug)]
+pub struct ManualClock {
+    // Held for a read or a write of one value, never across anything else.
+    now: Arc<Mutex<SystemTime>>,
+}
+
+impl ManualClock {
+    pub fn new(start: SystemTime) -> Self {
+        ManualClock {
+            now: Arc::new(Mutex::new(start)),
+        }
+    }
+
+    pub fn set(&self, t: SystemTime) {
+        *lock(&self.now) = t;
+    }
+
+    pub fn advance(&self, d: Duration) {
+        let mut now = lock(&self.now);
+        *now += d;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> SystemTime {
+        *lock(&self.now)
+    }
+}
+
+/// A poisoned lock means a panic elsewhere mid-update; the window data is
+/// still structurally sound, so keep serving rather than cascade the panic.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The track store. Cheap to clone; clones share the same channels.
+#[derive(Clone)]
+pub struct Store {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("config", &self.shared.config)
+            .field("channels", &lock(&self.shared.channels).len())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Shared {
+    config: StoreConfig,
+    clock: Arc<dyn Clock>,
+    // Map lock: held only to look up, insert or remove a channel. Channel
+    // lock: held for one sample, one cut or one playlist render, never
+    // while building segment bytes. Lock order: map, then channel.
+    channels: Mutex<HashMap<String, Arc<Mutex<Channel>>>>,
+    next_publisher: AtomicU64,
+    metrics: Metrics,
+}
+
+struct Channel {
+    created: SystemTime,
+    renditions: BTreeMap<String, Rendition>,
+    ended_at: Option<SystemTime>,
+    timeline: Timeline,
+    /// Playlists and MPDs by object, with the timeline version they show.
+    memo: HashMap<Object, (u64, Rendered)>,
+}
+
+/// What became of a channel when it was last looked at.
+enum Liveness {
+    Live,
+    Expired,
+}
+
+impl Channel {
+    fn new(now: SystemTime, metrics: Metrics) -> Self {
+        Channel {
+            created: now,
+            renditions: BTreeMap::new(),
+            ended_at: None,
+            timeline: Timeline::new(now, metrics),
+            memo: HashMap::new(),
+        }
+    }
+
+    /// End the channel once every publisher has been gone for the
+    /// reconnect timeout; expire it after the retention.
+    fn poll(&mut self, now: SystemTime, cfg: &StoreConfig) -> Liveness {
+        if self.ended_at.is_none() && self.renditions.values().all(|r| r.publisher.is_none()) {
+            let last_gone = self
+                .renditions
+                .values()
+                .filter_map(|r| r.gone_since)
+                .max()
+                .unwrap_or(self.created);
+            // A timeout too large to add to a date means "never".
+            let end = last_gone.checked_add(cfg.reconnect_timeout);
+            if let Some(end) = end.filter(|end| now >= *end) {
+                self.ended_at = Some(end);
+                self.timeline.bump(end);
+            }
+        }
+        match self.ended_at {
+            Some(end)
+                if end
+                    .checked_add(cfg.ended_retention)
+                    .is_some_and(|gone| now >= gone) =>
+            {
+                Liveness::Expired
+            }
+            _ => Liveness::Live,
+        }
+    }
+
+    fn window(&self, cfg: &StoreConfig) -> ChannelWindow {
+        let availability_start = self
+            .timeline
+            .period_starts
+            .values()
+            .next()
+            .map(|(wall, _)| *wall)
+            .unwrap_or(self.created);
+        ChannelWindow {
+            renditions: self
+                .renditions
+                .iter()
+                .map(|(name, r)| RenditionWindow {
+                    name: name.clone(),
+                    video: r.params(TrackKind::Video).cloned(),
+                    audio: r.params(TrackKind::Audio).cloned(),
+                    segments: r.segments.iter().cloned().collect(),
+                    discontinuity_sequence: r.discontinuity_sequence,
+                    target_duration: (r.max_segment.round() as u64)
+                        .max(cfg.target_duration.as_secs_f64().round() as u64)
+                        .max(1),
+                })
+                .collect(),
+            ended: self.ended_at.is_some(),
+            availability_start,
+            updated: self.timeline.updated,
+            time_shift_buffer: cfg.dvr_window,
+            target_duration: cfg.target_duration,
+            utc_timing_url: cfg.utc_timing_url.clone(),
+        }
+    }
+}
+
+impl Store {
+    pub fn new(config: StoreConfig) -> Self {
+        Store::with_clock(config, Arc::new(SystemClock))
+    }
+
+    pub fn with_clock(config: StoreConfig, clock: Arc<dyn Clock>) -> Self {
+        Store {
+            shared: Arc::new(Shared {
+                config,
+                clock,
+                channels: Mutex::new(HashMap::new()),
+                next_publisher: AtomicU64::new(1),
+                metrics: Metrics::default(),
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.shared.config
+    }
+
+    /// The store's counters; register them once with [`Metrics::register`].
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// End channels past their reconnect timeout and remove those past
+    /// retention. Render and publish do this for the channels they touch;
+    /// call it periodically to reclaim channels nobody asks for.
+    pub fn sweep(&self, now: SystemTime) {
+        let cfg = &self.shared.config;
+        let mut channels = lock(&self.shared.channels);
+        channels.retain(|_, ch| matches!(lock(ch).poll(now, cfg), Liveness::Live));
+        self.shared.metrics.channels.set(channels.len() as i64);
+    }
+
+    fn channel(&self, name: &str, now: SystemTime) -> Option<Arc<Mutex<Channel>>> {
+        let mut channels = lock(&self.shared.channels);
+        let ch = channels.get(name)?.clone();
+        let expired = matches!(lock(&ch).poll(now, &self.shared.config), Liveness::Expired);
+        if expired {
+            channels.remove(name);
+            self.shared.metrics.channels.set(channels.len() as i64);
+            return None;
+        }
+        Some(ch)
+    }
+
+    /// A receiver that changes whenever `channel`'s playlists would (a new
+    /// segment, a publisher leaving, the end): for blocking playlist reloads
+    /// and waiting on a segment instead of polling.
+    pub fn updates(&self, channel: &str) -> Option<watch::Receiver<u64>> {
+        let ch = self.channel(channel, self.shared.clock.now())?;
+        let rx = lock(&ch).timeline.updates.subscribe();
+        Some(rx)
+    }
+
+    /// Disconnect every publisher of `channel`; false when it had none.
+    pub fn kick(&self, channel: &str) -> bool {
+        let now = self.shared.clock.now();
+        let Some(ch) = self.channel(channel, now) else {
+            return false;
+        };
+        let mut ch = lock(&ch);
+        let ch = &mut *ch;
+        let mut kicked = false;
+        for r in ch.renditions.values_mut() {
+            if let Some(p) = &r.publisher {
+                // Ignored error: the ingest side may already be gone.
+                let _ = p.kick.send(true);
+                let id = p.id;
+                kicked |= r.end_session(id, now, &self.shared.config, &mut ch.timeline);
+            }
+        }
+        kicked
+    }
+
+    /// Status of every channel, for the channel API.
+    pub fn channels(&self) -> Vec<ChannelStatus> {
+        let now = self.shared.clock.now();
+        self.sweep(now);
+        let channels: Vec<(String, Arc<Mutex<Channel>>)> = lock(&self.shared.channels)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut out: Vec<ChannelStatus> = channels
+            .into_iter()
+            .map(|(name, ch)| status(&name, &lock(&ch), now))
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Render what `path` (after `/live/{channel}/`) names, as of `now`.
+    pub fn render(
+        &self,
+        channel: &str,
+        path: &str,
+        now: SystemTime,
+    ) -> Result<Rendered, RenderError> {
+        let ch = self
+            .channel(channel, now)
+            .ok_or(RenderError::ChannelNotFound)?;
+        let object = Object::parse(path).ok_or_else(RenderError::no_such_object)?;
+        let mut guard = lock(&ch);
+        let cfg = &self.shared.config;
+        match &object {
+            Object::Init {
+                rendition,
+                kind,
+                id,
+            } => {
+                let init = guard
+                    .renditions
+                    .get(rendition)
+                    .and_then(|r| r.init(*kind, *id))
+                    .ok_or_else(RenderError::no_such_object)?;
+                drop(guard);
+                Ok(init.render())
+            }
+            Object::Fragment {
+                rendition,
+                sequence,
+                kind,
+            } => {
+                let segment = find_segment(&guard, rendition, *sequence)?;
+                drop(guard);
+                segment
+                    .fragment(*kind)
+                    .ok_or_else(RenderError::no_such_object)
+            }
+            Object::TsSegment {
+                rendition,
+                sequence,
+            } => {
+                let segment = find_segment(&guard, rendition, *sequence)?;
+                drop(guard);
+                Ok(segment.transport_stream())
+            }
+            _ => {
+                let version = guard.timeline.version;
+                if let Some((v, r)) = guard.memo.get(&object) {
+                    if *v == version {
+                        return Ok(r.clone());
+                    }
+                }
+                let window = guard.window(cfg);
+                let rendered = render_manifest(&window, &object)?;
+                guard.memo.insert(object, (version, rendered.clone()));
+                Ok(rendered)
+            }
+        }
+    }
+}
+
+fn find_segment(
+    ch: &Channel,
+    rendition: &str,
+    sequence: u64,
+) -> Result<Arc<package::Segment>, RenderError> {
+    let r = ch
+        .renditions
+        .get(rendition)
+        .ok_or_else(RenderError::not_yet)?;
+    if sequence >= r.next_sequence {
+        // Even an ended channel may be revived and reach this number: a
+        // future segment's absence is never cached for long.
+        return Err(RenderError::not_yet());
+    }
+    r.segment(sequence).ok_or_else(RenderError::no_such_object)
+}
+
+fn render_manifest(window: &ChannelWindow, object: &Object) -> Result<Rendered, RenderError> {
+    const M3U8: &str = "application/vnd.apple.mpegurl";
+    let rendition = |name: &str| window.renditions.iter().find(|r| r.name == name);
+    let (text, content_type) = match object {
+        Object::Master => (hls::master(window), M3U8),
+        Object::MasterTs => (hls::master_ts(window), M3U8),
+        Object::Manifest => (dash::manifest(window), "application/dash+xml"),
+        Object::MediaPlaylist { rendition: r, kind } => (
+            rendition(r).and_then(|r| hls::media_playlist(window, r, *kind)),
+            M3U8,
+        ),
+        Object::TsPlaylist { rendition: r } => {
+            (rendition(r).and_then(|r| hls::ts_playlist(window, r)), M3U8)
+        }
+        _ => (None, M3U8),
+    };
+    let text = text.ok_or_else(RenderError::not_yet)?;
+    Ok(Rendered::new(
+        text.into(),
+        content_type,
+        window.playlist_cache_control(),
+    ))
+}
+
+impl PublishTarget for Store {
+    fn publish(
+        &self,
+        name: &StreamName,
+        info: PublisherInfo,
+    ) -> Result<Box<dyn MediaSink>, PublishRefused> {
+        for n in [&name.channel, &name.rendition] {
+            if !package::valid_name(n) {
+                return Err(PublishRefused::BadName(n.clone()));
+            }
+        }
+        let now = self.shared.clock.now();
+        let cfg = &self.shared.config;
+        let ch = {
+            let mut channels = lock(&self.shared.channels);
+            let existing = channels.get(&name.channel).cloned();
+            let live = existing.filter(|ch| matches!(lock(ch).poll(now, cfg), Liveness::Live));
+            live.unwrap_or_else(|| {
+                let ch = Arc::new(Mutex::new(Channel::new(now, self.shared.metrics.clone())));
+                channels.insert(name.channel.clone(), ch.clone());
+                self.shared.metrics.channels.set(channels.len() as i64);
+                ch
+            })
+        };
+        let id = self.shared.next_publisher.fetch_add(1, Ordering::Relaxed);
+        let (kick, kicked) = watch::channel(false);
+        {
+            let mut guard = lock(&ch);
+            let ch = &mut *guard;
+            let first_sequence = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+            let period = ch.timeline.period;
+            let r = ch
+                .renditions
+                .entry(name.rendition.clone())
+                .or_insert_with(|| Rendition::new(first_sequence, period));
+            if r.publisher.is_some() && !cfg.takeover {
+                self.shared.metrics.publishes_refused.inc();
+                return Err(PublishRefused::Busy(name.channel.clone()));
+            }
+            self.shared.metrics.publishes.inc();
+            r.start_session(
+                Publisher {
+                    id,
+                    info,
+                    since: now,
+                    kick,
+                },
+                now,
+                cfg,
+                &mut ch.timeline,
+            );
+            if ch.ended_at.take().is_some() {
+                ch.timeline.bump(now);
+            }
+        }
+        Ok(Box::new(StoreSink {
+            store: self.shared.clone(),
+            channel: ch,
+            rendition: name.rendition.clone(),
+            id,
+            kicked,
+        }))
+    }
+}
+
+/// One publisher's way into a rendition.
+struct StoreSink {
+    store: Arc<Shared>,
+    // The channel's lock (see `Shared::channels`), held per call, never across one.
+    channel: Arc<Mutex<Channel>>,
+    rendition: String,
+    id: u64,
+    kicked: watch::Receiver<bool>,
+}
+
+impl StoreSink {
+    /// Run `f` on our rendition if we still hold it.
+    fn with_rendition<T>(
+        &self,
+        f: impl FnOnce(&mut Rendition, SystemTime, &StoreConfig, &mut Timeline) -> T,
+    ) -> Result<T, SinkError> {
+        let now = self.store.clock.now();
+        let mut guard = lock(&self.channel);
+        let ch = &mut *guard;
+        let r = ch
+            .renditions
+            .get_mut(&self.rendition)
+            .filter(|r| r.publisher.as_ref().map(|p| p.id) == Some(self.id))
+            .ok_or(SinkError::Closed)?;
+        Ok(f(r, now, &self.store.config, &mut ch.timeline))
+    }
+}
+
+impl MediaSink for StoreSink {
+    fn params(&mut self, params: TrackParams) {
+        // Ignored error: a replaced publisher's parameters no longer matter.
+        let _ = self.with_rendition(|r, now, cfg, tl| r.set_params(params, now, cfg, tl));
+    }
+
+    fn sample(&mut self, kind: TrackKind, sample: Sample) -> Result<(), SinkError> {
+        self.with_rendition(|r, now, cfg, tl| r.push(kind, sample, now, cfg, tl))?
+    }
+
+    fn kicked(&self) -> watch::Receiver<bool> {
+        self.kicked.clone()
+    }
+}
+
+impl Drop for StoreSink {
+    fn drop(&mut self) {
+        let id = self.id;
+        // Ignored error: already replaced or kicked, nothing to end.
+        let _ = self.with_rendition(|r, now, cfg, tl| r.end_session(id, now, cfg, tl));
+    }
+}
+
+/// What the store counts, for Prometheus.
+#[derive(Clone, Debug, Default)]
+pub struct Metrics {
+    segments: Counter,
+    late_frames: Counter,
+    dropped_frames: Counter,
+    discontinuities: Counter,
+    publishes: Counter,
+    publishes_refused: Counter,
+    channels: Gauge,
+}
+
+impl Metrics {
+    /// Register under `store_` in `registry` (which carries the role's prefix).
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("store");
+        r.register(
+            "segments",
+            "Segments cut, all channels",
+            self.segments.clone(),
+        );
+        r.register(
+            "late_frames",
+            "Samples dropped for arriving behind their track",
+            self.late_frames.clone(),
+        );
+        r.register(
+            "dropped_frames",
+            "Samples dropped: before a keyframe or with absurd timestamps",
+            self.dropped_frames.clone(),
+        );
+        r.register(
+            "discontinuities",
+            "Publisher returns, timestamp jumps and parameter changes",
+            self.discontinuities.clone(),
+        );
+        r.register("publishes", "Publishes accepted", self.publishes.clone());
+        r.register(
+            "publishes_refused",
+            "Publishes refused because the rendition was busy",
+            self.publishes_refused.clone(),
+        );
+        r.register(
+            "channels",
+            "Channels held: live, reconnecting or ended",
+            self.channels.clone(),
+        );
+    }
+}
+
+/// A channel as the channel API shows it.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ChannelStatus {
+    pub name: String,
+    /// `live`, `reconnecting` (no publisher, within the reconnect timeout) or `ended`.
+    pub state: &'static str,
+    pub live: bool,
+    pub uptime_seconds: u64,
+    pub renditions: Vec<RenditionStatus>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct RenditionStatus {
+    pub name: String,
+    pub video_codec: Option<String>,
+    pub audio_codec: Option<String>,
+    pub width: Option<u16>,
+    pub height: Option<u16>,
+    /// Measured over the window, bits per second.
+    pub bitrate: u64,
+    pub peak_bitrate: u64,
+    pub frame_rate: f64,
+    /// Mean seconds between keyframes.
+    pub keyframe_interval: f64,
+    pub publisher: Option<PublisherStatus>,
+    pub live: bool,
+    pub segments: usize,
+    pub late_frames: u64,
+    pub dropped_frames: u64,
+    pub discontinuities: u64,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct PublisherStatus {
+    pub address: String,
+    pub protocol: &'static str,
+    pub uptime_seconds: u64,
+}
+
+fn status(name: &str, ch: &Channel, now: SystemTime) -> ChannelStatus {
+    let since = |t: SystemTime| now.duration_since(t).unwrap_or_default().as_secs();
+    let any_publisher = ch.renditions.values().any(|r| r.publisher.is_some());
+    let state = match (ch.ended_at, any_publisher) {
+        (Some(_), _) => "ended",
+        (None, true) => "live",
+        (None, false) => "reconnecting",
+    };
+    ChannelStatus {
+        name: name.to_owned(),
+        state,
+        live: ch.ended_at.is_none(),
+        uptime_seconds: since(ch.created),
+        renditions: ch
+            .renditions
+            .iter()
+            .map(|(rname, r)| {
+                let m = measure(r.segments.iter(), None);
+                let video = match r.params(TrackKind::Video) {
+                    Some(TrackParams::Video(v)) => Some(v),
+                    _ => None,
+                };
+                RenditionStatus {
+                    name: rname.clone(),
+                    video_codec: video.map(|v| v.codec.clone()),
+                    audio_codec: r.params(TrackKind::Audio).map(|a| a.codec().to_owned()),
+                    width: video.map(|v| v.width),
+                    height: video.map(|v| v.height),
+                    bitrate: m.average_bitrate,
+                    peak_bitrate: m.peak_bitrate,
+                    frame_rate: (m.frame_rate * 1000.0).round() / 1000.0,
+                    keyframe_interval: (m.keyframe_interval * 1000.0).round() / 1000.0,
+                    publisher: r.publisher.as_ref().map(|p| PublisherStatus {
+                        address: p.info.remote.to_string(),
+                        protocol: p.info.protocol,
+                        uptime_seconds: since(p.since),
+                    }),
+                    live: r.publisher.is_some(),
+                    segments: r.segments.len(),
+                    late_frames: r.late_frames,
+                    dropped_frames: r.dropped_frames,
+                    discontinuities: r.discontinuities,
+                }
+            })
+            .collect(),
+    }
+}

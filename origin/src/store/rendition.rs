@@ -1,0 +1,594 @@
+//! One rendition's timeline: samples in, segments out.
+//!
+//! Input timestamps are the publisher's; the window keeps an output timeline
+//! that never goes backwards for the life of the channel. Each publisher
+//! session is rebased to continue where the previous one ended (one offset
+//! for both tracks, so A/V sync survives), and a jump inside a session
+//! rebases the jumping track and starts a new discontinuity.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+
+use super::StoreConfig;
+use crate::ingest::{PublisherInfo, SinkError};
+use crate::media::mpegts::Continuity;
+use crate::media::{Sample, TrackKind, TrackParams, VIDEO_TIMESCALE};
+use crate::package::{Init, Segment, TrackSegment};
+
+/// A publisher holding a rendition.
+pub(super) struct Publisher {
+    pub id: u64,
+    pub info: PublisherInfo,
+    pub since: SystemTime,
+    pub kick: watch::Sender<bool>,
+}
+
+/// Channel-wide state that renditions share: the DASH Period counter.
+pub(super) struct Timeline {
+    /// Current DASH Period; a rendition's discontinuity opens the next one
+    /// unless another rendition already did (ladders reconnect together).
+    pub period: u64,
+    /// Per Period: wall clock and output time (90 kHz) of its first segment.
+    pub period_starts: std::collections::BTreeMap<u64, (SystemTime, i64)>,
+    /// Input → output offset (90 kHz) of the latest publisher session. A
+    /// rendition starting a session reuses it when its timestamps fit, so
+    /// renditions from one encoder (an ABR ladder) share one timeline and
+    /// their segments align.
+    pub shared_offset: Option<i64>,
+    /// Furthest output time (90 kHz) any rendition reached.
+    pub output_edge: i64,
+    /// Bumped on every change that playlists show.
+    pub version: u64,
+    pub updated: SystemTime,
+    /// Tells waiting readers (long polls, blocking reloads) the new version.
+    pub updates: watch::Sender<u64>,
+    pub metrics: super::Metrics,
+}
+
+impl Timeline {
+    pub fn new(now: SystemTime, metrics: super::Metrics) -> Self {
+        Timeline {
+            metrics,
+            period: 0,
+            period_starts: std::collections::BTreeMap::new(),
+            shared_offset: None,
+            output_edge: 0,
+            version: 0,
+            updated: now,
+            updates: watch::channel(0).0,
+        }
+    }
+
+    /// Record a change visible in playlists, made at `at`.
+    pub fn bump(&mut self, at: SystemTime) {
+        self.version += 1;
+        self.updated = at;
+        self.updates.send_replace(self.version);
+    }
+}
+
+#[derive(Default)]
+struct Track {
+    init: Option<Arc<Init>>,
+    next_init_id: u64,
+    /// The open segment, output timeline.
+    pending: Vec<Sample>,
+    /// output = input + offset.
+    offset: i64,
+    last_input_dts: Option<i64>,
+    /// Output time at which the next sample is expected.
+    end: i64,
+    last_duration: u32,
+    /// Rebase the next sample to `end` (after a timescale change).
+    continue_at_end: bool,
+}
+
+impl Track {
+    fn timescale(&self) -> Option<u32> {
+        self.init.as_ref().map(|i| i.params.timescale())
+    }
+}
+
+pub(super) struct Rendition {
+    pub publisher: Option<Publisher>,
+    pub gone_since: Option<SystemTime>,
+    video: Track,
+    audio: Track,
+    pub segments: VecDeque<Arc<Segment>>,
+    first_sequence: u64,
+    pub next_sequence: u64,
+    pub discontinuity_sequence: u64,
+    pending_discontinuity: bool,
+    /// Offset (90 kHz) applied to this publisher session; set by its first sample.
+    session_offset: Option<i64>,
+    period: u64,
+    /// Wall clock ↔ output time (90 kHz) for program-date-time.
+    wall_anchor: Option<(SystemTime, i64)>,
+    /// Arrival time of the open segment's first sample.
+    open_since: Option<SystemTime>,
+    pub max_segment: f64,
+    /// MPEG-TS continuity counters where the next segment starts.
+    ts_continuity: Continuity,
+    pub late_frames: u64,
+    pub dropped_frames: u64,
+    pub discontinuities: u64,
+}
+
+/// Largest input timestamp magnitude taken: about 99 years at 90 kHz.
+const MAX_INPUT_TIMESTAMP: u64 = 1 << 48;
+
+/// Rescale `ts` from one timescale to another, rounding down.
+pub(crate) fn rescale(ts: i64, from: u32, to: u32) -> i64 {
+    if from == to {
+        return ts;
+    }
+    (i128::from(ts) * i128::from(to)).div_euclid(i128::from(from.max(1))) as i64
+}
+
+fn add_seconds(t: SystemTime, secs: f64) -> SystemTime {
+    let d = Duration::from_secs_f64(secs.abs());
+    if secs >= 0.0 {
+        t.checked_add(d).unwrap_or(t)
+    } else {
+        t.checked_sub(d).unwrap_or(t)
+    }
+}
+
+fn seconds_between(a: SystemTime, b: SystemTime) -> f64 {
+    match b.duration_since(a) {
+        Ok(d) => d.as_secs_f64(),
+        Err(e) => -e.duration().as_secs_f64(),
+    }
+}
+
+impl Rendition {
+    pub fn new(first_sequence: u64, period: u64) -> Self {
+        Rendition {
+            publisher: None,
+            gone_since: None,
+            video: Track {
+                next_init_id: first_sequence,
+                ..Track::default()
+            },
+            audio: Track {
+                next_init_id: first_sequence,
+                ..Track::default()
+            },
+            segments: VecDeque::new(),
+            first_sequence,
+            next_sequence: first_sequence,
+            discontinuity_sequence: 0,
+            pending_discontinuity: false,
+            session_offset: None,
+            period,
+            wall_anchor: None,
+            open_since: None,
+            max_segment: 0.0,
+            ts_continuity: Continuity::default(),
+            late_frames: 0,
+            dropped_frames: 0,
+            discontinuities: 0,
+        }
+    }
+
+    fn track(&self, kind: TrackKind) -> &Track {
+        match kind {
+            TrackKind::Video => &self.video,
+            TrackKind::Audio => &self.audio,
+        }
+    }
+
+    fn track_mut(&mut self, kind: TrackKind) -> &mut Track {
+        match kind {
+            TrackKind::Video => &mut self.video,
+            TrackKind::Audio => &mut self.audio,
+        }
+    }
+
+    pub fn params(&self, kind: TrackKind) -> Option<&TrackParams> {
+        self.track(kind).init.as_ref().map(|i| &i.params)
+    }
+
+    /// The current header or one still used by a segment in the window.
+    pub fn init(&self, kind: TrackKind, id: u64) -> Option<Arc<Init>> {
+        let current = self.track(kind).init.iter();
+        let windowed = self
+            .segments
+            .iter()
+            .filter_map(move |s| s.track(kind).map(|t| &t.init));
+        current.chain(windowed).find(|i| i.id == id).cloned()
+    }
+
+    pub fn segment(&self, sequence: u64) -> Option<Arc<Segment>> {
+        let first = self.segments.front()?.sequence;
+        let index = usize::try_from(sequence.checked_sub(first)?).ok()?;
+        self.segments.get(index).cloned()
+    }
+
+    /// Output end of the content so far, 90 kHz.
+    fn end_90k(&self) -> i64 {
+        [&self.video, &self.audio]
+            .iter()
+            .filter_map(|t| Some(rescale(t.end, t.timescale()?, VIDEO_TIMESCALE)))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// A new publisher takes the rendition: flush the old session and make
+    /// the next segment a discontinuity when there was content before.
+    pub fn start_session(
+        &mut self,
+        publisher: Publisher,
+        now: SystemTime,
+        cfg: &StoreConfig,
+        tl: &mut Timeline,
+    ) {
+        if let Some(old) = self.publisher.take() {
+            // Ignored error: the old publisher's ingest may be gone already.
+            let _ = old.kick.send(true);
+        }
+        self.cut(None, now, cfg, tl);
+        if self.next_sequence != self.first_sequence {
+            self.mark_discontinuity(tl);
+        }
+        self.session_offset = None;
+        self.video.last_input_dts = None;
+        self.audio.last_input_dts = None;
+        self.publisher = Some(publisher);
+        self.gone_since = None;
+    }
+
+    /// The publisher `id` went away (dropped its sink or was kicked).
+    pub fn end_session(
+        &mut self,
+        id: u64,
+        now: SystemTime,
+        cfg: &StoreConfig,
+        tl: &mut Timeline,
+    ) -> bool {
+        if self.publisher.as_ref().map(|p| p.id) != Some(id) {
+            return false;
+        }
+        self.cut(None, now, cfg, tl);
+        self.publisher = None;
+        self.gone_since = Some(now);
+        tl.bump(now);
+        true
+    }
+
+    fn mark_discontinuity(&mut self, tl: &Timeline) {
+        if !self.pending_discontinuity {
+            self.pending_discontinuity = true;
+            self.discontinuities += 1;
+            tl.metrics.discontinuities.inc();
+        }
+    }
+
+    pub fn set_params(
+        &mut self,
+        params: TrackParams,
+        now: SystemTime,
+        cfg: &StoreConfig,
+        tl: &mut Timeline,
+    ) {
+        let kind = params.kind();
+        let old_timescale = match &self.track(kind).init {
+            Some(init) if init.params == params => return,
+            Some(init) => Some(init.params.timescale()),
+            None => None,
+        };
+        if let Some(old) = old_timescale {
+            // Samples already taken were coded with the old parameters.
+            self.cut(None, now, cfg, tl);
+            self.mark_discontinuity(tl);
+            let new = params.timescale();
+            let next_sequence = self.next_sequence;
+            let track = self.track_mut(kind);
+            if old != new {
+                track.end = rescale(track.end, old, new);
+                track.last_input_dts = None;
+                track.continue_at_end = true;
+            }
+            track.next_init_id = track.next_init_id.max(next_sequence);
+        }
+        let track = self.track_mut(kind);
+        let id = track.next_init_id;
+        track.next_init_id += 1;
+        track.init = Some(Arc::new(Init::new(id, params)));
+    }
+
+    pub fn push(
+        &mut self,
+        kind: TrackKind,
+        sample: Sample,
+        now: SystemTime,
+        cfg: &StoreConfig,
+        tl: &mut Timeline,
+    ) -> Result<(), SinkError> {
+        let timescale = self
+            .track(kind)
+            .timescale()
+            .ok_or(SinkError::NoParams(kind))?;
+        let second = i64::from(timescale);
+        if sample.dts.unsigned_abs() > MAX_INPUT_TIMESTAMP {
+            // No ingest produces these (RTMP is 32-bit ms, MPEG-TS 33-bit
+            // 90 kHz); refusing them keeps all timeline arithmetic in range.
+            self.dropped_frames += 1;
+            tl.metrics.dropped_frames.inc();
+            return Ok(());
+        }
+        if let Some(last) = self.track(kind).last_input_dts {
+            let delta = sample.dts - last;
+            let max_gap = (cfg.target_duration.as_secs_f64() * 5.0).max(10.0) * second as f64;
+            if delta <= 0 && -delta < second {
+                // Late or duplicate: behind what was already taken.
+                self.late_frames += 1;
+                tl.metrics.late_frames.inc();
+                return Ok(());
+            }
+            if delta <= 0 || delta as f64 > max_gap {
+                // The publisher's clock jumped: rebase both tracks, as for a
+                // new session, to continue where the content ended.
+                self.cut(None, now, cfg, tl);
+                self.mark_discontinuity(tl);
+                self.session_offset = None;
+                self.video.last_input_dts = None;
+                self.audio.last_input_dts = None;
+            }
+        }
+        let session_start = self.track(kind).last_input_dts.is_none();
+        if session_start {
+            if self.session_offset.is_none() {
+                let offset =
+                    self.session_offset_for(rescale(sample.dts, timescale, VIDEO_TIMESCALE), tl);
+                self.session_offset = Some(offset);
+            }
+            let offset = rescale(self.session_offset.unwrap_or(0), VIDEO_TIMESCALE, timescale);
+            let track = self.track_mut(kind);
+            track.offset = if std::mem::take(&mut track.continue_at_end) {
+                track.end - sample.dts
+            } else {
+                offset
+            };
+        }
+        let track = self.track_mut(kind);
+        let dts = sample.dts + track.offset;
+        if session_start && dts < track.end {
+            // Overlaps what the previous session already delivered.
+            self.late_frames += 1;
+            tl.metrics.late_frames.inc();
+            return Ok(());
+        }
+        track.last_input_dts = Some(sample.dts);
+        if kind == TrackKind::Video && track.pending.is_empty() && !sample.keyframe {
+            // A segment must start with an IDR.
+            self.dropped_frames += 1;
+            tl.metrics.dropped_frames.inc();
+            return Ok(());
+        }
+
+        let target = cfg.target_duration.as_secs_f64();
+        let pending_span = |t: &Track| {
+            t.pending
+                .first()
+                .map_or(0.0, |f| (dts - f.dts) as f64 / second as f64)
+        };
+        let span = pending_span(self.track(kind));
+        let boundary = rescale(dts, timescale, VIDEO_TIMESCALE);
+        match kind {
+            TrackKind::Video => {
+                if (sample.keyframe && span >= target) || span >= target * 5.0 {
+                    self.cut(Some(boundary), now, cfg, tl);
+                }
+            }
+            TrackKind::Audio => {
+                let audio_only = self.video.init.is_none();
+                if (audio_only && span >= target) || span >= target * 5.0 {
+                    self.cut(Some(boundary), now, cfg, tl);
+                }
+            }
+        }
+
+        let track = self.track_mut(kind);
+        if let Some(prev) = track.pending.last_mut() {
+            if let Ok(d) = u32::try_from(dts - prev.dts) {
+                prev.duration = d;
+                track.last_duration = d;
+            }
+        }
+        let duration = if sample.duration > 0 {
+            sample.duration
+        } else {
+            track.last_duration
+        };
+        track.end = dts + i64::from(duration);
+        tl.output_edge = tl
+            .output_edge
+            .max(rescale(track.end, timescale, VIDEO_TIMESCALE));
+        track.pending.push(Sample { dts, ..sample });
+        self.open_since.get_or_insert(now);
+        Ok(())
+    }
+
+    /// The offset for a session whose first sample is at `first` (input,
+    /// 90 kHz): the channel's shared one when it lands near the channel's
+    /// edge without going back on this rendition, else one that continues
+    /// from the edge.
+    fn session_offset_for(&self, first: i64, tl: &mut Timeline) -> i64 {
+        const SLACK: i64 = 5 * VIDEO_TIMESCALE as i64;
+        let own_end = self.end_90k();
+        let fits = |offset: &i64| {
+            let at = first + offset;
+            at >= own_end && (tl.output_edge - SLACK..=tl.output_edge + SLACK).contains(&at)
+        };
+        let offset = tl
+            .shared_offset
+            .filter(fits)
+            .unwrap_or_else(|| own_end.max(tl.output_edge) - first);
+        tl.shared_offset = Some(offset);
+        offset
+    }
+
+    /// Close the open segment at `boundary` (90 kHz, exclusive), or with
+    /// everything pending when `None`.
+    pub fn cut(
+        &mut self,
+        boundary: Option<i64>,
+        now: SystemTime,
+        cfg: &StoreConfig,
+        tl: &mut Timeline,
+    ) {
+        let video = take_track(&mut self.video, boundary);
+        let audio = take_track(&mut self.audio, boundary);
+        if video.is_none() && audio.is_none() {
+            return;
+        }
+        let start_90k = video
+            .as_ref()
+            .or(audio.as_ref())
+            .map(|(t, s)| rescale(*s, t.init.params.timescale(), VIDEO_TIMESCALE))
+            .unwrap_or(0);
+        let duration = video.as_ref().or(audio.as_ref()).map_or(0.0, |(t, _)| {
+            t.duration as f64 / f64::from(t.init.params.timescale())
+        });
+
+        // Program-date-time follows media time from an anchor, so it agrees
+        // with EXTINF; re-anchored to the arrival clock on a discontinuity or
+        // when the two drift apart by more than a second.
+        let arrived = self.open_since.take().unwrap_or(now);
+        let discontinuity = std::mem::take(&mut self.pending_discontinuity);
+        let pdt = match self.wall_anchor {
+            Some((wall, at)) if !discontinuity => {
+                let pdt = add_seconds(wall, (start_90k - at) as f64 / f64::from(VIDEO_TIMESCALE));
+                (seconds_between(arrived, pdt).abs() <= 1.0).then_some(pdt)
+            }
+            _ => None,
+        }
+        .unwrap_or_else(|| {
+            self.wall_anchor = Some((arrived, start_90k));
+            arrived
+        });
+
+        if discontinuity {
+            if self.period == tl.period {
+                tl.period += 1;
+            }
+            self.period = tl.period;
+        }
+        // Every rendition in a Period maps output time to presentation time
+        // the same way, so the Period's Representations stay aligned.
+        let (period_start, period_media) = *tl
+            .period_starts
+            .entry(self.period)
+            .or_insert((pdt, start_90k));
+        let finish = |taken: Option<(TrackSegment, i64)>| {
+            taken.map(|(mut seg, _)| {
+                let pto = rescale(period_media, VIDEO_TIMESCALE, seg.init.params.timescale());
+                seg.period_offset = u64::try_from(pto).unwrap_or(0);
+                seg
+            })
+        };
+        let video = finish(video);
+        let audio = finish(audio);
+
+        tl.metrics.segments.inc();
+        let sequence = self.next_sequence;
+        self.next_sequence += 1;
+        self.max_segment = self.max_segment.max(duration);
+        let mut segment = Segment::new(
+            sequence,
+            discontinuity,
+            self.period,
+            period_start,
+            pdt,
+            duration,
+            video,
+            audio,
+        );
+        self.ts_continuity = segment.chain_ts_continuity(self.ts_continuity);
+        self.segments.push_back(Arc::new(segment));
+        self.trim(cfg.dvr_window.as_secs_f64());
+        tl.bump(now);
+    }
+
+    /// Keep at most `depth` seconds of segments (RFC 8216bis §6.2.2: a
+    /// removed discontinuity bumps the discontinuity sequence).
+    fn trim(&mut self, depth: f64) {
+        let mut total: f64 = self.segments.iter().map(|s| s.duration).sum();
+        while let Some(front) = self.segments.front() {
+            if self.segments.len() <= 1 || total - front.duration < depth {
+                break;
+            }
+            total -= front.duration;
+            if front.discontinuity {
+                self.discontinuity_sequence += 1;
+            }
+            self.segments.pop_front();
+        }
+    }
+}
+
+/// Take a track's pending samples before `boundary` as a segment part;
+/// returns it with its first decode time.
+fn take_track(track: &mut Track, boundary: Option<i64>) -> Option<(TrackSegment, i64)> {
+    let init = track.init.clone()?;
+    let timescale = init.params.timescale();
+    let split = match boundary {
+        Some(b) => track
+            .pending
+            .iter()
+            .position(|s| rescale(s.dts, timescale, VIDEO_TIMESCALE) >= b)
+            .unwrap_or(track.pending.len()),
+        None => track.pending.len(),
+    };
+    if split == 0 {
+        return None;
+    }
+    let rest = track.pending.split_off(split);
+    let mut samples = std::mem::replace(&mut track.pending, rest);
+    let next_dts = match (track.pending.first(), boundary) {
+        (Some(next), _) => Some(next.dts),
+        (None, Some(b))
+            if track.init.as_ref().map(|i| i.params.kind()) == Some(TrackKind::Video) =>
+        {
+            Some(rescale(b, VIDEO_TIMESCALE, timescale))
+        }
+        _ => None,
+    };
+    let default_duration = match init.params.kind() {
+        TrackKind::Video => 3600,
+        TrackKind::Audio => 1024,
+    };
+    if let Some(last) = samples.last_mut() {
+        last.duration = next_dts
+            .and_then(|n| u32::try_from(n - last.dts).ok())
+            .filter(|d| *d > 0)
+            .unwrap_or(if last.duration > 0 {
+                last.duration
+            } else if track.last_duration > 0 {
+                track.last_duration
+            } else {
+                default_duration
+            });
+    }
+    let first = samples[0].dts;
+    let duration: u64 = samples.iter().map(|s| u64::from(s.duration)).sum();
+    let bytes = samples.iter().map(|s| s.data.len()).sum();
+    if let Some(last) = samples.last() {
+        track.end = track.end.max(last.dts + i64::from(last.duration));
+    }
+    Some((
+        TrackSegment {
+            init,
+            base_decode_time: u64::try_from(first).unwrap_or(0),
+            duration,
+            period_offset: 0,
+            samples,
+            bytes,
+        },
+        first,
+    ))
+}
