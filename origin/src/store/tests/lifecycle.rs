@@ -243,3 +243,51 @@ fn config_reads_humane_durations_and_rejects_unknown_keys() {
     let err = toml::from_str::<StoreConfig>("dvr_windw = \"2m\"").expect_err("unknown key");
     assert!(err.to_string().contains("dvr_windw"), "{err}");
 }
+
+#[test]
+fn publishers_and_readers_on_many_threads_do_not_deadlock() {
+    let store = Store::new(StoreConfig::default());
+    let publishers: Vec<_> = (0..4)
+        .map(|c| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let mut sink = store
+                    .publish(&name(&format!("ch{c}"), "main"), info())
+                    .expect("publish");
+                sink.params(video_params(640));
+                sink.params(audio_params());
+                for i in 0..300 {
+                    let kind = if i % 2 == 0 {
+                        TrackKind::Video
+                    } else {
+                        TrackKind::Audio
+                    };
+                    assert_eq!(sink.sample(kind, sample(kind, i / 2)), Ok(()));
+                }
+            })
+        })
+        .collect();
+    let reader = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            for i in 0..500 {
+                let ch = format!("ch{}", i % 4);
+                for path in [
+                    "master.m3u8",
+                    "manifest.mpd",
+                    "main/video.m3u8",
+                    "main/ts.m3u8",
+                ] {
+                    // Not found is fine while the channels fill; panics and deadlocks are not.
+                    let _ = store.render(&ch, path, SystemTime::now());
+                }
+                let _ = store.channels();
+            }
+        })
+    };
+    for p in publishers {
+        p.join().expect("publisher");
+    }
+    reader.join().expect("reader");
+    assert_eq!(store.channels().len(), 4);
+}
