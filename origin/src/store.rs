@@ -11,7 +11,16 @@
 //! `reconnect_timeout`; one that returns continues it (sequence numbers go on,
 //! the next segment is a discontinuity). After the timeout the channel ends
 //! (EXT-X-ENDLIST, static MPD), stays playable for `ended_retention`, and is
-//! then removed. Time comes from a [`Clock`] so tests are deterministic.
+//! then removed. Time comes from a [`Clock`] so tests are deterministic;
+//! nothing runs in the background, so the HTTP layer should call
+//! [`Store::sweep`] now and then to reclaim channels nobody asks for.
+//!
+//! Timing: each rendition keeps an output timeline that never goes back.
+//! Publisher sessions and timestamp jumps are rebased onto it; renditions
+//! from one encoder share one offset (so an ABR ladder's segments align);
+//! late frames are dropped and counted. Program-date-time follows media time
+//! from the arrival clock at the first sample, re-anchored on discontinuities
+//! or when the two drift more than a second apart.
 
 mod rendition;
 #[cfg(test)]

@@ -355,7 +355,20 @@ impl Rendition {
             };
         }
         let track = self.track_mut(kind);
-        let dts = sample.dts + track.offset;
+        let mut dts = sample.dts + track.offset;
+        if kind == TrackKind::Audio && !session_start {
+            // AAC frames are a fixed number of samples; container timestamps
+            // (FLV's milliseconds) jitter around that clock. Snap to it while
+            // within half a frame, so audio segments tile without overlaps.
+            let frame = i64::from(if sample.duration > 0 {
+                sample.duration
+            } else {
+                track.last_duration.max(1024)
+            });
+            if (dts - track.end).abs() <= frame / 2 {
+                dts = track.end;
+            }
+        }
         if session_start && dts < track.end {
             // Overlaps what the previous session already delivered.
             self.late_frames += 1;
