@@ -75,6 +75,7 @@ pub async fn run(
     let ingest_metrics = IngestMetrics::register(&mut registry);
     let http_metrics = HttpMetrics::register(&mut registry);
     let store = Store::new(config.store.clone());
+    store.metrics().register(&mut registry);
     let target: Arc<dyn PublishTarget> = Arc::new(store.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
