@@ -517,3 +517,42 @@ async fn admin_metrics_health_and_readiness() {
         .expect("readyz");
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn licence_posts_are_proxied_uncached_and_other_posts_refused() {
+    let origin = start_origin().await;
+    let edge = start_edge(&[origin.url()], "post-edge", |_| {}).await;
+    let client = client();
+    for i in 0..2 {
+        let body = format!("{{\"kids\":[\"k{i}\"]}}");
+        let r = client
+            .post(edge.url("/drm/clearkey"))
+            .body(body.clone())
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["cache-control"], "private, no-store");
+        assert_eq!(r.text().await.expect("text"), body);
+    }
+    assert_eq!(
+        origin.state.hits("/drm/clearkey"),
+        2,
+        "licence requests are never cached or coalesced"
+    );
+    let big = client
+        .post(edge.url("/drm/clearkey"))
+        .body(vec![b'x'; 100_000])
+        .send()
+        .await
+        .expect("big");
+    assert_eq!(big.status(), 413);
+    let elsewhere = client
+        .post(edge.url("/live/a/master.m3u8"))
+        .body("x")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(elsewhere.status(), 405);
+    assert_eq!(origin.state.hits("/drm/clearkey"), 2);
+}

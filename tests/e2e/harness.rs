@@ -206,11 +206,24 @@ async fn live(State(state): State<Arc<OriginState>>, Path(path): Path<String>) -
     }
 }
 
+/// A stand-in licence server: echoes the request body, never cacheable.
+async fn licence(
+    State(state): State<Arc<OriginState>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let full = format!("/drm/{name}");
+    *state.hits.lock().entry(full).or_default() += 1;
+    state.total.fetch_add(1, Ordering::SeqCst);
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
 pub async fn start_origin() -> TestOrigin {
     let state = Arc::new(OriginState::default());
     let app = Router::new()
         .route("/obj/{name}", get(object))
         .route("/live/{*path}", get(live))
+        .route("/drm/{name}", axum::routing::post(licence))
         .route("/health", get(|| async { "ok" }))
         .with_state(state.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
