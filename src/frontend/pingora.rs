@@ -25,6 +25,7 @@ use tokio::time::Instant;
 
 use crate::edge::Edge;
 use crate::error::EdgeError;
+use crate::frontend::coalesce::Coalesced;
 use crate::request::Protocol;
 use crate::response::Body;
 
@@ -201,12 +202,12 @@ pub async fn serve(
             let mut l4 = L4Stream::from(tcp);
             l4.set_socket_digest(SocketDigest::from_raw_fd(fd));
             let stream: Stream = match tls {
-                None => Box::new(l4),
+                None => Box::new(Coalesced::new(l4)),
                 Some(acceptor) => {
                     match tokio::time::timeout(Duration::from_secs(10), acceptor.tls_handshake(l4))
                         .await
                     {
-                        Ok(Ok(tls)) => Box::new(tls),
+                        Ok(Ok(tls)) => Box::new(Coalesced::new(tls)),
                         Ok(Err(e)) => {
                             tracing::debug!(error = %e, "TLS handshake failed");
                             return;
