@@ -3,5 +3,6 @@
 
 mod harness;
 
+mod cli;
 mod edge;
 mod policy;
