@@ -6,3 +6,4 @@ mod harness;
 mod cli;
 mod edge;
 mod policy;
+mod prometheus;
