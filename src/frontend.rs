@@ -1,4 +1,5 @@
 //! Front doors: thin adapters from a wire protocol to [`crate::edge::Edge`].
 
+pub mod h3;
 pub mod pingora;
 pub mod tls;

@@ -4,3 +4,5 @@
 mod harness;
 
 mod edge;
+mod h3;
+mod quic_client;
