@@ -5,7 +5,6 @@
 //! so the cache, coalescing, metrics and access log are shared with h1/h2.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -249,20 +248,15 @@ async fn serve_connection(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let metrics = &edge.metrics().h3;
-    // Set once the handshake is complete: a request accepted before that came
-    // in early data, which an attacker could have replayed.
-    let handshake_done = Arc::new(AtomicBool::new(false));
     let conn = if limits.early_data {
         let Ok((conn, accepted)) = connecting.into_0rtt() else {
             // A server-side connection always converts (0.5-RTT).
             return;
         };
-        let done = handshake_done.clone();
         let watched = conn.clone();
         let edge = edge.clone();
         tokio::spawn(async move {
             let ok = accepted.await && watched.close_reason().is_none();
-            done.store(ok, Ordering::Release);
             let label = if ok { "ok" } else { "failed" };
             edge.metrics()
                 .h3
@@ -274,7 +268,6 @@ async fn serve_connection(
     } else {
         match connecting.await {
             Ok(conn) => {
-                handshake_done.store(true, Ordering::Release);
                 metrics.handshakes.get_or_create(&outcome("ok")).inc();
                 conn
             }
@@ -300,7 +293,7 @@ async fn serve_connection(
                     accepted = h3.accept() => match accepted {
                         Ok(Some(resolver)) => {
                             metrics.streams.inc();
-                            let early = !handshake_done.load(Ordering::Acquire);
+                            let early = limits.early_data && !handshake_complete(&conn);
                             tokio::spawn(serve_request(resolver, edge.clone(), client, early));
                         }
                         // GOAWAY exchanged and every accepted request done.
@@ -341,6 +334,17 @@ async fn serve_connection(
         }
     }
     record_connection(metrics, &conn);
+}
+
+/// Whether the client's Finished has been received. A request accepted before
+/// that came in early data, which an attacker could have replayed; one
+/// accepted after it is safe even if its bytes were sent in 0-RTT, because a
+/// replayed ClientHello never completes a handshake (RFC 8470 §3). TLS
+/// exporters become available exactly then (RFC 8446 §7.5), so probing one
+/// asks rustls directly, with no lag behind the connection state.
+fn handshake_complete(conn: &quinn::Connection) -> bool {
+    conn.export_keying_material(&mut [0u8; 1], b"strata handshake probe", b"")
+        .is_ok()
 }
 
 fn record_connection(metrics: &H3Metrics, conn: &quinn::Connection) {
@@ -409,6 +413,9 @@ async fn serve_request(
     }
     let (sent, complete) = send_body(&mut stream, response.body, &log).await;
     let finished = complete && stream.finish().await.is_ok();
+    // We never read request bodies. If the client's FIN has not arrived yet,
+    // stop it with H3_NO_ERROR (RFC 9114 §4.1) rather than quinn's implicit 0.
+    stream.stop_sending(h3::error::Code::H3_NO_ERROR);
     edge.record(&log, &outcome, status, sent, started.elapsed(), finished);
 }
 

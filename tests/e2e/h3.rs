@@ -344,3 +344,98 @@ async fn aioquic_fetches_a_range_and_a_whole_object_with_tokens() {
         "tokens do not split the cache"
     );
 }
+
+/// A UDP relay in front of the edge that holds every server datagram back for
+/// `hold`. The client cannot finish its handshake until then, so what it
+/// sends first travels as 0-RTT and reaches the edge before the handshake is
+/// complete — on loopback the handshake would otherwise win the race.
+async fn slow_return_relay(server: SocketAddr, hold: Duration) -> SocketAddr {
+    use std::sync::Arc;
+    let front = Arc::new(
+        tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("relay"),
+    );
+    let back = Arc::new(
+        tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("relay"),
+    );
+    back.connect(server).await.expect("relay connect");
+    let addr = front.local_addr().expect("relay addr");
+    let (client_tx, mut client_rx) = tokio::sync::watch::channel(None::<SocketAddr>);
+    let (f, b) = (front.clone(), back.clone());
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        while let Ok((n, from)) = f.recv_from(&mut buf).await {
+            client_tx.send_replace(Some(from));
+            let _ = b.send(&buf[..n]).await;
+        }
+    });
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        while let Ok(n) = back.recv(&mut buf).await {
+            let datagram = buf[..n].to_vec();
+            let Some(client) = *client_rx.borrow_and_update() else {
+                continue;
+            };
+            let front = front.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(hold).await;
+                let _ = front.send_to(&datagram, client).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_data_serves_segments_and_answers_anything_else_with_425() {
+    let (origin, edge, cert) = h3_edge("h3-0rtt-edge", |c| c.server.h3.early_data = true).await;
+    let endpoint = endpoint(client_config(&cert.der, true));
+    // A first, full handshake leaves the client a session ticket.
+    let first = H3Connection::connect(&endpoint, quic_addr(&edge)).await;
+    assert_eq!(first.get("/obj/warm.m4s?size=10").await.status(), 200);
+    first.close();
+
+    let relay = slow_return_relay(quic_addr(&edge), Duration::from_millis(300)).await;
+    let (resumed, accepted) = H3Connection::connect_0rtt(&endpoint, relay)
+        .await
+        .expect("the client resumes with 0-RTT");
+    let segment = request("GET", "/obj/early.m4s?size=5000", &[]);
+    let post = request("POST", "/obj/early.m4s?size=5000", &[]);
+    let key = request("GET", "/drm/key1", &[]);
+    let (segment, post, key) = tokio::join!(
+        resumed.fetch(segment),
+        resumed.fetch(post),
+        resumed.fetch(key)
+    );
+    assert!(accepted.await, "the edge accepted 0-RTT");
+    let segment = segment.expect("segment");
+    assert_eq!(
+        segment.status(),
+        200,
+        "a safe fetch of a segment is served from early data"
+    );
+    assert_eq!(segment.body, content("early.m4s", 5000));
+    assert_eq!(post.expect("post").status(), 425, "Too Early");
+    assert_eq!(key.expect("key").status(), 425, "keys are not replayable");
+    assert_eq!(origin.state.hits("/drm/key1"), 0);
+
+    // After the handshake, the same connection serves everything as usual.
+    let later = resumed
+        .fetch(request("POST", "/obj/early.m4s", &[]))
+        .await
+        .expect("post");
+    assert_eq!(
+        later.status(),
+        405,
+        "past the handshake it is the edge's usual answer"
+    );
+    let metrics = edge.metrics().await;
+    assert_eq!(
+        metric(&metrics, "strata_edge_errors_total{reason=\"too-early\"}"),
+        Some(2.0)
+    );
+    resumed.close();
+}
