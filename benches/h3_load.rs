@@ -122,7 +122,14 @@ async fn drive_h3(
     n: usize,
     conns: usize,
 ) -> Run {
-    let endpoint = quic_client::endpoint(quic_client::client_config(&cert.der, false));
+    // Same flow-control windows as the HTTP/2 client below: 4 MiB per stream, 16 MiB per connection.
+    let mut config = quic_client::client_config(&cert.der, false);
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .stream_receive_window(quinn::VarInt::from_u32(4 << 20))
+        .receive_window(quinn::VarInt::from_u32(16 << 20));
+    config.transport_config(Arc::new(transport));
+    let endpoint = quic_client::endpoint(config);
     let mut connections = Vec::new();
     for _ in 0..conns {
         connections.push(quic_client::H3Connection::connect(&endpoint, addr).await);
