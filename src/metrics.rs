@@ -90,7 +90,7 @@ pub struct H3Metrics {
     pub incoming: Family<OutcomeLabels, Counter>,
     pub connections: Gauge,
     pub streams: Counter,
-    /// Smoothed RTT of each connection, sampled when it closes.
+    /// Smoothed RTT of each connection, sampled periodically and when it closes.
     pub rtt: Histogram,
     pub lost_packets: Counter,
 }
@@ -127,7 +127,7 @@ impl H3Metrics {
         );
         edge.register(
             "h3_rtt_seconds",
-            "Smoothed round-trip time of HTTP/3 connections, sampled at close",
+            "Smoothed round-trip time of HTTP/3 connections, sampled every 15 s and at close",
             m.rtt.clone(),
         );
         edge.register(

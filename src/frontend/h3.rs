@@ -280,6 +280,8 @@ async fn serve_connection(
     };
     metrics.connections.inc();
     let client = conn.remote_address();
+    let mut sampler = PathSampler { lost_reported: 0 };
+    let mut sample_every = tokio::time::interval_at(Instant::now() + SAMPLE_EVERY, SAMPLE_EVERY);
 
     let built = h3::server::builder()
         .max_field_section_size(limits.max_header_size.0)
@@ -288,13 +290,15 @@ async fn serve_connection(
     match built {
         Ok(mut h3) => {
             let mut draining = false;
+            // Owned here so that cutting this connection (grace over) cuts its requests too.
+            let mut requests = JoinSet::new();
             loop {
                 tokio::select! {
                     accepted = h3.accept() => match accepted {
                         Ok(Some(resolver)) => {
                             metrics.streams.inc();
                             let early = limits.early_data && !handshake_complete(&conn);
-                            tokio::spawn(serve_request(resolver, edge.clone(), client, early));
+                            requests.spawn(serve_request(resolver, edge.clone(), client, early));
                         }
                         // GOAWAY exchanged and every accepted request done.
                         Ok(None) => break,
@@ -305,6 +309,8 @@ async fn serve_connection(
                             break;
                         }
                     },
+                    Some(_) = requests.join_next(), if !requests.is_empty() => {}
+                    _ = sample_every.tick() => sampler.sample(metrics, &conn),
                     _ = stopping(&mut shutdown), if !draining => {
                         draining = true;
                         // GOAWAY: requests already accepted finish, no new ones.
@@ -317,6 +323,7 @@ async fn serve_connection(
                     }
                 }
             }
+            while requests.join_next().await.is_some() {}
             if draining {
                 // The last response's final packets may still be unacknowledged;
                 // give the client a moment to close before we do.
@@ -333,7 +340,8 @@ async fn serve_connection(
             }
         }
     }
-    record_connection(metrics, &conn);
+    sampler.sample(metrics, &conn);
+    metrics.connections.dec();
 }
 
 /// Whether the client's Finished has been received. A request accepted before
@@ -347,11 +355,24 @@ fn handshake_complete(conn: &quinn::Connection) -> bool {
         .is_ok()
 }
 
-fn record_connection(metrics: &H3Metrics, conn: &quinn::Connection) {
-    let stats = conn.stats();
-    metrics.rtt.observe(stats.path.rtt.as_secs_f64());
-    metrics.lost_packets.inc_by(stats.path.lost_packets);
-    metrics.connections.dec();
+/// How often a long-lived connection (a player watching for hours) reports
+/// its RTT and losses, besides once when it closes.
+const SAMPLE_EVERY: Duration = Duration::from_secs(15);
+
+/// Path statistics of one connection, reported as it goes.
+struct PathSampler {
+    lost_reported: u64,
+}
+
+impl PathSampler {
+    fn sample(&mut self, metrics: &H3Metrics, conn: &quinn::Connection) {
+        let path = conn.stats().path;
+        metrics.rtt.observe(path.rtt.as_secs_f64());
+        metrics
+            .lost_packets
+            .inc_by(path.lost_packets.saturating_sub(self.lost_reported));
+        self.lost_reported = self.lost_reported.max(path.lost_packets);
+    }
 }
 
 /// What may be answered from early data: a fetch that changes nothing and
