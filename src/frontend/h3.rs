@@ -524,6 +524,28 @@ mod tests {
     }
 
     #[test]
+    fn the_section_parses_and_errors_name_the_key() {
+        use crate::config::EdgeConfig;
+        let upstream = "[upstream]\nurls = [\"http://127.0.0.1:8081\"]\n";
+        let config = EdgeConfig::parse(&format!(
+            "[server.h3]\nidle_timeout = \"5s\"\nmax_header_size = \"8KiB\"\n{upstream}"
+        ))
+        .expect("valid");
+        assert_eq!(config.server.h3.idle_timeout, Duration::from_secs(5));
+        assert_eq!(config.server.h3.max_header_size, ByteSize(8192));
+        assert!(config.server.h3.enabled && !config.server.h3.early_data);
+        let typo = EdgeConfig::parse(&format!("[server.h3]\nmax_conections = 1\n{upstream}"))
+            .expect_err("typo");
+        assert!(typo.to_string().contains("max_conections"), "{typo}");
+        let zero = EdgeConfig::parse(&format!("[server.h3]\nmax_connections = 0\n{upstream}"))
+            .expect_err("zero");
+        assert!(
+            zero.to_string().starts_with("server.h3.max_connections"),
+            "{zero}"
+        );
+    }
+
+    #[test]
     fn limits_are_validated() {
         assert!(H3Config::default().validate().is_ok());
         let zero = H3Config {
