@@ -439,3 +439,26 @@ async fn early_data_serves_segments_and_answers_anything_else_with_425() {
     );
     resumed.close();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_body_cut_short_resets_the_http3_stream() {
+    let (origin, edge, cert) = h3_edge("h3-cut-edge", |_| {}).await;
+    let endpoint = endpoint(client_config(&cert.der, false));
+    let h3 = H3Connection::connect(&endpoint, quic_addr(&edge)).await;
+    // Slow enough that the head and the first bytes are out before the cut.
+    let path = "/obj/h3cut.m4s?size=300000&cut=100000&delay=30";
+    let cut = h3.fetch(request("GET", path, &[])).await;
+    let err = match cut {
+        Ok(r) => panic!(
+            "a truncated body must not end like a complete one: {} with {} bytes",
+            r.status(),
+            r.body.len()
+        ),
+        Err(e) => e,
+    };
+    assert!(err.contains("response body"), "{err}");
+    // The connection survives the reset and the broken copy was not cached.
+    assert!(h3.fetch(request("GET", path, &[])).await.is_err());
+    assert_eq!(origin.state.hits("/obj/h3cut.m4s"), 2);
+    assert_eq!(h3.get("/obj/fine.m4s?size=10").await.status(), 200);
+}
