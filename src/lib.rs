@@ -133,6 +133,15 @@ pub async fn run(
         Some(Arc::new(Acceptor::from_server_config(rustls_config)))
     };
 
+    let h3_tls = if listeners.quic.is_empty() {
+        None
+    } else {
+        Some(
+            frontend::tls::server_config(&config.server.certificates, &[b"h3"])
+                .map_err(|e| invalid("server.certificates", e))?,
+        )
+    };
+
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     let to_tokio = |l: std::net::TcpListener| -> Result<tokio::net::TcpListener, ConfigError> {
@@ -161,9 +170,7 @@ pub async fn run(
         )));
     }
     let mut h3_tasks = Vec::new();
-    if !listeners.quic.is_empty() {
-        let rustls_config = frontend::tls::server_config(&config.server.certificates, &[b"h3"])
-            .map_err(|e| invalid("server.certificates", e))?;
+    if let Some(rustls_config) = h3_tls {
         for socket in listeners.quic {
             let addr = socket
                 .local_addr()
