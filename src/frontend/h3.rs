@@ -111,6 +111,10 @@ impl H3Config {
         tls.alpn_protocols = vec![b"h3".to_vec()];
         // QUIC allows only 0 or u32::MAX here (RFC 9001 §4.6.1).
         tls.max_early_data_size = if self.early_data { u32::MAX } else { 0 };
+        // Returning players resume (and, with early_data, send 0-RTT) only
+        // while their session is remembered; rustls keeps 256 by default.
+        // Stateful sessions are also what makes a 0-RTT ticket single-use.
+        tls.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE);
         let crypto = QuicServerConfig::try_from(tls)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let mut transport = quinn::TransportConfig::default();
@@ -127,6 +131,9 @@ impl H3Config {
         Ok(config)
     }
 }
+
+/// TLS sessions remembered for resumption (a few hundred bytes each).
+const SESSION_CACHE: usize = 32 * 1024;
 
 /// Serve HTTP/3 on `socket` until `shutdown` turns true; then send GOAWAY on
 /// every connection, let the requests already accepted finish, and close the
