@@ -171,7 +171,7 @@ impl Edge {
             client,
         };
         let mut response = error.into_response();
-        self.finish_headers(&mut response.head.headers);
+        self.finish_headers(&mut response.head.headers, protocol);
         (response, log)
     }
 
@@ -223,7 +223,7 @@ impl Edge {
                 }
                 Err(e) => e.into_response(),
             };
-        self.finish_headers(&mut response.head.headers);
+        self.finish_headers(&mut response.head.headers, protocol);
         (response, log)
     }
 
@@ -455,10 +455,13 @@ impl Edge {
         }
     }
 
-    fn finish_headers(&self, headers: &mut HeaderMap) {
+    fn finish_headers(&self, headers: &mut HeaderMap, protocol: Protocol) {
         headers.append(header::VIA, self.via.clone());
-        if let Some(alt_svc) = &self.alt_svc {
-            headers.insert(header::ALT_SVC, alt_svc.clone());
+        match &self.alt_svc {
+            Some(alt_svc) if protocol != Protocol::Http3 => {
+                headers.insert(header::ALT_SVC, alt_svc.clone());
+            }
+            _ => {}
         }
         headers
             .entry(header::ACCESS_CONTROL_ALLOW_ORIGIN)

@@ -24,6 +24,10 @@ pub enum EdgeError {
     Upstream { why: String, timeout: bool },
     #[error("no upstream configured")]
     NoUpstream,
+    /// Sent in TLS early data (0-RTT), which an attacker can replay, and not a
+    /// safe fetch of a cacheable object: retry after the handshake (RFC 8470 §5.2).
+    #[error("too early: send this request again after the handshake completes")]
+    TooEarly,
 }
 
 impl EdgeError {
@@ -36,6 +40,7 @@ impl EdgeError {
             EdgeError::Loop => StatusCode::LOOP_DETECTED,
             EdgeError::Upstream { timeout: true, .. } => StatusCode::GATEWAY_TIMEOUT,
             EdgeError::Upstream { .. } | EdgeError::NoUpstream => StatusCode::BAD_GATEWAY,
+            EdgeError::TooEarly => StatusCode::TOO_EARLY,
         }
     }
 
@@ -50,6 +55,7 @@ impl EdgeError {
             EdgeError::Upstream { timeout: true, .. } => "upstream-timeout",
             EdgeError::Upstream { .. } => "upstream-failed",
             EdgeError::NoUpstream => "no-upstream",
+            EdgeError::TooEarly => "too-early",
         }
     }
 

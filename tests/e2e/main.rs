@@ -5,5 +5,7 @@ mod harness;
 
 mod cli;
 mod edge;
+mod h3;
 mod policy;
 mod prometheus;
+mod quic_client;
