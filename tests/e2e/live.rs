@@ -39,7 +39,6 @@ async fn srt_publish_plays_through_the_edge() {
     let _publisher = Publisher::start(&stack.srt_url("srt", ""), "mpegts", "320x180");
     wait_for_segments(&stack, "srt", "main", 2).await;
     assert_every_format_decodes(&stack, "srt").await;
-    assert_plays("hls", &stack.edge("/live/srt/master.m3u8"), 10).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,8 +48,7 @@ async fn srt_publish_with_passphrase_plays_through_the_edge() {
     let url = stack.srt_url("secret", &format!("&passphrase={PASSPHRASE}&pbkeylen=16"));
     let _publisher = Publisher::start(&url, "mpegts", "320x180");
     wait_for_segments(&stack, "secret", "main", 2).await;
-    assert_decodes(&stack.edge("/live/secret/master.m3u8"), 4).await;
-    assert_plays("dash", &stack.edge("/live/secret/manifest.mpd"), 10).await;
+    assert_every_format_decodes(&stack, "secret").await;
 }
 
 /// Stops the publisher while `player` plays and starts it again within the
@@ -58,7 +56,7 @@ async fn srt_publish_with_passphrase_plays_through_the_edge() {
 async fn play_across_reconnect(stack: &Stack, channel: &str, player: &str, path: &str) {
     let mut publisher = Publisher::start(&stack.rtmp_url(channel), "flv", "320x180");
     wait_for_segments(stack, channel, "main", 2).await;
-    let playback = start_play(player, &stack.edge(&format!("/live/{channel}/{path}")), 20).await;
+    let playback = start_play(player, &stack.edge(&format!("/live/{channel}/{path}")), 16).await;
     // Let the browser start and play a few seconds of the first session.
     tokio::time::sleep(Duration::from_secs(8)).await;
     assert!(publisher.exited().is_none(), "publisher died early");
@@ -180,8 +178,6 @@ async fn abr_ladder_of_two_renditions_is_listed_and_plays() {
             .all(|l| [360, 180].contains(&l["height"].as_u64().unwrap_or(0))),
         "{report}"
     );
-    let report = assert_plays("dash", &stack.edge("/live/ladder/manifest.mpd"), 10).await;
-    assert_eq!(report["levels"], 2, "dash.js saw one rung: {report}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -215,6 +211,8 @@ async fn channel_api_describes_the_channel_and_kicks_with_a_token() {
     );
     let fps = main["frame_rate"].as_f64().unwrap_or(0.0);
     assert!((fps - 25.0).abs() < 1.0, "frame rate {fps}: {status}");
+    let gop = main["keyframe_interval"].as_f64().unwrap_or(0.0);
+    assert!((gop - 2.0).abs() < 0.2, "keyframe interval {gop}: {status}");
     assert_eq!(main["publisher"]["protocol"], "rtmp", "{status}");
     let listed: serde_json::Value = get_json(&stack.api("/api/channels")).await;
     assert!(
