@@ -253,6 +253,11 @@ async fn channel_api_describes_the_channel_and_kicks_with_a_token() {
     assert_eq!(status["state"], "reconnecting", "{status}");
     assert_eq!(status["renditions"][0]["live"], false, "{status}");
     assert!(status["renditions"][0]["publisher"].is_null(), "{status}");
+    // The short segment the kick cut off is not a GOP of its own.
+    let gop = status["renditions"][0]["keyframe_interval"]
+        .as_f64()
+        .unwrap_or(0.0);
+    assert!((gop - 2.0).abs() < 0.2, "keyframe interval {gop}: {status}");
 }
 
 #[test]
