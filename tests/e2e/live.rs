@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::harness::client;
 use crate::stack::{
     assert_decodes, assert_plays, get_json, install_message, missing_peers, require_peers,
-    start_play, start_stack, wait_for_body, wait_for_segments, Publisher, Stack, API_TOKEN,
+    start_play_logged, start_stack, wait_for_body, wait_for_segments, Publisher, Stack, API_TOKEN,
 };
 
 const PASSPHRASE: &str = "live-e2e-passphrase";
@@ -56,7 +56,8 @@ async fn srt_publish_with_passphrase_plays_through_the_edge() {
 async fn play_across_reconnect(stack: &Stack, channel: &str, player: &str, path: &str) {
     let mut publisher = Publisher::start(&stack.rtmp_url(channel), "flv", "320x180");
     wait_for_segments(stack, channel, "main", 2).await;
-    let playback = start_play(player, &stack.edge(&format!("/live/{channel}/{path}")), 16).await;
+    let playback =
+        start_play_logged(player, &stack.edge(&format!("/live/{channel}/{path}")), 16).await;
     // Let the browser start and play a few seconds of the first session.
     tokio::time::sleep(Duration::from_secs(8)).await;
     assert!(publisher.exited().is_none(), "publisher died early");
@@ -69,7 +70,7 @@ async fn play_across_reconnect(stack: &Stack, channel: &str, player: &str, path:
     )
     .await;
     let _publisher = Publisher::start(&stack.rtmp_url(channel), "flv", "320x180");
-    wait_for_body(
+    let playlist = wait_for_body(
         &stack.origin(&format!("/live/{channel}/main/video.m3u8")),
         "a discontinuity after the reconnect",
         Duration::from_secs(20),
@@ -80,7 +81,30 @@ async fn play_across_reconnect(stack: &Stack, channel: &str, player: &str, path:
         },
     )
     .await;
-    playback.finish().await;
+    let (_, log) = playback.finish_with_log().await;
+    // The player went on into the second session: it fetched its video.
+    let first_after: u64 = playlist
+        .split("#EXT-X-DISCONTINUITY\n")
+        .nth(1)
+        .and_then(|after| after.lines().find(|l| l.ends_with(".m4s")))
+        .and_then(|uri| uri.trim_start_matches("video/").strip_suffix(".m4s"))
+        .and_then(|n| n.parse().ok())
+        .expect("segment after the discontinuity");
+    let fetched_after = log
+        .lines()
+        .filter(|l| l.contains("response") && l.contains(&format!("/live/{channel}/main/video/")))
+        .filter_map(|l| {
+            l.rsplit('/')
+                .next()?
+                .strip_suffix(".m4s")?
+                .parse::<u64>()
+                .ok()
+        })
+        .any(|n| n >= first_after);
+    assert!(
+        fetched_after,
+        "{player} never fetched video from segment {first_after} on (after the reconnect):\n{log}"
+    );
 
     // The manifests say so too, through the edge.
     let http = client();

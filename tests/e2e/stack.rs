@@ -350,12 +350,23 @@ pub struct Playback {
 /// Starts `play.mjs --player {player} --url {url} --seconds {seconds}`,
 /// waiting for its turn at the browser.
 pub async fn start_play(player: &str, url: &str, seconds: u32) -> Playback {
+    spawn_play(player, url, seconds, false).await
+}
+
+/// [`start_play`] with `--verbose`: stderr then lists every media response
+/// (`response PROTOCOL STATUS URL`), for [`Playback::finish_with_log`].
+pub async fn start_play_logged(player: &str, url: &str, seconds: u32) -> Playback {
+    spawn_play(player, url, seconds, true).await
+}
+
+async fn spawn_play(player: &str, url: &str, seconds: u32, verbose: bool) -> Playback {
     let turn = BROWSER.lock().await;
     let child = Command::new("node")
         .arg(play_mjs())
         .args(["--player", player, "--url", url])
         .args(["--seconds", &seconds.to_string()])
         .args(["--timeout", &(seconds + 40).to_string()])
+        .args(verbose.then_some("--verbose"))
         .env("STRATA_CHROMIUM", chromium())
         .current_dir(Path::new(&repo()).join("tests/browser"))
         .stdin(Stdio::null())
@@ -374,6 +385,11 @@ pub async fn start_play(player: &str, url: &str, seconds: u32) -> Playback {
 impl Playback {
     /// Waits for the report; asserts it is `ok` with no stall.
     pub async fn finish(self) -> serde_json::Value {
+        self.finish_with_log().await.0
+    }
+
+    /// [`Playback::finish`], plus play.mjs's stderr.
+    pub async fn finish_with_log(self) -> (serde_json::Value, String) {
         let out = tokio::time::timeout(Duration::from_secs(120), self.child.wait_with_output())
             .await
             .unwrap_or_else(|_| panic!("{}: play.mjs did not exit", self.what))
@@ -392,7 +408,7 @@ impl Playback {
             self.what
         );
         assert_eq!(report["stalls"], 0, "{}: stalled: {report}", self.what);
-        report
+        (report, stderr.into_owned())
     }
 }
 
