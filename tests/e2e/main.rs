@@ -2,10 +2,12 @@
 //! loopback. One test binary for the crate; each file is one concern.
 
 mod harness;
+mod stack;
 
 mod cli;
 mod edge;
 mod h3;
+mod live;
 mod policy;
 mod prometheus;
 mod quic_client;
