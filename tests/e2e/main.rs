@@ -7,6 +7,7 @@ mod stack;
 mod cli;
 mod edge;
 mod h3;
+mod h3_browser;
 mod live;
 mod policy;
 mod prometheus;
