@@ -96,6 +96,10 @@ pub struct ServerConfig {
     pub admin: Option<SocketAddr>,
     /// This node's name in `Via` and `Cache-Status`; also how tier loops are detected.
     pub node_id: String,
+    /// Peers (CIDR ranges, e.g. a load balancer) that open every connection
+    /// with a PROXY protocol v1/v2 header; the client address is taken from
+    /// it. Connections from other peers are never parsed for one.
+    pub proxy_protocol_from: Vec<String>,
     /// On SIGTERM, how long in-flight responses may take to finish.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -112,9 +116,28 @@ impl Default for ServerConfig {
             h2c: true,
             admin: Some(SocketAddr::from(([127, 0, 0, 1], 9091))),
             node_id: default_node_id(),
+            proxy_protocol_from: Vec::new(),
             shutdown_grace: Duration::from_secs(10),
             h3: H3Config::default(),
         }
+    }
+}
+
+impl ServerConfig {
+    /// `proxy_protocol_from` parsed; an error names the bad entry.
+    pub fn proxy_protocol_nets(&self) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+        self.proxy_protocol_from
+            .iter()
+            .enumerate()
+            .map(|(i, net)| {
+                net.parse::<ipnet::IpNet>()
+                    .or_else(|_| net.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| ConfigError::Invalid {
+                        key: format!("server.proxy_protocol_from[{i}]"),
+                        message: format!("{net:?} is not an address or CIDR range"),
+                    })
+            })
+            .collect()
     }
 }
 
@@ -235,6 +258,7 @@ impl EdgeConfig {
             .h3
             .validate()
             .map_err(|(key, message)| invalid(key, message))?;
+        self.server.proxy_protocol_nets()?;
         if self.upstream.urls.is_empty() {
             return Err(invalid(
                 "upstream.urls",

@@ -131,7 +131,11 @@ pub async fn run(
     let sighup = tokio::spawn(reload_on_sighup(edge.clone()));
     let health = tokio::spawn(pool.clone().check_health_forever());
 
-    let app = Arc::new(PingoraApp::new(edge.clone(), config.server.h2c));
+    let app = Arc::new(PingoraApp::new(
+        edge.clone(),
+        config.server.h2c,
+        config.server.proxy_protocol_nets()?,
+    ));
     let tls = if listeners.tls.is_empty() {
         None
     } else {
