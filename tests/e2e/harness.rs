@@ -259,6 +259,16 @@ impl TestCert {
         Self::write(made.cert, made.key_pair)
     }
 
+    /// A self-signed certificate for `names`.
+    #[allow(dead_code)]
+    pub fn for_names(names: &[&str]) -> TestCert {
+        let made = rcgen::generate_simple_self_signed(
+            names.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+        )
+        .expect("self-signed certificate");
+        Self::write(made.cert, made.key_pair)
+    }
+
     /// A certificate browsers accept when its key is pinned: short validity
     /// (Chromium's QUIC stack refuses decades-long ones) and names for both
     /// `localhost` and `127.0.0.1`.

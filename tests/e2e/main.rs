@@ -12,3 +12,4 @@ mod live;
 mod policy;
 mod prometheus;
 mod quic_client;
+mod tls;
