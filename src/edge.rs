@@ -14,8 +14,9 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use crate::cache::fill::{Fill, FillFailure, FillOutcome};
-use crate::cache::freshness::{freshness, TtlDefaults};
+use crate::cache::freshness::{freshness, TtlDefaults, TtlOverride, TtlOverrides};
 use crate::cache::key::CacheKey;
+use crate::cache::purge::PurgeLog;
 use crate::cache::{Cache, CachedObject, Staleness};
 use crate::config::ByteSize;
 use crate::error::EdgeError;
@@ -24,6 +25,8 @@ use crate::policy::{self, Denied, Grant, Policy, Propagate, REJECT_REASON_HEADER
 use crate::request::{MediaRequest, ObjectKind, Protocol};
 use crate::response::{Body, EdgeResponse, Outcome, ResponseHead};
 use crate::upstream::{UpstreamPool, UpstreamResponse};
+
+mod control;
 
 /// The `[cache]` section.
 #[derive(Clone, Debug, Deserialize)]
@@ -38,6 +41,9 @@ pub struct CacheConfig {
     pub ignore_params: Vec<String>,
     /// Lifetimes when the upstream sends no Cache-Control or Expires.
     pub ttl: TtlDefaults,
+    /// `[[cache.ttl_overrides]]`: per-prefix lifetimes that win over the
+    /// upstream's (see [`TtlOverrides`]); changeable at run time.
+    pub ttl_overrides: Vec<TtlOverride>,
 }
 
 impl Default for CacheConfig {
@@ -47,6 +53,7 @@ impl Default for CacheConfig {
             max_object_size: ByteSize(64 * 1024 * 1024),
             ignore_params: vec!["token".into(), "CMCD".into()],
             ttl: TtlDefaults::default(),
+            ttl_overrides: Vec::new(),
         }
     }
 }
@@ -85,6 +92,9 @@ pub struct Edge {
     via: HeaderValue,
     alt_svc: Option<HeaderValue>,
     policy: Option<Policy>,
+    purges: PurgeLog,
+    // Read once per fill, swapped whole by the admin API.
+    ttl_overrides: parking_lot::RwLock<Arc<TtlOverrides>>,
 }
 
 impl Edge {
@@ -107,7 +117,11 @@ impl Edge {
         }
         let via = HeaderValue::from_str(&format!("1.1 {node_id}"))
             .map_err(|_| format!("node id {node_id:?} is not a valid header value"))?;
+        let ttl_overrides = TtlOverrides::new(&cache_config.ttl_overrides, "cache.ttl_overrides")
+            .map_err(|(key, message)| format!("{key}: {message}"))?;
         Ok(Edge {
+            purges: PurgeLog::default(),
+            ttl_overrides: parking_lot::RwLock::new(Arc::new(ttl_overrides)),
             cache: Cache::new(cache_config.size.0, metrics.cache.clone()),
             node_id,
             cache_config,
@@ -434,7 +448,7 @@ impl Edge {
         if let Some(fill) = inflight.get(&request.key) {
             return Some((fill.clone(), false));
         }
-        let fill = Arc::new(Fill::new());
+        let fill = Arc::new(Fill::starting_at(self.purges.generation()));
         inflight.insert(request.key.clone(), fill.clone());
         drop(inflight);
         let edge = self.clone();
@@ -464,7 +478,8 @@ impl Edge {
                 if let Some(object) = object {
                     // Stored before the in-flight entry goes, so a request that
                     // finds neither cannot exist (see `serve`).
-                    self.cache.insert(key.clone(), Arc::new(object)).await;
+                    self.store_unless_purged(&key, Arc::new(object), &fill)
+                        .await;
                 } else if stale.is_some() {
                     self.cache.remove(&key).await;
                 }
@@ -534,6 +549,7 @@ impl Edge {
                     &head.headers,
                     kind,
                     &self.cache_config.ttl,
+                    self.ttl_override(key),
                     SystemTime::now(),
                 );
                 let initial_age = age_header(&head.headers);
@@ -560,6 +576,7 @@ impl Edge {
             &parts.headers,
             kind,
             &self.cache_config.ttl,
+            self.ttl_override(key),
             SystemTime::now(),
         );
         let initial_age = age_header(&parts.headers);
@@ -612,10 +629,7 @@ impl Edge {
         if !fresh.storable || received > self.cache_config.max_object_size.0 {
             return Ok(None);
         }
-        let surrogate_keys = head
-            .header_str("surrogate-key")
-            .map(|v| v.split_whitespace().map(str::to_owned).collect())
-            .unwrap_or_default();
+        let surrogate_keys = control::surrogate_keys(&head);
         Ok(Some(CachedObject {
             head,
             body: fill.body(),

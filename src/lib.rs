@@ -86,6 +86,7 @@ pub async fn run(
     config.validate()?;
     let mut registry = Registry::default();
     let metrics = Arc::new(EdgeMetrics::register(&mut registry));
+    let admin_metrics = admin::AdminMetrics::register(&mut registry);
     let pool = Arc::new(
         UpstreamPool::new(config.upstream.clone(), metrics.upstream.clone())
             .map_err(|e| invalid("upstream.urls", e))?,
@@ -149,6 +150,7 @@ pub async fn run(
         registry,
         edge: edge.clone(),
         ready: AtomicBool::new(true),
+        control: admin::Control::new(&config, admin_metrics),
     });
     if let Some(listener) = listeners.admin {
         let listener = to_tokio(listener)?;

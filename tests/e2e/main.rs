@@ -2,6 +2,8 @@
 //! loopback. One test binary for the crate; each file is one concern.
 
 mod harness;
+mod openapi;
 
+mod control;
 mod edge;
 mod policy;
