@@ -44,12 +44,25 @@ fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, 
     Ok(value)
 }
 
+/// An optional field that, when present, must not be `null`: `{"allow":
+/// null}` is a mistake to report, not a way to say "absent".
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
 /// `POST /api/purge`: exactly one of `urls`, `prefix`, `surrogate_keys`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PurgeRequest {
+    #[serde(default, deserialize_with = "present")]
     urls: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present")]
     prefix: Option<String>,
+    #[serde(default, deserialize_with = "present")]
     surrogate_keys: Option<Vec<String>>,
     #[serde(default)]
     soft: bool,
@@ -117,12 +130,13 @@ fn purge_target(
             if tags.is_empty() {
                 return Err(ApiError::Invalid("surrogate_keys: empty".into()));
             }
+            // Surrogate-Key is a header of space-separated tokens.
             if let Some(i) = tags
                 .iter()
-                .position(|t| t.is_empty() || t.contains(char::is_whitespace))
+                .position(|t| t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic()))
             {
                 return Err(ApiError::Invalid(format!(
-                    "surrogate_keys[{i}]: must be non-empty, without spaces"
+                    "surrogate_keys[{i}]: must be visible ASCII, without spaces"
                 )));
             }
             Ok(PurgeTarget::SurrogateKeys(tags))
@@ -138,9 +152,17 @@ fn purge_target(
 #[serde(deny_unknown_fields)]
 pub struct GeoRule {
     pub prefix: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub deny: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub allow: Option<Vec<String>>,
 }
 

@@ -79,9 +79,15 @@ pub struct TtlOverride {
 pub struct TtlOverrides(Vec<TtlOverride>);
 
 impl TtlOverrides {
+    /// Longest override accepted: a year is already "forever" for a cache.
+    pub const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+
     /// Checks every entry; errors name `<at>[i].<field>`.
     pub fn new(entries: &[TtlOverride], at: &str) -> Result<TtlOverrides, (String, String)> {
         for (i, entry) in entries.iter().enumerate() {
+            if entry.ttl > Self::MAX_TTL {
+                return Err((format!("{at}[{i}].ttl"), "at most 365 days".into()));
+            }
             if !entry.prefix.starts_with('/') {
                 return Err((format!("{at}[{i}].prefix"), "must start with '/'".into()));
             }
@@ -389,5 +395,11 @@ mod tests {
         assert_eq!(err.0, "cache.ttl_overrides[0].prefix");
         let err = TtlOverrides::new(&[entry("/a/"), entry("/a/")], "o").expect_err("duplicate");
         assert_eq!(err.0, "o[1].prefix");
+        let forever = TtlOverride {
+            prefix: "/vod/".into(),
+            ttl: Duration::from_secs(400 * 24 * 3600),
+        };
+        let err = TtlOverrides::new(&[forever], "o").expect_err("too long");
+        assert_eq!(err.0, "o[0].ttl");
     }
 }

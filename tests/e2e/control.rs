@@ -578,6 +578,13 @@ async fn bad_admin_requests_get_their_4xx_and_traffic_is_unaffected() {
         ),
         (
             Method::POST,
+            "/api/purge",
+            r#"{"prefix": "/", "urls": null}"#.to_owned(),
+            StatusCode::BAD_REQUEST,
+            "urls",
+        ),
+        (
+            Method::POST,
             "/api/token/keys",
             r#"{"id": "k"}"#.to_owned(),
             StatusCode::CONFLICT,
@@ -645,7 +652,7 @@ async fn bad_admin_requests_get_their_4xx_and_traffic_is_unaffected() {
             &metrics,
             "strata_admin_requests_total{route=\"/api/purge\",method=\"POST\",status=\"400\"}"
         ),
-        Some(4.0)
+        Some(5.0)
     );
     assert_eq!(
         metric(

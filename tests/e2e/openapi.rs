@@ -46,7 +46,7 @@ fn resolve<'a>(spec: &'a Value, node: &'a Value) -> &'a Value {
 
 /// A validator for the JSON Schema subset the spec uses. Unknown keywords
 /// fail, so the spec cannot lean on something this does not check;
-/// `pattern` is the one keyword read but not enforced (documentation only).
+/// `pattern` and `format` are read but not enforced (documentation only).
 fn validate(spec: &Value, schema: &Value, value: &Value, at: &str) -> Result<(), String> {
     let schema = resolve(spec, schema);
     let object = schema
@@ -65,6 +65,7 @@ fn validate(spec: &Value, schema: &Value, value: &Value, at: &str) -> Result<(),
             "minLength",
             "oneOf",
             "pattern",
+            "format",
             "description",
             "default",
         ];
