@@ -1,5 +1,6 @@
 //! The edge's object store: moka, weighed in bytes, holding complete
-//! responses; in-flight fills live beside it (see [`fill`]).
+//! responses; in-flight fills live beside it (see [`fill`]), and purges
+//! reach both (see [`purge`]).
 
 pub mod fill;
 pub mod freshness;

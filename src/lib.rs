@@ -10,7 +10,9 @@
 //!   fetch per object ([`cache::fill`]) streamed to every waiting client while
 //!   it is stored, freshness ([`cache::freshness`]), response headers.
 //! - [`upstream`] — origin/shield pool: consistent hashing, health, retries.
-//! - [`metrics`], [`admin`] — Prometheus metrics and the admin listener.
+//! - [`metrics`], [`admin`] — Prometheus metrics and the admin listener,
+//!   whose control API purges ([`cache::purge`]) and changes geo rules,
+//!   token keys and TTL overrides at run time (`api/openapi.yaml`).
 //! - [`config`] — the TOML file, one section per module.
 
 pub mod admin;
