@@ -2,9 +2,11 @@
 //! loopback. One test binary for the crate; each file is one concern.
 
 mod harness;
+mod openapi;
 mod stack;
 
 mod cli;
+mod control;
 mod edge;
 mod h3;
 mod h3_browser;
