@@ -227,6 +227,18 @@ impl Edge {
                             }
                         }
                         Ok(grant) => {
+                            let mut request = request;
+                            let rewrites = grant.token.is_some()
+                                && grant.propagate == Propagate::Query
+                                && matches!(
+                                    request.kind,
+                                    ObjectKind::Playlist | ObjectKind::Manifest
+                                );
+                            if rewrites {
+                                // A manifest is rewritten whole (ffmpeg asks for
+                                // `bytes=0-`); RFC 9110 lets us answer 200.
+                                request.range = None;
+                            }
                             let response = match self.serve(&request).await {
                                 Ok(response) => response,
                                 Err(e) => e.into_response(),

@@ -14,4 +14,5 @@ mod live;
 mod policy;
 mod prometheus;
 mod quic_client;
+mod signed;
 mod tls;
