@@ -811,15 +811,15 @@ impl Edge {
         let mut head = object.head.clone();
         head.headers
             .insert(header::AGE, object.age(now).as_secs().into());
-        let detail = if cache == "hit" {
+        let status = if cache == "hit" {
             let remaining =
                 object.freshness.ttl.as_secs() as i64 - object.resident(now).as_secs() as i64;
-            format!("{detail}; ttl={remaining}")
+            HeaderValue::from_str(&format!("{}; {detail}; ttl={remaining}", self.node_id))
+                .unwrap_or(HeaderValue::from_static("strata"))
         } else {
-            detail.to_owned()
+            self.cache_status(detail)
         };
-        head.headers
-            .append("cache-status", self.cache_status(&detail));
+        head.headers.append("cache-status", status);
         let outcome = Outcome {
             cache,
             upstream: None,

@@ -142,7 +142,7 @@ impl MediaRequest {
         protocol: Protocol,
         ignored_params: &[String],
     ) -> Result<MediaRequest, EdgeError> {
-        let head_bytes = parts.uri.to_string().len()
+        let head_bytes = parts.uri.path_and_query().map_or(0, |pq| pq.as_str().len())
             + parts
                 .headers
                 .iter()
