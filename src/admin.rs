@@ -255,22 +255,7 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
     let gauges = &state.edge.metrics().cache;
     gauges.objects.set(cache.object_count() as i64);
     gauges.bytes.set(cache.weighted_bytes() as i64);
-    let mut text = String::new();
-    if prometheus_client::encoding::text::encode(&mut text, &state.registry).is_err() {
-        return (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "metrics encoding failed\n",
-        )
-            .into_response();
-    }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
+    strata_origin::http::metrics_response(&state.registry)
 }
 
 async fn readyz(State(state): State<Arc<AdminState>>) -> Response {

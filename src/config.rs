@@ -219,15 +219,19 @@ impl EdgeConfig {
         if self.token.is_none() && self.geo.is_none() {
             return Ok(None);
         }
-        let policy = Policy::init(PolicyConfig {
+        let policy = self.init_policy()?;
+        Ok(Some(policy.with_metrics(PolicyMetrics::register(registry))))
+    }
+
+    fn init_policy(&self) -> Result<Policy, ConfigError> {
+        Policy::init(PolicyConfig {
             token: self.token.clone(),
             geo: self.geo.clone(),
         })
         .map_err(|e| ConfigError::Invalid {
-            key: e.key.clone(),
-            message: e.message.clone(),
-        })?;
-        Ok(Some(policy.with_metrics(PolicyMetrics::register(registry))))
+            key: e.key,
+            message: e.message,
+        })
     }
 
     /// Checks serde cannot express; every error names its key.
@@ -293,14 +297,7 @@ impl EdgeConfig {
         .map_err(|(key, message)| invalid(&key, message))?;
         if self.token.is_some() || self.geo.is_some() {
             // Opens the geo database and parses keys: a bad file or key is a config error at start.
-            Policy::init(PolicyConfig {
-                token: self.token.clone(),
-                geo: self.geo.clone(),
-            })
-            .map_err(|e| ConfigError::Invalid {
-                key: e.key.clone(),
-                message: e.message.clone(),
-            })?;
+            self.init_policy()?;
         }
         if self.upstream.max_attempts == 0 {
             return Err(invalid(

@@ -198,28 +198,9 @@ async fn time() -> Response {
     response
 }
 
-/// `YYYY-MM-DDThh:mm:ss.sssZ` (UTC), from days since the epoch (civil calendar).
+/// `YYYY-MM-DDThh:mm:ss.sssZ` (UTC), the format DASH's http-iso UTCTiming expects.
 pub fn iso8601(t: SystemTime) -> String {
-    let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's days-to-civil algorithm.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60,
-        since.subsec_millis()
-    )
+    crate::package::format_datetime(t)
 }
 
 pub struct AdminState {
@@ -242,8 +223,14 @@ pub fn admin_router(state: Arc<AdminState>) -> Router {
 }
 
 async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
+    metrics_response(&state.registry)
+}
+
+/// A registry in the Prometheus/OpenMetrics text format, as an HTTP response
+/// (used by every role's admin listener).
+pub fn metrics_response(registry: &Registry) -> Response {
     let mut text = String::new();
-    if prometheus_client::encoding::text::encode(&mut text, &state.registry).is_err() {
+    if prometheus_client::encoding::text::encode(&mut text, registry).is_err() {
         return (
             StatusCode::INTERNAL_SERVER_ERROR,
             "metrics encoding failed\n",
