@@ -217,7 +217,10 @@ pub fn write_senc(buf: &mut BytesMut, samples: &[SampleAuxInfo]) -> usize {
 pub fn write_saiz(buf: &mut BytesMut, samples: &[SampleAuxInfo]) {
     let start = begin_full_box(buf, b"saiz", 0, 0);
     let sizes: Vec<u8> = samples.iter().map(SampleAuxInfo::size).collect();
-    let uniform = sizes.first().filter(|f| sizes.iter().all(|s| s == *f));
+    // default_sample_info_size 0 means "sizes listed", so 0 is never a default.
+    let uniform = sizes
+        .first()
+        .filter(|f| **f > 0 && sizes.iter().all(|s| s == *f));
     buf.put_u8(uniform.copied().unwrap_or(0)); // default_sample_info_size
     buf.put_u32(samples.len() as u32);
     if uniform.is_none() {
@@ -412,11 +415,15 @@ pub fn protect_fragment(
         at += size;
     }
     // senc, saiz, saio go at the end of traf; saio needs senc's place.
+    // Constant IV and whole samples (cbcs audio) leave nothing to say: a
+    // saiz of all-zero sizes cannot even be written (size 0 means "listed").
     let mut aux = BytesMut::new();
-    let senc_first = write_senc(&mut aux, &infos);
-    write_saiz(&mut aux, &infos);
-    let saio_offset = (traf.end - moof.start + senc_first) as u32;
-    write_saio(&mut aux, saio_offset);
+    if infos.iter().any(|i| i.size() > 0) {
+        let senc_first = write_senc(&mut aux, &infos);
+        write_saiz(&mut aux, &infos);
+        let saio_offset = (traf.end - moof.start + senc_first) as u32;
+        write_saio(&mut aux, saio_offset);
+    }
     let mut result = Vec::with_capacity(out.len() + aux.len());
     result.extend_from_slice(&out[..traf.end]);
     result.extend_from_slice(&aux);

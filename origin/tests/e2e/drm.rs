@@ -367,3 +367,79 @@ async fn ffmpeg_decrypts_cenc_and_cbcs_cmaf_only_with_the_key() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// One run of tests/browser/play.mjs; `None` when the harness is not installed.
+async fn play(player: &str, url: &str, clearkey: Option<String>) -> Option<serde_json::Value> {
+    let harness = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/browser");
+    if !harness.join("node_modules").exists() {
+        return None;
+    }
+    let mut args: Vec<String> = vec![
+        harness.join("play.mjs").display().to_string(),
+        "--player".into(),
+        player.into(),
+        "--url".into(),
+        url.into(),
+        "--seconds".into(),
+        "4".into(),
+        "--timeout".into(),
+        "40".into(),
+    ];
+    if let Some(pair) = clearkey {
+        args.push("--clearkey".into());
+        args.push(pair);
+    }
+    let out = tokio::process::Command::new("node")
+        .args(&args)
+        .output()
+        .await
+        .ok()?;
+    let line = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()?
+        .to_owned();
+    serde_json::from_str(&line).ok()
+}
+
+/// hls.js plays AES-128 HLS (keys from the origin); Shaka and dash.js play
+/// ClearKey cenc and cbcs DASH; hls.js plays ClearKey SAMPLE-AES-CTR and
+/// SAMPLE-AES HLS (Chromium decrypts cbcs); a wrong key plays nothing. Runs where
+/// `tests/browser/node_modules` exists (`npm ci` in tests/browser).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsers_play_encrypted_streams() {
+    let dir = scratch_dir("browser");
+    let store = recorded_store(&dir);
+    let drm = Arc::new(drm(&dir.join("state")));
+    let addr = serve(store, drm.clone()).await;
+    let pair = |channel: &str| {
+        let key = drm.keys.key_for(channel, None).expect("key");
+        format!("{}:{}", key.kid.hex(), hex::encode(key.key))
+    };
+    let cases = [
+        ("hls", "aes/master.m3u8", None, true),
+        ("shaka", "cenc/manifest.mpd", Some(pair("cenc")), true),
+        ("dash", "cenc/manifest.mpd", Some(pair("cenc")), true),
+        ("hls", "cenc/master.m3u8", Some(pair("cenc")), true),
+        ("shaka", "cbcs/manifest.mpd", Some(pair("cbcs")), true),
+        ("dash", "cbcs/manifest.mpd", Some(pair("cbcs")), true),
+        ("hls", "cbcs/master.m3u8", Some(pair("cbcs")), true),
+        // The players really decrypt: the wrong key plays nothing.
+        ("shaka", "cenc/manifest.mpd", Some(pair("cbcs")), false),
+    ];
+    let mut failures = Vec::new();
+    for (player, path, clearkey, must_play) in cases {
+        let url = format!("http://{addr}/live/{path}");
+        let Some(result) = play(player, &url, clearkey).await else {
+            eprintln!("skipped: tests/browser/node_modules missing (npm ci in tests/browser)");
+            return;
+        };
+        eprintln!("{player} {path}: {result}");
+        if result["ok"] != serde_json::Value::Bool(must_play) {
+            failures.push(format!(
+                "{player} {path} (expected ok={must_play}): {result}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -258,6 +258,24 @@ fn decrypt(fragment: &[u8], p: &TrackProtection) -> Vec<u8> {
     let moof = find(fragment, &[b"moof"]);
     let mdat = find(fragment, &[b"mdat"]);
     let trun = find(fragment, &[b"moof", b"traf", b"trun"]);
+    let traf = find(fragment, &[b"moof", b"traf"]);
+    let has_senc = boxes(fragment, traf.body, traf.end)
+        .expect("traf")
+        .iter()
+        .any(|b| &b.fourcc == b"senc");
+    if !has_senc {
+        // Constant IV, full samples: only cbcs audio may omit sample info.
+        assert_eq!((p.scheme, p.kind), (Scheme::Cbcs, TrackKind::Audio));
+        let (_, sizes) = parse_trun(fragment, &trun).expect("trun");
+        let mut out = fragment[mdat.body..mdat.end].to_vec();
+        let cipher = Aes128::new(&p.key.into());
+        let mut at = 0;
+        for size in sizes {
+            cbc_decrypt_pattern(&cipher, &p.constant_iv, (0, 0), &mut out[at..at + size]);
+            at += size;
+        }
+        return out;
+    }
     let senc = find(fragment, &[b"moof", b"traf", b"senc"]);
     let saio = find(fragment, &[b"moof", b"traf", b"saio"]);
     let (offset_at, sizes) = parse_trun(fragment, &trun).expect("trun");
