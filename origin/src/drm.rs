@@ -66,8 +66,9 @@ pub struct EncryptionConfig {
     pub default: EncryptionScheme,
     /// Signal W3C ClearKey in manifests and answer `POST /drm/clearkey`.
     pub clearkey: bool,
-    /// ClearKey licence URL written into MPDs (`dashif:laurl`); relative
-    /// URLs resolve against the MPD, so they work through edges too.
+    /// ClearKey licence URL written into MPDs (`dashif:laurl`); `{channel}`
+    /// is replaced by the channel name. Relative URLs resolve against the
+    /// MPD, so they work through edges too.
     pub clearkey_licence_url: String,
     /// Widevine licence server: signals Widevine (`pssh`, ContentProtection, HLS KEYFORMAT).
     pub widevine_licence_url: Option<String>,
@@ -84,7 +85,7 @@ impl Default for EncryptionConfig {
         EncryptionConfig {
             default: EncryptionScheme::None,
             clearkey: true,
-            clearkey_licence_url: "/drm/clearkey".into(),
+            clearkey_licence_url: "/drm/clearkey/{channel}".into(),
             widevine_licence_url: None,
             playready_licence_url: None,
             fairplay_licence_url: None,
@@ -221,14 +222,14 @@ impl Drm {
             (_, Object::Manifest) => {
                 let key = self.keys.key_for(channel, None)?;
                 let text = String::from_utf8_lossy(&rendered.body);
-                mpd_with_protection(&text, &self.signalling(scheme, &key))
+                mpd_with_protection(&text, &self.signalling(channel, scheme, &key))
                     .into_bytes()
                     .into()
             }
             (_, Object::MediaPlaylist { .. }) => {
                 let key = self.keys.key_for(channel, None)?;
                 let text = String::from_utf8_lossy(&rendered.body);
-                playlist_with_sample_aes(&text, &self.signalling(scheme, &key))
+                playlist_with_sample_aes(&text, &self.signalling(channel, scheme, &key))
                     .into_bytes()
                     .into()
             }
@@ -285,14 +286,15 @@ impl Drm {
         boxes
     }
 
-    fn signalling(&self, scheme: EncryptionScheme, key: &ContentKey) -> Signalling {
+    fn signalling(&self, channel: &str, scheme: EncryptionScheme, key: &ContentKey) -> Signalling {
         Signalling {
             scheme,
             key: *key,
-            clearkey_licence_url: self
-                .config
-                .clearkey
-                .then(|| self.config.clearkey_licence_url.clone()),
+            clearkey_licence_url: self.config.clearkey.then(|| {
+                self.config
+                    .clearkey_licence_url
+                    .replace("{channel}", channel)
+            }),
             widevine: self
                 .config
                 .widevine_licence_url

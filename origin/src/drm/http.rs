@@ -113,6 +113,10 @@ pub fn playback_routes(drm: Arc<Drm>) -> Router {
     Router::new()
         .route("/live/{channel}/key/{file}", get(hls_key))
         .route("/drm/clearkey", post(clearkey).options(licence_preflight))
+        .route(
+            "/drm/clearkey/{channel}",
+            post(channel_clearkey).options(licence_preflight),
+        )
         .with_state(drm)
 }
 
@@ -160,7 +164,21 @@ struct LicenceRequest {
 
 /// W3C EME §9.1.4 ClearKey: `{"kids":[b64url]}` → JWK set of those we hold.
 async fn clearkey(State(drm): State<Arc<Drm>>, body: Body) -> Response {
-    let result = licence(&drm, body).await;
+    licence_response(&drm, None, body).await
+}
+
+/// The same, limited to one channel's keys, so an edge token's ACL
+/// (`/drm/clearkey/{channel}`) can entitle a viewer to one channel only.
+async fn channel_clearkey(
+    State(drm): State<Arc<Drm>>,
+    Path(channel): Path<String>,
+    body: Body,
+) -> Response {
+    licence_response(&drm, Some(&channel), body).await
+}
+
+async fn licence_response(drm: &Drm, channel: Option<&str>, body: Body) -> Response {
+    let result = licence(drm, channel, body).await;
     match result {
         Ok(response) => {
             count(&drm.metrics.licence_requests, "ok");
@@ -173,7 +191,7 @@ async fn clearkey(State(drm): State<Arc<Drm>>, body: Body) -> Response {
     }
 }
 
-async fn licence(drm: &Drm, body: Body) -> Result<Response, Refusal> {
+async fn licence(drm: &Drm, channel: Option<&str>, body: Body) -> Result<Response, Refusal> {
     if !drm.config.clearkey {
         return Err(Refusal(StatusCode::NOT_FOUND, "ClearKey is disabled"));
     }
@@ -199,6 +217,7 @@ async fn licence(drm: &Drm, body: Body) -> Result<Response, Refusal> {
         ))?;
     let keys: Vec<serde_json::Value> = kids
         .iter()
+        .filter(|kid| channel.is_none_or(|c| drm.keys.channel_of(kid).as_deref() == Some(c)))
         .filter_map(|kid| drm.keys.lookup(kid))
         .map(|key| {
             serde_json::json!({

@@ -112,7 +112,7 @@ fn sample_aes_playlists_signal_clearkey_and_widevine_before_the_first_map() {
     let key = drm.keys.key_for("news", None).expect("key");
     let text = playlist_with_sample_aes(
         MEDIA_PLAYLIST,
-        &drm.signalling(EncryptionScheme::Cbcs, &key),
+        &drm.signalling("news", EncryptionScheme::Cbcs, &key),
     );
     let clearkey = text
         .find("KEYFORMAT=\"org.w3.clearkey\"")
@@ -122,7 +122,7 @@ fn sample_aes_playlists_signal_clearkey_and_widevine_before_the_first_map() {
     assert!(clearkey < text.find("#EXT-X-MAP").expect("map"));
     let ctr = playlist_with_sample_aes(
         MEDIA_PLAYLIST,
-        &drm.signalling(EncryptionScheme::Cenc, &key),
+        &drm.signalling("news", EncryptionScheme::Cenc, &key),
     );
     assert!(ctr.contains("METHOD=SAMPLE-AES-CTR"));
 }
@@ -141,7 +141,7 @@ fn mpds_carry_content_protection_in_every_adaptation_set() {
 ";
     let (drm, _) = drm(EncryptionScheme::Cenc, 0);
     let key = drm.keys.key_for("news", None).expect("key");
-    let out = mpd_with_protection(mpd, &drm.signalling(EncryptionScheme::Cenc, &key));
+    let out = mpd_with_protection(mpd, &drm.signalling("news", EncryptionScheme::Cenc, &key));
     let doc = roxmltree::Document::parse(&out).expect("well-formed XML");
     let protections: Vec<_> = doc
         .descendants()
@@ -166,7 +166,7 @@ fn mpds_carry_content_protection_in_every_adaptation_set() {
         .descendants()
         .find(|n| n.has_tag_name(("https://dashif.org/CPS", "laurl")))
         .and_then(|n| n.text());
-    assert_eq!(laurl, Some("/drm/clearkey"));
+    assert_eq!(laurl, Some("/drm/clearkey/news"));
     assert!(protections[2]
         .descendants()
         .any(|n| n.has_tag_name(("urn:mpeg:cenc:2013", "pssh"))));
@@ -354,4 +354,33 @@ async fn cpix_export_and_import_need_the_bearer_token() {
         .body(Body::empty())
         .expect("request");
     assert_eq!(call(&router, anonymous).await.0, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn channel_licence_urls_answer_only_that_channels_keys() {
+    let (drm, _) = drm(EncryptionScheme::Cenc, 0);
+    let news = drm.keys.key_for("news", None).expect("news");
+    let sport = drm.keys.key_for("sport", None).expect("sport");
+    let router = http::playback_routes(Arc::new(drm));
+    let request = |path: &str, kid: &KeyId| {
+        Request::post(path)
+            .body(Body::from(format!(
+                "{{\"kids\":[\"{}\"]}}",
+                kid.base64url()
+            )))
+            .expect("request")
+    };
+    assert_eq!(
+        call(&router, request("/drm/clearkey/news", &news.kid))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let (status, body, _) = call(&router, request("/drm/clearkey/news", &sport.kid)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(!body.contains(&URL_SAFE_NO_PAD_TEST.encode(sport.key)));
+    assert_eq!(
+        call(&router, request("/drm/clearkey", &sport.kid)).await.0,
+        StatusCode::OK
+    );
 }
