@@ -3,5 +3,6 @@
 
 mod harness;
 
+mod drm;
 mod edge;
 mod policy;

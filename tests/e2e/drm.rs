@@ -1,0 +1,191 @@
+//! Keys through the edge: a real origin (demo channel, HLS AES-128) behind a
+//! real edge with tokens on. Keys reach only token holders, pass through
+//! `private, no-store`, and the edge's cache never keeps them.
+
+use std::time::{Duration, SystemTime};
+
+use strata::policy::{sign, TokenConfig};
+use strata_origin::config::OriginConfig;
+use strata_origin::drm::{ChannelEncryption, EncryptionScheme};
+use strata_origin::server::{OriginListeners, RunOptions};
+use tokio::sync::oneshot;
+
+use crate::harness::{client, metric, start_edge};
+
+const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+struct Origin {
+    http: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
+    _stop: oneshot::Sender<()>,
+    _dir: TempDir,
+}
+
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The origin with its looping demo channel encrypted with `scheme`.
+async fn start_encrypting_origin(scheme: EncryptionScheme) -> Origin {
+    let dir = std::env::temp_dir().join(format!(
+        "strata-e2e-drm-{}-{:?}",
+        std::process::id(),
+        scheme
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut config = OriginConfig::default();
+    config.keys.state_dir = Some(dir.clone());
+    config
+        .encryption
+        .channels
+        .insert("demo".into(), ChannelEncryption { scheme });
+    let bind = || std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let (http, admin) = (bind(), bind());
+    let addrs = (
+        http.local_addr().expect("addr"),
+        admin.local_addr().expect("addr"),
+    );
+    let listeners = OriginListeners {
+        http,
+        admin: Some(admin),
+        rtmp: None,
+        srt: None,
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let options = RunOptions {
+        demo: true,
+        open_ingest: false,
+    };
+    tokio::spawn(async move {
+        strata_origin::server::run(config, listeners, options, async move {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("origin run");
+    });
+    Origin {
+        http: addrs.0,
+        admin: addrs.1,
+        _stop: stop,
+        _dir: TempDir(dir),
+    }
+}
+
+fn token_config() -> TokenConfig {
+    toml::from_str(&format!(
+        "keys = [{{ id = \"k\", secret = \"{SECRET}\" }}]\nrequire = [\"/live/\", \"/drm/\"]\n"
+    ))
+    .expect("token config")
+}
+
+/// The media playlist once the demo channel has published a segment.
+async fn media_playlist(url: &str) -> String {
+    let client = client();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = client.get(url).send().await {
+            if r.status() == 200 {
+                let text = r.text().await.expect("playlist");
+                if text.contains("#EXT-X-KEY") {
+                    return text;
+                }
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no encrypted playlist at {url}"
+        );
+        // The demo publishes a segment every ~2 s; poll for it.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hls_keys_pass_the_edge_only_with_a_token_and_are_never_cached() {
+    let origin = start_encrypting_origin(EncryptionScheme::Aes128).await;
+    let edge = start_edge(&[format!("http://{}", origin.http)], "drm-edge", |c| {
+        c.token = Some(token_config())
+    })
+    .await;
+    let token = sign(
+        SECRET,
+        "/live/demo/*!/drm/*",
+        Duration::from_secs(300),
+        SystemTime::now(),
+        None,
+        None,
+    )
+    .expect("sign");
+    let playlist_url = edge.url(&format!("/live/demo/main/video.m3u8?token={token}"));
+    let playlist = media_playlist(&playlist_url).await;
+    let key_line = playlist
+        .lines()
+        .find(|l| l.starts_with("#EXT-X-KEY:METHOD=AES-128"))
+        .expect("key tag");
+    let uri = key_line
+        .split("URI=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("key URI");
+    assert!(
+        uri.contains("token="),
+        "the edge carries the token on: {uri}"
+    );
+    let key_url = reqwest::Url::parse(&playlist_url)
+        .expect("url")
+        .join(uri)
+        .expect("key url");
+
+    let client = client();
+    let mut keys = Vec::new();
+    for _ in 0..3 {
+        let r = client.get(key_url.clone()).send().await.expect("key");
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            r.headers()["cache-control"].to_str().expect("ascii"),
+            "private, no-store"
+        );
+        keys.push(r.bytes().await.expect("key bytes"));
+    }
+    assert_eq!(keys[0].len(), 16);
+    assert!(keys.iter().all(|k| k == &keys[0]));
+    // Every request reached the origin: the edge's cache holds no key.
+    let origin_metrics = client
+        .get(format!("http://{}/metrics", origin.admin))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(
+        metric(
+            &origin_metrics,
+            "strata_origin_drm_key_requests_total{outcome=\"ok\"}"
+        ),
+        Some(3.0),
+        "{origin_metrics}"
+    );
+
+    // No token, no key.
+    let mut bare = key_url.clone();
+    bare.set_query(None);
+    let r = client.get(bare).send().await.expect("bare");
+    assert_eq!(r.status(), 403);
+    let r = client
+        .post(edge.url("/drm/clearkey"))
+        .body("{\"kids\":[\"AAAAAAAAAAAAAAAAAAAAAA\"]}")
+        .send()
+        .await
+        .expect("licence without token");
+    assert!(
+        r.status() == 403 || r.status() == 405,
+        "a licence request without a token never reaches keys: {}",
+        r.status()
+    );
+    edge.shutdown().await;
+}
