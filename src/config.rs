@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use crate::edge::CacheConfig;
+use crate::frontend::h3::H3Config;
 use crate::policy::{GeoConfig, Policy, PolicyConfig, PolicyMetrics, TokenConfig};
 use crate::upstream::UpstreamConfig;
 
@@ -98,6 +99,8 @@ pub struct ServerConfig {
     /// On SIGTERM, how long in-flight responses may take to finish.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// HTTP/3 on UDP at each `tls_listen` address, and its limits.
+    pub h3: H3Config,
 }
 
 impl Default for ServerConfig {
@@ -110,6 +113,7 @@ impl Default for ServerConfig {
             admin: Some(SocketAddr::from(([127, 0, 0, 1], 9091))),
             node_id: default_node_id(),
             shutdown_grace: Duration::from_secs(10),
+            h3: H3Config::default(),
         }
     }
 }
@@ -227,6 +231,10 @@ impl EdgeConfig {
                 "must be non-empty, without spaces or commas".into(),
             ));
         }
+        self.server
+            .h3
+            .validate()
+            .map_err(|(key, message)| invalid(key, message))?;
         if self.upstream.urls.is_empty() {
             return Err(invalid(
                 "upstream.urls",

@@ -38,6 +38,9 @@ pub struct CacheConfig {
     pub ignore_params: Vec<String>,
     /// Lifetimes when the upstream sends no Cache-Control or Expires.
     pub ttl: TtlDefaults,
+    /// Path prefixes where POST is proxied to the upstream, never cached
+    /// (DRM licence requests such as the origin's `/drm/clearkey`).
+    pub pass_through: Vec<String>,
 }
 
 impl Default for CacheConfig {
@@ -47,6 +50,7 @@ impl Default for CacheConfig {
             max_object_size: ByteSize(64 * 1024 * 1024),
             ignore_params: vec!["token".into(), "CMCD".into()],
             ttl: TtlDefaults::default(),
+            pass_through: vec!["/drm/".into()],
         }
     }
 }
@@ -141,10 +145,51 @@ impl Edge {
         self.policy.as_ref()
     }
 
+    /// Answer one request that carries a body (POST under `cache.pass_through`).
+    pub async fn handle_with_body(
+        self: &Arc<Self>,
+        parts: &Parts,
+        body: bytes::Bytes,
+        client: SocketAddr,
+        protocol: Protocol,
+    ) -> (EdgeResponse, RequestLog) {
+        self.answer(parts, body, client, protocol).await
+    }
+
+    /// Answer with `error` without looking further (e.g. an oversized body).
+    pub fn refuse(
+        &self,
+        parts: &Parts,
+        error: EdgeError,
+        client: SocketAddr,
+        protocol: Protocol,
+    ) -> (EdgeResponse, RequestLog) {
+        let log = RequestLog {
+            method: parts.method.clone(),
+            target: parts.uri.path().to_owned(),
+            protocol,
+            client,
+        };
+        let mut response = error.into_response();
+        self.finish_headers(&mut response.head.headers, protocol);
+        (response, log)
+    }
+
     /// Answer one request. Never fails: errors become responses here.
     pub async fn handle(
         self: &Arc<Self>,
         parts: &Parts,
+        client: SocketAddr,
+        protocol: Protocol,
+    ) -> (EdgeResponse, RequestLog) {
+        self.answer(parts, bytes::Bytes::new(), client, protocol)
+            .await
+    }
+
+    async fn answer(
+        self: &Arc<Self>,
+        parts: &Parts,
+        body: bytes::Bytes,
         client: SocketAddr,
         protocol: Protocol,
     ) -> (EdgeResponse, RequestLog) {
@@ -160,6 +205,13 @@ impl Edge {
                     log.target = request.key.to_string();
                     match self.admit(parts, &request) {
                         Err(denied) => denied_response(denied),
+                        // Licence answers are per viewer already: nothing to propagate.
+                        Ok(_) if request.method == Method::POST => {
+                            match self.pass(&request, parts, body).await {
+                                Ok(response) => response,
+                                Err(e) => e.into_response(),
+                            }
+                        }
                         Ok(grant) => {
                             let response = match self.serve(&request).await {
                                 Ok(response) => response,
@@ -171,7 +223,7 @@ impl Edge {
                 }
                 Err(e) => e.into_response(),
             };
-        self.finish_headers(&mut response.head.headers);
+        self.finish_headers(&mut response.head.headers, protocol);
         (response, log)
     }
 
@@ -217,6 +269,94 @@ impl Edge {
             complete,
             reason = outcome.reason.unwrap_or("-"),
         );
+    }
+
+    /// Proxy a POST under `cache.pass_through` (licence requests): never
+    /// cached, never coalesced, streamed back as it arrives.
+    async fn pass(
+        &self,
+        request: &MediaRequest,
+        parts: &Parts,
+        body: bytes::Bytes,
+    ) -> Result<EdgeResponse, EdgeError> {
+        if !self
+            .cache_config
+            .pass_through
+            .iter()
+            .any(|p| request.path.starts_with(p.as_str()))
+        {
+            return Err(EdgeError::MethodNotAllowed);
+        }
+        let mut headers = HeaderMap::new();
+        for name in [
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+            header::AUTHORIZATION,
+            header::ORIGIN,
+            header::USER_AGENT,
+        ] {
+            if let Some(value) = parts.headers.get(&name) {
+                headers.insert(name, value.clone());
+            }
+        }
+        let mut via = request.via.clone();
+        via.push(format!("1.1 {}", self.node_id));
+        if let Ok(via) = HeaderValue::from_str(&via.join(", ")) {
+            headers.insert(header::VIA, via);
+        }
+        let UpstreamResponse { upstream, response } = self
+            .upstreams
+            .forward(&request.method, request.key.as_str(), &headers, body)
+            .await?;
+        let (upstream_parts, mut incoming) = response.into_parts();
+        let mut head = ResponseHead::new(upstream_parts.status);
+        for (name, value) in &upstream_parts.headers {
+            if !NOT_FORWARDED.contains(name) {
+                head.headers.append(name.clone(), value.clone());
+            }
+        }
+        head.headers
+            .entry(header::CACHE_CONTROL)
+            .or_insert(HeaderValue::from_static("private, no-store"));
+        head.headers
+            .append("cache-status", self.cache_status("fwd=request"));
+        let fill = Arc::new(Fill::new());
+        fill.set_head(
+            head.clone(),
+            "fwd-status=pass",
+            Some(upstream.name.as_str().into()),
+        );
+        let pump = fill.clone();
+        let body_timeout = self.upstreams.config().body_timeout;
+        tokio::spawn(async move {
+            loop {
+                match tokio::time::timeout(body_timeout, incoming.frame()).await {
+                    Ok(Some(Ok(frame))) => {
+                        if let Ok(data) = frame.into_data() {
+                            pump.push(data);
+                        }
+                    }
+                    Ok(None) => break pump.finish(FillOutcome::Complete),
+                    Ok(Some(Err(e))) => {
+                        break pump
+                            .finish(FillOutcome::Failed(FillFailure::new(e.to_string(), false)))
+                    }
+                    Err(_) => {
+                        break pump
+                            .finish(FillOutcome::Failed(FillFailure::new("body stalled", true)))
+                    }
+                }
+            }
+        });
+        Ok(EdgeResponse {
+            head,
+            body: Body::Fill(fill.reader(0, None)),
+            outcome: Outcome {
+                cache: "pass",
+                upstream: Some(upstream.name.clone()),
+                reason: None,
+            },
+        })
     }
 
     /// Token and geo rules, on every protocol alike.
@@ -315,10 +455,13 @@ impl Edge {
         }
     }
 
-    fn finish_headers(&self, headers: &mut HeaderMap) {
+    fn finish_headers(&self, headers: &mut HeaderMap, protocol: Protocol) {
         headers.append(header::VIA, self.via.clone());
-        if let Some(alt_svc) = &self.alt_svc {
-            headers.insert(header::ALT_SVC, alt_svc.clone());
+        match &self.alt_svc {
+            Some(alt_svc) if protocol != Protocol::Http3 => {
+                headers.insert(header::ALT_SVC, alt_svc.clone());
+            }
+            _ => {}
         }
         headers
             .entry(header::ACCESS_CONTROL_ALLOW_ORIGIN)
@@ -842,7 +985,7 @@ fn preflight() -> EdgeResponse {
     );
     h.insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("Range, If-None-Match, If-Modified-Since, Origin"),
+        HeaderValue::from_static("Range, If-None-Match, If-Modified-Since, Origin, Content-Type"),
     );
     h.insert(
         header::ACCESS_CONTROL_MAX_AGE,

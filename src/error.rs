@@ -12,7 +12,9 @@ pub enum EdgeError {
     /// Request head larger than the edge accepts (RFC 6585 §5).
     #[error("request header fields too large: {0} bytes")]
     HeadersTooLarge(usize),
-    #[error("method not allowed: the edge serves GET, HEAD and OPTIONS")]
+    #[error("request body larger than {0} bytes")]
+    BodyTooLarge(usize),
+    #[error("method not allowed: the edge serves GET, HEAD and OPTIONS (and POST under cache.pass_through)")]
     MethodNotAllowed,
     /// This node's name is already in the request's `Via`: tiers point at each other.
     #[error("request loop detected: this node already handled this request (Via)")]
@@ -22,6 +24,10 @@ pub enum EdgeError {
     Upstream { why: String, timeout: bool },
     #[error("no upstream configured")]
     NoUpstream,
+    /// Sent in TLS early data (0-RTT), which an attacker can replay, and not a
+    /// safe fetch of a cacheable object: retry after the handshake (RFC 8470 §5.2).
+    #[error("too early: send this request again after the handshake completes")]
+    TooEarly,
 }
 
 impl EdgeError {
@@ -29,10 +35,12 @@ impl EdgeError {
         match self {
             EdgeError::BadRequest(_) => StatusCode::BAD_REQUEST,
             EdgeError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            EdgeError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             EdgeError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             EdgeError::Loop => StatusCode::LOOP_DETECTED,
             EdgeError::Upstream { timeout: true, .. } => StatusCode::GATEWAY_TIMEOUT,
             EdgeError::Upstream { .. } | EdgeError::NoUpstream => StatusCode::BAD_GATEWAY,
+            EdgeError::TooEarly => StatusCode::TOO_EARLY,
         }
     }
 
@@ -41,11 +49,13 @@ impl EdgeError {
         match self {
             EdgeError::BadRequest(_) => "bad-request",
             EdgeError::MethodNotAllowed => "method",
+            EdgeError::BodyTooLarge(_) => "body-too-large",
             EdgeError::HeadersTooLarge(_) => "headers-too-large",
             EdgeError::Loop => "loop",
             EdgeError::Upstream { timeout: true, .. } => "upstream-timeout",
             EdgeError::Upstream { .. } => "upstream-failed",
             EdgeError::NoUpstream => "no-upstream",
+            EdgeError::TooEarly => "too-early",
         }
     }
 

@@ -2,8 +2,9 @@
 //! origin, the shield tier).
 //!
 //! A request flows through these modules in order:
-//! - [`frontend`] — Pingora (HTTP/1.1, HTTP/2, TLS) accepts and parses; it
-//!   hands `http::request::Parts` to the core and writes what comes back.
+//! - [`frontend`] — Pingora (HTTP/1.1, HTTP/2, TLS) and quinn + h3 (HTTP/3)
+//!   accept and parse; they hand `http::request::Parts` to the core and write
+//!   what comes back.
 //! - [`request`] — the request parsed once: normalised path, cache key
 //!   ([`cache::key`]), object kind, range, validators.
 //! - [`edge`] — the pipeline: cache lookup ([`cache`]), one coalesced upstream
@@ -49,6 +50,8 @@ pub struct EdgeListeners {
     pub http: Vec<std::net::TcpListener>,
     pub tls: Vec<std::net::TcpListener>,
     pub admin: Option<std::net::TcpListener>,
+    /// HTTP/3 (QUIC) sockets, on the same addresses as `tls`.
+    pub quic: Vec<std::net::UdpSocket>,
 }
 
 impl EdgeListeners {
@@ -57,14 +60,28 @@ impl EdgeListeners {
             std::net::TcpListener::bind(addr)
                 .map_err(|e| std::io::Error::new(e.kind(), format!("bind {addr}: {e}")))
         };
+        let tls: Vec<std::net::TcpListener> = server
+            .tls_listen
+            .iter()
+            .map(bind)
+            .collect::<Result<_, _>>()?;
+        // UDP on the port TCP got, so `tls_listen = ["[::]:0"]` works too.
+        let quic = if server.h3.enabled {
+            tls.iter()
+                .map(|l| {
+                    let addr = l.local_addr()?;
+                    std::net::UdpSocket::bind(addr)
+                        .map_err(|e| std::io::Error::new(e.kind(), format!("bind udp {addr}: {e}")))
+                })
+                .collect::<Result<_, _>>()?
+        } else {
+            Vec::new()
+        };
         Ok(EdgeListeners {
             http: server.listen.iter().map(bind).collect::<Result<_, _>>()?,
-            tls: server
-                .tls_listen
-                .iter()
-                .map(bind)
-                .collect::<Result<_, _>>()?,
+            tls,
             admin: server.admin.as_ref().map(bind).transpose()?,
+            quic,
         })
     }
 }
@@ -95,16 +112,22 @@ pub async fn run(
         .as_ref()
         .and_then(|p| p.geo_db())
         .map(|db| db.watch(std::time::Duration::from_secs(5)));
-    let edge = Arc::new(
-        Edge::new(
-            config.server.node_id.clone(),
-            config.cache.clone(),
-            pool.clone(),
-            metrics,
-            policy,
-        )
-        .map_err(|e| invalid("server.node_id", e))?,
-    );
+    let mut edge = Edge::new(
+        config.server.node_id.clone(),
+        config.cache.clone(),
+        pool.clone(),
+        metrics,
+        policy,
+    )
+    .map_err(|e| invalid("server.node_id", e))?;
+    if let Some(quic) = listeners.quic.first() {
+        let port = quic
+            .local_addr()
+            .map_err(|e| invalid("server.tls_listen", e.to_string()))?
+            .port();
+        edge.set_alt_svc(Some(config.server.h3.alt_svc(port)));
+    }
+    let edge = Arc::new(edge);
     let sighup = tokio::spawn(reload_on_sighup(edge.clone()));
     let health = tokio::spawn(pool.clone().check_health_forever());
 
@@ -116,6 +139,15 @@ pub async fn run(
             frontend::tls::server_config(&config.server.certificates, &[b"h2", b"http/1.1"])
                 .map_err(|e| invalid("server.certificates", e))?;
         Some(Arc::new(Acceptor::from_server_config(rustls_config)))
+    };
+
+    let h3_tls = if listeners.quic.is_empty() {
+        None
+    } else {
+        Some(
+            frontend::tls::server_config(&config.server.certificates, &[b"h3"])
+                .map_err(|e| invalid("server.certificates", e))?,
+        )
     };
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -144,6 +176,28 @@ pub async fn run(
             tls.clone(),
             stop_rx.clone(),
         )));
+    }
+    let mut h3_tasks = Vec::new();
+    if let Some(rustls_config) = h3_tls {
+        for socket in listeners.quic {
+            let addr = socket
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            tracing::info!(%addr, "edge listening (quic: h3)");
+            let serve = frontend::h3::serve(
+                socket,
+                edge.clone(),
+                rustls_config.clone(),
+                config.server.h3.clone(),
+                stop_rx.clone(),
+            );
+            h3_tasks.push(tokio::spawn(async move {
+                if let Err(e) = serve.await {
+                    tracing::error!(%addr, error = %e, "HTTP/3 listener failed");
+                }
+            }));
+        }
     }
     let admin_state = Arc::new(admin::AdminState {
         registry,
@@ -175,6 +229,12 @@ pub async fn run(
     let deadline = tokio::time::Instant::now() + config.server.shutdown_grace;
     while Arc::strong_count(&app) > 1 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // HTTP/3 listeners sent GOAWAY and drain on their own; cut what is left at the deadline.
+    for mut task in h3_tasks {
+        if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+            task.abort();
+        }
     }
     health.abort();
     sighup.abort();

@@ -81,9 +81,13 @@ struct EdgeArgs {
     /// Cleartext listener (HTTP/1.1 and h2c); repeat for several.
     #[arg(long)]
     listen: Vec<SocketAddr>,
-    /// TLS listener (HTTP/2 and HTTP/1.1 by ALPN); needs --cert and --key.
+    /// TLS listener (HTTP/2 and HTTP/1.1 by ALPN on TCP, HTTP/3 on UDP at the
+    /// same address unless --no-h3); needs --cert and --key.
     #[arg(long, requires_all = ["cert", "key"])]
     tls_listen: Vec<SocketAddr>,
+    /// Serve no HTTP/3 (QUIC) on the TLS addresses and advertise none.
+    #[arg(long)]
+    no_h3: bool,
     /// PEM certificate chain for --tls-listen.
     #[arg(long)]
     cert: Option<PathBuf>,
@@ -173,6 +177,9 @@ impl EdgeArgs {
         if let Some(size) = self.cache_size {
             config.cache.size = size;
             config.cache.max_object_size = config.cache.max_object_size.min(size);
+        }
+        if self.no_h3 {
+            config.server.h3.enabled = false;
         }
         if let Some(node_id) = self.node_id {
             config.server.node_id = node_id;
@@ -316,6 +323,7 @@ fn up(
     edge.server.listen = vec![edge_addr];
     edge.server.admin = Some(admin_addr);
     let edge_listeners = EdgeListeners {
+        quic: vec![],
         http: vec![edge_http],
         tls: vec![],
         admin: Some(edge_admin),

@@ -39,6 +39,11 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
 fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_5, 2.0, 16))
 }
@@ -76,9 +81,68 @@ pub struct UpstreamMetrics {
     pub healthy: Family<UpstreamLabels, Gauge>,
 }
 
+/// The HTTP/3 front door's connection-level view (requests are counted with
+/// everyone else's in [`RequestMetrics`], labelled `protocol="h3"`).
+pub struct H3Metrics {
+    /// `ok`, `failed`
+    pub handshakes: Family<OutcomeLabels, Counter>,
+    /// What was done with a new connection attempt: `accepted`, `retry`, `refused`.
+    pub incoming: Family<OutcomeLabels, Counter>,
+    pub connections: Gauge,
+    pub streams: Counter,
+    /// Smoothed RTT of each connection, sampled periodically and when it closes.
+    pub rtt: Histogram,
+    pub lost_packets: Counter,
+}
+
+impl H3Metrics {
+    fn register(edge: &mut Registry) -> H3Metrics {
+        let m = H3Metrics {
+            handshakes: Family::default(),
+            incoming: Family::default(),
+            connections: Gauge::default(),
+            streams: Counter::default(),
+            rtt: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
+            lost_packets: Counter::default(),
+        };
+        edge.register(
+            "h3_handshakes",
+            "QUIC handshakes, by outcome (ok, failed)",
+            m.handshakes.clone(),
+        );
+        edge.register(
+            "h3_incoming",
+            "New QUIC connection attempts, by what the edge did (accepted, retry, refused)",
+            m.incoming.clone(),
+        );
+        edge.register(
+            "h3_connections",
+            "Open HTTP/3 connections",
+            m.connections.clone(),
+        );
+        edge.register(
+            "h3_streams",
+            "HTTP/3 request streams accepted",
+            m.streams.clone(),
+        );
+        edge.register(
+            "h3_rtt_seconds",
+            "Smoothed round-trip time of HTTP/3 connections, sampled every 15 s and at close",
+            m.rtt.clone(),
+        );
+        edge.register(
+            "h3_lost_packets",
+            "QUIC packets declared lost on HTTP/3 connections",
+            m.lost_packets.clone(),
+        );
+        m
+    }
+}
+
 /// Everything the edge counts.
 pub struct EdgeMetrics {
     pub requests: RequestMetrics,
+    pub h3: H3Metrics,
     pub cache: std::sync::Arc<CacheMetrics>,
     pub upstream: std::sync::Arc<UpstreamMetrics>,
 }
@@ -150,8 +214,10 @@ impl EdgeMetrics {
             "1 when the upstream passes health checks",
             upstream.healthy.clone(),
         );
+        let h3 = H3Metrics::register(edge);
         EdgeMetrics {
             requests,
+            h3,
             cache,
             upstream: std::sync::Arc::new(upstream),
         }

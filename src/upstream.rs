@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
-use http_body_util::Empty;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
@@ -166,7 +166,7 @@ pub struct UpstreamResponse {
 
 pub struct UpstreamPool {
     upstreams: Vec<Arc<Upstream>>,
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: Client<HttpConnector, Full<Bytes>>,
     config: UpstreamConfig,
     metrics: Arc<UpstreamMetrics>,
 }
@@ -239,7 +239,16 @@ impl UpstreamPool {
             .into_iter()
             .take(self.config.max_attempts.max(1))
         {
-            match self.attempt(&upstream, path_and_query, headers).await {
+            match self
+                .attempt(
+                    &upstream,
+                    &Method::GET,
+                    path_and_query,
+                    headers,
+                    Bytes::new(),
+                )
+                .await
+            {
                 Ok(response) if response.status().is_server_error() => {
                     self.failed(&upstream, "http-5xx");
                     last = EdgeError::Upstream {
@@ -257,14 +266,49 @@ impl UpstreamPool {
         Err(last)
     }
 
+    /// Send a non-cacheable request (e.g. a licence POST) to the object's
+    /// upstream; another upstream is tried only when no answer came at all,
+    /// since the request may not be idempotent.
+    pub async fn forward(
+        &self,
+        method: &Method,
+        path_and_query: &str,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<UpstreamResponse, EdgeError> {
+        let mut last = EdgeError::NoUpstream;
+        for upstream in self
+            .candidates(path_and_query)
+            .into_iter()
+            .take(self.config.max_attempts.max(1))
+        {
+            match self
+                .attempt(&upstream, method, path_and_query, headers, body.clone())
+                .await
+            {
+                Ok(response) => {
+                    self.succeeded(&upstream);
+                    return Ok(UpstreamResponse { upstream, response });
+                }
+                Err(e @ EdgeError::Upstream { timeout: true, .. }) => return Err(e),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
     async fn attempt(
         &self,
         upstream: &Arc<Upstream>,
+        method: &Method,
         path_and_query: &str,
         headers: &HeaderMap,
+        body: Bytes,
     ) -> Result<Response<Incoming>, EdgeError> {
-        let mut request = Request::get(upstream.uri(path_and_query)?)
-            .body(Empty::new())
+        let mut request = Request::builder()
+            .method(method.clone())
+            .uri(upstream.uri(path_and_query)?)
+            .body(Full::new(body))
             .map_err(|_| EdgeError::BadRequest("request cannot be sent upstream"))?;
         for (name, value) in headers {
             request.headers_mut().append(name.clone(), value.clone());
@@ -379,7 +423,7 @@ impl UpstreamPool {
         let Ok(uri) = upstream.uri(&self.config.health.path) else {
             return false;
         };
-        let Ok(request) = Request::get(uri).body(Empty::new()) else {
+        let Ok(request) = Request::get(uri).body(Full::new(Bytes::new())) else {
             return false;
         };
         matches!(

@@ -24,6 +24,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::edge::Edge;
+use crate::error::EdgeError;
+use crate::frontend::coalesce::Coalesced;
 use crate::request::Protocol;
 use crate::response::Body;
 
@@ -72,10 +74,20 @@ impl HttpServerApp for PingoraApp {
         if *shutdown.borrow() {
             session.set_keepalive(None);
         }
-        let (response, log) = self
-            .edge
-            .handle(session.req_header(), client, protocol)
-            .await;
+        let (response, log) = if session.req_header().method == http::Method::POST {
+            match read_body(&mut session).await {
+                Ok(body) => {
+                    self.edge
+                        .handle_with_body(session.req_header(), body, client, protocol)
+                        .await
+                }
+                Err(e) => self.edge.refuse(session.req_header(), e, client, protocol),
+            }
+        } else {
+            self.edge
+                .handle(session.req_header(), client, protocol)
+                .await
+        };
         let status = response.head.status;
         let outcome = response.outcome;
         let mut header = match ResponseHeader::build(status, Some(response.head.headers.len())) {
@@ -139,6 +151,25 @@ impl HttpServerApp for PingoraApp {
     }
 }
 
+/// Largest request body the edge forwards (licence requests are small).
+const MAX_REQUEST_BODY: usize = 64 * 1024;
+
+async fn read_body(session: &mut ServerSession) -> Result<bytes::Bytes, EdgeError> {
+    let mut body = bytes::BytesMut::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_REQUEST_BODY {
+                    return Err(EdgeError::BodyTooLarge(MAX_REQUEST_BODY));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body.freeze()),
+            Err(_) => return Err(EdgeError::BadRequest("unreadable request body")),
+        }
+    }
+}
+
 /// Accept connections on `listener` until `shutdown` turns true; connections
 /// already open finish their current request (HTTP/2 gets GOAWAY).
 pub async fn serve(
@@ -171,12 +202,12 @@ pub async fn serve(
             let mut l4 = L4Stream::from(tcp);
             l4.set_socket_digest(SocketDigest::from_raw_fd(fd));
             let stream: Stream = match tls {
-                None => Box::new(l4),
+                None => Box::new(Coalesced::new(l4)),
                 Some(acceptor) => {
                     match tokio::time::timeout(Duration::from_secs(10), acceptor.tls_handshake(l4))
                         .await
                     {
-                        Ok(Ok(tls)) => Box::new(tls),
+                        Ok(Ok(tls)) => Box::new(Coalesced::new(tls)),
                         Ok(Err(e)) => {
                             tracing::debug!(error = %e, "TLS handshake failed");
                             return;

@@ -517,3 +517,128 @@ async fn admin_metrics_health_and_readiness() {
         .expect("readyz");
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn licence_posts_are_proxied_uncached_and_other_posts_refused() {
+    let origin = start_origin().await;
+    let edge = start_edge(&[origin.url()], "post-edge", |_| {}).await;
+    let client = client();
+    for i in 0..2 {
+        let body = format!("{{\"kids\":[\"k{i}\"]}}");
+        let r = client
+            .post(edge.url("/drm/clearkey"))
+            .body(body.clone())
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["cache-control"], "private, no-store");
+        assert_eq!(r.text().await.expect("text"), body);
+    }
+    assert_eq!(
+        origin.state.hits("/drm/clearkey"),
+        2,
+        "licence requests are never cached or coalesced"
+    );
+    let big = client
+        .post(edge.url("/drm/clearkey"))
+        .body(vec![b'x'; 100_000])
+        .send()
+        .await
+        .expect("big");
+    assert_eq!(big.status(), 413);
+    let elsewhere = client
+        .post(edge.url("/live/a/master.m3u8"))
+        .body("x")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(elsewhere.status(), 405);
+    assert_eq!(origin.state.hits("/drm/clearkey"), 2);
+}
+
+/// A listener that answers every connection with `reply` (or nothing at all).
+async fn raw_upstream(reply: Option<&'static [u8]>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = socket.read(&mut buf).await;
+                match reply {
+                    Some(bytes) => {
+                        let _ = socket.write_all(bytes).await;
+                    }
+                    // Never answer: hold the connection open.
+                    None => tokio::time::sleep(Duration::from_secs(60)).await,
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_sends_garbage_is_a_502_and_one_that_never_answers_a_504() {
+    let garbage = raw_upstream(Some(b"\x00\x01this is not HTTP at all\r\n\r\n")).await;
+    let edge = start_edge(&[garbage], "garbage-edge", |_| {}).await;
+    let r = client()
+        .get(edge.url("/obj/g.m4s"))
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(r.status(), 502);
+    assert!(r
+        .text()
+        .await
+        .expect("text")
+        .contains("all upstreams failed"));
+
+    let silent = raw_upstream(None).await;
+    let edge = start_edge(&[silent], "silent-edge", |c| {
+        c.upstream.header_timeout = Duration::from_millis(500);
+        c.upstream.max_attempts = 1;
+    })
+    .await;
+    let r = client()
+        .get(edge.url("/obj/s.m4s"))
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(r.status(), 504);
+    let m = edge.metrics().await;
+    assert!(m.contains("outcome=\"timeout\""), "timeouts are counted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_above_the_size_limit_stream_through_uncached() {
+    let origin = start_origin().await;
+    let edge = start_edge(&[origin.url()], "big-edge", |c| {
+        c.cache.max_object_size = strata::config::ByteSize(100_000);
+    })
+    .await;
+    for _ in 0..2 {
+        let r = client()
+            .get(edge.url("/obj/big.m4s?size=300000"))
+            .send()
+            .await
+            .expect("big");
+        assert_eq!(r.bytes().await.expect("body"), content("big.m4s", 300_000));
+    }
+    assert_eq!(origin.state.hits("/obj/big.m4s"), 2, "too big to store");
+    for _ in 0..2 {
+        let r = client()
+            .get(edge.url("/obj/small.m4s?size=1000"))
+            .send()
+            .await
+            .expect("small");
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(origin.state.hits("/obj/small.m4s"), 1);
+}

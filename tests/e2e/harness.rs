@@ -206,11 +206,24 @@ async fn live(State(state): State<Arc<OriginState>>, Path(path): Path<String>) -
     }
 }
 
+/// A stand-in licence server: echoes the request body, never cacheable.
+async fn licence(
+    State(state): State<Arc<OriginState>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let full = format!("/drm/{name}");
+    *state.hits.lock().entry(full).or_default() += 1;
+    state.total.fetch_add(1, Ordering::SeqCst);
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
 pub async fn start_origin() -> TestOrigin {
     let state = Arc::new(OriginState::default());
     let app = Router::new()
         .route("/obj/{name}", get(object))
         .route("/live/{*path}", get(live))
+        .route("/drm/{name}", axum::routing::post(licence))
         .route("/health", get(|| async { "ok" }))
         .with_state(state.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -232,11 +245,61 @@ pub async fn start_origin() -> TestOrigin {
     }
 }
 
+/// A self-signed certificate for `localhost`, made at test time.
+#[derive(Clone)]
+pub struct TestCert {
+    pub config: strata::config::CertificateConfig,
+    pub der: rustls::pki_types::CertificateDer<'static>,
+}
+
+impl TestCert {
+    pub fn localhost() -> TestCert {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+            .expect("self-signed certificate");
+        let dir = std::env::temp_dir().join(format!(
+            "strata-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&dir).expect("cert dir");
+        let cert = dir.join("cert.pem");
+        let key = dir.join("key.pem");
+        std::fs::write(&cert, made.cert.pem()).expect("write cert");
+        std::fs::write(&key, made.key_pair.serialize_pem()).expect("write key");
+        TestCert {
+            config: strata::config::CertificateConfig { cert, key },
+            der: made.cert.der().clone(),
+        }
+    }
+
+    /// A reqwest client trusting this certificate, speaking HTTP/1.1 only or HTTP/2 only.
+    #[allow(dead_code)]
+    pub fn https_client(&self, http2: bool) -> reqwest::Client {
+        let root = reqwest::Certificate::from_der(&self.der).expect("root");
+        let builder = reqwest::Client::builder()
+            .no_proxy()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(root)
+            .resolve("localhost", SocketAddr::from(([127, 0, 0, 1], 0)));
+        let builder = if http2 {
+            builder.http2_prior_knowledge()
+        } else {
+            builder.http1_only()
+        };
+        builder.build().expect("https client")
+    }
+}
+
 pub struct TestEdge {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
     #[allow(dead_code)] // read by the TLS tests
     pub tls: Option<SocketAddr>,
+    /// HTTP/3 (UDP), same port as `tls`.
+    #[allow(dead_code)]
+    pub quic: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -294,19 +357,30 @@ pub async fn start_edge(
     let admin = bind();
     let addr = http.local_addr().expect("addr");
     let admin_addr = admin.local_addr().expect("addr");
-    let (tls, tls_addr) = if config.server.certificates.is_empty() {
-        (vec![], None)
+    let (tls, tls_addr, quic) = if config.server.certificates.is_empty() {
+        (vec![], None, vec![])
     } else {
-        let l = bind();
-        let a = l.local_addr().expect("addr");
-        (vec![l], Some(a))
+        // TCP and UDP on one port number, as in production; retry if another
+        // test holds that UDP port.
+        loop {
+            let l = bind();
+            let a = l.local_addr().expect("addr");
+            if !config.server.h3.enabled {
+                break (vec![l], Some(a), vec![]);
+            }
+            if let Ok(udp) = std::net::UdpSocket::bind(a) {
+                break (vec![l], Some(a), vec![udp]);
+            }
+        }
     };
+    let quic_addr = quic.first().map(|s| s.local_addr().expect("udp addr"));
     config.server.listen = vec![addr];
     config.server.tls_listen = tls_addr.into_iter().collect();
     let listeners = strata::EdgeListeners {
         http: vec![http],
         tls,
         admin: Some(admin),
+        quic,
     };
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -320,6 +394,7 @@ pub async fn start_edge(
         addr,
         admin: admin_addr,
         tls: tls_addr,
+        quic: quic_addr,
         stop: Some(stop),
         task: Some(task),
     }

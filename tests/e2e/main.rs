@@ -2,7 +2,13 @@
 //! loopback. One test binary for the crate; each file is one concern.
 
 mod harness;
+mod stack;
 
+mod cli;
 mod drm;
 mod edge;
+mod h3;
+mod live;
 mod policy;
+mod prometheus;
+mod quic_client;

@@ -398,7 +398,29 @@ pub fn measure<'a>(
 ) -> Measured {
     let (mut bytes, mut secs, mut peak) = (0usize, 0f64, 0u64);
     let (mut frames, mut keyframes, mut video_secs) = (0usize, 0usize, 0f64);
+    // Keyframe spacing from keyframe decode times: dividing the window's
+    // length by its keyframe count would count a session's short last
+    // segment (cut when the publisher left) as a whole GOP.
+    let (mut gap_sum, mut gaps, mut last_key) = (0f64, 0usize, None::<f64>);
     for s in segments {
+        if s.discontinuity {
+            last_key = None;
+        }
+        if let Some(v) = &s.video {
+            let timescale = f64::from(v.timescale());
+            let mut at = v.base_decode_time;
+            for x in &v.samples {
+                if x.keyframe {
+                    let t = at as f64 / timescale;
+                    if let Some(prev) = last_key.filter(|p| t > *p) {
+                        gap_sum += t - prev;
+                        gaps += 1;
+                    }
+                    last_key = Some(t);
+                }
+                at += u64::from(x.duration);
+            }
+        }
         let b = match kind {
             Some(k) => s.track(k).map_or(0, |t| t.bytes),
             None => s.bytes(),
@@ -425,7 +447,9 @@ pub fn measure<'a>(
         } else {
             0.0
         },
-        keyframe_interval: if keyframes > 0 {
+        keyframe_interval: if gaps > 0 {
+            gap_sum / gaps as f64
+        } else if keyframes > 0 {
             video_secs / keyframes as f64
         } else {
             0.0

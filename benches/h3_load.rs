@@ -1,0 +1,359 @@
+//! HTTP/3 vs HTTP/2 vs HTTP/1.1 through one edge, in one run.
+//!
+//! Starts an in-process origin and edge (TLS + QUIC on one port), warms the
+//! cache with one 2 MB segment, then drives each protocol for a fixed time
+//! with the same number of concurrent requests and prints throughput, latency
+//! percentiles and the h3/h2 and h3/h1 ratios. All of it over loopback, so it
+//! measures the edge's per-protocol cost, not a network.
+//!
+//! `cargo bench --bench h3_load`; tune with H3_LOAD_SECS (default 10),
+//! H3_LOAD_CONCURRENCY (requests in flight, default 32) and
+//! H3_LOAD_CONNECTIONS (connections that h2 and h3 spread them over, default 4;
+//! h1 uses one connection per request in flight).
+
+#[path = "../tests/e2e/harness.rs"]
+#[allow(dead_code)]
+mod harness;
+#[path = "../tests/e2e/quic_client.rs"]
+#[allow(dead_code)]
+mod quic_client;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::time::Instant;
+
+const SEGMENT: usize = 2 * 1024 * 1024;
+const PATH: &str = "/obj/bench.m4s?size=2097152&cc=max-age%3D3600";
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+struct Run {
+    requests: usize,
+    bytes: u64,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+    errors: usize,
+}
+
+impl Run {
+    fn req_per_s(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn mb_per_s(&self) -> f64 {
+        self.bytes as f64 / 1e6 / self.elapsed.as_secs_f64()
+    }
+
+    fn percentile(&self, p: f64) -> f64 {
+        if self.latencies.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies[i].as_secs_f64() * 1000.0
+    }
+}
+
+/// One worker's loop: issue requests back to back until `until`.
+async fn worker<F, Fut>(until: Instant, mut fetch: F) -> (Vec<Duration>, u64, usize)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<u64, String>>,
+{
+    let mut latencies = Vec::new();
+    let mut bytes = 0;
+    let mut errors = 0;
+    while Instant::now() < until {
+        let started = Instant::now();
+        match fetch().await {
+            Ok(n) if n == SEGMENT as u64 => {
+                latencies.push(started.elapsed());
+                bytes += n;
+            }
+            Ok(n) => {
+                errors += 1;
+                eprintln!("short body: {n} bytes");
+            }
+            Err(e) => {
+                errors += 1;
+                eprintln!("request failed: {e}");
+            }
+        }
+    }
+    (latencies, bytes, errors)
+}
+
+async fn collect(
+    started: Instant,
+    tasks: Vec<tokio::task::JoinHandle<(Vec<Duration>, u64, usize)>>,
+) -> Run {
+    let mut run = Run {
+        requests: 0,
+        bytes: 0,
+        elapsed: Duration::ZERO,
+        latencies: Vec::new(),
+        errors: 0,
+    };
+    for task in tasks {
+        let (latencies, bytes, errors) = task.await.expect("worker");
+        run.requests += latencies.len();
+        run.latencies.extend(latencies);
+        run.bytes += bytes;
+        run.errors += errors;
+    }
+    run.elapsed = started.elapsed();
+    run.latencies.sort();
+    run
+}
+
+async fn drive_h3(
+    addr: SocketAddr,
+    cert: &harness::TestCert,
+    secs: u64,
+    n: usize,
+    conns: usize,
+) -> Run {
+    // Same flow-control windows as the HTTP/2 client below: 4 MiB per stream, 16 MiB per connection.
+    let mut config = quic_client::client_config(&cert.der, false);
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .stream_receive_window(quinn::VarInt::from_u32(4 << 20))
+        .receive_window(quinn::VarInt::from_u32(16 << 20));
+    config.transport_config(Arc::new(transport));
+    let endpoint = quic_client::endpoint(config);
+    let mut connections = Vec::new();
+    for _ in 0..conns {
+        connections.push(quic_client::H3Connection::connect(&endpoint, addr).await);
+    }
+    let started = Instant::now();
+    let until = started + Duration::from_secs(secs);
+    let tasks = (0..n)
+        .map(|i| {
+            let conn = connections[i % conns].clone();
+            tokio::spawn(worker(until, move || {
+                let conn = conn.clone();
+                async move {
+                    let mut stream = conn.open(quic_client::request("GET", PATH, &[])).await;
+                    let head = stream.recv_response().await.map_err(|e| format!("{e:?}"))?;
+                    if head.status() != 200 {
+                        return Err(format!("status {}", head.status()));
+                    }
+                    let mut n = 0u64;
+                    while let Some(chunk) =
+                        stream.recv_data().await.map_err(|e| format!("{e:?}"))?
+                    {
+                        n += chunk.remaining() as u64;
+                    }
+                    Ok(n)
+                }
+            }))
+        })
+        .collect();
+    let run = collect(started, tasks).await;
+    for c in &connections {
+        c.close();
+    }
+    run
+}
+
+async fn tls_stream(
+    addr: SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+) -> TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("tcp connect");
+    tcp.set_nodelay(true).expect("nodelay");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let stream = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+        .expect("tls handshake");
+    TokioIo::new(stream)
+}
+
+fn tls_config(cert: &harness::TestCert, alpn: &[u8]) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.der.clone()).expect("root");
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    Arc::new(config)
+}
+
+fn get() -> http::Request<Empty<Bytes>> {
+    http::Request::builder()
+        .uri(format!("https://localhost{PATH}"))
+        .body(Empty::new())
+        .expect("request")
+}
+
+async fn count_body(response: http::Response<hyper::body::Incoming>) -> Result<u64, String> {
+    if response.status() != 200 {
+        return Err(format!("status {}", response.status()));
+    }
+    let mut body = response.into_body();
+    let mut n = 0u64;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.map_err(|e| e.to_string())?.into_data() {
+            n += data.len() as u64;
+        }
+    }
+    Ok(n)
+}
+
+async fn drive_h2(
+    addr: SocketAddr,
+    cert: &harness::TestCert,
+    secs: u64,
+    n: usize,
+    conns: usize,
+) -> Run {
+    let tls = tls_config(cert, b"h2");
+    let mut senders = Vec::new();
+    for _ in 0..conns {
+        let io = tls_stream(addr, tls.clone()).await;
+        let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .initial_stream_window_size(4 << 20)
+            .initial_connection_window_size(16 << 20)
+            .handshake(io)
+            .await
+            .expect("h2 handshake");
+        tokio::spawn(connection);
+        senders.push(sender);
+    }
+    let started = Instant::now();
+    let until = started + Duration::from_secs(secs);
+    let tasks = (0..n)
+        .map(|i| {
+            let sender = senders[i % conns].clone();
+            tokio::spawn(worker(until, move || {
+                let mut sender = sender.clone();
+                async move {
+                    let response = sender
+                        .send_request(get())
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    count_body(response).await
+                }
+            }))
+        })
+        .collect();
+    collect(started, tasks).await
+}
+
+async fn drive_h1(addr: SocketAddr, cert: &harness::TestCert, secs: u64, n: usize) -> Run {
+    let tls = tls_config(cert, b"http/1.1");
+    let mut senders = Vec::new();
+    for _ in 0..n {
+        let io = tls_stream(addr, tls.clone()).await;
+        let (sender, connection) = hyper::client::conn::http1::handshake(io)
+            .await
+            .expect("h1 handshake");
+        tokio::spawn(connection);
+        senders.push(Arc::new(tokio::sync::Mutex::new(sender)));
+    }
+    let started = Instant::now();
+    let until = started + Duration::from_secs(secs);
+    let tasks = senders
+        .into_iter()
+        .map(|sender| {
+            tokio::spawn(worker(until, move || {
+                let sender = sender.clone();
+                async move {
+                    // One request at a time per connection; the lock is never contended.
+                    let mut sender = sender.lock().await;
+                    sender.ready().await.map_err(|e| e.to_string())?;
+                    let response = sender
+                        .send_request(get())
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    count_body(response).await
+                }
+            }))
+        })
+        .collect();
+    collect(started, tasks).await
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this
+    // binary without it, and a load run does not belong in the test suite.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("h3_load: skipped outside `cargo bench --bench h3_load`");
+        return;
+    }
+    let secs = env("H3_LOAD_SECS", 10);
+    let n = env("H3_LOAD_CONCURRENCY", 32) as usize;
+    let conns = (env("H3_LOAD_CONNECTIONS", 4) as usize).clamp(1, n);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        strata::install_crypto_provider();
+        let origin = harness::start_origin().await;
+        let cert = harness::TestCert::localhost();
+        let certificate = cert.config.clone();
+        let edge = harness::start_edge(&[origin.url()], "bench-edge", |c| {
+            c.server.certificates = vec![certificate];
+            c.cache.size = strata::config::ByteSize(256 << 20);
+        })
+        .await;
+        let tls = edge.tls.expect("tls");
+        let quic = edge.quic.expect("quic");
+        let warm = quic_client::H3Connection::connect(
+            &quic_client::endpoint(quic_client::client_config(&cert.der, false)),
+            quic,
+        )
+        .await
+        .get(PATH)
+        .await;
+        assert_eq!(warm.body.len(), SEGMENT, "cache warm");
+        assert_eq!(origin.state.hits("/obj/bench.m4s"), 1);
+
+        println!(
+            "h3_load: {} s per protocol, {n} requests in flight ({conns} connections for h2/h3, {n} for h1), {} MB object, cache hits over loopback TLS, {} cores",
+            secs,
+            SEGMENT as f64 / 1e6,
+            std::thread::available_parallelism().map_or(0, |p| p.get()),
+        );
+        let h3 = drive_h3(quic, &cert, secs, n, conns).await;
+        let h2 = drive_h2(tls, &cert, secs, n, conns).await;
+        let h1 = drive_h1(tls, &cert, secs, n).await;
+        println!(
+            "{:<9} {:>9} {:>9} {:>9} {:>9} {:>7}",
+            "protocol", "req/s", "MB/s", "p50 ms", "p99 ms", "errors"
+        );
+        for (name, run) in [("HTTP/3", &h3), ("HTTP/2", &h2), ("HTTP/1.1", &h1)] {
+            println!(
+                "{:<9} {:>9.1} {:>9.1} {:>9.2} {:>9.2} {:>7}",
+                name,
+                run.req_per_s(),
+                run.mb_per_s(),
+                run.percentile(0.50),
+                run.percentile(0.99),
+                run.errors
+            );
+        }
+        let ratio_h2 = h3.req_per_s() / h2.req_per_s();
+        println!(
+            "h3/h2 = {:.2}  h3/h1 = {:.2}  (target h3/h2 >= 0.80: {})",
+            ratio_h2,
+            h3.req_per_s() / h1.req_per_s(),
+            if ratio_h2 >= 0.8 { "met" } else { "NOT met" }
+        );
+        assert_eq!(origin.state.hits("/obj/bench.m4s"), 1, "every request was a hit");
+        edge.shutdown().await;
+    });
+}

@@ -1,0 +1,128 @@
+//! The `strata` binary as operators run it: flags, `check`, `sign`, SIGTERM.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::harness::{client, start_origin};
+
+fn strata() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_strata"))
+}
+
+#[test]
+fn check_accepts_the_shipped_configs_and_names_the_bad_key() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    for (file, role) in [("conf/edge.toml", "edge"), ("conf/origin.toml", "origin")] {
+        let out = strata()
+            .args(["check", "--config", &format!("{root}/{file}")])
+            .output()
+            .expect("run");
+        assert!(
+            out.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("ok ({role}")));
+    }
+    let dir = std::env::temp_dir().join(format!("strata-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let cases = [
+        ("[upstream]\nurls = []\n", "upstream.urls"),
+        (
+            "[cache]\nsize = \"lots\"\n[upstream]\nurls = [\"http://a:1\"]\n",
+            "size",
+        ),
+        ("[server]\nlisten = [\"not an address\"]\n", "listen"),
+        ("[store]\ndvr_window = \"1s\"\n", "store.dvr_window"),
+        ("this is = = not toml", "expected"),
+    ];
+    for (i, (text, key)) in cases.iter().enumerate() {
+        let path = dir.join(format!("bad{i}.toml"));
+        std::fs::write(&path, text).expect("write");
+        let out = strata()
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .expect("run");
+        assert!(!out.status.success(), "{text} must be refused");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(key), "error for {text:?} names {key}: {err}");
+    }
+}
+
+#[test]
+fn sign_prints_a_token_and_refuses_a_bad_secret() {
+    let out = strata()
+        .args([
+            "sign",
+            "--secret",
+            "00112233445566778899aabbccddeeff",
+            "--acl",
+            "/live/*",
+            "--ttl",
+            "60",
+            "--ip",
+            "10.0.0.1",
+        ])
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    let token = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        token.starts_with("ip=10.0.0.1~st=") && token.contains("~acl=/live/*~hmac="),
+        "{token}"
+    );
+    let out = strata()
+        .args(["sign", "--secret", "nothex", "--acl", "/", "--ttl", "1"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_runs_with_only_listen_and_upstream_and_stops_on_sigterm() {
+    let origin = start_origin().await;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let admin = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let mut child = strata()
+        .args([
+            "edge",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--upstream",
+            &origin.url(),
+            "--admin",
+            &format!("127.0.0.1:{admin}"),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn strata edge");
+    let url = format!("http://127.0.0.1:{port}/obj/cli.m4s?size=100");
+    let mut status = None;
+    for _ in 0..100 {
+        if let Ok(r) = client().get(&url).send().await {
+            status = Some(r.status());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, Some(reqwest::StatusCode::OK));
+    let pid = child.id().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert!(exit.success(), "SIGTERM is a clean shutdown: {exit:?}");
+}

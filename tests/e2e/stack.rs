@@ -1,0 +1,418 @@
+//! A whole live stack in-process — origin (RTMP, SRT, playback, admin) with
+//! an edge in front — and the real peers that talk to it: ffmpeg publishing
+//! and decoding, and headless Chromium players through `tests/browser/play.mjs`.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+use tokio::process::{Child, Command};
+use tokio::sync::oneshot;
+
+use crate::harness::{client, start_edge, TestEdge};
+
+/// Bearer token for the origin's channel API in these tests.
+pub const API_TOKEN: &str = "live-e2e-api-token-0123456789";
+
+const INSTALL: &str = "run scripts/install-test-deps.sh";
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn chromium() -> PathBuf {
+    std::env::var_os("STRATA_CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
+
+/// What is missing among the peers these tests drive, as one message per
+/// missing thing; empty when everything is there.
+pub fn missing_peers(programs: &[&str], files: &[PathBuf]) -> Vec<String> {
+    let mut missing: Vec<String> = programs
+        .iter()
+        .filter(|p| !on_path(p))
+        .map(|p| format!("`{p}` is not on PATH"))
+        .collect();
+    missing.extend(
+        files
+            .iter()
+            .filter(|f| !f.exists())
+            .map(|f| format!("{} does not exist", f.display())),
+    );
+    missing
+}
+
+/// The failure message for missing peers: what is missing and how to fix it.
+pub fn install_message(missing: &[String]) -> String {
+    format!(
+        "live e2e tests need real peers: {} — {INSTALL}",
+        missing.join("; ")
+    )
+}
+
+/// Panics (never skips) when ffmpeg, node, Chromium or the player
+/// packages are missing.
+pub fn require_peers() {
+    let missing = missing_peers(
+        &["ffmpeg", "node"],
+        &[
+            chromium(),
+            repo().join("tests/browser/node_modules/hls.js"),
+            repo().join("tests/browser/node_modules/dashjs"),
+            repo().join("tests/browser/node_modules/shaka-player"),
+            repo().join("tests/browser/node_modules/playwright-core"),
+        ],
+    );
+    assert!(missing.is_empty(), "{}", install_message(&missing));
+}
+
+/// Origin + edge on loopback, ports picked by the kernel.
+pub struct Stack {
+    pub origin_http: std::net::SocketAddr,
+    pub admin: std::net::SocketAddr,
+    pub rtmp: std::net::SocketAddr,
+    pub srt: std::net::SocketAddr,
+    pub edge: TestEdge,
+    _stop: oneshot::Sender<()>,
+}
+
+impl Stack {
+    /// `rtmp://…/live/{name}` (`name` is `channel` or `channel.rendition`).
+    pub fn rtmp_url(&self, name: &str) -> String {
+        format!("rtmp://{}/live/{name}", self.rtmp)
+    }
+
+    /// SRT publish URL; `extra` is appended to the query (e.g. a passphrase).
+    pub fn srt_url(&self, name: &str, extra: &str) -> String {
+        format!(
+            "srt://{}?streamid=#!::r=live/{name},m=publish{extra}",
+            self.srt
+        )
+    }
+
+    pub fn origin(&self, path: &str) -> String {
+        format!("http://{}{path}", self.origin_http)
+    }
+
+    pub fn edge(&self, path: &str) -> String {
+        self.edge.url(path)
+    }
+
+    pub fn api(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+}
+
+/// Starts an origin configured by `tweak` (anonymous publishing allowed, the
+/// channel API token set) and an edge whose upstream is that origin.
+pub async fn start_stack(tweak: impl FnOnce(&mut strata_origin::config::OriginConfig)) -> Stack {
+    let mut config = strata_origin::config::OriginConfig::default();
+    config.ingest.allow_anonymous = true;
+    config.server.api_token = Some(API_TOKEN.into());
+    tweak(&mut config);
+    let tcp = || std::net::TcpListener::bind("127.0.0.1:0").expect("bind tcp");
+    let (http, admin, rtmp) = (tcp(), tcp(), tcp());
+    let srt = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+    let origin_http = http.local_addr().expect("addr");
+    let admin_addr = admin.local_addr().expect("addr");
+    let rtmp_addr = rtmp.local_addr().expect("addr");
+    let srt_addr = srt.local_addr().expect("addr");
+    config.server.http = origin_http;
+    config.server.admin = Some(admin_addr);
+    config.ingest.rtmp_listen = rtmp_addr;
+    config.ingest.srt_listen = srt_addr;
+    let listeners = strata_origin::server::OriginListeners {
+        http,
+        admin: Some(admin),
+        rtmp: Some(rtmp),
+        srt: Some(srt),
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        strata_origin::server::run(
+            config,
+            listeners,
+            strata_origin::server::RunOptions::default(),
+            async move {
+                let _ = stopped.await;
+            },
+        )
+        .await
+        .expect("origin run");
+    });
+    let edge = start_edge(&[format!("http://{origin_http}")], "live-edge", |_| {}).await;
+    Stack {
+        origin_http,
+        admin: admin_addr,
+        rtmp: rtmp_addr,
+        srt: srt_addr,
+        edge,
+        _stop: stop,
+    }
+}
+
+/// A running ffmpeg publish of lavfi test video + tone, 2 s GOPs at 25 fps.
+pub struct Publisher {
+    child: Child,
+}
+
+impl Publisher {
+    /// `format` is `flv` for RTMP, `mpegts` for SRT.
+    pub fn start(url: &str, format: &str, size: &str) -> Publisher {
+        let child = Command::new("ffmpeg")
+            .args(["-hide_banner", "-nostats", "-v", "error", "-re"])
+            .args([
+                "-f",
+                "lavfi",
+                "-i",
+                &format!("testsrc2=size={size}:rate=25"),
+            ])
+            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+            .args([
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-pix_fmt",
+                "yuv420p",
+            ])
+            .args(["-g", "50", "-keyint_min", "50", "-sc_threshold", "0"])
+            .args(["-c:a", "aac", "-b:a", "64k", "-f", format, url])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn ffmpeg ({e}) — {INSTALL}"));
+        Publisher { child }
+    }
+
+    /// Exit status if ffmpeg has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("try_wait ffmpeg")
+    }
+
+    /// Waits up to `limit` for ffmpeg to exit on its own (e.g. kicked).
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        tokio::time::timeout(limit, self.child.wait())
+            .await
+            .ok()
+            .map(|r| r.expect("wait ffmpeg"))
+    }
+
+    /// Asks ffmpeg to finish (`q` on stdin) like an operator stopping an
+    /// encoder, and waits for it; kills it if it does not finish in time.
+    pub async fn stop(mut self) {
+        if let Some(mut stdin) = self.child.stdin.take() {
+            let _ = stdin.write_all(b"q").await;
+            let _ = stdin.flush().await;
+        }
+        if tokio::time::timeout(Duration::from_secs(5), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+/// GET `url` and parse the body as JSON.
+pub async fn get_json(url: &str) -> serde_json::Value {
+    let body = client()
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .text()
+        .await
+        .expect("body");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{url}: not JSON ({e}): {body}"))
+}
+
+/// Number of segments in a media playlist's text.
+pub fn segment_count(playlist: &str) -> usize {
+    playlist
+        .lines()
+        .filter(|l| l.starts_with("#EXTINF:"))
+        .count()
+}
+
+/// Polls `url` until `ready` holds for its body; panics naming `what` and the
+/// last answer after `limit`.
+pub async fn wait_for_body(
+    url: &str,
+    what: &str,
+    limit: Duration,
+    ready: impl Fn(&str) -> bool,
+) -> String {
+    let http = client();
+    let deadline = Instant::now() + limit;
+    let mut last = String::from("(no answer yet)");
+    loop {
+        if let Ok(response) = http.get(url).send().await {
+            let status = response.status();
+            let body = response.text().await.unwrap_or_default();
+            if status.is_success() && ready(&body) {
+                return body;
+            }
+            last = format!("{status}: {body}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not there after {limit:?} at {url}; last answer {last}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until the origin lists at least `n` segments for a rendition.
+pub async fn wait_for_segments(stack: &Stack, channel: &str, rendition: &str, n: usize) -> String {
+    let url = stack.origin(&format!("/live/{channel}/{rendition}/video.m3u8"));
+    wait_for_body(
+        &url,
+        &format!("{n} segments of {channel}/{rendition}"),
+        Duration::from_secs(30),
+        |b| segment_count(b) >= n,
+    )
+    .await
+}
+
+/// What ffmpeg made of a stream: decoded video frames and its stderr.
+pub struct Decoded {
+    pub frames: u64,
+    pub stderr: String,
+}
+
+/// ffmpeg reads `url` (`-v error`) for `seconds` of media, decodes it all and
+/// reports the frames it decoded and anything it complained about.
+pub async fn ffmpeg_decode(url: &str, seconds: u32) -> Decoded {
+    let run = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostats", "-v", "error"])
+        .args(["-i", url, "-t", &seconds.to_string()])
+        .args(["-progress", "pipe:1", "-f", "null", "-"])
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(u64::from(seconds) + 30), run)
+        .await
+        .unwrap_or_else(|_| panic!("ffmpeg decode of {url} did not finish"))
+        .unwrap_or_else(|e| panic!("spawn ffmpeg ({e}) — {INSTALL}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let frames = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("frame="))
+        .filter_map(|v| v.trim().parse().ok())
+        .last()
+        .unwrap_or(0);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "ffmpeg failed on {url}: {stderr}");
+    Decoded { frames, stderr }
+}
+
+/// Decodes `seconds` of `url` and asserts a clean decode of at least 80 % of
+/// the frames 25 fps would give.
+pub async fn assert_decodes(url: &str, seconds: u32) {
+    let decoded = ffmpeg_decode(url, seconds).await;
+    assert!(
+        decoded.stderr.trim().is_empty(),
+        "ffmpeg reported errors decoding {url}:\n{}",
+        decoded.stderr
+    );
+    let expected = u64::from(seconds) * 25;
+    assert!(
+        decoded.frames * 5 >= expected * 4 && decoded.frames <= expected + 25,
+        "{url}: decoded {} frames, expected about {expected}",
+        decoded.frames
+    );
+}
+
+/// One Chromium at a time: the machine has two cores.
+static BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn play_mjs() -> PathBuf {
+    repo().join("tests/browser/play.mjs")
+}
+
+/// A running `play.mjs`; [`Playback::finish`] gives its JSON report.
+pub struct Playback {
+    child: Child,
+    _turn: tokio::sync::MutexGuard<'static, ()>,
+    what: String,
+}
+
+/// Starts `play.mjs --player {player} --url {url} --seconds {seconds}`,
+/// waiting for its turn at the browser.
+pub async fn start_play(player: &str, url: &str, seconds: u32) -> Playback {
+    spawn_play(player, url, seconds, false).await
+}
+
+/// [`start_play`] with `--verbose`: stderr then lists every media response
+/// (`response PROTOCOL STATUS URL`), for [`Playback::finish_with_log`].
+pub async fn start_play_logged(player: &str, url: &str, seconds: u32) -> Playback {
+    spawn_play(player, url, seconds, true).await
+}
+
+async fn spawn_play(player: &str, url: &str, seconds: u32, verbose: bool) -> Playback {
+    let turn = BROWSER.lock().await;
+    let child = Command::new("node")
+        .arg(play_mjs())
+        .args(["--player", player, "--url", url])
+        .args(["--seconds", &seconds.to_string()])
+        .args(["--timeout", &(seconds + 40).to_string()])
+        .args(verbose.then_some("--verbose"))
+        .env("STRATA_CHROMIUM", chromium())
+        .current_dir(Path::new(&repo()).join("tests/browser"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn node ({e}) — {INSTALL}"));
+    Playback {
+        child,
+        _turn: turn,
+        what: format!("{player} on {url}"),
+    }
+}
+
+impl Playback {
+    /// Waits for the report; asserts it is `ok` with no stall.
+    pub async fn finish(self) -> serde_json::Value {
+        self.finish_with_log().await.0
+    }
+
+    /// [`Playback::finish`], plus play.mjs's stderr.
+    pub async fn finish_with_log(self) -> (serde_json::Value, String) {
+        let out = tokio::time::timeout(Duration::from_secs(120), self.child.wait_with_output())
+            .await
+            .unwrap_or_else(|_| panic!("{}: play.mjs did not exit", self.what))
+            .expect("play.mjs output");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+            panic!(
+                "{}: play.mjs printed no JSON ({e}); stderr:\n{stderr}",
+                self.what
+            )
+        });
+        assert!(
+            out.status.success() && report["ok"] == true,
+            "{}: playback failed: {report}\nstderr:\n{stderr}",
+            self.what
+        );
+        assert_eq!(report["stalls"], 0, "{}: stalled: {report}", self.what);
+        (report, stderr.into_owned())
+    }
+}
+
+/// Plays `url` with `player` for `seconds` and asserts it played smoothly.
+pub async fn assert_plays(player: &str, url: &str, seconds: u32) -> serde_json::Value {
+    start_play(player, url, seconds).await.finish().await
+}
