@@ -75,6 +75,29 @@ async fn start_encrypting_origin(scheme: EncryptionScheme) -> Origin {
     }
 }
 
+fn hex_bytes(hex: &str) -> Vec<u8> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+/// Unpadded base64url (RFC 4648 §5), as W3C ClearKey JWKs use.
+fn base64_url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+        }
+    }
+    out
+}
+
 fn token_config() -> TokenConfig {
     toml::from_str(&format!(
         "keys = [{{ id = \"k\", secret = \"{SECRET}\" }}]\nrequire = [\"/live/\", \"/drm/\"]\n"
@@ -176,16 +199,62 @@ async fn hls_keys_pass_the_edge_only_with_a_token_and_are_never_cached() {
     bare.set_query(None);
     let r = client.get(bare).send().await.expect("bare");
     assert_eq!(r.status(), 403);
+    // ClearKey licences: POST passes through the edge (uncached) with a
+    // token, and only then.
+    let kid_hex = uri
+        .split("key/")
+        .nth(1)
+        .and_then(|r| r.split('.').next())
+        .expect("kid in key URI");
+    let kid = base64_url(&hex_bytes(kid_hex));
+    let body = format!("{{\"kids\":[\"{kid}\"],\"type\":\"temporary\"}}");
     let r = client
-        .post(edge.url("/drm/clearkey"))
-        .body("{\"kids\":[\"AAAAAAAAAAAAAAAAAAAAAA\"]}")
+        .post(edge.url("/drm/clearkey/demo"))
+        .body(body.clone())
         .send()
         .await
         .expect("licence without token");
-    assert!(
-        r.status() == 403 || r.status() == 405,
-        "a licence request without a token never reaches keys: {}",
-        r.status()
+    assert_eq!(r.status(), 403, "a licence needs a token");
+    for _ in 0..2 {
+        let r = client
+            .post(edge.url(&format!("/drm/clearkey/demo?token={token}")))
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .expect("licence");
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            r.headers()["cache-control"].to_str().expect("ascii"),
+            "private, no-store"
+        );
+        let jwks: serde_json::Value =
+            serde_json::from_slice(&r.bytes().await.expect("body")).expect("JWKS");
+        assert_eq!(jwks["keys"][0]["kid"], kid.as_str());
+        assert_eq!(jwks["keys"][0]["k"], base64_url(&keys[0]).as_str());
+    }
+    let r = client
+        .post(edge.url(&format!("/drm/clearkey/demo?token={token}")))
+        .body("{not json")
+        .send()
+        .await
+        .expect("bad licence");
+    assert_eq!(r.status(), 400);
+    let origin_metrics = client
+        .get(format!("http://{}/metrics", origin.admin))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(
+        metric(
+            &origin_metrics,
+            "strata_origin_drm_licence_requests_total{outcome=\"ok\"}"
+        ),
+        Some(2.0),
+        "both licences came from the origin: {origin_metrics}"
     );
     edge.shutdown().await;
 }
