@@ -359,6 +359,8 @@ impl KeyService {
             path: path.display().to_string(),
             message: e.to_string(),
         })?;
+        // The directory may have been removed under us; keys must still land.
+        std::fs::create_dir_all(dir).map_err(io)?;
         write_private(&tmp, text.as_bytes()).map_err(io)?;
         std::fs::rename(&tmp, &path).map_err(io)?;
         Ok(())

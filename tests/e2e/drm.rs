@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 use crate::harness::{client, metric, start_edge};
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef";
+const API_TOKEN: &str = "drm-e2e-api-token-0123456789";
 
 struct Origin {
     http: std::net::SocketAddr,
@@ -31,14 +32,16 @@ impl Drop for TempDir {
 
 /// The origin with its looping demo channel encrypted with `scheme`.
 async fn start_encrypting_origin(scheme: EncryptionScheme) -> Origin {
+    static ORIGINS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = ORIGINS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let dir = std::env::temp_dir().join(format!(
-        "strata-e2e-drm-{}-{:?}",
+        "strata-e2e-drm-{}-{n}-{scheme:?}",
         std::process::id(),
-        scheme
     ));
     let _ = std::fs::remove_dir_all(&dir);
     let mut config = OriginConfig::default();
     config.keys.state_dir = Some(dir.clone());
+    config.server.api_token = Some(API_TOKEN.into());
     config
         .encryption
         .channels
@@ -109,18 +112,22 @@ fn token_config() -> TokenConfig {
 async fn media_playlist(url: &str) -> String {
     let client = client();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut last: String;
     loop {
-        if let Ok(r) = client.get(url).send().await {
-            if r.status() == 200 {
-                let text = r.text().await.expect("playlist");
-                if text.contains("#EXT-X-KEY") {
+        match client.get(url).send().await {
+            Ok(r) => {
+                let status = r.status();
+                let text = r.text().await.unwrap_or_default();
+                if status == 200 && text.contains("#EXT-X-KEY") {
                     return text;
                 }
+                last = format!("{status}: {text}");
             }
+            Err(e) => last = e.to_string(),
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "no encrypted playlist at {url}"
+            "no encrypted playlist at {url}; last answer {last}"
         );
         // The demo publishes a segment every ~2 s; poll for it.
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -257,4 +264,96 @@ async fn hls_keys_pass_the_edge_only_with_a_token_and_are_never_cached() {
         "both licences came from the origin: {origin_metrics}"
     );
     edge.shutdown().await;
+}
+
+/// `play.mjs` with ClearKey keys, one Chromium at a time; its JSON report.
+async fn play_clearkey(player: &str, url: &str, clearkey: &str) -> serde_json::Value {
+    let _turn = crate::stack::BROWSER.lock().await;
+    let browser = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let out = tokio::process::Command::new("node")
+        .arg(browser.join("play.mjs"))
+        .args([
+            "--player",
+            player,
+            "--url",
+            url,
+            "--seconds",
+            "6",
+            "--timeout",
+            "50",
+        ])
+        .args(["--clearkey", clearkey])
+        .current_dir(&browser)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("node — run scripts/install-test-deps.sh");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "play.mjs printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// Real players through a tokened edge: hls.js plays AES-128 HLS (keys via
+/// the edge, token carried on by the edge's playlist rewrite), Shaka plays
+/// ClearKey cenc DASH with the key the operator exported as CPIX.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn players_play_encrypted_live_through_a_tokened_edge() {
+    crate::stack::require_peers();
+    let token = sign(
+        SECRET,
+        "/live/demo/*!/drm/*",
+        Duration::from_secs(300),
+        SystemTime::now(),
+        None,
+        None,
+    )
+    .expect("sign");
+
+    let aes = start_encrypting_origin(EncryptionScheme::Aes128).await;
+    let edge = start_edge(&[format!("http://{}", aes.http)], "drm-aes", |c| {
+        c.token = Some(token_config())
+    })
+    .await;
+    media_playlist(&edge.url(&format!("/live/demo/main/video.m3u8?token={token}"))).await;
+    crate::stack::assert_plays(
+        "hls",
+        &edge.url(&format!("/live/demo/master.m3u8?token={token}")),
+        6,
+    )
+    .await;
+    edge.shutdown().await;
+
+    let cenc = start_encrypting_origin(EncryptionScheme::Cenc).await;
+    let edge = start_edge(&[format!("http://{}", cenc.http)], "drm-cenc", |c| {
+        c.token = Some(token_config())
+    })
+    .await;
+    media_playlist(&edge.url(&format!("/live/demo/main/video.m3u8?token={token}"))).await;
+    let cpix = client()
+        .get(format!("http://{}/api/channels/demo/keys", cenc.admin))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .expect("CPIX export")
+        .text()
+        .await
+        .expect("CPIX text");
+    let keys = strata_origin::keys::parse_cpix(&cpix).expect("CPIX");
+    let pair = format!("{}:{}", keys[0].kid.hex(), hex_string(&keys[0].key));
+    let report = play_clearkey(
+        "shaka",
+        &edge.url(&format!("/live/demo/manifest.mpd?token={token}")),
+        &pair,
+    )
+    .await;
+    assert_eq!(report["ok"], true, "{report}");
+    edge.shutdown().await;
+}
+
+fn hex_string(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
