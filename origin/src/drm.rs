@@ -17,6 +17,7 @@ pub mod http;
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::sync::Arc;
 
 use aes::Aes128;
 use base64::engine::general_purpose::STANDARD;
@@ -25,6 +26,7 @@ use cbc::cipher::{BlockEncryptMut, KeyIvInit};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::ingest::{MediaSink, PublishRefused, PublishTarget, PublisherInfo, StreamName};
 use crate::keys::{ContentKey, KeyError, KeyService, KeysConfig};
 use crate::media::cenc::{self, Pssh, Scheme, TrackProtection};
 use crate::media::TrackKind;
@@ -335,6 +337,32 @@ impl Drm {
             out.push('\n');
         }
         Ok(out)
+    }
+}
+
+/// Creates an encrypted channel's key when a publisher is accepted, so the
+/// key exists (and can be exported as CPIX) before any player asks; a CPIX
+/// import must come before the channel's first publish.
+pub struct KeyOnPublish<T> {
+    pub inner: T,
+    pub drm: Arc<Drm>,
+}
+
+impl<T: PublishTarget> PublishTarget for KeyOnPublish<T> {
+    fn publish(
+        &self,
+        name: &StreamName,
+        info: PublisherInfo,
+    ) -> Result<Box<dyn MediaSink>, PublishRefused> {
+        let sink = self.inner.publish(name, info)?;
+        // Rotating keys belong to segment numbers: those come on first use.
+        let scheme = self.drm.config.scheme(&name.channel);
+        if scheme != EncryptionScheme::None && self.drm.keys.rotate_every() == 0 {
+            if let Err(e) = self.drm.keys.key_for(&name.channel, None) {
+                tracing::error!(channel = %name.channel, error = %e, "cannot create the channel's key");
+            }
+        }
+        Ok(sink)
     }
 }
 

@@ -84,7 +84,10 @@ pub async fn run(
     ));
     let store = Store::new(config.store.clone());
     store.metrics().register(&mut registry);
-    let target: Arc<dyn PublishTarget> = Arc::new(store.clone());
+    let target: Arc<dyn PublishTarget> = Arc::new(crate::drm::KeyOnPublish {
+        inner: store.clone(),
+        drm: drm.clone(),
+    });
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;

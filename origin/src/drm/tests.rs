@@ -384,3 +384,24 @@ async fn channel_licence_urls_answer_only_that_channels_keys() {
         StatusCode::OK
     );
 }
+
+#[test]
+fn an_encrypted_channel_gets_its_key_on_first_publish() {
+    let (drm, _) = drm(EncryptionScheme::Cbcs, 0);
+    let drm = Arc::new(drm);
+    let target = KeyOnPublish {
+        inner: crate::store::Store::new(crate::store::StoreConfig::default()),
+        drm: drm.clone(),
+    };
+    assert!(drm.keys.keys_of("news").is_empty());
+    let name = StreamName {
+        channel: "news".into(),
+        rendition: "main".into(),
+    };
+    let info = PublisherInfo {
+        remote: std::net::SocketAddr::from(([127, 0, 0, 1], 1935)),
+        protocol: "rtmp",
+    };
+    let _sink = target.publish(&name, info).expect("publish");
+    assert_eq!(drm.keys.keys_of("news").len(), 1);
+}
