@@ -174,7 +174,22 @@ pub struct Drm {
     pub config: EncryptionConfig,
     pub keys: KeyService,
     pub metrics: http::DrmMetrics,
+    /// Protected segments and init segments, so one is encrypted (and
+    /// hashed for its ETag) once, not on every request.
+    // std Mutex: held for a map lookup or insert only, never across .await.
+    memo: Arc<std::sync::Mutex<SegmentMemo>>,
 }
+
+/// Protected immutable objects by (channel, path), each with the ETag of the
+/// clear object it was made from; dropped wholesale past [`MEMO_BYTES`].
+#[derive(Default)]
+struct SegmentMemo {
+    entries: std::collections::HashMap<(String, String), (Option<String>, Rendered)>,
+    bytes: usize,
+}
+
+/// Memory for memoised protected segments.
+const MEMO_BYTES: usize = 64 << 20;
 
 impl Drm {
     pub fn new(config: EncryptionConfig, keys: KeyService, metrics: http::DrmMetrics) -> Drm {
@@ -182,6 +197,7 @@ impl Drm {
             config,
             keys,
             metrics,
+            memo: Arc::default(),
         }
     }
 
@@ -199,6 +215,20 @@ impl Drm {
         let Some(object) = Object::parse(path) else {
             return Ok(rendered);
         };
+        let immutable = matches!(
+            object,
+            Object::Init { .. } | Object::Fragment { .. } | Object::TsSegment { .. }
+        );
+        let memo_key = (channel.to_owned(), path.to_owned());
+        if immutable {
+            let memo = self.memo.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((clear_etag, protected)) = memo.entries.get(&memo_key) {
+                if *clear_etag == rendered.etag {
+                    return Ok(protected.clone());
+                }
+            }
+        }
+        let clear_etag = rendered.etag.clone();
         let body = match (scheme, &object) {
             (_, Object::Master) => return Ok(rendered),
             (EncryptionScheme::Aes128, Object::MasterTs) => return Ok(rendered),
@@ -247,11 +277,18 @@ impl Drm {
                 cenc::protect_fragment(&rendered.body, &p, u64::from_be_bytes(s))?
             }
         };
-        Ok(Rendered::new(
-            body,
-            rendered.content_type,
-            rendered.cache_control,
-        ))
+        let protected = Rendered::new(body, rendered.content_type, rendered.cache_control);
+        if immutable {
+            let mut memo = self.memo.lock().unwrap_or_else(|p| p.into_inner());
+            if memo.bytes + protected.body.len() > MEMO_BYTES {
+                memo.entries.clear();
+                memo.bytes = 0;
+            }
+            memo.bytes += protected.body.len();
+            memo.entries
+                .insert(memo_key, (clear_etag, protected.clone()));
+        }
+        Ok(protected)
     }
 
     fn track_protection(

@@ -405,3 +405,37 @@ fn an_encrypted_channel_gets_its_key_on_first_publish() {
     let _sink = target.publish(&name, info).expect("publish");
     assert_eq!(drm.keys.keys_of("news").len(), 1);
 }
+
+#[test]
+fn protected_segments_are_encrypted_once() {
+    let (drm, _) = drm(EncryptionScheme::Aes128, 0);
+    let clear = Rendered::new(
+        bytes::Bytes::from_static(b"clear segment bytes"),
+        "video/mp2t",
+        crate::package::IMMUTABLE.into(),
+    );
+    let first = drm
+        .protect("news", "main/7.ts", clear.clone())
+        .expect("first");
+    let again = drm.protect("news", "main/7.ts", clear).expect("again");
+    assert_eq!(
+        first.body.as_ptr(),
+        again.body.as_ptr(),
+        "served from the memo"
+    );
+    let key = drm.keys.key_for("news", None).expect("key");
+    assert_eq!(
+        &first.body[..],
+        aes128_segment(&key.key, 7, b"clear segment bytes")
+    );
+    let other = Rendered::new(
+        bytes::Bytes::from_static(b"other bytes"),
+        "video/mp2t",
+        crate::package::IMMUTABLE.into(),
+    );
+    let changed = drm.protect("news", "main/7.ts", other).expect("changed");
+    assert_eq!(
+        &changed.body[..],
+        aes128_segment(&key.key, 7, b"other bytes")
+    );
+}
