@@ -430,6 +430,7 @@ async fn browsers_play_encrypted_streams() {
         // The players really decrypt: the right key ID with a wrong key
         // plays nothing.
         ("shaka", "cenc/manifest.mpd", Some(wrong_key("cenc")), false),
+        ("dash", "cbcs/manifest.mpd", Some(wrong_key("cbcs")), false),
     ];
     let mut failures = Vec::new();
     for (player, path, clearkey, must_play) in cases {
