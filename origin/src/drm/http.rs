@@ -36,7 +36,7 @@ const MAX_KIDS: usize = 64;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
-    /// `ok`, `bad_request`, `too_large`, `unknown_key`, `unauthorised`, `conflict`
+    /// `ok`, `bad_request`, `too_large`, `unknown_key`, `unauthorised`, `conflict`, `error`
     pub outcome: &'static str,
 }
 
@@ -78,15 +78,21 @@ fn count(family: &Family<OutcomeLabels, Counter>, outcome: &'static str) {
 /// A refusal: status, reason, and the metric outcome.
 struct Refusal(StatusCode, &'static str);
 
+/// The metric outcome for a refusal's status.
+fn outcome(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::NOT_FOUND => "unknown_key",
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => "unauthorised",
+        StatusCode::CONFLICT => "conflict",
+        s if s.is_server_error() => "error",
+        _ => "bad_request",
+    }
+}
+
 impl Refusal {
     fn outcome(&self) -> &'static str {
-        match self.0 {
-            StatusCode::PAYLOAD_TOO_LARGE => "too_large",
-            StatusCode::NOT_FOUND => "unknown_key",
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => "unauthorised",
-            StatusCode::CONFLICT => "conflict",
-            _ => "bad_request",
-        }
+        outcome(self.0)
     }
 
     fn response(self) -> Response {
@@ -341,8 +347,7 @@ async fn import_cpix(
                 }
                 _ => StatusCode::BAD_REQUEST,
             };
-            let refusal = Refusal(status, "");
-            count(metrics, refusal.outcome());
+            count(metrics, outcome(status));
             let mut r =
                 (status, Json(serde_json::json!({ "error": e.to_string() }))).into_response();
             private(r.headers_mut());
