@@ -298,22 +298,21 @@ impl Drm {
         kind: TrackKind,
     ) -> Result<TrackProtection, ProtectError> {
         let key = self.keys.key_for(channel, None)?;
-        let scheme = match scheme {
-            EncryptionScheme::Cbcs => Scheme::Cbcs,
-            _ => Scheme::Cenc,
-        };
         Ok(TrackProtection {
-            scheme,
+            scheme: match scheme {
+                EncryptionScheme::Cbcs => Scheme::Cbcs,
+                _ => Scheme::Cenc,
+            },
             kind,
             kid: key.kid.0,
             key: key.key,
             constant_iv: constant_iv(&key),
-            pssh: self.pssh_boxes(&key),
+            pssh: self.pssh_boxes(scheme, &key),
         })
     }
 
     /// The common (W3C EME `cenc` init data) box always, Widevine's when configured.
-    fn pssh_boxes(&self, key: &ContentKey) -> Vec<Pssh> {
+    fn pssh_boxes(&self, scheme: EncryptionScheme, key: &ContentKey) -> Vec<Pssh> {
         let mut boxes = vec![Pssh {
             system_id: cenc::COMMON_SYSTEM_ID,
             kids: vec![key.kid.0],
@@ -321,6 +320,9 @@ impl Drm {
         }];
         if self.config.widevine_licence_url.is_some() {
             boxes.push(widevine_pssh(key));
+        }
+        if let Some(url) = &self.config.playready_licence_url {
+            boxes.push(playready_pssh(key, scheme, url));
         }
         boxes
     }
@@ -339,7 +341,10 @@ impl Drm {
                 .widevine_licence_url
                 .clone()
                 .map(|url| (url, widevine_pssh(key))),
-            playready: self.config.playready_licence_url.clone(),
+            playready: self.config.playready_licence_url.clone().map(|url| {
+                let pssh = playready_pssh(key, scheme, &url);
+                (url, pssh)
+            }),
             fairplay: self.config.fairplay_licence_url.clone(),
         }
     }
@@ -431,6 +436,39 @@ pub fn widevine_pssh(key: &ContentKey) -> Pssh {
     }
 }
 
+/// PlayReady `pssh` (PlayReady Header Specification): its data is a
+/// PlayReady Object with one Rights Management Header record (type 1), a
+/// UTF-16LE `WRMHEADER` — v4.0 with `AESCTR` for cenc, v4.3 with `AESCBC`
+/// for cbcs — naming the key (GUID bytes, little-endian, base64) and the
+/// licence URL.
+pub fn playready_pssh(key: &ContentKey, scheme: EncryptionScheme, licence_url: &str) -> Pssh {
+    let k = key.kid.0;
+    let guid: Vec<u8> = [k[3], k[2], k[1], k[0], k[5], k[4], k[7], k[6]]
+        .into_iter()
+        .chain(k[8..].iter().copied())
+        .collect();
+    let kid = STANDARD.encode(guid);
+    let url = xml_attr(licence_url);
+    let ns = "http://schemas.microsoft.com/DRM/2007/03/PlayReadyHeader";
+    let header = if scheme == EncryptionScheme::Cbcs {
+        format!("<WRMHEADER xmlns=\"{ns}\" version=\"4.3.0.0\"><DATA><PROTECTINFO><KIDS><KID ALGID=\"AESCBC\" VALUE=\"{kid}\"></KID></KIDS></PROTECTINFO><LA_URL>{url}</LA_URL></DATA></WRMHEADER>")
+    } else {
+        format!("<WRMHEADER xmlns=\"{ns}\" version=\"4.0.0.0\"><DATA><PROTECTINFO><KEYLEN>16</KEYLEN><ALGID>AESCTR</ALGID></PROTECTINFO><KID>{kid}</KID><LA_URL>{url}</LA_URL></DATA></WRMHEADER>")
+    };
+    let record: Vec<u8> = header.encode_utf16().flat_map(u16::to_le_bytes).collect();
+    let mut object = Vec::with_capacity(record.len() + 10);
+    object.extend_from_slice(&((record.len() + 10) as u32).to_le_bytes());
+    object.extend_from_slice(&1u16.to_le_bytes()); // record count
+    object.extend_from_slice(&1u16.to_le_bytes()); // Rights Management Header
+    object.extend_from_slice(&(record.len() as u16).to_le_bytes());
+    object.extend_from_slice(&record);
+    Pssh {
+        system_id: cenc::PLAYREADY_SYSTEM_ID,
+        kids: vec![key.kid.0],
+        data: object,
+    }
+}
+
 /// RFC 8216 §5.2: AES-128-CBC with PKCS#7 padding over the whole segment,
 /// IV = the media sequence number as a 128-bit big-endian integer.
 pub fn aes128_segment(key: &[u8; 16], sequence: u64, clear: &[u8]) -> Vec<u8> {
@@ -446,7 +484,8 @@ pub struct Signalling {
     pub key: ContentKey,
     pub clearkey_licence_url: Option<String>,
     pub widevine: Option<(String, Pssh)>,
-    pub playready: Option<String>,
+    /// Licence URL and `pssh` (whose data is the PlayReady Object).
+    pub playready: Option<(String, Pssh)>,
     pub fairplay: Option<String>,
 }
 
@@ -493,10 +532,12 @@ pub fn mpd_with_protection(mpd: &str, s: &Signalling) -> String {
             xml_attr(url)
         );
     }
-    if let Some(url) = &s.playready {
+    if let Some((url, pssh)) = &s.playready {
         let _ = writeln!(
             elements,
-            "      <ContentProtection schemeIdUri=\"urn:uuid:{PLAYREADY_UUID}\" value=\"MSPR 2.0\"><dashif:laurl>{}</dashif:laurl></ContentProtection>",
+            "      <ContentProtection schemeIdUri=\"urn:uuid:{PLAYREADY_UUID}\" value=\"MSPR 2.0\"><cenc:pssh>{}</cenc:pssh><mspr:pro>{}</mspr:pro><dashif:laurl>{}</dashif:laurl></ContentProtection>",
+            pssh_base64(pssh),
+            STANDARD.encode(&pssh.data),
             xml_attr(url)
         );
     }
@@ -511,7 +552,7 @@ pub fn mpd_with_protection(mpd: &str, s: &Signalling) -> String {
     for line in mpd.lines() {
         if let Some(rest) = line.strip_prefix("<MPD ") {
             out.push_str(
-                "<MPD xmlns:cenc=\"urn:mpeg:cenc:2013\" xmlns:dashif=\"https://dashif.org/CPS\" ",
+                "<MPD xmlns:cenc=\"urn:mpeg:cenc:2013\" xmlns:dashif=\"https://dashif.org/CPS\" xmlns:mspr=\"urn:microsoft:playready\" ",
             );
             out.push_str(rest);
             out.push('\n');

@@ -22,6 +22,7 @@ fn drm(scheme: EncryptionScheme, rotate_every: u64) -> (Drm, Registry) {
     let config = EncryptionConfig {
         default: scheme,
         widevine_licence_url: Some("https://wv.example/licence".into()),
+        playready_licence_url: Some("https://pr.example/licence".into()),
         ..EncryptionConfig::default()
     };
     (Drm::new(config, keys, metrics), registry)
@@ -147,7 +148,7 @@ fn mpds_carry_content_protection_in_every_adaptation_set() {
         .descendants()
         .filter(|n| n.has_tag_name("ContentProtection"))
         .collect();
-    assert_eq!(protections.len(), 6, "{out}");
+    assert_eq!(protections.len(), 8, "{out}");
     let mp4 = protections[0];
     assert_eq!(
         mp4.attribute("schemeIdUri"),
@@ -170,6 +171,13 @@ fn mpds_carry_content_protection_in_every_adaptation_set() {
     assert!(protections[2]
         .descendants()
         .any(|n| n.has_tag_name(("urn:mpeg:cenc:2013", "pssh"))));
+    assert_eq!(
+        protections[3].attribute("schemeIdUri"),
+        Some(format!("urn:uuid:{PLAYREADY_UUID}").as_str())
+    );
+    assert!(protections[3]
+        .descendants()
+        .any(|n| n.has_tag_name(("urn:microsoft:playready", "pro"))));
 }
 
 #[test]
@@ -438,4 +446,53 @@ fn protected_segments_are_encrypted_once() {
         &changed.body[..],
         aes128_segment(&key.key, 7, b"other bytes")
     );
+}
+
+#[test]
+fn playready_objects_carry_the_kid_little_endian_and_the_licence_url() {
+    let key = ContentKey {
+        kid: "40d02dd1-61a3-4787-a155-572325d47b80".parse().expect("kid"),
+        key: [0; 16],
+    };
+    let pssh = playready_pssh(
+        &key,
+        EncryptionScheme::Cenc,
+        "https://pr.example/rightsmanager.asmx?a=1&b=2",
+    );
+    let data = &pssh.data;
+    assert_eq!(
+        u32::from_le_bytes(data[..4].try_into().expect("4")) as usize,
+        data.len()
+    );
+    assert_eq!(&data[4..8], &[1, 0, 1, 0]);
+    let len = usize::from(u16::from_le_bytes([data[8], data[9]]));
+    assert_eq!(len, data.len() - 10);
+    let units: Vec<u16> = data[10..]
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    let header = String::from_utf16(&units).expect("UTF-16LE");
+    let doc = roxmltree::Document::parse(&header).expect("XML");
+    let kid = doc
+        .descendants()
+        .find(|n| n.has_tag_name("KID"))
+        .and_then(|n| n.text());
+    // GUID 40d02dd1-61a3-4787-… little-endian: d12dd040 a361 8747 a155…
+    assert_eq!(
+        STANDARD.decode(kid.expect("KID")).expect("b64"),
+        hex::decode("d12dd040a3618747a155572325d47b80").expect("hex")
+    );
+    let url = doc
+        .descendants()
+        .find(|n| n.has_tag_name("LA_URL"))
+        .and_then(|n| n.text());
+    assert_eq!(url, Some("https://pr.example/rightsmanager.asmx?a=1&b=2"));
+    let cbcs = playready_pssh(&key, EncryptionScheme::Cbcs, "https://pr.example/");
+    assert!(String::from_utf16_lossy(
+        &cbcs.data[10..]
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect::<Vec<_>>()
+    )
+    .contains("ALGID=\"AESCBC\""));
 }
