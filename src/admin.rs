@@ -1,30 +1,252 @@
-//! The admin listener: metrics, liveness, readiness.
+//! The admin listener: metrics, liveness, readiness, and the CDN control API
+//! under `/api` (purges, geo rules, token keys, TTL overrides), described by
+//! `api/openapi.yaml`.
+//!
+//! `/metrics`, `/healthz`, `/readyz` and `/api/openapi.yaml` are open. With
+//! `server.admin_token` set, every other `/api` route needs
+//! `Authorization: Bearer <token>`; without it, the API is read-only and
+//! changes answer 403.
 
+mod api;
+mod auth;
+mod error;
+
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{header, Method, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::Router;
+use parking_lot::Mutex;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
+use crate::config::EdgeConfig;
 use crate::edge::Edge;
+
+pub use api::GeoRule;
+pub use auth::AdminToken;
+pub use error::ApiError;
+
+/// Largest request body the control API reads.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// The OpenAPI 3.1 description of this listener, served at `/api/openapi.yaml`.
+pub const OPENAPI_YAML: &str = include_str!("../api/openapi.yaml");
 
 pub struct AdminState {
     pub registry: Registry,
     pub edge: Arc<Edge>,
     /// False until the listeners run, and again once shutdown began.
     pub ready: AtomicBool,
+    pub control: Control,
+}
+
+/// What the control API needs beyond the edge itself.
+pub struct Control {
+    token: Option<AdminToken>,
+    metrics: AdminMetrics,
+    /// The geo rules as last applied, to echo them back (the policy keeps
+    /// only their parsed form). Held while a change is applied, so readers
+    /// never see rules the policy does not have; never across `.await`.
+    geo_rules: Mutex<Vec<GeoRule>>,
+    /// Serialises key changes so "exists?" and "change" agree; never across `.await`.
+    key_changes: Mutex<()>,
+}
+
+impl Control {
+    pub fn new(config: &EdgeConfig, metrics: AdminMetrics) -> Control {
+        let geo_rules = config
+            .geo
+            .as_ref()
+            .map(|g| g.rules.iter().map(GeoRule::from).collect())
+            .unwrap_or_default();
+        Control {
+            token: config.server.admin_token.clone(),
+            metrics,
+            geo_rules: Mutex::new(geo_rules),
+            key_changes: Mutex::new(()),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PurgeLabels {
+    /// `url`, `prefix`, `surrogate-key`
+    kind: &'static str,
+    /// `hard` (dropped) or `soft` (marked stale)
+    mode: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AdminRequestLabels {
+    /// The route template (`/api/token/keys/{id}`), or `unmatched`.
+    route: String,
+    method: String,
+    status: u16,
+}
+
+/// Counters of the control API; registered, not global.
+#[derive(Clone, Default)]
+pub struct AdminMetrics {
+    purges: Family<PurgeLabels, Counter>,
+    requests: Family<AdminRequestLabels, Counter>,
+}
+
+impl AdminMetrics {
+    /// Registers `strata_edge_purges_total{kind,mode}` and
+    /// `strata_admin_requests_total{route,method,status}`.
+    pub fn register(registry: &mut Registry) -> AdminMetrics {
+        let metrics = AdminMetrics::default();
+        for kind in ["url", "prefix", "surrogate-key"] {
+            for mode in ["hard", "soft"] {
+                let _ = metrics.purges.get_or_create(&PurgeLabels { kind, mode });
+            }
+        }
+        registry.sub_registry_with_prefix("strata_edge").register(
+            "purges",
+            "Purge requests applied, by what they selected and how",
+            metrics.purges.clone(),
+        );
+        registry.sub_registry_with_prefix("strata_admin").register(
+            "requests",
+            "Admin listener requests, by route, method and status",
+            metrics.requests.clone(),
+        );
+        metrics
+    }
+
+    fn purged(&self, kind: &'static str, soft: bool) {
+        let mode = if soft { "soft" } else { "hard" };
+        self.purges.get_or_create(&PurgeLabels { kind, mode }).inc();
+    }
+}
+
+/// Who may call a route.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Open,
+    /// Bearer token when one is configured; read-only without one.
+    Api,
+}
+
+type Route = (&'static str, Method, Access, MethodRouter<Arc<AdminState>>);
+
+/// Every route this listener serves; the router is built from this table,
+/// and the OpenAPI test checks it against the spec.
+fn routes() -> Vec<Route> {
+    use Access::{Api, Open};
+    vec![
+        ("/metrics", Method::GET, Open, get(metrics)),
+        ("/healthz", Method::GET, Open, get(|| async { "ok\n" })),
+        ("/readyz", Method::GET, Open, get(readyz)),
+        ("/api/openapi.yaml", Method::GET, Open, get(openapi)),
+        ("/api/purge", Method::POST, Api, post(api::purge)),
+        ("/api/geo/rules", Method::GET, Api, get(api::geo_rules)),
+        ("/api/geo/rules", Method::PUT, Api, put(api::set_geo_rules)),
+        ("/api/token/keys", Method::GET, Api, get(api::token_keys)),
+        (
+            "/api/token/keys",
+            Method::POST,
+            Api,
+            post(api::add_token_key),
+        ),
+        (
+            "/api/token/keys/{id}",
+            Method::DELETE,
+            Api,
+            delete(api::retire_token_key),
+        ),
+        (
+            "/api/cache/ttl-overrides",
+            Method::GET,
+            Api,
+            get(api::ttl_overrides),
+        ),
+        (
+            "/api/cache/ttl-overrides",
+            Method::PUT,
+            Api,
+            put(api::set_ttl_overrides),
+        ),
+    ]
+}
+
+/// `(path template, method)` of every route served (HEAD comes with GET).
+pub fn served_routes() -> Vec<(&'static str, Method)> {
+    routes()
+        .into_iter()
+        .map(|(path, method, _, _)| (path, method))
+        .collect()
 }
 
 pub fn router(state: Arc<AdminState>) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
+    let mut by_path: BTreeMap<&'static str, (Access, MethodRouter<Arc<AdminState>>)> =
+        BTreeMap::new();
+    for (path, _, access, handler) in routes() {
+        match by_path.remove(path) {
+            Some((known, merged)) => {
+                debug_assert!(known == access, "{path}: one access rule per path");
+                by_path.insert(path, (known, merged.merge(handler)));
+            }
+            None => {
+                by_path.insert(path, (access, handler));
+            }
+        }
+    }
+    let mut open = Router::new();
+    let mut api = Router::new();
+    for (path, (access, handler)) in by_path {
+        let handler = handler.fallback(|| async { ApiError::MethodNotAllowed });
+        match access {
+            Access::Open => open = open.route(path, handler),
+            Access::Api => api = api.route(path, handler),
+        }
+    }
+    let api = api.route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        auth::authorize,
+    ));
+    open.merge(api)
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn_with_state(state.clone(), count_request))
         .with_state(state)
+}
+
+async fn count_request(
+    State(state): State<Arc<AdminState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |m| m.as_str())
+        .to_owned();
+    let method = request.method().as_str().to_owned();
+    let response = next.run(request).await;
+    state
+        .control
+        .metrics
+        .requests
+        .get_or_create(&AdminRequestLabels {
+            route,
+            method,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/yaml")], OPENAPI_YAML).into_response()
 }
 
 async fn metrics(State(state): State<Arc<AdminState>>) -> Response {

@@ -1,9 +1,11 @@
 //! The edge's object store: moka, weighed in bytes, holding complete
-//! responses; in-flight fills live beside it (see [`fill`]).
+//! responses; in-flight fills live beside it (see [`fill`]), and purges
+//! reach both (see [`purge`]).
 
 pub mod fill;
 pub mod freshness;
 pub mod key;
+pub mod purge;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,11 +16,12 @@ use tokio::time::Instant;
 
 use crate::cache::freshness::Freshness;
 use crate::cache::key::CacheKey;
+use crate::cache::purge::PurgeTarget;
 use crate::metrics::CacheMetrics;
 use crate::response::ResponseHead;
 
 /// A complete response as stored.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct CachedObject {
     pub head: ResponseHead,
     pub body: Bytes,
@@ -71,6 +74,15 @@ impl CachedObject {
 
     pub fn last_modified(&self) -> Option<&str> {
         self.head.header_str(http::header::LAST_MODIFIED)
+    }
+
+    /// This object, stale from `now` on (soft purge): still a validator
+    /// source and still servable under `stale-while-revalidate` and
+    /// `stale-if-error`, counted from now.
+    pub fn marked_stale(&self, now: Instant) -> CachedObject {
+        let mut stale = self.clone();
+        stale.freshness.ttl = stale.freshness.ttl.min(self.resident(now));
+        stale
     }
 
     /// Bytes this object costs the cache.
@@ -145,6 +157,40 @@ impl Cache {
         let _ = self
             .objects
             .invalidate_entries_if(move |key, value| predicate(key, value));
+    }
+
+    /// Drop the selected objects, or with `soft` mark them stale so they are
+    /// revalidated on the next request (and may still serve stale-if-error).
+    /// Returns how many objects were selected.
+    pub async fn purge(&self, target: &PurgeTarget, soft: bool) -> usize {
+        let selected: Vec<(CacheKey, Arc<CachedObject>)> = match target {
+            PurgeTarget::Keys(keys) => {
+                let mut found = Vec::new();
+                for key in keys {
+                    if let Some(object) = self.objects.get(key).await {
+                        found.push((key.clone(), object));
+                    }
+                }
+                found
+            }
+            _ => self
+                .objects
+                .iter()
+                .filter(|(key, object)| target.matches(key, &object.surrogate_keys))
+                .map(|(key, object)| (CacheKey::clone(&key), object))
+                .collect(),
+        };
+        let now = Instant::now();
+        for (key, object) in &selected {
+            if !soft {
+                self.objects.invalidate(key).await;
+            } else if object.staleness(now) == Staleness::Fresh {
+                self.objects
+                    .insert(key.clone(), Arc::new(object.marked_stale(now)))
+                    .await;
+            }
+        }
+        selected.len()
     }
 
     pub fn object_count(&self) -> u64 {

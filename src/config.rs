@@ -92,10 +92,18 @@ pub struct ServerConfig {
     pub certificates: Vec<CertificateConfig>,
     /// Accept cleartext HTTP/2 (prior knowledge) on `listen`.
     pub h2c: bool,
-    /// Admin listener: /metrics, /healthz, /readyz. Keep it off the public network.
+    /// Admin listener: /metrics, /healthz, /readyz and the control API
+    /// (/api/…). Keep it off the public network.
     pub admin: Option<SocketAddr>,
+    /// Bearer token the control API requires (at least 16 characters);
+    /// without one the API is read-only and changes answer 403.
+    pub admin_token: Option<crate::admin::AdminToken>,
     /// This node's name in `Via` and `Cache-Status`; also how tier loops are detected.
     pub node_id: String,
+    /// Peers (CIDR ranges, e.g. a load balancer) that open every connection
+    /// with a PROXY protocol v1/v2 header; the client address is taken from
+    /// it. Connections from other peers are never parsed for one.
+    pub proxy_protocol_from: Vec<String>,
     /// On SIGTERM, how long in-flight responses may take to finish.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -111,10 +119,30 @@ impl Default for ServerConfig {
             certificates: Vec::new(),
             h2c: true,
             admin: Some(SocketAddr::from(([127, 0, 0, 1], 9091))),
+            admin_token: None,
             node_id: default_node_id(),
+            proxy_protocol_from: Vec::new(),
             shutdown_grace: Duration::from_secs(10),
             h3: H3Config::default(),
         }
+    }
+}
+
+impl ServerConfig {
+    /// `proxy_protocol_from` parsed; an error names the bad entry.
+    pub fn proxy_protocol_nets(&self) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+        self.proxy_protocol_from
+            .iter()
+            .enumerate()
+            .map(|(i, net)| {
+                net.parse::<ipnet::IpNet>()
+                    .or_else(|_| net.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| ConfigError::Invalid {
+                        key: format!("server.proxy_protocol_from[{i}]"),
+                        message: format!("{net:?} is not an address or CIDR range"),
+                    })
+            })
+            .collect()
     }
 }
 
@@ -235,6 +263,7 @@ impl EdgeConfig {
             .h3
             .validate()
             .map_err(|(key, message)| invalid(key, message))?;
+        self.server.proxy_protocol_nets()?;
         if self.upstream.urls.is_empty() {
             return Err(invalid(
                 "upstream.urls",
@@ -257,6 +286,11 @@ impl EdgeConfig {
                 "larger than cache.size".into(),
             ));
         }
+        crate::cache::freshness::TtlOverrides::new(
+            &self.cache.ttl_overrides,
+            "cache.ttl_overrides",
+        )
+        .map_err(|(key, message)| invalid(&key, message))?;
         if self.token.is_some() || self.geo.is_some() {
             // Opens the geo database and parses keys: a bad file or key is a config error at start.
             Policy::init(PolicyConfig {
@@ -298,6 +332,28 @@ mod tests {
         assert!(err.to_string().contains("size"), "{err}");
         let err = EdgeConfig::parse("[cache]\nsiez = 1\n").expect_err("typo");
         assert!(err.to_string().contains("siez"), "{err}");
+    }
+
+    #[test]
+    fn ttl_overrides_and_the_admin_token_parse_and_are_checked() {
+        let base = "[upstream]\nurls = [\"http://127.0.0.1:1\"]\n";
+        let config = EdgeConfig::parse(&format!(
+            "[server]\nadmin_token = \"0123456789abcdef-admin\"\n{base}[[cache.ttl_overrides]]\nprefix = \"/live/\"\nttl = \"2s\"\n"
+        ))
+        .expect("valid");
+        assert_eq!(config.cache.ttl_overrides[0].ttl, Duration::from_secs(2));
+        assert!(!format!("{config:?}").contains("0123456789abcdef-admin"));
+        let err = EdgeConfig::parse(&format!(
+            "{base}[[cache.ttl_overrides]]\nprefix = \"live\"\nttl = \"2s\"\n"
+        ))
+        .expect_err("relative prefix");
+        assert!(
+            err.to_string().starts_with("cache.ttl_overrides[0].prefix"),
+            "{err}"
+        );
+        let err = EdgeConfig::parse(&format!("[server]\nadmin_token = \"short\"\n{base}"))
+            .expect_err("short token");
+        assert!(err.to_string().contains("admin_token"), "{err}");
     }
 
     #[test]

@@ -14,8 +14,9 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use crate::cache::fill::{Fill, FillFailure, FillOutcome};
-use crate::cache::freshness::{freshness, TtlDefaults};
+use crate::cache::freshness::{freshness, TtlDefaults, TtlOverride, TtlOverrides};
 use crate::cache::key::CacheKey;
+use crate::cache::purge::PurgeLog;
 use crate::cache::{Cache, CachedObject, Staleness};
 use crate::config::ByteSize;
 use crate::error::EdgeError;
@@ -24,6 +25,8 @@ use crate::policy::{self, Denied, Grant, Policy, Propagate, REJECT_REASON_HEADER
 use crate::request::{MediaRequest, ObjectKind, Protocol};
 use crate::response::{Body, EdgeResponse, Outcome, ResponseHead};
 use crate::upstream::{UpstreamPool, UpstreamResponse};
+
+mod control;
 
 /// The `[cache]` section.
 #[derive(Clone, Debug, Deserialize)]
@@ -41,6 +44,9 @@ pub struct CacheConfig {
     /// Path prefixes where POST is proxied to the upstream, never cached
     /// (DRM licence requests such as the origin's `/drm/clearkey`).
     pub pass_through: Vec<String>,
+    /// `[[cache.ttl_overrides]]`: per-prefix lifetimes that win over the
+    /// upstream's (see [`TtlOverrides`]); changeable at run time.
+    pub ttl_overrides: Vec<TtlOverride>,
 }
 
 impl Default for CacheConfig {
@@ -51,6 +57,7 @@ impl Default for CacheConfig {
             ignore_params: vec!["token".into(), "CMCD".into()],
             ttl: TtlDefaults::default(),
             pass_through: vec!["/drm/".into()],
+            ttl_overrides: Vec::new(),
         }
     }
 }
@@ -89,6 +96,9 @@ pub struct Edge {
     via: HeaderValue,
     alt_svc: Option<HeaderValue>,
     policy: Option<Policy>,
+    purges: PurgeLog,
+    // Read once per fill, swapped whole by the admin API.
+    ttl_overrides: parking_lot::RwLock<Arc<TtlOverrides>>,
 }
 
 impl Edge {
@@ -111,7 +121,11 @@ impl Edge {
         }
         let via = HeaderValue::from_str(&format!("1.1 {node_id}"))
             .map_err(|_| format!("node id {node_id:?} is not a valid header value"))?;
+        let ttl_overrides = TtlOverrides::new(&cache_config.ttl_overrides, "cache.ttl_overrides")
+            .map_err(|(key, message)| format!("{key}: {message}"))?;
         Ok(Edge {
+            purges: PurgeLog::default(),
+            ttl_overrides: parking_lot::RwLock::new(Arc::new(ttl_overrides)),
             cache: Cache::new(cache_config.size.0, metrics.cache.clone()),
             node_id,
             cache_config,
@@ -213,6 +227,18 @@ impl Edge {
                             }
                         }
                         Ok(grant) => {
+                            let mut request = request;
+                            let rewrites = grant.token.is_some()
+                                && grant.propagate == Propagate::Query
+                                && matches!(
+                                    request.kind,
+                                    ObjectKind::Playlist | ObjectKind::Manifest
+                                );
+                            if rewrites {
+                                // A manifest is rewritten whole (ffmpeg asks for
+                                // `bytes=0-`); RFC 9110 lets us answer 200.
+                                request.range = None;
+                            }
                             let response = match self.serve(&request).await {
                                 Ok(response) => response,
                                 Err(e) => e.into_response(),
@@ -577,7 +603,7 @@ impl Edge {
         if let Some(fill) = inflight.get(&request.key) {
             return Some((fill.clone(), false));
         }
-        let fill = Arc::new(Fill::new());
+        let fill = Arc::new(Fill::starting_at(self.purges.generation()));
         inflight.insert(request.key.clone(), fill.clone());
         drop(inflight);
         let edge = self.clone();
@@ -607,7 +633,8 @@ impl Edge {
                 if let Some(object) = object {
                     // Stored before the in-flight entry goes, so a request that
                     // finds neither cannot exist (see `serve`).
-                    self.cache.insert(key.clone(), Arc::new(object)).await;
+                    self.store_unless_purged(&key, Arc::new(object), &fill)
+                        .await;
                 } else if stale.is_some() {
                     self.cache.remove(&key).await;
                 }
@@ -677,6 +704,7 @@ impl Edge {
                     &head.headers,
                     kind,
                     &self.cache_config.ttl,
+                    self.ttl_override(key),
                     SystemTime::now(),
                 );
                 let initial_age = age_header(&head.headers);
@@ -703,6 +731,7 @@ impl Edge {
             &parts.headers,
             kind,
             &self.cache_config.ttl,
+            self.ttl_override(key),
             SystemTime::now(),
         );
         let initial_age = age_header(&parts.headers);
@@ -755,10 +784,7 @@ impl Edge {
         if !fresh.storable || received > self.cache_config.max_object_size.0 {
             return Ok(None);
         }
-        let surrogate_keys = head
-            .header_str("surrogate-key")
-            .map(|v| v.split_whitespace().map(str::to_owned).collect())
-            .unwrap_or_default();
+        let surrogate_keys = control::surrogate_keys(&head);
         Ok(Some(CachedObject {
             head,
             body: fill.body(),

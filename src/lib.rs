@@ -11,7 +11,9 @@
 //!   fetch per object ([`cache::fill`]) streamed to every waiting client while
 //!   it is stored, freshness ([`cache::freshness`]), response headers.
 //! - [`upstream`] — origin/shield pool: consistent hashing, health, retries.
-//! - [`metrics`], [`admin`] — Prometheus metrics and the admin listener.
+//! - [`metrics`], [`admin`] — Prometheus metrics and the admin listener,
+//!   whose control API purges ([`cache::purge`]) and changes geo rules,
+//!   token keys and TTL overrides at run time (`api/openapi.yaml`).
 //! - [`config`] — the TOML file, one section per module.
 
 pub mod admin;
@@ -103,6 +105,7 @@ pub async fn run(
     config.validate()?;
     let mut registry = Registry::default();
     let metrics = Arc::new(EdgeMetrics::register(&mut registry));
+    let admin_metrics = admin::AdminMetrics::register(&mut registry);
     let pool = Arc::new(
         UpstreamPool::new(config.upstream.clone(), metrics.upstream.clone())
             .map_err(|e| invalid("upstream.urls", e))?,
@@ -131,7 +134,11 @@ pub async fn run(
     let sighup = tokio::spawn(reload_on_sighup(edge.clone()));
     let health = tokio::spawn(pool.clone().check_health_forever());
 
-    let app = Arc::new(PingoraApp::new(edge.clone(), config.server.h2c));
+    let app = Arc::new(PingoraApp::new(
+        edge.clone(),
+        config.server.h2c,
+        config.server.proxy_protocol_nets()?,
+    ));
     let tls = if listeners.tls.is_empty() {
         None
     } else {
@@ -203,6 +210,7 @@ pub async fn run(
         registry,
         edge: edge.clone(),
         ready: AtomicBool::new(true),
+        control: admin::Control::new(&config, admin_metrics),
     });
     if let Some(listener) = listeners.admin {
         let listener = to_tokio(listener)?;

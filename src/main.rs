@@ -97,9 +97,13 @@ struct EdgeArgs {
     /// Origin or shield URL; repeat to make a pool.
     #[arg(long)]
     upstream: Vec<String>,
-    /// Admin listener (/metrics, /healthz, /readyz).
+    /// Admin listener (/metrics, /healthz, /readyz, control API under /api).
     #[arg(long)]
     admin: Option<SocketAddr>,
+    /// Bearer token the control API requires (server.admin_token); prefer
+    /// the environment variable, which `ps` does not show.
+    #[arg(long, env = "STRATA_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
     /// Cache memory, e.g. 512MiB or 4GB.
     #[arg(long)]
     cache_size: Option<ByteSize>,
@@ -173,6 +177,15 @@ impl EdgeArgs {
         }
         if self.admin.is_some() {
             config.server.admin = self.admin;
+        }
+        if let Some(token) = self.admin_token {
+            config.server.admin_token =
+                Some(strata::admin::AdminToken::new(&token).map_err(|message| {
+                    strata::config::ConfigError::Invalid {
+                        key: "server.admin_token".into(),
+                        message,
+                    }
+                })?);
         }
         if let Some(size) = self.cache_size {
             config.cache.size = size;

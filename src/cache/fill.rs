@@ -58,6 +58,8 @@ pub struct Fill {
     state: Mutex<FillState>,
     /// Bumped on every change so readers can wait without polling.
     version: watch::Sender<u64>,
+    /// The purge generation when the fill started (see [`crate::cache::purge`]).
+    generation: u64,
 }
 
 impl Default for Fill {
@@ -68,10 +70,25 @@ impl Default for Fill {
 
 impl Fill {
     pub fn new() -> Self {
+        Self::starting_at(0)
+    }
+
+    /// A fill started while purge generation `generation` was current.
+    pub fn starting_at(generation: u64) -> Self {
         Fill {
             state: Mutex::new(FillState::default()),
             version: watch::channel(0).0,
+            generation,
         }
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The response head, if it has arrived.
+    pub fn head_now(&self) -> Option<Arc<ResponseHead>> {
+        self.state.lock().head.clone()
     }
 
     fn bump(&self) {

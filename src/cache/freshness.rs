@@ -3,7 +3,7 @@
 use std::time::{Duration, SystemTime};
 
 use http::{header, HeaderMap, StatusCode};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::request::ObjectKind;
 
@@ -50,6 +50,69 @@ impl Default for TtlDefaults {
             stale_if_error: Duration::from_secs(30),
             stale_while_revalidate: Duration::ZERO,
         }
+    }
+}
+
+/// One `[[cache.ttl_overrides]]` entry: objects under `prefix` stay fresh for
+/// `ttl`, whatever the upstream says about their lifetime.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TtlOverride {
+    /// Path prefix (of the normalised path), e.g. `"/live/"`.
+    pub prefix: String,
+    /// Freshness lifetime, e.g. `"2s"`.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+}
+
+/// Validated TTL overrides; the longest matching prefix wins.
+///
+/// An override *replaces* the lifetime from `s-maxage`, `max-age`, `Expires`,
+/// `no-cache` and the `[cache.ttl]` defaults. It does not make storable what
+/// the upstream forbids a shared cache to keep (`no-store`, `private`, status
+/// codes that are never cached), it leaves negative answers (404, 410) to
+/// `cache.ttl.negative`, and the response's `Age` still counts against it,
+/// so a shield and its edges agree on when an object expires. It applies to
+/// objects fetched after it is set; a soft purge of the prefix applies it to
+/// what is already cached.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TtlOverrides(Vec<TtlOverride>);
+
+impl TtlOverrides {
+    /// Longest override accepted: a year is already "forever" for a cache.
+    pub const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+
+    /// Checks every entry; errors name `<at>[i].<field>`.
+    pub fn new(entries: &[TtlOverride], at: &str) -> Result<TtlOverrides, (String, String)> {
+        for (i, entry) in entries.iter().enumerate() {
+            if entry.ttl > Self::MAX_TTL {
+                return Err((format!("{at}[{i}].ttl"), "at most 365 days".into()));
+            }
+            if !entry.prefix.starts_with('/') {
+                return Err((format!("{at}[{i}].prefix"), "must start with '/'".into()));
+            }
+            if let Some(j) = entries[..i].iter().position(|e| e.prefix == entry.prefix) {
+                return Err((
+                    format!("{at}[{i}].prefix"),
+                    format!("{:?} is also given at {at}[{j}]", entry.prefix),
+                ));
+            }
+        }
+        Ok(TtlOverrides(entries.to_vec()))
+    }
+
+    /// The entries, in the order they were given.
+    pub fn entries(&self) -> &[TtlOverride] {
+        &self.0
+    }
+
+    /// The lifetime for `path`, if an override covers it.
+    pub fn lookup(&self, path: &str) -> Option<Duration> {
+        self.0
+            .iter()
+            .filter(|o| path.starts_with(o.prefix.as_str()))
+            .max_by_key(|o| o.prefix.len())
+            .map(|o| o.ttl)
     }
 }
 
@@ -120,11 +183,14 @@ fn heuristically_cacheable(status: StatusCode) -> bool {
     )
 }
 
+/// `ttl_override`: from [`TtlOverrides::lookup`], wins over the upstream's
+/// lifetime for every storable, non-negative answer.
 pub fn freshness(
     status: StatusCode,
     headers: &HeaderMap,
     kind: ObjectKind,
     defaults: &TtlDefaults,
+    ttl_override: Option<Duration>,
     now: SystemTime,
 ) -> Freshness {
     let cc = parse_cache_control(headers);
@@ -149,7 +215,9 @@ pub fn freshness(
             Some(expires.duration_since(date).unwrap_or(Duration::ZERO))
         });
     let negative = matches!(status.as_u16(), 404 | 410);
-    let lifetime = if cc.no_cache {
+    let lifetime = if let Some(ttl) = ttl_override.filter(|_| !negative) {
+        ttl
+    } else if cc.no_cache {
         Duration::ZERO
     } else if let Some(explicit) = explicit {
         explicit
@@ -197,6 +265,7 @@ mod tests {
             &map,
             kind,
             &TtlDefaults::default(),
+            None,
             now,
         )
     }
@@ -270,5 +339,67 @@ mod tests {
             ObjectKind::Playlist,
         );
         assert_eq!(swr.stale_while_revalidate, Duration::from_secs(4));
+    }
+
+    #[test]
+    fn an_override_replaces_the_upstream_lifetime_but_not_no_store() {
+        let overrides = TtlOverrides::new(
+            &[
+                TtlOverride {
+                    prefix: "/live/".into(),
+                    ttl: Duration::from_secs(2),
+                },
+                TtlOverride {
+                    prefix: "/live/slow/".into(),
+                    ttl: Duration::from_secs(30),
+                },
+            ],
+            "cache.ttl_overrides",
+        )
+        .expect("valid");
+        assert_eq!(
+            overrides.lookup("/live/a/1.m4s"),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            overrides.lookup("/live/slow/1.m4s"),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(overrides.lookup("/vod/a.mp4"), None);
+        let now = httpdate::parse_http_date("Wed, 25 Nov 2026 10:00:00 GMT").expect("date");
+        let with = |status: u16, cc: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cc));
+            freshness(
+                StatusCode::from_u16(status).expect("status"),
+                &headers,
+                ObjectKind::Segment,
+                &TtlDefaults::default(),
+                overrides.lookup("/live/a/1.m4s"),
+                now,
+            )
+        };
+        assert_eq!(with(200, "max-age=3600").ttl, Duration::from_secs(2));
+        assert_eq!(with(200, "no-cache").ttl, Duration::from_secs(2));
+        assert!(!with(200, "no-store").storable);
+        assert_eq!(with(404, "max-age=60").ttl, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn bad_overrides_name_the_entry() {
+        let entry = |prefix: &str| TtlOverride {
+            prefix: prefix.into(),
+            ttl: Duration::from_secs(1),
+        };
+        let err = TtlOverrides::new(&[entry("live/")], "cache.ttl_overrides").expect_err("slash");
+        assert_eq!(err.0, "cache.ttl_overrides[0].prefix");
+        let err = TtlOverrides::new(&[entry("/a/"), entry("/a/")], "o").expect_err("duplicate");
+        assert_eq!(err.0, "o[1].prefix");
+        let forever = TtlOverride {
+            prefix: "/vod/".into(),
+            ttl: Duration::from_secs(400 * 24 * 3600),
+        };
+        let err = TtlOverrides::new(&[forever], "o").expect_err("too long");
+        assert_eq!(err.0, "o[0].ttl");
     }
 }

@@ -15,6 +15,7 @@ use pingora::apps::{
 use pingora::http::ResponseHeader;
 use pingora::listeners::tls::Acceptor;
 use pingora::protocols::http::ServerSession;
+use pingora::protocols::l4::socket::SocketAddr as PingoraSocketAddr;
 use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::{GetSocketDigest, SocketDigest, Stream};
 use pingora::server::ShutdownWatch;
@@ -33,13 +34,19 @@ use crate::response::Body;
 pub struct PingoraApp {
     edge: Arc<Edge>,
     options: HttpServerOptions,
+    /// Peers that must open each connection with a PROXY protocol header.
+    proxy_from: Vec<ipnet::IpNet>,
 }
 
 impl PingoraApp {
-    pub fn new(edge: Arc<Edge>, h2c: bool) -> Self {
+    pub fn new(edge: Arc<Edge>, h2c: bool, proxy_from: Vec<ipnet::IpNet>) -> Self {
         let mut options = HttpServerOptions::default();
         options.h2c = h2c;
-        PingoraApp { edge, options }
+        PingoraApp {
+            edge,
+            options,
+            proxy_from,
+        }
     }
 }
 
@@ -170,6 +177,29 @@ async fn read_body(session: &mut ServerSession) -> Result<bytes::Bytes, EdgeErro
     }
 }
 
+/// Read a PROXY protocol v1/v2 header; returns the original client and any
+/// bytes read past the header (the start of the real stream).
+async fn read_proxy_header(
+    tcp: &mut tokio::net::TcpStream,
+) -> Result<(Option<SocketAddr>, Vec<u8>), &'static str> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::with_capacity(256);
+    loop {
+        let mut chunk = [0u8; 512];
+        let n = tcp.read(&mut chunk).await.map_err(|_| "read failed")?;
+        if n == 0 {
+            return Err("connection closed before the header ended");
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        match crate::policy::parse_proxy_header(&buf) {
+            Ok(header) => return Ok((header.source, buf[header.len..].to_vec())),
+            Err(crate::policy::ProxyError::Incomplete) if buf.len() < 4096 => continue,
+            Err(crate::policy::ProxyError::Incomplete) => return Err("header too long"),
+            Err(crate::policy::ProxyError::Invalid(why)) => return Err(why),
+        }
+    }
+}
+
 /// Accept connections on `listener` until `shutdown` turns true; connections
 /// already open finish their current request (HTTP/2 gets GOAWAY).
 pub async fn serve(
@@ -184,7 +214,7 @@ pub async fn serve(
             accepted = listener.accept() => accepted,
             _ = stop.wait_for(|s| *s) => break,
         };
-        let (tcp, _peer) = match accepted {
+        let (mut tcp, peer) = match accepted {
             Ok(pair) => pair,
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
@@ -198,9 +228,34 @@ pub async fn serve(
         let tls = tls.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
+            let mut client = peer;
+            let mut replay = Vec::new();
+            if app.proxy_from.iter().any(|net| net.contains(&peer.ip())) {
+                match tokio::time::timeout(Duration::from_secs(5), read_proxy_header(&mut tcp))
+                    .await
+                {
+                    Ok(Ok((source, rest))) => {
+                        client = source.unwrap_or(peer);
+                        replay = rest;
+                    }
+                    Ok(Err(why)) => {
+                        tracing::warn!(%peer, why, "refusing connection: bad PROXY protocol header");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::warn!(%peer, "refusing connection: no PROXY protocol header within 5s");
+                        return;
+                    }
+                }
+            }
             let fd = tcp.as_raw_fd();
             let mut l4 = L4Stream::from(tcp);
-            l4.set_socket_digest(SocketDigest::from_raw_fd(fd));
+            let digest = SocketDigest::from_raw_fd(fd);
+            let _ = digest.peer_addr.set(Some(PingoraSocketAddr::Inet(client)));
+            l4.set_socket_digest(digest);
+            if !replay.is_empty() {
+                l4.rewind(&replay);
+            }
             let stream: Stream = match tls {
                 None => Box::new(Coalesced::new(l4)),
                 Some(acceptor) => {

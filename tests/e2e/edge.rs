@@ -39,16 +39,31 @@ async fn two_hundred_clients_on_one_uncached_object_make_one_upstream_request() 
         1,
         "one upstream request for 200 clients"
     );
-    let metrics = edge.metrics().await;
-    let followers =
-        metric(&metrics, "strata_edge_coalesced_followers_total").expect("followers metric");
-    let hits = metric(
-        &metrics,
-        "strata_edge_requests_total{status=\"2xx\",cache=\"hit\",protocol=\"h1\"}",
-    )
-    .unwrap_or(0.0);
+    // Each response is counted once its last byte is written, which can be
+    // just after the client has it: wait for all 200, bounded.
+    let mut counted = (0.0, 0.0);
+    for _ in 0..200 {
+        let metrics = edge.metrics().await;
+        let followers =
+            metric(&metrics, "strata_edge_coalesced_followers_total").expect("followers metric");
+        let all = metrics
+            .lines()
+            .filter(|l| l.starts_with("strata_edge_requests_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>();
+        let hits = metric(
+            &metrics,
+            "strata_edge_requests_total{status=\"2xx\",cache=\"hit\",protocol=\"h1\"}",
+        )
+        .unwrap_or(0.0);
+        counted = (followers, hits);
+        if all >= 200.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(
-        followers + hits,
+        counted.0 + counted.1,
         199.0,
         "every other client either joined the fill or hit the cache"
     );
@@ -493,7 +508,16 @@ async fn admin_metrics_health_and_readiness() {
         .send()
         .await
         .expect("req");
-    let m = edge.metrics().await;
+    // The request is counted once its last byte is written, which can be
+    // just after the client has it: wait for that event, bounded.
+    let mut m = edge.metrics().await;
+    for _ in 0..100 {
+        if m.contains("strata_edge_requests_total{") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        m = edge.metrics().await;
+    }
     for name in [
         "strata_edge_requests_total",
         "strata_edge_response_body_bytes_total",

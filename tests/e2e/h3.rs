@@ -269,8 +269,16 @@ async fn shutdown_sends_goaway_and_lets_the_response_in_flight_finish() {
 }
 
 /// The interpreter that has aioquic: `$STRATA_PYTHON`, else `python3`.
+/// `$STRATA_PYTHON`, else the repo's `.venv` (scripts/install-test-deps.sh), else `python3`.
 fn python() -> String {
-    std::env::var("STRATA_PYTHON").unwrap_or_else(|_| "python3".into())
+    std::env::var("STRATA_PYTHON").unwrap_or_else(|_| {
+        let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");
+        if std::path::Path::new(venv).exists() {
+            venv.into()
+        } else {
+            "python3".into()
+        }
+    })
 }
 
 async fn aioquic_get(

@@ -254,9 +254,44 @@ pub struct TestCert {
 
 impl TestCert {
     pub fn localhost() -> TestCert {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
         let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
             .expect("self-signed certificate");
+        Self::write(made.cert, made.key_pair)
+    }
+
+    /// A self-signed certificate for `names`.
+    #[allow(dead_code)]
+    pub fn for_names(names: &[&str]) -> TestCert {
+        let made = rcgen::generate_simple_self_signed(
+            names.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+        )
+        .expect("self-signed certificate");
+        Self::write(made.cert, made.key_pair)
+    }
+
+    /// A certificate browsers accept when its key is pinned: short validity
+    /// (Chromium's QUIC stack refuses decades-long ones) and names for both
+    /// `localhost` and `127.0.0.1`.
+    #[allow(dead_code)]
+    pub fn for_browser() -> TestCert {
+        let mut params =
+            rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::IpAddress(std::net::IpAddr::from([
+                127, 0, 0, 1,
+            ])));
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::days(1);
+        params.not_after = now + time::Duration::days(7);
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params.self_signed(&key).expect("self-signed certificate");
+        Self::write(cert, key)
+    }
+
+    fn write(cert: rcgen::Certificate, key: rcgen::KeyPair) -> TestCert {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let made = (cert, key);
         let dir = std::env::temp_dir().join(format!(
             "strata-test-{}-{}",
             std::process::id(),
@@ -265,11 +300,11 @@ impl TestCert {
         std::fs::create_dir_all(&dir).expect("cert dir");
         let cert = dir.join("cert.pem");
         let key = dir.join("key.pem");
-        std::fs::write(&cert, made.cert.pem()).expect("write cert");
-        std::fs::write(&key, made.key_pair.serialize_pem()).expect("write key");
+        std::fs::write(&cert, made.0.pem()).expect("write cert");
+        std::fs::write(&key, made.1.serialize_pem()).expect("write key");
         TestCert {
             config: strata::config::CertificateConfig { cert, key },
-            der: made.cert.der().clone(),
+            der: made.0.der().clone(),
         }
     }
 

@@ -2,13 +2,18 @@
 //! loopback. One test binary for the crate; each file is one concern.
 
 mod harness;
+mod openapi;
 mod stack;
 
 mod cli;
+mod control;
 mod drm;
 mod edge;
 mod h3;
+mod h3_browser;
 mod live;
 mod policy;
 mod prometheus;
 mod quic_client;
+mod signed;
+mod tls;

@@ -312,3 +312,52 @@ async fn a_corrupt_geo_database_is_a_config_error_naming_the_key() {
         assert!(err.to_string().starts_with("geo.database"), "{file}: {err}");
     }
 }
+
+async fn raw_request(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    socket.write_all(bytes).await.expect("write");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_protocol_gives_the_client_address_only_from_trusted_peers() {
+    let origin = start_origin().await;
+    let rules: Vec<GeoRuleConfig> =
+        toml::from_str::<toml::Table>("r = [{ prefix = \"/live/\", deny = [\"GB\"] }]")
+            .expect("rules")["r"]
+            .clone()
+            .try_into()
+            .expect("rules");
+    let edge = start_edge(&[origin.url()], "proxy-edge", |c| {
+        c.geo = Some(geo_config(rules, 403));
+        c.server.proxy_protocol_from = vec!["127.0.0.1/32".into()];
+    })
+    .await;
+    let request = "GET /live/ch/1.m4s HTTP/1.1\r\nHost: edge\r\nConnection: close\r\n\r\n";
+    let gb = raw_request(
+        edge.addr,
+        format!("PROXY TCP4 81.2.69.142 127.0.0.1 40000 80\r\n{request}").as_bytes(),
+    )
+    .await;
+    assert!(gb.starts_with("HTTP/1.1 403"), "v1 header from GB: {gb}");
+    let se = raw_request(
+        edge.addr,
+        format!("PROXY TCP4 89.160.20.112 127.0.0.1 40000 80\r\n{request}").as_bytes(),
+    )
+    .await;
+    assert!(se.starts_with("HTTP/1.1 200"), "v1 header from SE: {se}");
+    // v2, binary: IPv4 TCP from 81.2.69.142.
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    v2.extend_from_slice(&[
+        0x21, 0x11, 0x00, 0x0c, 81, 2, 69, 142, 127, 0, 0, 1, 0x9c, 0x40, 0x00, 0x50,
+    ]);
+    v2.extend_from_slice(request.as_bytes());
+    let v2 = raw_request(edge.addr, &v2).await;
+    assert!(v2.starts_with("HTTP/1.1 403"), "v2 header from GB: {v2}");
+    // A trusted peer that sends no header is refused outright.
+    let bare = raw_request(edge.addr, request.as_bytes()).await;
+    assert!(bare.is_empty(), "no PROXY header, no service: {bare}");
+}

@@ -113,6 +113,14 @@ impl Stack {
 /// Starts an origin configured by `tweak` (anonymous publishing allowed, the
 /// channel API token set) and an edge whose upstream is that origin.
 pub async fn start_stack(tweak: impl FnOnce(&mut strata_origin::config::OriginConfig)) -> Stack {
+    start_stack_with(tweak, |_| {}).await
+}
+
+/// [`start_stack`] with the edge's configuration tweaked too (TLS, HTTP/3, policy).
+pub async fn start_stack_with(
+    tweak: impl FnOnce(&mut strata_origin::config::OriginConfig),
+    edge_tweak: impl FnOnce(&mut strata::config::EdgeConfig),
+) -> Stack {
     let mut config = strata_origin::config::OriginConfig::default();
     config.ingest.allow_anonymous = true;
     config.server.api_token = Some(API_TOKEN.into());
@@ -147,7 +155,7 @@ pub async fn start_stack(tweak: impl FnOnce(&mut strata_origin::config::OriginCo
         .await
         .expect("origin run");
     });
-    let edge = start_edge(&[format!("http://{origin_http}")], "live-edge", |_| {}).await;
+    let edge = start_edge(&[format!("http://{origin_http}")], "live-edge", edge_tweak).await;
     Stack {
         origin_http,
         admin: admin_addr,
@@ -350,16 +358,27 @@ pub struct Playback {
 /// Starts `play.mjs --player {player} --url {url} --seconds {seconds}`,
 /// waiting for its turn at the browser.
 pub async fn start_play(player: &str, url: &str, seconds: u32) -> Playback {
-    spawn_play(player, url, seconds, false).await
+    spawn_play(player, url, seconds, false, &[]).await
+}
+
+/// [`start_play`] with more play.mjs flags (e.g. `--h3 HOST:PORT --h3-cert PEM`).
+pub async fn start_play_with(player: &str, url: &str, seconds: u32, extra: &[String]) -> Playback {
+    spawn_play(player, url, seconds, false, extra).await
 }
 
 /// [`start_play`] with `--verbose`: stderr then lists every media response
 /// (`response PROTOCOL STATUS URL`), for [`Playback::finish_with_log`].
 pub async fn start_play_logged(player: &str, url: &str, seconds: u32) -> Playback {
-    spawn_play(player, url, seconds, true).await
+    spawn_play(player, url, seconds, true, &[]).await
 }
 
-async fn spawn_play(player: &str, url: &str, seconds: u32, verbose: bool) -> Playback {
+async fn spawn_play(
+    player: &str,
+    url: &str,
+    seconds: u32,
+    verbose: bool,
+    extra: &[String],
+) -> Playback {
     let turn = BROWSER.lock().await;
     let child = Command::new("node")
         .arg(play_mjs())
@@ -367,6 +386,7 @@ async fn spawn_play(player: &str, url: &str, seconds: u32, verbose: bool) -> Pla
         .args(["--seconds", &seconds.to_string()])
         .args(["--timeout", &(seconds + 40).to_string()])
         .args(verbose.then_some("--verbose"))
+        .args(extra)
         .env("STRATA_CHROMIUM", chromium())
         .current_dir(Path::new(&repo()).join("tests/browser"))
         .stdin(Stdio::null())

@@ -27,8 +27,16 @@ pub(super) fn geoip(file: &str) -> String {
 
 /// The Python that has akamai-edgeauth: `$STRATA_PYTHON` (scripts/test.sh
 /// points it at .venv/bin/python), else `python3`.
+/// `$STRATA_PYTHON`, else the repo's `.venv` (scripts/install-test-deps.sh), else `python3`.
 fn python() -> String {
-    std::env::var("STRATA_PYTHON").unwrap_or_else(|_| "python3".to_owned())
+    std::env::var("STRATA_PYTHON").unwrap_or_else(|_| {
+        let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");
+        if std::path::Path::new(venv).exists() {
+            venv.into()
+        } else {
+            "python3".into()
+        }
+    })
 }
 
 const GENERATE: &str = r#"
