@@ -5,7 +5,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::drm::EncryptionConfig;
 use crate::ingest::IngestConfig;
+use crate::keys::KeysConfig;
 use crate::store::StoreConfig;
 
 /// The `[server]` section: the origin's HTTP listeners.
@@ -38,6 +40,8 @@ pub struct OriginConfig {
     pub server: ServerConfig,
     pub ingest: IngestConfig,
     pub store: StoreConfig,
+    pub keys: KeysConfig,
+    pub encryption: EncryptionConfig,
 }
 
 /// A configuration problem, naming the file or key.
@@ -82,6 +86,9 @@ impl OriginConfig {
         self.ingest
             .init()
             .map_err(|e| OriginConfigError::Invalid(e.to_string()))?;
+        self.encryption
+            .validate(&self.keys)
+            .map_err(OriginConfigError::Invalid)?;
         let store = &self.store;
         if store.target_duration.is_zero() {
             return Err(OriginConfigError::Invalid(

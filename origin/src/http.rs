@@ -64,6 +64,8 @@ impl HttpMetrics {
 pub struct PlaybackState {
     pub store: Store,
     pub metrics: HttpMetrics,
+    /// Encryption applied to what the store renders; keys and licences.
+    pub drm: Arc<crate::drm::Drm>,
 }
 
 /// Routes players and edges use.
@@ -75,7 +77,8 @@ pub fn playback_router(state: Arc<PlaybackState>) -> Router {
         )
         .route("/time", get(time))
         .route("/healthz", get(|| async { "ok\n" }))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(crate::drm::http::playback_routes(state.drm.clone()))
 }
 
 fn object_label(path: &str) -> &'static str {
@@ -117,7 +120,15 @@ async fn live(
     request_headers: HeaderMap,
 ) -> Response {
     let started = Instant::now();
-    let rendered = state.store.render(&channel, &path, SystemTime::now());
+    let rendered = state
+        .store
+        .render(&channel, &path, SystemTime::now())
+        .and_then(|r| {
+            state
+                .drm
+                .protect(&channel, &path, r)
+                .map_err(|e| e.into_render_error(&channel, &path))
+        });
     state
         .metrics
         .render_seconds

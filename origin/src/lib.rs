@@ -5,6 +5,7 @@
 //! - `store` — per channel and rendition, a sliding window of samples cut into segments
 //! - `package::{hls,dash}` — window → playlists, MPDs and segments, just in time
 //! - `http` — playback, channel API, metrics
+//! - `keys`, `drm` — content keys (CPIX), encryption per channel, key and licence delivery
 
 pub mod ingest;
 pub mod media;
@@ -12,5 +13,7 @@ pub mod package;
 pub mod store;
 
 pub mod config;
+pub mod drm;
 pub mod http;
+pub mod keys;
 pub mod server;

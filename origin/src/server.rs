@@ -74,9 +74,20 @@ pub async fn run(
     let mut registry = Registry::default();
     let ingest_metrics = IngestMetrics::register(&mut registry);
     let http_metrics = HttpMetrics::register(&mut registry);
+    let drm_metrics = crate::drm::http::DrmMetrics::register(&mut registry);
+    let keys = crate::keys::KeyService::open(&config.keys)
+        .map_err(|e| OriginConfigError::Invalid(format!("keys.state_dir: {e}")))?;
+    let drm = Arc::new(crate::drm::Drm::new(
+        config.encryption.clone(),
+        keys,
+        drm_metrics,
+    ));
     let store = Store::new(config.store.clone());
     store.metrics().register(&mut registry);
-    let target: Arc<dyn PublishTarget> = Arc::new(store.clone());
+    let target: Arc<dyn PublishTarget> = Arc::new(crate::drm::KeyOnPublish {
+        inner: store.clone(),
+        drm: drm.clone(),
+    });
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -141,6 +152,7 @@ pub async fn run(
     let playback = playback_router(Arc::new(PlaybackState {
         store: store.clone(),
         metrics: http_metrics,
+        drm: drm.clone(),
     }));
     let stop = stopped(stop_rx.clone());
     tasks.push(tokio::spawn(async move {
@@ -156,7 +168,11 @@ pub async fn run(
             store: store.clone(),
             registry,
             api_token: config.server.api_token.clone(),
-        }));
+        }))
+        .merge(crate::drm::http::admin_routes(
+            drm.clone(),
+            config.server.api_token.clone(),
+        ));
         let stop = stopped(stop_rx.clone());
         tasks.push(tokio::spawn(async move {
             let _ = axum::serve(admin, router)

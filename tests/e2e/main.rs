@@ -7,6 +7,7 @@ mod stack;
 
 mod cli;
 mod control;
+mod drm;
 mod edge;
 mod h3;
 mod h3_browser;

@@ -342,7 +342,7 @@ pub async fn assert_decodes(url: &str, seconds: u32) {
 }
 
 /// One Chromium at a time: the machine has two cores.
-static BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(crate) static BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn play_mjs() -> PathBuf {
     repo().join("tests/browser/play.mjs")

@@ -5,6 +5,7 @@
 //! packagers turn windows of samples back into CMAF, MPEG-TS and manifests.
 
 pub mod aac;
+pub mod cenc;
 pub mod flv;
 pub mod fmp4;
 pub mod h264;

@@ -4,6 +4,7 @@
 mod support;
 
 mod demo;
+mod drm;
 mod packaging;
 mod rtmp;
 mod srt;

@@ -1,0 +1,145 @@
+//! Key service: CPIX import with the DASH-IF vectors, persistence across a restart.
+
+use super::*;
+
+const CLEAR: &str = include_str!("../../tests/fixtures/cpix/ClearContentKeysOnly.xml");
+const ROTATION: &str =
+    include_str!("../../tests/fixtures/cpix/KeyRotationMultiKeySinglePeriod.xml");
+const RULES: &str = include_str!("../../tests/fixtures/cpix/UsageRulesBasedOnLabels.xml");
+const EMPTY: &str = include_str!("../../tests/fixtures/cpix/EmptyDocument.xml");
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("strata-keys-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn key(kid: &str, b64: &str) -> ContentKey {
+    ContentKey {
+        kid: kid.parse().expect("kid"),
+        key: STANDARD.decode(b64).expect("b64").try_into().expect("16"),
+    }
+}
+
+#[test]
+fn cpix_clear_keys_import_exactly() {
+    let keys = parse_cpix(CLEAR).expect("clear keys");
+    assert_eq!(
+        keys,
+        vec![
+            key(
+                "40d02dd1-61a3-4787-a155-572325d47b80",
+                "gPxt0PMwrHM4TdjwdQmhhQ=="
+            ),
+            key(
+                "0a30ea4f-539d-4b02-94b2-2b3fba2576d3",
+                "x/gaoS/fDi8BqGNIhkixwQ=="
+            ),
+            key(
+                "9f7908fa-5d5c-4097-ba53-50edc2235fbc",
+                "3iv9lYwafpe0uEmxDc6PSw=="
+            ),
+            key(
+                "fac2cbf5-889c-412b-a385-04a29d409bdc",
+                "1OZVZZoYFSU2X/7qT3sHwg=="
+            ),
+        ]
+    );
+}
+
+#[test]
+fn cpix_with_periods_and_usage_rules_imports_its_keys() {
+    let keys = parse_cpix(ROTATION).expect("rotation");
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[0].kid.uuid(), "7ce7f10d-a91b-41b9-b331-7999fd1abf4c");
+    assert!(parse_cpix(RULES).expect("rules").len() >= 2);
+}
+
+#[test]
+fn empty_corrupt_and_foreign_documents_are_refused_cleanly() {
+    let err = parse_cpix(EMPTY).expect_err("empty");
+    assert!(err.to_string().contains("no content keys"), "{err}");
+    assert!(parse_cpix(&CLEAR[..CLEAR.len() / 2]).is_err());
+    assert!(parse_cpix("<html/>").is_err());
+    assert!(parse_cpix("").is_err());
+    let short = CLEAR.replace("gPxt0PMwrHM4TdjwdQmhhQ==", "gPxt0PMw");
+    assert!(parse_cpix(&short)
+        .expect_err("short key")
+        .to_string()
+        .contains("16 bytes"));
+}
+
+#[test]
+fn cpix_export_round_trips() {
+    let keys = parse_cpix(CLEAR).expect("clear");
+    assert_eq!(parse_cpix(&write_cpix(&keys)).expect("export parses"), keys);
+}
+
+#[test]
+fn keys_survive_a_restart_with_private_files() {
+    let dir = temp_dir("restart");
+    let config = KeysConfig {
+        state_dir: Some(dir.clone()),
+        rotate_every: 0,
+    };
+    let first = KeyService::open(&config).expect("open");
+    let key = first.key_for("premium", None).expect("key");
+    assert_eq!(first.key_for("premium", None).expect("again"), key);
+    drop(first);
+    let second = KeyService::open(&config).expect("reopen");
+    assert_eq!(second.key_for("premium", None).expect("after restart"), key);
+    assert_eq!(second.lookup(&key.kid), Some(key));
+    let path = dir.join("keys/premium.json");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).expect("file").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    assert!(!dir.join("keys/.premium.json.tmp").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn import_only_into_a_channel_without_keys() {
+    let service = KeyService::open(&KeysConfig::default()).expect("memory");
+    let kids = service.import_cpix("movie", CLEAR).expect("import");
+    assert_eq!(kids.len(), 4);
+    assert_eq!(service.key_for("movie", None).expect("first").kid, kids[0]);
+    assert!(matches!(
+        service.import_cpix("movie", CLEAR),
+        Err(KeyError::InUse(_))
+    ));
+    service.key_for("live", None).expect("generated");
+    assert!(service.import_cpix("live", CLEAR).is_err());
+    assert!(service.import_cpix("../etc", CLEAR).is_err());
+}
+
+#[test]
+fn rotation_gives_each_period_its_own_key() {
+    let service = KeyService::open(&KeysConfig {
+        state_dir: None,
+        rotate_every: 10,
+    })
+    .expect("memory");
+    assert_eq!(service.period_of(1_700_000_019), Some(170_000_001));
+    let a = service.key_for("c", Some(1)).expect("a");
+    let b = service.key_for("c", Some(2)).expect("b");
+    assert_ne!(a.kid, b.kid);
+    assert_eq!(service.key_for("c", Some(1)).expect("a again"), a);
+}
+
+#[test]
+fn key_ids_parse_in_every_form_and_keys_stay_out_of_debug() {
+    let kid: KeyId = "40d02dd1-61a3-4787-a155-572325d47b80"
+        .parse()
+        .expect("uuid");
+    assert_eq!(
+        kid,
+        "40d02dd161a34787a155572325d47b80".parse().expect("hex")
+    );
+    assert_eq!(KeyId::from_base64url(&kid.base64url()), Some(kid));
+    assert!("xyz".parse::<KeyId>().is_err());
+    let key = ContentKey::generate().expect("random");
+    assert!(!format!("{key:?}").contains(&hex::encode(key.key)));
+}
