@@ -371,9 +371,10 @@ async fn ffmpeg_decrypts_cenc_and_cbcs_cmaf_only_with_the_key() {
 /// One run of tests/browser/play.mjs; `None` when the harness is not installed.
 async fn play(player: &str, url: &str, clearkey: Option<String>) -> Option<serde_json::Value> {
     let harness = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/browser");
-    if !harness.join("node_modules").exists() {
-        return None;
-    }
+    assert!(
+        harness.join("node_modules").exists(),
+        "tests/browser/node_modules is missing: run scripts/install-test-deps.sh (or npm ci in tests/browser)"
+    );
     let mut args: Vec<String> = vec![
         harness.join("play.mjs").display().to_string(),
         "--player".into(),
@@ -436,8 +437,9 @@ async fn browsers_play_encrypted_streams() {
     for (player, path, clearkey, must_play) in cases {
         let url = format!("http://{addr}/live/{path}");
         let Some(result) = play(player, &url, clearkey).await else {
-            eprintln!("skipped: tests/browser/node_modules missing (npm ci in tests/browser)");
-            return;
+            panic!(
+                "node could not run play.mjs: install node and run scripts/install-test-deps.sh"
+            );
         };
         eprintln!("{player} {path}: {result}");
         if result["ok"] != serde_json::Value::Bool(must_play) {
