@@ -13,6 +13,7 @@
 //! - audio uses full-sample encryption (`cbcs`: every whole block, pattern
 //!   0:0 in `tenc`; the trailing partial block stays clear).
 
+use super::fmp4::{begin_box, begin_full_box, end_box};
 use aes::cipher::{BlockEncrypt, KeyInit, KeyIvInit, StreamCipher};
 use aes::Aes128;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -112,24 +113,6 @@ impl SampleAuxInfo {
         };
         (self.iv.len() + subs).min(255) as u8
     }
-}
-
-fn begin_box(buf: &mut BytesMut, fourcc: &[u8; 4]) -> usize {
-    let start = buf.len();
-    buf.put_u32(0);
-    buf.put_slice(fourcc);
-    start
-}
-
-fn begin_full_box(buf: &mut BytesMut, fourcc: &[u8; 4], version: u8, flags: u32) -> usize {
-    let start = begin_box(buf, fourcc);
-    buf.put_u32((u32::from(version) << 24) | (flags & 0x00ff_ffff));
-    start
-}
-
-fn end_box(buf: &mut BytesMut, start: usize) {
-    let size = (buf.len() - start) as u32;
-    buf[start..start + 4].copy_from_slice(&size.to_be_bytes());
 }
 
 /// ISO/IEC 14496-12 §8.12.1: protection scheme info for a sample entry.

@@ -70,20 +70,25 @@ pub fn sample_durations(samples: &[Sample]) -> Vec<u32> {
     out
 }
 
-fn begin_box(buf: &mut BytesMut, fourcc: &[u8; 4]) -> usize {
+pub(crate) fn begin_box(buf: &mut BytesMut, fourcc: &[u8; 4]) -> usize {
     let start = buf.len();
     buf.put_u32(0);
     buf.put_slice(fourcc);
     start
 }
 
-fn begin_full_box(buf: &mut BytesMut, fourcc: &[u8; 4], version: u8, flags: u32) -> usize {
+pub(crate) fn begin_full_box(
+    buf: &mut BytesMut,
+    fourcc: &[u8; 4],
+    version: u8,
+    flags: u32,
+) -> usize {
     let start = begin_box(buf, fourcc);
     buf.put_u32((u32::from(version) << 24) | (flags & 0x00ff_ffff));
     start
 }
 
-fn end_box(buf: &mut BytesMut, start: usize) {
+pub(crate) fn end_box(buf: &mut BytesMut, start: usize) {
     let size = (buf.len() - start) as u32;
     buf[start..start + 4].copy_from_slice(&size.to_be_bytes());
 }

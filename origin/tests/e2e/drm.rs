@@ -11,6 +11,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::support::{ffmpeg, make_flv};
 use bytes::Bytes;
 use prometheus_client::registry::Registry;
 use strata_origin::drm::http::DrmMetrics;
@@ -30,14 +31,6 @@ const CHANNELS: [(&str, EncryptionScheme); 3] = [
     ("cbcs", EncryptionScheme::Cbcs),
 ];
 
-fn ffmpeg(args: &[&str]) -> std::process::Output {
-    Command::new("ffmpeg")
-        .arg("-hide_banner")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("install ffmpeg: apt-get install ffmpeg ({e})"))
-}
-
 fn scratch_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("strata-e2e-drm-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -48,37 +41,7 @@ fn scratch_dir(name: &str) -> PathBuf {
 /// ffmpeg-made H.264/AAC as FLV → samples, the way RTMP ingest sees them.
 fn source(dir: &Path, seconds: u32) -> (Vec<TrackParams>, Vec<(TrackKind, Sample)>) {
     let flv = dir.join("source.flv");
-    let out = ffmpeg(&[
-        "-v",
-        "error",
-        "-f",
-        "lavfi",
-        "-i",
-        &format!("testsrc=size=320x240:rate={FPS}"),
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=frequency=440:sample_rate=48000",
-        "-c:v",
-        "libx264",
-        "-pix_fmt",
-        "yuv420p",
-        "-g",
-        "50",
-        "-c:a",
-        "aac",
-        "-t",
-        &seconds.to_string(),
-        "-f",
-        "flv",
-        "-y",
-        flv.to_str().expect("utf-8 path"),
-    ]);
-    assert!(
-        out.status.success(),
-        "ffmpeg: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    make_flv(&flv, FPS, seconds);
     let mut demux = FlvDemuxer::new();
     let (mut params, mut samples) = (Vec::new(), Vec::new());
     let data = Bytes::from(std::fs::read(&flv).expect("flv"));

@@ -8,6 +8,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
+use crate::support::{ffmpeg, make_flv};
 use bytes::Bytes;
 use strata_origin::ingest::{PublishTarget, PublisherInfo, StreamName};
 use strata_origin::media::{AudioParams, Sample, TrackKind, TrackParams, VideoParams};
@@ -15,14 +16,6 @@ use strata_origin::store::{Clock, ManualClock, Store, StoreConfig};
 
 const SECONDS: u32 = 6;
 const FPS: u32 = 25;
-
-fn ffmpeg(args: &[&str]) -> std::process::Output {
-    Command::new("ffmpeg")
-        .arg("-hide_banner")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("install ffmpeg: apt-get install ffmpeg ({e})"))
-}
 
 fn scratch_dir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("strata-e2e-packaging-{}", std::process::id()));
@@ -176,37 +169,7 @@ fn count_video_frames(input: &Path) -> u32 {
 fn ffmpeg_decodes_every_packaged_format() {
     let dir = scratch_dir();
     let flv = dir.join("source.flv");
-    let out = ffmpeg(&[
-        "-v",
-        "error",
-        "-f",
-        "lavfi",
-        "-i",
-        &format!("testsrc=size=320x240:rate={FPS}"),
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=frequency=440:sample_rate=48000",
-        "-c:v",
-        "libx264",
-        "-pix_fmt",
-        "yuv420p",
-        "-g",
-        "50",
-        "-c:a",
-        "aac",
-        "-t",
-        &SECONDS.to_string(),
-        "-f",
-        "flv",
-        "-y",
-        flv.to_str().expect("utf-8 path"),
-    ]);
-    assert!(
-        out.status.success(),
-        "ffmpeg: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    make_flv(&flv, FPS, SECONDS);
     let tags = flv_tags(&std::fs::read(&flv).expect("flv"));
 
     let start = UNIX_EPOCH + Duration::from_secs(1_900_000_000);

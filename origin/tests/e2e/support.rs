@@ -270,3 +270,48 @@ pub fn assert_ffmpeg_stream(r: &Recorded, seconds: u32, lossy: bool) {
         "audio starts at {a0} s, video at {v0} s"
     );
 }
+
+/// Debian's ffmpeg, run to completion; fails with an install hint when missing.
+pub fn ffmpeg(args: &[&str]) -> std::process::Output {
+    std::process::Command::new("ffmpeg")
+        .arg("-hide_banner")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("install ffmpeg: apt-get install ffmpeg ({e})"))
+}
+
+/// A test clip as FLV at `path`: 320x240 H.264 (GOP 50) and 48 kHz AAC, the
+/// way an RTMP publisher sends it.
+pub fn make_flv(path: &std::path::Path, fps: u32, seconds: u32) {
+    let out = ffmpeg(&[
+        "-v",
+        "error",
+        "-f",
+        "lavfi",
+        "-i",
+        &format!("testsrc=size=320x240:rate={fps}"),
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=48000",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        "-g",
+        "50",
+        "-c:a",
+        "aac",
+        "-t",
+        &seconds.to_string(),
+        "-f",
+        "flv",
+        "-y",
+        path.to_str().expect("utf-8 path"),
+    ]);
+    assert!(
+        out.status.success(),
+        "ffmpeg: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
