@@ -273,37 +273,54 @@ async fn channel(State(state): State<Arc<AdminState>>, Path(name): Path<String>)
     }
 }
 
-fn authorised(state: &AdminState, headers: &HeaderMap) -> Result<(), Response> {
-    let Some(expected) = state.api_token.as_deref() else {
-        return Err((StatusCode::FORBIDDEN, Json(serde_json::json!({ "error": "channel changes are disabled: set server.api_token" }))).into_response());
-    };
+/// Why a bearer-token check refused a request.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum BearerRefusal {
+    /// No token is configured: changes are switched off.
+    Disabled,
+    /// The request's token is missing or wrong.
+    Wrong,
+}
+
+/// `Authorization: Bearer …` against `expected`, compared in constant time.
+pub(crate) fn check_bearer(
+    expected: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<(), BearerRefusal> {
+    use subtle::ConstantTimeEq;
+    let expected = expected.ok_or(BearerRefusal::Disabled)?;
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+    if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
         Ok(())
     } else {
-        let mut response = (
-            StatusCode::UNAUTHORIZED,
-            Json(serde_json::json!({ "error": "missing or wrong bearer token" })),
-        )
-            .into_response();
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        Err(response)
+        Err(BearerRefusal::Wrong)
     }
 }
 
-/// Compare without revealing where the first difference is.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for i in 0..a.len().max(b.len()) {
-        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0xff));
+fn authorised(state: &AdminState, headers: &HeaderMap) -> Result<(), Response> {
+    match check_bearer(state.api_token.as_deref(), headers) {
+        Ok(()) => Ok(()),
+        Err(BearerRefusal::Disabled) => Err((
+            StatusCode::FORBIDDEN,
+            Json(serde_json::json!({ "error": "channel changes are disabled: set server.api_token" })),
+        )
+            .into_response()),
+        Err(BearerRefusal::Wrong) => {
+            let mut response = (
+                StatusCode::UNAUTHORIZED,
+                Json(serde_json::json!({ "error": "missing or wrong bearer token" })),
+            )
+                .into_response();
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            Err(response)
+        }
     }
-    diff == 0
 }
 
 async fn kick(
@@ -342,9 +359,30 @@ mod tests {
 
     #[test]
     fn bearer_tokens_compare_whole() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"abcd"));
-        assert!(!constant_time_eq(b"", b"a"));
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                header::AUTHORIZATION,
+                HeaderValue::from_str(v).expect("value"),
+            );
+            h
+        };
+        assert_eq!(check_bearer(Some("abc"), &with("Bearer abc")), Ok(()));
+        assert_eq!(
+            check_bearer(Some("abc"), &with("Bearer abd")),
+            Err(BearerRefusal::Wrong)
+        );
+        assert_eq!(
+            check_bearer(Some("abc"), &with("Bearer abcd")),
+            Err(BearerRefusal::Wrong)
+        );
+        assert_eq!(
+            check_bearer(Some("abc"), &HeaderMap::new()),
+            Err(BearerRefusal::Wrong)
+        );
+        assert_eq!(
+            check_bearer(None, &with("Bearer abc")),
+            Err(BearerRefusal::Disabled)
+        );
     }
 }

@@ -22,7 +22,6 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
-use subtle::ConstantTimeEq;
 
 use super::Drm;
 use crate::keys::{write_cpix, KeyError, KeyId};
@@ -266,25 +265,17 @@ struct AdminDrm {
 }
 
 fn check_bearer(state: &AdminDrm, headers: &HeaderMap) -> Result<(), Refusal> {
-    let Some(expected) = state.api_token.as_deref() else {
-        return Err(Refusal(
-            StatusCode::FORBIDDEN,
-            "key export and import are disabled: set server.api_token",
-        ));
-    };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
-        Ok(())
-    } else {
-        Err(Refusal(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong bearer token",
-        ))
-    }
+    crate::http::check_bearer(state.api_token.as_deref(), headers).map_err(
+        |refusal| match refusal {
+            crate::http::BearerRefusal::Disabled => Refusal(
+                StatusCode::FORBIDDEN,
+                "key export and import are disabled: set server.api_token",
+            ),
+            crate::http::BearerRefusal::Wrong => {
+                Refusal(StatusCode::UNAUTHORIZED, "missing or wrong bearer token")
+            }
+        },
+    )
 }
 
 /// `GET /api/channels/{channel}/keys`: the channel's keys as CPIX.
