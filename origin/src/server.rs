@@ -72,7 +72,8 @@ pub async fn run(
             .map_err(|e| OriginConfigError::Invalid(e.to_string()))?
     });
     let mut registry = Registry::default();
-    let ingest_metrics = IngestMetrics::register(&mut registry);
+    let ingest_metrics =
+        IngestMetrics::register(registry.sub_registry_with_prefix("strata_origin"));
     let http_metrics = HttpMetrics::register(&mut registry);
     let drm_metrics = crate::drm::http::DrmMetrics::register(&mut registry);
     let keys = crate::keys::KeyService::open(&config.keys)
@@ -83,7 +84,9 @@ pub async fn run(
         drm_metrics,
     ));
     let store = Store::new(config.store.clone());
-    store.metrics().register(&mut registry);
+    store
+        .metrics()
+        .register(registry.sub_registry_with_prefix("strata_origin"));
     let target: Arc<dyn PublishTarget> = Arc::new(crate::drm::KeyOnPublish {
         inner: store.clone(),
         drm: drm.clone(),

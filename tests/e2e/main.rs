@@ -7,6 +7,7 @@ mod stack;
 
 mod cli;
 mod control;
+mod dashboards;
 mod drm;
 mod edge;
 mod h3;
