@@ -5,6 +5,7 @@ mod harness;
 mod openapi;
 mod stack;
 
+mod ansible;
 mod cli;
 mod control;
 mod dashboards;
