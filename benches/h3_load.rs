@@ -10,6 +10,13 @@
 //! H3_LOAD_CONCURRENCY (requests in flight, default 32) and
 //! H3_LOAD_CONNECTIONS (connections that h2 and h3 spread them over, default 4;
 //! h1 uses one connection per request in flight).
+//!
+//! To compare HTTP/3 transport settings in one session: H3_LOAD_EDGE=default
+//! runs the edge with quinn's default 1452-byte MTU bound (as before
+//! `server.h3.max_udp_payload`), H3_LOAD_EDGE_MTU=N sets that bound,
+//! H3_LOAD_CLIENT=default uses an untuned QUIC client (it accepts only
+//! 1472-byte datagrams, so the edge cannot send bigger ones), and
+//! H3_LOAD_STATS=1 prints one client connection's path statistics.
 
 #[path = "../tests/e2e/harness.rs"]
 #[allow(dead_code)]
@@ -128,8 +135,20 @@ async fn drive_h3(
     transport
         .stream_receive_window(quinn::VarInt::from_u32(4 << 20))
         .receive_window(quinn::VarInt::from_u32(16 << 20));
+    let tuned = std::env::var("H3_LOAD_CLIENT").map_or(true, |v| v != "default");
+    if tuned {
+        // The same UDP tuning as the edge's defaults (see H3Config): PLPMTUD
+        // up to 6500 bytes.
+        let mut mtu = quinn::MtuDiscoveryConfig::default();
+        mtu.upper_bound(6500);
+        transport.mtu_discovery_config(Some(mtu));
+    }
     config.transport_config(Arc::new(transport));
-    let endpoint = quic_client::endpoint(config);
+    let endpoint = if tuned {
+        tuned_endpoint(config)
+    } else {
+        quic_client::endpoint(config)
+    };
     let mut connections = Vec::new();
     for _ in 0..conns {
         connections.push(quic_client::H3Connection::connect(&endpoint, addr).await);
@@ -159,10 +178,39 @@ async fn drive_h3(
         })
         .collect();
     let run = collect(started, tasks).await;
+    if std::env::var("H3_LOAD_STATS").is_ok() {
+        let s = connections[0].quic.stats();
+        eprintln!(
+            "h3 client conn0: rx {} datagrams {} bytes ({} B avg), mtu {}, lost {}, cwnd {}, congestion events {}, rtt {:?}",
+            s.udp_rx.datagrams,
+            s.udp_rx.bytes,
+            s.udp_rx.bytes / s.udp_rx.datagrams.max(1),
+            s.path.current_mtu,
+            s.path.lost_packets,
+            s.path.cwnd,
+            s.path.congestion_events,
+            s.path.rtt
+        );
+    }
     for c in &connections {
         c.close();
     }
     run
+}
+
+/// A client endpoint that accepts 64 KiB datagrams (the transport parameter
+/// that lets the edge's PLPMTUD go above 1472 bytes).
+fn tuned_endpoint(config: quinn::ClientConfig) -> quinn::Endpoint {
+    let socket = std::net::UdpSocket::bind(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind");
+    let mut endpoint_config = quinn::EndpointConfig::default();
+    endpoint_config
+        .max_udp_payload_size(65527)
+        .expect("max_udp_payload_size");
+    let mut endpoint =
+        quinn::Endpoint::new(endpoint_config, None, socket, Arc::new(quinn::TokioRuntime))
+            .expect("client endpoint");
+    endpoint.set_default_client_config(config);
+    endpoint
 }
 
 async fn tls_stream(
@@ -308,6 +356,14 @@ fn main() {
         let edge = harness::start_edge(&[origin.url()], "bench-edge", |c| {
             c.server.certificates = vec![certificate];
             c.cache.size = strata::config::ByteSize(256 << 20);
+            // H3_LOAD_EDGE=default: the edge's HTTP/3 transport as it was
+            // before these knobs (quinn defaults), to compare in one session.
+            if std::env::var("H3_LOAD_EDGE").is_ok_and(|v| v == "default") {
+                c.server.h3.max_udp_payload = 1452;
+            }
+            if let Some(mtu) = std::env::var("H3_LOAD_EDGE_MTU").ok().and_then(|v| v.parse().ok()) {
+                c.server.h3.max_udp_payload = mtu;
+            }
         })
         .await;
         let tls = edge.tls.expect("tls");

@@ -53,6 +53,12 @@ pub struct H3Config {
     /// `ma` of the `Alt-Svc: h3=":PORT"` header sent on HTTP/1.1 and HTTP/2 responses.
     #[serde(with = "humantime_serde")]
     pub alt_svc_max_age: Duration,
+    /// Largest UDP payload that path MTU discovery (RFC 8899) probes for, and
+    /// that we tell peers we accept. Connections start at 1200 bytes and only
+    /// grow once a probe of the larger size is acknowledged, so a bound above
+    /// the real path MTU costs a few lost probes, never a black hole. At most
+    /// 6500: see `MAX_UDP_PAYLOAD`.
+    pub max_udp_payload: u16,
 }
 
 impl Default for H3Config {
@@ -66,6 +72,7 @@ impl Default for H3Config {
             retry_above_connections: 1_000,
             early_data: false,
             alt_svc_max_age: Duration::from_secs(24 * 3600),
+            max_udp_payload: MAX_UDP_PAYLOAD,
         }
     }
 }
@@ -92,6 +99,12 @@ impl H3Config {
             return Err((
                 "server.h3.idle_timeout",
                 "must be between 1ms and 10m".into(),
+            ));
+        }
+        if !(MIN_UDP_PAYLOAD..=MAX_UDP_PAYLOAD).contains(&self.max_udp_payload) {
+            return Err((
+                "server.h3.max_udp_payload",
+                format!("must be between {MIN_UDP_PAYLOAD} and {MAX_UDP_PAYLOAD}"),
             ));
         }
         Ok(())
@@ -125,12 +138,31 @@ impl H3Config {
             .max_idle_timeout(Some(
                 quinn::IdleTimeout::try_from(self.idle_timeout)
                     .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,
-            ));
+            ))
+            // Start at QUIC's 1200-byte minimum (safe on any path) and let
+            // PLPMTUD climb to what the path really carries, up to
+            // max_udp_payload (jumbo frames in a data centre, loopback).
+            .mtu_discovery_config(Some({
+                let mut mtu = quinn::MtuDiscoveryConfig::default();
+                mtu.upper_bound(self.max_udp_payload);
+                mtu
+            }));
         let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         config.transport_config(Arc::new(transport));
         Ok(config)
     }
 }
+
+/// QUIC's smallest allowed datagram payload (RFC 9000 §14).
+const MIN_UDP_PAYLOAD: u16 = 1200;
+/// The largest UDP payload we probe for. quinn 0.11 hands the kernel up to
+/// 10 packets per GSO send, and one send must fit a single 64 KiB IP
+/// datagram, so about 10 x 6550 is the most that works. With larger packets
+/// the batched sends are refused (quinn-udp drops EMSGSIZE silently), loss
+/// looks like a black hole and quinn falls back to 1200 bytes for a minute:
+/// on loopback, bounds of 8952, 16384 and 65527 all left the edge sending
+/// 1200-byte packets, half as fast as quinn's default 1452.
+const MAX_UDP_PAYLOAD: u16 = 6500;
 
 /// TLS sessions remembered for resumption (a few hundred bytes each).
 const SESSION_CACHE: usize = 32 * 1024;
@@ -146,8 +178,13 @@ pub async fn serve(
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let server_config = limits.endpoint_config(&tls)?;
+    let mut endpoint_config = quinn::EndpointConfig::default();
+    endpoint_config
+        // What we accept; never below quinn's default of 1472.
+        .max_udp_payload_size(limits.max_udp_payload.max(1472))
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let endpoint = quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
+        endpoint_config,
         Some(server_config),
         socket,
         Arc::new(quinn::TokioRuntime),
@@ -597,5 +634,23 @@ mod tests {
             zero.validate().map_err(|(k, _)| k),
             Err("server.h3.max_connections")
         );
+        for bad in [1199, 6501, 9000] {
+            let mtu = H3Config {
+                max_udp_payload: bad,
+                ..H3Config::default()
+            };
+            assert_eq!(
+                mtu.validate().map_err(|(k, _)| k),
+                Err("server.h3.max_udp_payload"),
+                "{bad}"
+            );
+        }
+        for good in [1200, 1452, 6500] {
+            let mtu = H3Config {
+                max_udp_payload: good,
+                ..H3Config::default()
+            };
+            assert!(mtu.validate().is_ok(), "{good}");
+        }
     }
 }
