@@ -4,7 +4,8 @@
 //! after the body; on a plain `TcpStream` that is two syscalls and two TCP
 //! segments per small response, and two wake-ups for the player. This wrapper
 //! buffers writes until Pingora flushes, so a playlist and its head leave in
-//! one segment. Bodies larger than the buffer bypass it (no extra copy).
+//! one segment; a held-back head and a body too large to hold leave together
+//! in one `writev`, without copying the body.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -18,25 +19,48 @@ use pingora::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl,
     TimingDigest, UniqueID, UniqueIDType, ALPN,
 };
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter, ReadBuf};
+use std::task::ready;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 /// Bytes held back until a flush; larger writes go straight through.
 const WRITE_BUFFER: usize = 16 * 1024;
 
 #[derive(Debug)]
-pub struct Coalesced<S: AsyncRead + AsyncWrite> {
-    inner: BufWriter<S>,
+pub struct Coalesced<S> {
+    inner: S,
+    /// Writes held back until a flush or a write too large to hold.
+    pending: Vec<u8>,
 }
 
-impl<S: AsyncRead + AsyncWrite> Coalesced<S> {
+impl<S> Coalesced<S> {
     pub fn new(stream: S) -> Self {
         Coalesced {
-            inner: BufWriter::with_capacity(WRITE_BUFFER, stream),
+            inner: stream,
+            pending: Vec::with_capacity(WRITE_BUFFER),
         }
+    }
+
+    fn get_ref(&self) -> &S {
+        &self.inner
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Coalesced<S> {
+impl<S: AsyncWrite + Unpin> Coalesced<S> {
+    /// Send what is held back.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while !self.pending.is_empty() {
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.pending))?;
+            if n == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            self.pending.drain(..n);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Coalesced<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -46,89 +70,181 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Coalesced<S> {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Coalesced<S> {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesced<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        let this = &mut *self;
+        if this.pending.len() + buf.len() <= WRITE_BUFFER {
+            this.pending.extend_from_slice(buf);
+            return Poll::Ready(Ok(buf.len()));
+        }
+        if this.pending.is_empty() {
+            return Pin::new(&mut this.inner).poll_write(cx, buf);
+        }
+        // A held-back head and a large body leave in one writev.
+        loop {
+            let slices = [
+                std::io::IoSlice::new(&this.pending),
+                std::io::IoSlice::new(buf),
+            ];
+            let n = ready!(Pin::new(&mut this.inner).poll_write_vectored(cx, &slices))?;
+            if n == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            if n >= this.pending.len() {
+                let body = n - this.pending.len();
+                this.pending.clear();
+                if body > 0 {
+                    return Poll::Ready(Ok(body));
+                }
+                return Pin::new(&mut this.inner).poll_write(cx, buf);
+            }
+            this.pending.drain(..n);
+        }
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        ready!(self.poll_drain(cx))?;
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        ready!(self.poll_drain(cx))?;
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
 #[async_trait]
-impl<S: AsyncRead + AsyncWrite + Shutdown + Unpin + Send> Shutdown for Coalesced<S> {
+impl<S: AsyncWrite + Shutdown + Unpin + Send> Shutdown for Coalesced<S> {
     async fn shutdown(&mut self) {
-        let _ = self.inner.flush().await;
-        self.inner.get_mut().shutdown().await;
+        let _ = AsyncWriteExt::flush(self).await;
+        Shutdown::shutdown(&mut self.inner).await;
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + UniqueID> UniqueID for Coalesced<S> {
+impl<S: UniqueID> UniqueID for Coalesced<S> {
     fn id(&self) -> UniqueIDType {
-        self.inner.get_ref().id()
+        self.get_ref().id()
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Ssl> Ssl for Coalesced<S> {
+impl<S: Ssl> Ssl for Coalesced<S> {
     fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
-        self.inner.get_ref().get_ssl_digest()
+        self.get_ref().get_ssl_digest()
     }
 
     fn selected_alpn_proto(&self) -> Option<ALPN> {
-        self.inner.get_ref().selected_alpn_proto()
+        self.get_ref().selected_alpn_proto()
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + GetTimingDigest> GetTimingDigest for Coalesced<S> {
+impl<S: GetTimingDigest> GetTimingDigest for Coalesced<S> {
     fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
-        self.inner.get_ref().get_timing_digest()
+        self.get_ref().get_timing_digest()
     }
 
     fn get_read_pending_time(&self) -> Duration {
-        self.inner.get_ref().get_read_pending_time()
+        self.get_ref().get_read_pending_time()
     }
 
     fn get_write_pending_time(&self) -> Duration {
-        self.inner.get_ref().get_write_pending_time()
+        self.get_ref().get_write_pending_time()
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + GetProxyDigest> GetProxyDigest for Coalesced<S> {
+impl<S: GetProxyDigest> GetProxyDigest for Coalesced<S> {
     fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
-        self.inner.get_ref().get_proxy_digest()
+        self.get_ref().get_proxy_digest()
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + GetSocketDigest> GetSocketDigest for Coalesced<S> {
+impl<S: GetSocketDigest> GetSocketDigest for Coalesced<S> {
     fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
-        self.inner.get_ref().get_socket_digest()
+        self.get_ref().get_socket_digest()
     }
 }
 
 #[async_trait]
-impl<S: AsyncRead + AsyncWrite + Peek + Unpin + Send> Peek for Coalesced<S> {
+impl<S: Peek + Unpin + Send> Peek for Coalesced<S> {
     async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
-        self.inner.get_mut().try_peek(buf).await
+        self.inner.try_peek(buf).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records every write call: (number of slices, bytes taken).
+    #[derive(Default)]
+    struct Recorder {
+        calls: Vec<(usize, usize)>,
+        data: Vec<u8>,
+    }
+
+    impl AsyncWrite for Recorder {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            self.calls.push((1, buf.len()));
+            self.data.extend_from_slice(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bufs: &[std::io::IoSlice<'_>],
+        ) -> Poll<std::io::Result<usize>> {
+            let n: usize = bufs.iter().map(|b| b.len()).sum();
+            self.calls.push((bufs.len(), n));
+            for b in bufs {
+                self.data.extend_from_slice(b);
+            }
+            Poll::Ready(Ok(n))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_small_response_is_one_write_and_a_large_body_joins_its_head() {
+        let mut small = Coalesced::new(Recorder::default());
+        small
+            .write_all(b"HTTP/1.1 200 OK\r\n\r\n")
+            .await
+            .expect("head");
+        small.write_all(&[7u8; 1000]).await.expect("body");
+        assert!(
+            small.inner.calls.is_empty(),
+            "nothing sent before the flush"
+        );
+        small.flush().await.expect("flush");
+        assert_eq!(small.inner.calls, vec![(1, 19 + 1000)]);
+
+        let mut large = Coalesced::new(Recorder::default());
+        large
+            .write_all(b"HTTP/1.1 200 OK\r\n\r\n")
+            .await
+            .expect("head");
+        large.write_all(&vec![9u8; 100_000]).await.expect("body");
+        large.flush().await.expect("flush");
+        assert_eq!(
+            large.inner.calls,
+            vec![(2, 19 + 100_000)],
+            "head and body in one writev"
+        );
+        assert_eq!(large.inner.data.len(), 100_019);
     }
 }
