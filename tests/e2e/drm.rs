@@ -184,14 +184,7 @@ async fn hls_keys_pass_the_edge_only_with_a_token_and_are_never_cached() {
     assert_eq!(keys[0].len(), 16);
     assert!(keys.iter().all(|k| k == &keys[0]));
     // Every request reached the origin: the edge's cache holds no key.
-    let origin_metrics = client
-        .get(format!("http://{}/metrics", origin.admin))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let origin_metrics = text(&client, &format!("http://{}/metrics", origin.admin)).await;
     assert_eq!(
         metric(
             &origin_metrics,
@@ -247,14 +240,7 @@ async fn hls_keys_pass_the_edge_only_with_a_token_and_are_never_cached() {
         .await
         .expect("bad licence");
     assert_eq!(r.status(), 400);
-    let origin_metrics = client
-        .get(format!("http://{}/metrics", origin.admin))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let origin_metrics = text(&client, &format!("http://{}/metrics", origin.admin)).await;
     assert_eq!(
         metric(
             &origin_metrics,
@@ -356,4 +342,16 @@ async fn players_play_encrypted_live_through_a_tokened_edge() {
 
 fn hex_string(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The body of a GET as text.
+async fn text(client: &reqwest::Client, url: &str) -> String {
+    client
+        .get(url)
+        .send()
+        .await
+        .expect("response")
+        .text()
+        .await
+        .expect("text")
 }
