@@ -97,10 +97,11 @@ impl HttpServerApp for PingoraApp {
         };
         let status = response.head.status;
         let outcome = response.outcome;
-        let mut header = match ResponseHeader::build(status, Some(response.head.headers.len())) {
-            Ok(h) => h,
-            Err(_) => return None,
-        };
+        let mut header =
+            match ResponseHeader::build_no_case(status, Some(response.head.headers.len())) {
+                Ok(h) => h,
+                Err(_) => return None,
+            };
         for (name, value) in &response.head.headers {
             let _ = header.append_header(name.clone(), value.clone());
         }
