@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::{IngestMetrics, MediaSink, PublishTarget, PublisherInfo, SinkError, StreamName};
-use crate::media::flv::{FlvDemuxer, FlvReader, TagKind};
+use crate::media::flv;
 use crate::media::{MediaError, MediaEvent, Sample, TrackKind, TrackParams, VIDEO_TIMESCALE};
 
 /// The channel the demo publishes into (rendition `main`).
@@ -48,26 +48,17 @@ impl DemoClip {
 
     /// Builds a loopable clip from an FLV file whose video starts on an IDR.
     pub fn from_flv(data: Bytes) -> Result<Self, MediaError> {
-        let mut demux = FlvDemuxer::new();
         let mut params = Vec::new();
         let mut video = Vec::new();
         let mut audio = Vec::new();
-        for tag in FlvReader::new(data)? {
-            let tag = tag?;
-            let events = match tag.kind {
-                TagKind::Video => demux.video(tag.timestamp_ms, &tag.body)?,
-                TagKind::Audio => demux.audio(tag.timestamp_ms, &tag.body)?,
-                TagKind::Script => continue,
-            };
-            for e in events {
-                match e {
-                    MediaEvent::Params(p) => {
-                        params.retain(|q: &TrackParams| q.kind() != p.kind());
-                        params.push(p);
-                    }
-                    MediaEvent::Sample(TrackKind::Video, s) => video.push(s),
-                    MediaEvent::Sample(TrackKind::Audio, s) => audio.push(s),
+        for e in flv::file_events(data)? {
+            match e {
+                MediaEvent::Params(p) => {
+                    params.retain(|q: &TrackParams| q.kind() != p.kind());
+                    params.push(p);
                 }
+                MediaEvent::Sample(TrackKind::Video, s) => video.push(s),
+                MediaEvent::Sample(TrackKind::Audio, s) => audio.push(s),
             }
         }
         let malformed = |why: &str| MediaError::Malformed {

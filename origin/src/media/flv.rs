@@ -425,6 +425,22 @@ impl Iterator for FlvReader {
     }
 }
 
+/// Every parameter set and sample of a whole FLV file, in file order: what
+/// an RTMP publisher of that file would hand the store.
+pub fn file_events(data: Bytes) -> Result<Vec<MediaEvent>, MediaError> {
+    let mut demux = FlvDemuxer::new();
+    let mut events = Vec::new();
+    for tag in FlvReader::new(data)? {
+        let tag = tag?;
+        events.extend(match tag.kind {
+            TagKind::Video => demux.video(tag.timestamp_ms, &tag.body)?,
+            TagKind::Audio => demux.audio(tag.timestamp_ms, &tag.body)?,
+            TagKind::Script => continue,
+        });
+    }
+    Ok(events)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -634,5 +650,11 @@ mod tests {
                 let _ = r.count();
             }
         }
+    }
+
+    #[test]
+    fn file_events_refuses_a_file_that_is_not_flv_or_is_cut_short() {
+        assert!(file_events(Bytes::from_static(b"FLV")).is_err());
+        assert!(file_events(Bytes::from_static(b"not an flv file at all")).is_err());
     }
 }

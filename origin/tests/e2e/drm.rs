@@ -19,7 +19,6 @@ use strata_origin::drm::{ChannelEncryption, Drm, EncryptionConfig, EncryptionSch
 use strata_origin::http::{playback_router, HttpMetrics, PlaybackState};
 use strata_origin::ingest::{PublishTarget, PublisherInfo, StreamName};
 use strata_origin::keys::{KeyService, KeysConfig};
-use strata_origin::media::flv::{FlvDemuxer, FlvReader, TagKind};
 use strata_origin::media::{MediaEvent, Sample, TrackKind, TrackParams};
 use strata_origin::store::{ManualClock, Store, StoreConfig};
 
@@ -42,21 +41,12 @@ fn scratch_dir(name: &str) -> PathBuf {
 fn source(dir: &Path, seconds: u32) -> (Vec<TrackParams>, Vec<(TrackKind, Sample)>) {
     let flv = dir.join("source.flv");
     make_flv(&flv, FPS, seconds);
-    let mut demux = FlvDemuxer::new();
     let (mut params, mut samples) = (Vec::new(), Vec::new());
     let data = Bytes::from(std::fs::read(&flv).expect("flv"));
-    for tag in FlvReader::new(data).expect("flv header") {
-        let tag = tag.expect("tag");
-        let events = match tag.kind {
-            TagKind::Video => demux.video(tag.timestamp_ms, &tag.body).expect("video"),
-            TagKind::Audio => demux.audio(tag.timestamp_ms, &tag.body).expect("audio"),
-            TagKind::Script => continue,
-        };
-        for e in events {
-            match e {
-                MediaEvent::Params(p) => params.push(p),
-                MediaEvent::Sample(kind, s) => samples.push((kind, s)),
-            }
+    for e in strata_origin::media::flv::file_events(data).expect("flv") {
+        match e {
+            MediaEvent::Params(p) => params.push(p),
+            MediaEvent::Sample(kind, s) => samples.push((kind, s)),
         }
     }
     (params, samples)

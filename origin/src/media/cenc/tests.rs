@@ -5,7 +5,6 @@ use aes::cipher::{BlockDecrypt, KeyInit as _};
 use bytes::Bytes;
 
 use super::*;
-use crate::media::flv::{FlvDemuxer, FlvReader, TagKind};
 use crate::media::{fmp4, MediaEvent, Sample, TrackParams};
 
 const DEMO: &[u8] = include_bytes!("../../../assets/demo.flv");
@@ -14,21 +13,12 @@ const KEY: [u8; 16] = *b"0123456789abcdef";
 const IV: [u8; 16] = [0x42; 16];
 
 fn clip() -> (Vec<TrackParams>, Vec<Sample>, Vec<Sample>) {
-    let mut demux = FlvDemuxer::new();
     let (mut params, mut video, mut audio) = (Vec::new(), Vec::new(), Vec::new());
-    for tag in FlvReader::new(Bytes::from_static(DEMO)).expect("flv") {
-        let tag = tag.expect("tag");
-        let events = match tag.kind {
-            TagKind::Video => demux.video(tag.timestamp_ms, &tag.body).expect("video"),
-            TagKind::Audio => demux.audio(tag.timestamp_ms, &tag.body).expect("audio"),
-            TagKind::Script => continue,
-        };
-        for e in events {
-            match e {
-                MediaEvent::Params(p) => params.push(p),
-                MediaEvent::Sample(TrackKind::Video, s) => video.push(s),
-                MediaEvent::Sample(TrackKind::Audio, s) => audio.push(s),
-            }
+    for e in crate::media::flv::file_events(Bytes::from_static(DEMO)).expect("flv") {
+        match e {
+            MediaEvent::Params(p) => params.push(p),
+            MediaEvent::Sample(TrackKind::Video, s) => video.push(s),
+            MediaEvent::Sample(TrackKind::Audio, s) => audio.push(s),
         }
     }
     (params, video, audio)
