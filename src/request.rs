@@ -257,25 +257,19 @@ mod tests {
 
     #[test]
     fn object_kinds_from_names() {
-        assert_eq!(
-            ObjectKind::from_path("/live/a/master.m3u8"),
-            ObjectKind::Playlist
-        );
-        assert_eq!(
-            ObjectKind::from_path("/live/a/manifest.mpd"),
-            ObjectKind::Manifest
-        );
-        assert_eq!(
-            ObjectKind::from_path("/live/a/main/video/init.mp4"),
-            ObjectKind::Init
-        );
-        assert_eq!(
-            ObjectKind::from_path("/live/a/main/video/12.m4s"),
-            ObjectKind::Segment
-        );
-        assert_eq!(
-            ObjectKind::from_path("/live/a/main/12.ts"),
-            ObjectKind::Segment
-        );
+        for (path, kind) in [
+            ("/live/a/master.m3u8", ObjectKind::Playlist),
+            ("/live/a/manifest.mpd", ObjectKind::Manifest),
+            ("/live/a/main/video/init.mp4", ObjectKind::Init),
+            // The origin versions its init names: init-{n}.mp4.
+            ("/live/a/main/video/init-1795600000.mp4", ObjectKind::Init),
+            ("/live/a/main/video/12.m4s", ObjectKind::Segment),
+            ("/live/a/main/12.ts", ObjectKind::Segment),
+            ("/live/a/key/0123.key", ObjectKind::Key),
+            ("/drm/clearkey", ObjectKind::Key),
+            ("/time", ObjectKind::Other),
+        ] {
+            assert_eq!(ObjectKind::from_path(path), kind, "{path}");
+        }
     }
 }
