@@ -51,6 +51,8 @@
     state.started = true;
     closeStall();
   });
+  state.keyWaits = 0;
+  video.addEventListener('waitingforkey', () => { state.keyWaits++; });
   video.addEventListener('error', () => {
     const e = video.error;
     error(true, 'video', e ? `MediaError ${e.code}: ${e.message}` : 'media element error');
@@ -82,6 +84,8 @@
       currentTime: video.currentTime,
       readyState: video.readyState,
       bufferedEnd: b.length ? b.end(b.length - 1) : 0,
+      buffered: Array.from({ length: b.length }, (_, i) => [b.start(i), b.end(i)]),
+      keyWaits: state.keyWaits,
       errors: state.errors,
       levels: state.levels.length,
       level: lvl,

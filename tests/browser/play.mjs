@@ -330,7 +330,7 @@ async function main() {
         result.errors.push({
           fatal: true,
           source: 'harness',
-          message: `playback did not start within ${opts.timeout}s (readyState ${s.readyState}, currentTime ${s.currentTime})`,
+          message: `playback did not start within ${opts.timeout}s (readyState ${s.readyState}, currentTime ${s.currentTime}, buffered ${JSON.stringify(s.buffered)}, waitingforkey ${s.keyWaits})`,
         });
       }
       return;

@@ -2,8 +2,9 @@
 //! keys fetched over HTTP from the origin, and decrypts our cenc and cbcs
 //! CMAF given the key; without the key it cannot.
 //!
-//! Browser playback (hls.js, Shaka, dash.js with ClearKey) runs when
-//! `STRATA_BROWSER_TESTS=1` and `tests/browser/node_modules` exist.
+//! Browser playback (hls.js, Shaka, dash.js with ClearKey) needs
+//! `tests/browser/node_modules` (scripts/install-test-deps.sh) and fails
+//! with that advice when it is missing.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -355,6 +356,25 @@ async fn play(player: &str, url: &str, clearkey: Option<String>) -> Option<serde
     serde_json::from_str(&line).ok()
 }
 
+async fn play_once(player: &str, url: &str, clearkey: Option<String>) -> serde_json::Value {
+    play(player, url, clearkey).await.unwrap_or_else(|| {
+        panic!("node could not run play.mjs: install node and run scripts/install-test-deps.sh")
+    })
+}
+
+/// True when the only fatal error is play.mjs's "playback did not start".
+fn never_started(result: &serde_json::Value) -> bool {
+    let fatal: Vec<&serde_json::Value> = result["errors"]
+        .as_array()
+        .map(|errors| errors.iter().filter(|e| e["fatal"] == true).collect())
+        .unwrap_or_default();
+    fatal.len() == 1
+        && fatal[0]["source"] == "harness"
+        && fatal[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("playback did not start"))
+}
+
 /// hls.js plays AES-128 HLS (keys from the origin); Shaka and dash.js play
 /// ClearKey cenc and cbcs DASH; hls.js plays ClearKey SAMPLE-AES-CTR and
 /// SAMPLE-AES HLS (Chromium decrypts cbcs); a wrong key plays nothing. Runs where
@@ -389,12 +409,18 @@ async fn browsers_play_encrypted_streams() {
     let mut failures = Vec::new();
     for (player, path, clearkey, must_play) in cases {
         let url = format!("http://{addr}/live/{path}");
-        let Some(result) = play(player, &url, clearkey).await else {
-            panic!(
-                "node could not run play.mjs: install node and run scripts/install-test-deps.sh"
-            );
-        };
+        let mut result = play_once(player, &url, clearkey.clone()).await;
         eprintln!("{player} {path}: {result}");
+        if must_play && never_started(&result) {
+            // The content is the same bytes every run, so a player that never
+            // left readyState 1 without any error is a start-up race in the
+            // player's EME set-up on a loaded machine (seen once in CI with
+            // dash.js + cbcs), not a property of the stream: one more try,
+            // reported. A stream that is really broken fails both.
+            eprintln!("{player} {path}: did not start, without an error; trying once more");
+            result = play_once(player, &url, clearkey).await;
+            eprintln!("{player} {path} (second try): {result}");
+        }
         if result["ok"] != serde_json::Value::Bool(must_play) {
             failures.push(format!(
                 "{player} {path} (expected ok={must_play}): {result}"
