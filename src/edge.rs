@@ -212,16 +212,19 @@ impl Edge {
         client: SocketAddr,
         protocol: Protocol,
     ) -> (EdgeResponse, RequestLog) {
-        let mut log = RequestLog {
+        let parsed = MediaRequest::parse(parts, client, protocol, &self.cache_config.ignore_params);
+        let log = RequestLog {
             method: parts.method.clone(),
-            target: parts.uri.path().to_owned(),
+            target: match &parsed {
+                Ok(request) => request.key.to_string(),
+                Err(_) => parts.uri.path().to_owned(),
+            },
             protocol,
             client,
         };
         let mut response =
-            match MediaRequest::parse(parts, client, protocol, &self.cache_config.ignore_params) {
+            match parsed {
                 Ok(request) => {
-                    log.target = request.key.to_string();
                     match self.admit(parts, &request) {
                         Err(denied) => denied_response(denied),
                         // Licence answers are per viewer already: nothing to propagate.
@@ -286,20 +289,20 @@ impl Edge {
         if let Some(reason) = outcome.reason {
             m.errors.get_or_create(&ReasonLabels { reason }).inc();
         }
-        tracing::info!(
-            target: "strata::access",
-            client = %log.client.ip(),
-            method = %log.method,
-            path = %log.target,
-            status = status.as_u16(),
-            cache = outcome.cache,
+        crate::logging::AccessLine {
+            client: log.client.ip(),
+            method: log.method.as_str(),
+            path: &log.target,
+            status: status.as_u16(),
+            cache: outcome.cache,
             bytes,
-            ms = elapsed.as_secs_f64() * 1000.0,
-            upstream = outcome.upstream.as_deref().unwrap_or("-"),
+            elapsed,
+            upstream: outcome.upstream.as_deref().unwrap_or("-"),
             protocol,
             complete,
-            reason = outcome.reason.unwrap_or("-"),
-        );
+            reason: outcome.reason.unwrap_or("-"),
+        }
+        .emit();
     }
 
     fn finish_headers(&self, headers: &mut HeaderMap, protocol: Protocol) {

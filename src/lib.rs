@@ -22,6 +22,7 @@ pub mod config;
 pub mod edge;
 pub mod error;
 pub mod frontend;
+pub mod logging;
 pub mod metrics;
 pub mod policy;
 pub mod request;

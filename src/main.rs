@@ -202,15 +202,6 @@ impl EdgeArgs {
     }
 }
 
-fn init_logging() {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(true)
-        .init();
-}
-
 async fn shutdown_signal() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
@@ -224,7 +215,7 @@ async fn shutdown_signal() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    let _log = strata::logging::init();
     let result: anyhow::Result<()> = match cli.command {
         Command::Check { config, role } => check(&config, role.as_deref()),
         Command::Edge(args) => edge(args),

@@ -104,7 +104,7 @@ async fn edge_runs_with_only_listen_and_upstream_and_stops_on_sigterm() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn strata edge");
-    let url = format!("http://127.0.0.1:{port}/obj/cli.m4s?size=100");
+    let url = format!("http://127.0.0.1:{port}/obj/cli.m4s?size=100&token=SECRET-TOKEN-7");
     let mut status = None;
     for _ in 0..100 {
         if let Ok(r) = client().get(&url).send().await {
@@ -120,9 +120,33 @@ async fn edge_runs_with_only_listen_and_upstream_and_stops_on_sigterm() {
         .status()
         .expect("kill");
     assert!(killed.success());
-    let exit = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .expect("join")
-        .expect("wait");
+    let (mut child, exit) = tokio::task::spawn_blocking(move || {
+        let exit = child.wait();
+        (child, exit)
+    })
+    .await
+    .expect("join");
+    let exit = exit.expect("wait");
     assert!(exit.success(), "SIGTERM is a clean shutdown: {exit:?}");
+    // Every line logged before the exit is out, the token in none of them.
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut log)
+        .expect("read log");
+    assert!(!log.contains("SECRET-TOKEN-7"), "a token reached the log:\n{log}");
+    let access: Vec<&str> = log.lines().filter(|l| l.contains("strata::access")).collect();
+    assert_eq!(access.len(), 1, "one access line per request:\n{log}");
+    for field in [
+        "client=127.0.0.1",
+        "method=GET",
+        "path=/obj/cli.m4s?size=100 ",
+        "status=200",
+        "cache=\"miss\"",
+        "bytes=100",
+        " ms=",
+        "upstream=\"http://127.0.0.1:",
+        "protocol=\"h1\"",
+        "complete=true",
+    ] {
+        assert!(access[0].contains(field), "{field} missing from {}", access[0]);
+    }
 }
