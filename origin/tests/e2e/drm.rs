@@ -102,7 +102,15 @@ fn drm(state_dir: &Path) -> Drm {
     let config = EncryptionConfig {
         channels: CHANNELS
             .iter()
-            .map(|(name, scheme)| ((*name).to_owned(), ChannelEncryption { scheme: *scheme }))
+            .map(|(name, scheme)| {
+                (
+                    (*name).to_owned(),
+                    ChannelEncryption {
+                        scheme: *scheme,
+                        ..ChannelEncryption::default()
+                    },
+                )
+            })
             .collect(),
         ..EncryptionConfig::default()
     };
