@@ -376,6 +376,36 @@ async fn play_once(player: &str, url: &str, clearkey: Option<String>) -> serde_j
     })
 }
 
+/// Plays each `(player, path, clearkey, must_play)`; returns the cases
+/// whose outcome was not `must_play`.
+async fn play_cases<const N: usize>(
+    addr: SocketAddr,
+    cases: [(&str, &str, Option<String>, bool); N],
+) -> Vec<String> {
+    let mut failures = Vec::new();
+    for (player, path, clearkey, must_play) in cases {
+        let url = format!("http://{addr}/live/{path}");
+        let mut result = play_once(player, &url, clearkey.clone()).await;
+        eprintln!("{player} {path}: {result}");
+        if must_play && never_started(&result) {
+            // The content is the same bytes every run, so a player that never
+            // left readyState 1 without any error is a start-up race in the
+            // player's EME set-up on a loaded machine (seen once in CI with
+            // dash.js + cbcs), not a property of the stream: one more try,
+            // reported. A stream that is really broken fails both.
+            eprintln!("{player} {path}: did not start, without an error; trying once more");
+            result = play_once(player, &url, clearkey).await;
+            eprintln!("{player} {path} (second try): {result}");
+        }
+        if result["ok"] != serde_json::Value::Bool(must_play) {
+            failures.push(format!(
+                "{player} {path} (expected ok={must_play}): {result}"
+            ));
+        }
+    }
+    failures
+}
+
 /// True when the only fatal error is play.mjs's "playback did not start".
 fn never_started(result: &serde_json::Value) -> bool {
     let fatal: Vec<&serde_json::Value> = result["errors"]
@@ -420,27 +450,7 @@ async fn browsers_play_encrypted_streams() {
         ("shaka", "cenc/manifest.mpd", Some(wrong_key("cenc")), false),
         ("dash", "cbcs/manifest.mpd", Some(wrong_key("cbcs")), false),
     ];
-    let mut failures = Vec::new();
-    for (player, path, clearkey, must_play) in cases {
-        let url = format!("http://{addr}/live/{path}");
-        let mut result = play_once(player, &url, clearkey.clone()).await;
-        eprintln!("{player} {path}: {result}");
-        if must_play && never_started(&result) {
-            // The content is the same bytes every run, so a player that never
-            // left readyState 1 without any error is a start-up race in the
-            // player's EME set-up on a loaded machine (seen once in CI with
-            // dash.js + cbcs), not a property of the stream: one more try,
-            // reported. A stream that is really broken fails both.
-            eprintln!("{player} {path}: did not start, without an error; trying once more");
-            result = play_once(player, &url, clearkey).await;
-            eprintln!("{player} {path} (second try): {result}");
-        }
-        if result["ok"] != serde_json::Value::Bool(must_play) {
-            failures.push(format!(
-                "{player} {path} (expected ok={must_play}): {result}"
-            ));
-        }
-    }
+    let failures = play_cases(addr, cases).await;
     assert!(failures.is_empty(), "{failures:#?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -565,22 +575,7 @@ async fn players_play_across_key_rotation() {
         ("shaka", "cenc/manifest.mpd", keys("cenc", true), false),
         ("hls", "cbcs/master.m3u8", keys("cbcs", true), false),
     ];
-    let mut failures = Vec::new();
-    for (player, path, clearkey, must_play) in cases {
-        let url = format!("http://{addr}/live/{path}");
-        let mut result = play_once(player, &url, Some(clearkey.clone())).await;
-        eprintln!("{player} {path} (rotating): {result}");
-        if must_play && never_started(&result) {
-            eprintln!("{player} {path}: did not start, without an error; trying once more");
-            result = play_once(player, &url, Some(clearkey)).await;
-            eprintln!("{player} {path} (rotating, second try): {result}");
-        }
-        if result["ok"] != serde_json::Value::Bool(must_play) {
-            failures.push(format!(
-                "{player} {path} rotating (expected ok={must_play}): {result}"
-            ));
-        }
-    }
+    let failures = play_cases(addr, cases.map(|(p, u, k, ok)| (p, u, Some(k), ok))).await;
     assert!(failures.is_empty(), "{failures:#?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
