@@ -849,3 +849,28 @@ fn key_group_config_errors_name_the_key() {
     assert_eq!(e.key_group("radio", "1080p", TrackKind::Video), None);
     assert_eq!(e.key_group("radio", "1080p", TrackKind::Audio), None);
 }
+
+#[test]
+fn a_first_publish_creates_the_renditions_group_keys() {
+    let drm = Arc::new(grouped(EncryptionScheme::Cenc, 0));
+    let target = KeyOnPublish {
+        inner: crate::store::Store::new(crate::store::StoreConfig::default()),
+        drm: drm.clone(),
+    };
+    let name = StreamName {
+        channel: "news".into(),
+        rendition: "720p".into(),
+    };
+    let info = PublisherInfo {
+        remote: std::net::SocketAddr::from(([127, 0, 0, 1], 1935)),
+        protocol: "rtmp",
+    };
+    let _sink = target.publish(&name, info).expect("publish");
+    let groups: Vec<Option<String>> = drm
+        .keys
+        .entries_of("news")
+        .into_iter()
+        .map(|e| e.group)
+        .collect();
+    assert_eq!(groups, [Some("audio".to_owned()), Some("hd".to_owned())]);
+}
