@@ -425,20 +425,8 @@ async fn channel_licence_urls_answer_only_that_channels_keys() {
 fn an_encrypted_channel_gets_its_key_on_first_publish() {
     let (drm, _) = drm(EncryptionScheme::Cbcs, 0);
     let drm = Arc::new(drm);
-    let target = KeyOnPublish {
-        inner: crate::store::Store::new(crate::store::StoreConfig::default()),
-        drm: drm.clone(),
-    };
     assert!(drm.keys.keys_of("news").is_empty());
-    let name = StreamName {
-        channel: "news".into(),
-        rendition: "main".into(),
-    };
-    let info = PublisherInfo {
-        remote: std::net::SocketAddr::from(([127, 0, 0, 1], 1935)),
-        protocol: "rtmp",
-    };
-    let _sink = target.publish(&name, info).expect("publish");
+    let _sink = publish(&drm, "main");
     assert_eq!(drm.keys.keys_of("news").len(), 1);
 }
 
@@ -853,19 +841,7 @@ fn key_group_config_errors_name_the_key() {
 #[test]
 fn a_first_publish_creates_the_renditions_group_keys() {
     let drm = Arc::new(grouped(EncryptionScheme::Cenc, 0));
-    let target = KeyOnPublish {
-        inner: crate::store::Store::new(crate::store::StoreConfig::default()),
-        drm: drm.clone(),
-    };
-    let name = StreamName {
-        channel: "news".into(),
-        rendition: "720p".into(),
-    };
-    let info = PublisherInfo {
-        remote: std::net::SocketAddr::from(([127, 0, 0, 1], 1935)),
-        protocol: "rtmp",
-    };
-    let _sink = target.publish(&name, info).expect("publish");
+    let _sink = publish(&drm, "720p");
     let groups: Vec<Option<String>> = drm
         .keys
         .entries_of("news")
@@ -873,4 +849,21 @@ fn a_first_publish_creates_the_renditions_group_keys() {
         .map(|e| e.group)
         .collect();
     assert_eq!(groups, [Some("audio".to_owned()), Some("hd".to_owned())]);
+}
+
+/// `live/news.{rendition}` published through [`KeyOnPublish`].
+fn publish(drm: &Arc<Drm>, rendition: &str) -> Box<dyn MediaSink> {
+    let target = KeyOnPublish {
+        inner: crate::store::Store::new(crate::store::StoreConfig::default()),
+        drm: drm.clone(),
+    };
+    let name = StreamName {
+        channel: "news".into(),
+        rendition: rendition.into(),
+    };
+    let info = PublisherInfo {
+        remote: std::net::SocketAddr::from(([127, 0, 0, 1], 1935)),
+        protocol: "rtmp",
+    };
+    target.publish(&name, info).expect("publish")
 }
