@@ -12,11 +12,21 @@
 //! | `aes-128` | `EXT-X-KEY:METHOD=AES-128`, segments AES-128-CBC whole; init clear | not offered (404) | `EXT-X-KEY:METHOD=AES-128` |
 //! | `cbcs` | `METHOD=SAMPLE-AES` (ClearKey, FairPlay, Widevine KEYFORMATs) | `ContentProtection` | not offered (404) |
 //! | `cenc` | `METHOD=SAMPLE-AES-CTR` (ClearKey, Widevine) | `ContentProtection` | not offered (404) |
+//!
+//! Which key protects what: each track of each rendition belongs to a key
+//! group ([`EncryptionConfig::key_group`]: the channel's own key, a named
+//! group of renditions, or `audio`), and with `keys.rotate_every` each
+//! group has a key per key period. Signalling per key: [`signalling`].
 
 pub mod http;
+pub mod signalling;
+
+pub use signalling::{
+    content_protection, mpd_with_protection, playlist_with_sample_aes, sample_aes_tags,
+    RepresentationInit, Signalling,
+};
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::sync::Arc;
 
 use aes::Aes128;
@@ -27,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::ingest::{MediaSink, PublishRefused, PublishTarget, PublisherInfo, StreamName};
-use crate::keys::{ContentKey, KeyError, KeyService, KeysConfig};
+use crate::keys::{ContentKey, KeyError, KeyService, KeysConfig, AUDIO_GROUP};
 use crate::media::cenc::{self, Pssh, Scheme, TrackProtection};
 use crate::media::TrackKind;
 use crate::package::{valid_name, Object, RenderError, Rendered};
@@ -58,7 +68,17 @@ pub enum EncryptionScheme {
 pub struct ChannelEncryption {
     /// `none`, `aes-128`, `cbcs` or `cenc`.
     pub scheme: EncryptionScheme,
+    /// This channel's key groups, in place of `[encryption] key_groups`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_groups: Option<KeyGroups>,
+    /// This channel's choice, in place of `[encryption] separate_audio_key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub separate_audio_key: Option<bool>,
 }
+
+/// Key group name → the renditions (the `{rendition}` of a publish name
+/// `live/{channel}.{rendition}`) whose video it protects.
+pub type KeyGroups = BTreeMap<String, Vec<String>>;
 
 /// The `[encryption]` section.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,6 +98,14 @@ pub struct EncryptionConfig {
     pub playready_licence_url: Option<String>,
     /// FairPlay key server (`skd://` URI in HLS, cbcs channels only).
     pub fairplay_licence_url: Option<String>,
+    /// cbcs/cenc channels: renditions keyed apart from the channel's own
+    /// key, e.g. `{ sd = ["360p", "480p"], hd = ["720p", "1080p"] }`; each
+    /// group gets its own key (per key period when keys rotate).
+    /// Renditions in no group use the channel's own key.
+    pub key_groups: KeyGroups,
+    /// cbcs/cenc channels: audio gets a key of its own (group `audio`)
+    /// rather than its rendition's.
+    pub separate_audio_key: bool,
     /// Per-channel schemes.
     pub channels: BTreeMap<String, ChannelEncryption>,
 }
@@ -91,6 +119,8 @@ impl Default for EncryptionConfig {
             widevine_licence_url: None,
             playready_licence_url: None,
             fairplay_licence_url: None,
+            key_groups: KeyGroups::new(),
+            separate_audio_key: false,
             channels: BTreeMap::new(),
         }
     }
@@ -101,6 +131,30 @@ impl EncryptionConfig {
         self.channels
             .get(channel)
             .map_or(self.default, |c| c.scheme)
+    }
+
+    /// The key group of `rendition`'s `kind` track in `channel`: `audio`
+    /// for audio when it is keyed apart, the group listing the rendition,
+    /// or `None` (the channel's own key). AES-128 channels have one key.
+    pub fn key_group(&self, channel: &str, rendition: &str, kind: TrackKind) -> Option<&str> {
+        if !matches!(
+            self.scheme(channel),
+            EncryptionScheme::Cbcs | EncryptionScheme::Cenc
+        ) {
+            return None;
+        }
+        let own = self.channels.get(channel);
+        let separate_audio = own
+            .and_then(|c| c.separate_audio_key)
+            .unwrap_or(self.separate_audio_key);
+        if kind == TrackKind::Audio && separate_audio {
+            return Some(AUDIO_GROUP);
+        }
+        own.and_then(|c| c.key_groups.as_ref())
+            .unwrap_or(&self.key_groups)
+            .iter()
+            .find(|(_, renditions)| renditions.iter().any(|r| r == rendition))
+            .map(|(group, _)| group.as_str())
     }
 
     fn any_encrypted(&self) -> bool {
@@ -126,15 +180,25 @@ impl EncryptionConfig {
                     .into(),
             );
         }
-        if keys.rotate_every > 0 {
-            let rotating_cmaf = [self.default]
-                .into_iter()
-                .chain(self.channels.values().map(|c| c.scheme))
-                .any(|s| matches!(s, EncryptionScheme::Cbcs | EncryptionScheme::Cenc));
-            if rotating_cmaf {
-                return Err(
-                    "keys.rotate_every: key rotation is supported with aes-128 only".into(),
-                );
+        validate_key_groups("encryption.key_groups", &self.key_groups)?;
+        for (name, channel) in &self.channels {
+            let cmaf = matches!(
+                channel.scheme,
+                EncryptionScheme::Cbcs | EncryptionScheme::Cenc
+            );
+            if let Some(groups) = &channel.key_groups {
+                let key = format!("encryption.channels.{name}.key_groups");
+                if !cmaf && !groups.is_empty() {
+                    return Err(format!(
+                        "{key}: per-rendition keys need scheme cbcs or cenc"
+                    ));
+                }
+                validate_key_groups(&key, groups)?;
+            }
+            if !cmaf && channel.separate_audio_key == Some(true) {
+                return Err(format!(
+                    "encryption.channels.{name}.separate_audio_key: needs scheme cbcs or cenc (MPEG-TS and AES-128 segments mux audio with video)"
+                ));
             }
         }
         if self.clearkey_licence_url.is_empty() {
@@ -142,6 +206,44 @@ impl EncryptionConfig {
         }
         Ok(())
     }
+}
+
+/// Group and rendition names are names, `audio` is taken, and a rendition
+/// is in one group at most.
+fn validate_key_groups(key: &str, groups: &KeyGroups) -> Result<(), String> {
+    let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+    for (group, renditions) in groups {
+        if !valid_name(group) {
+            return Err(format!(
+                "{key}.{group}: not a key group name (letters, digits, - and _)"
+            ));
+        }
+        if group == AUDIO_GROUP {
+            return Err(format!(
+                "{key}.{group}: \"{AUDIO_GROUP}\" is the separate audio key's group (separate_audio_key = true)"
+            ));
+        }
+        if renditions.is_empty() {
+            return Err(format!("{key}.{group}: lists no renditions"));
+        }
+        for rendition in renditions {
+            if !valid_name(rendition) {
+                return Err(format!(
+                    "{key}.{group}: {rendition:?} is not a rendition name (the part after the dot of live/{{channel}}.{{rendition}})"
+                ));
+            }
+            if let Some(other) = seen.insert(rendition, group) {
+                return Err(if other == group {
+                    format!("{key}.{group}: rendition {rendition:?} is listed twice")
+                } else {
+                    format!(
+                        "{key}.{group}: rendition {rendition:?} is already in key group {other:?}"
+                    )
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Why a protected object could not be produced.
@@ -252,25 +354,46 @@ impl Drm {
                 return Err(ProtectError::NotOffered)
             }
             (_, Object::Manifest) => {
-                let key = self.keys.key_for(channel, None)?;
                 let text = String::from_utf8_lossy(&rendered.body);
-                mpd_with_protection(&text, &self.signalling(channel, scheme, &key))
-                    .into_bytes()
-                    .into()
+                mpd_with_protection(&text, |r| {
+                    let key = self.default_key(channel, &r.rendition, r.kind, r.init_id)?;
+                    Ok(self.signalling(channel, scheme, &key))
+                })?
+                .into_bytes()
+                .into()
             }
-            (_, Object::MediaPlaylist { .. }) => {
-                let key = self.keys.key_for(channel, None)?;
+            (_, Object::MediaPlaylist { rendition, kind }) => {
                 let text = String::from_utf8_lossy(&rendered.body);
-                playlist_with_sample_aes(&text, &self.signalling(channel, scheme, &key))
-                    .into_bytes()
-                    .into()
+                playlist_with_sample_aes(&text, |sequence| {
+                    let key = self.segment_key(channel, rendition, *kind, sequence)?;
+                    Ok(self.signalling(channel, scheme, &key))
+                })?
+                .into_bytes()
+                .into()
             }
-            (_, Object::Init { kind, .. }) => {
-                let p = self.track_protection(channel, scheme, *kind)?;
+            (
+                _,
+                Object::Init {
+                    rendition,
+                    kind,
+                    id,
+                },
+            ) => {
+                let key = self.default_key(channel, rendition, *kind, *id)?;
+                let p = self.track_protection(scheme, *kind, &key, false);
                 cenc::protect_init(&rendered.body, &p)?
             }
-            (_, Object::Fragment { kind, .. }) => {
-                let p = self.track_protection(channel, scheme, *kind)?;
+            (
+                _,
+                Object::Fragment {
+                    rendition,
+                    kind,
+                    sequence,
+                },
+            ) => {
+                let key = self.segment_key(channel, rendition, *kind, *sequence)?;
+                let rotating = self.keys.rotate_every() > 0;
+                let p = self.track_protection(scheme, *kind, &key, rotating);
                 let seed = Sha256::digest(format!("{channel}/{path}").as_bytes());
                 let mut s = [0u8; 8];
                 s.copy_from_slice(&seed[..8]);
@@ -291,14 +414,42 @@ impl Drm {
         Ok(protected)
     }
 
-    fn track_protection(
+    /// The default key of a track whose init segment is `init_id` (`tenc`,
+    /// `cenc:default_KID`): see [`KeyService::default_key`].
+    fn default_key(
         &self,
         channel: &str,
+        rendition: &str,
+        kind: TrackKind,
+        init_id: u64,
+    ) -> Result<ContentKey, KeyError> {
+        let group = self.config.key_group(channel, rendition, kind);
+        self.keys
+            .default_key(channel, group, self.keys.period_of(init_id))
+    }
+
+    /// The key that encrypts segment `sequence` of a track.
+    fn segment_key(
+        &self,
+        channel: &str,
+        rendition: &str,
+        kind: TrackKind,
+        sequence: u64,
+    ) -> Result<ContentKey, KeyError> {
+        let group = self.config.key_group(channel, rendition, kind);
+        self.keys
+            .group_key(channel, group, self.keys.period_of(sequence))
+    }
+
+    /// `in_band`: the fragment names `key` itself (key rotation).
+    fn track_protection(
+        &self,
         scheme: EncryptionScheme,
         kind: TrackKind,
-    ) -> Result<TrackProtection, ProtectError> {
-        let key = self.keys.key_for(channel, None)?;
-        Ok(TrackProtection {
+        key: &ContentKey,
+        in_band: bool,
+    ) -> TrackProtection {
+        TrackProtection {
             scheme: match scheme {
                 EncryptionScheme::Cbcs => Scheme::Cbcs,
                 _ => Scheme::Cenc,
@@ -306,9 +457,10 @@ impl Drm {
             kind,
             kid: key.kid.0,
             key: key.key,
-            constant_iv: constant_iv(&key),
-            pssh: self.pssh_boxes(scheme, &key),
-        })
+            constant_iv: constant_iv(key),
+            pssh: self.pssh_boxes(scheme, key),
+            in_band,
+        }
     }
 
     /// The common (W3C EME `cenc` init data) box always, Widevine's when configured.
@@ -400,8 +552,19 @@ impl<T: PublishTarget> PublishTarget for KeyOnPublish<T> {
         // Rotating keys belong to segment numbers: those come on first use.
         let scheme = self.drm.config.scheme(&name.channel);
         if scheme != EncryptionScheme::None && self.drm.keys.rotate_every() == 0 {
-            if let Err(e) = self.drm.keys.key_for(&name.channel, None) {
-                tracing::error!(channel = %name.channel, error = %e, "cannot create the channel's key");
+            let groups: std::collections::BTreeSet<Option<&str>> =
+                [TrackKind::Video, TrackKind::Audio]
+                    .into_iter()
+                    .map(|kind| {
+                        self.drm
+                            .config
+                            .key_group(&name.channel, &name.rendition, kind)
+                    })
+                    .collect();
+            for group in groups {
+                if let Err(e) = self.drm.keys.group_key(&name.channel, group, None) {
+                    tracing::error!(channel = %name.channel, ?group, error = %e, "cannot create the channel's key");
+                }
             }
         }
         Ok(sink)
@@ -409,7 +572,7 @@ impl<T: PublishTarget> PublishTarget for KeyOnPublish<T> {
 }
 
 /// `video/123.m4s`, `123.ts` → 123.
-fn segment_number(uri: &str) -> Option<u64> {
+pub(crate) fn segment_number(uri: &str) -> Option<u64> {
     let file = uri.rsplit('/').next()?;
     let stem = file
         .strip_suffix(".m4s")
@@ -448,7 +611,7 @@ pub fn playready_pssh(key: &ContentKey, scheme: EncryptionScheme, licence_url: &
         .chain(k[8..].iter().copied())
         .collect();
     let kid = STANDARD.encode(guid);
-    let url = xml_attr(licence_url);
+    let url = signalling::xml_attr(licence_url);
     let ns = "http://schemas.microsoft.com/DRM/2007/03/PlayReadyHeader";
     let header = if scheme == EncryptionScheme::Cbcs {
         format!("<WRMHEADER xmlns=\"{ns}\" version=\"4.3.0.0\"><DATA><PROTECTINFO><KIDS><KID ALGID=\"AESCBC\" VALUE=\"{kid}\"></KID></KIDS></PROTECTINFO><LA_URL>{url}</LA_URL></DATA></WRMHEADER>")
@@ -475,150 +638,6 @@ pub fn aes128_segment(key: &[u8; 16], sequence: u64, clear: &[u8]) -> Vec<u8> {
     let iv = u128::from(sequence).to_be_bytes();
     cbc::Encryptor::<Aes128>::new(key.into(), &iv.into())
         .encrypt_padded_vec_mut::<cbc::cipher::block_padding::Pkcs7>(clear)
-}
-
-/// What manifests say about a protected channel.
-#[derive(Clone, Debug)]
-pub struct Signalling {
-    pub scheme: EncryptionScheme,
-    pub key: ContentKey,
-    pub clearkey_licence_url: Option<String>,
-    pub widevine: Option<(String, Pssh)>,
-    /// Licence URL and `pssh` (whose data is the PlayReady Object).
-    pub playready: Option<(String, Pssh)>,
-    pub fairplay: Option<String>,
-}
-
-fn pssh_base64(pssh: &Pssh) -> String {
-    let mut buf = bytes::BytesMut::new();
-    cenc::write_pssh(&mut buf, pssh);
-    STANDARD.encode(&buf)
-}
-
-fn xml_attr(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('"', "&quot;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
-
-/// `ContentProtection` elements (ISO/IEC 23009-1 §5.8.4.1, DASH-IF IOP
-/// §7.7.2) inserted at the top of every AdaptationSet, plus the `cenc` and
-/// `dashif` namespaces on the MPD element.
-pub fn mpd_with_protection(mpd: &str, s: &Signalling) -> String {
-    let value = if s.scheme == EncryptionScheme::Cbcs {
-        "cbcs"
-    } else {
-        "cenc"
-    };
-    let kid = s.key.kid.uuid();
-    let mut elements = String::new();
-    let _ = writeln!(
-        elements,
-        "      <ContentProtection schemeIdUri=\"urn:mpeg:dash:mp4protection:2011\" value=\"{value}\" cenc:default_KID=\"{kid}\"/>"
-    );
-    if let Some(url) = &s.clearkey_licence_url {
-        let _ = writeln!(
-            elements,
-            "      <ContentProtection schemeIdUri=\"urn:uuid:{CLEARKEY_UUID}\" value=\"ClearKey1.0\"><dashif:laurl Lic_type=\"EME-1.0\">{}</dashif:laurl></ContentProtection>",
-            xml_attr(url)
-        );
-    }
-    if let Some((url, pssh)) = &s.widevine {
-        let _ = writeln!(
-            elements,
-            "      <ContentProtection schemeIdUri=\"urn:uuid:{WIDEVINE_UUID}\" value=\"Widevine\"><cenc:pssh>{}</cenc:pssh><dashif:laurl>{}</dashif:laurl></ContentProtection>",
-            pssh_base64(pssh),
-            xml_attr(url)
-        );
-    }
-    if let Some((url, pssh)) = &s.playready {
-        let _ = writeln!(
-            elements,
-            "      <ContentProtection schemeIdUri=\"urn:uuid:{PLAYREADY_UUID}\" value=\"MSPR 2.0\"><cenc:pssh>{}</cenc:pssh><mspr:pro>{}</mspr:pro><dashif:laurl>{}</dashif:laurl></ContentProtection>",
-            pssh_base64(pssh),
-            STANDARD.encode(&pssh.data),
-            xml_attr(url)
-        );
-    }
-    if let (Some(url), EncryptionScheme::Cbcs) = (&s.fairplay, s.scheme) {
-        let _ = writeln!(
-            elements,
-            "      <ContentProtection schemeIdUri=\"urn:uuid:{FAIRPLAY_UUID}\" value=\"FairPlay\"><dashif:laurl>{}</dashif:laurl></ContentProtection>",
-            xml_attr(url)
-        );
-    }
-    let mut out = String::with_capacity(mpd.len() + elements.len() * 4);
-    for line in mpd.lines() {
-        if let Some(rest) = line.strip_prefix("<MPD ") {
-            out.push_str(
-                "<MPD xmlns:cenc=\"urn:mpeg:cenc:2013\" xmlns:dashif=\"https://dashif.org/CPS\" xmlns:mspr=\"urn:microsoft:playready\" ",
-            );
-            out.push_str(rest);
-            out.push('\n');
-            continue;
-        }
-        out.push_str(line);
-        out.push('\n');
-        if line.trim_start().starts_with("<AdaptationSet ") {
-            out.push_str(&elements);
-        }
-    }
-    out
-}
-
-/// `EXT-X-KEY` tags for SAMPLE-AES (cbcs) or SAMPLE-AES-CTR (cenc), one per
-/// key system, before the first `EXT-X-MAP`.
-pub fn playlist_with_sample_aes(playlist: &str, s: &Signalling) -> String {
-    let method = if s.scheme == EncryptionScheme::Cbcs {
-        "SAMPLE-AES"
-    } else {
-        "SAMPLE-AES-CTR"
-    };
-    let hex = s.key.kid.hex();
-    let mut tags = String::new();
-    if s.clearkey_licence_url.is_some() {
-        // hls.js 1.x reads the KID from the data URI and KEYID.
-        let _ = writeln!(
-            tags,
-            "#EXT-X-KEY:METHOD={method},KEYFORMAT=\"org.w3.clearkey\",KEYFORMATVERSIONS=\"1\",URI=\"data:text/plain;base64,{}\",KEYID=0x{hex}",
-            STANDARD.encode(s.key.kid.0)
-        );
-    }
-    if let Some((_, pssh)) = &s.widevine {
-        let _ = writeln!(
-            tags,
-            "#EXT-X-KEY:METHOD={method},KEYFORMAT=\"urn:uuid:{WIDEVINE_UUID}\",KEYFORMATVERSIONS=\"1\",URI=\"data:text/plain;base64,{}\",KEYID=0x{hex}",
-            pssh_base64(pssh)
-        );
-    }
-    if let (Some(_), EncryptionScheme::Cbcs) = (&s.fairplay, s.scheme) {
-        let _ = writeln!(
-            tags,
-            "#EXT-X-KEY:METHOD=SAMPLE-AES,KEYFORMAT=\"com.apple.streamingkeydelivery\",KEYFORMATVERSIONS=\"1\",URI=\"skd://{hex}\""
-        );
-    }
-    let mut out = String::with_capacity(playlist.len() + tags.len());
-    let mut placed = false;
-    for line in playlist.lines() {
-        if !placed
-            && (line == "#EXT-X-DISCONTINUITY"
-                || [
-                    "#EXT-X-MAP:",
-                    "#EXT-X-GAP",
-                    "#EXT-X-PROGRAM-DATE-TIME",
-                    "#EXTINF",
-                ]
-                .iter()
-                .any(|tag| line.starts_with(tag)))
-        {
-            out.push_str(&tags);
-            placed = true;
-        }
-        out.push_str(line);
-        out.push('\n');
-    }
-    out
 }
 
 #[cfg(test)]

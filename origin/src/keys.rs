@@ -1,7 +1,9 @@
-//! The key service: one content key and key ID per channel (and per key
-//! period when keys rotate), created on first use or imported from a CPIX
-//! document, persisted so that a restart never changes the key of content
-//! already served, and exported as CPIX for the operator's DRM provider.
+//! The key service: one content key and key ID per channel, per key group
+//! of the channel (audio, SD, HD…: see `drm::EncryptionConfig::key_group`)
+//! and per key period when keys rotate, created on first use or imported
+//! from a CPIX document, persisted so that a restart never changes the key
+//! of content already served, and exported as CPIX (with content key usage
+//! rules for groups and periods) for the operator's DRM provider.
 //!
 //! Keys never appear in logs: [`ContentKey`]'s `Debug` prints the key ID only.
 
@@ -25,7 +27,8 @@ pub struct KeysConfig {
     /// Directory for key files (`{state_dir}/keys/{channel}.json`, mode
     /// 0600). Required as soon as any channel is encrypted.
     pub state_dir: Option<PathBuf>,
-    /// New key every this many segments (HLS AES-128 only); 0: never.
+    /// New key every this many segments (key period = segment number /
+    /// rotate_every), for every scheme; 0: never.
     pub rotate_every: u64,
 }
 
@@ -122,6 +125,16 @@ impl ContentKey {
     }
 }
 
+/// One key of a channel with what it protects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyEntry {
+    /// Key group (`None`: the channel's own key).
+    pub group: Option<String>,
+    /// Key period (`None`: every segment).
+    pub period: Option<u64>,
+    pub key: ContentKey,
+}
+
 /// Why a key operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -144,6 +157,8 @@ pub enum KeyError {
     InUse(String),
     #[error("not a channel name: {0:?}")]
     BadChannel(String),
+    #[error("not a key group name: {0:?}")]
+    BadGroup(String),
 }
 
 /// One channel's keys as persisted.
@@ -154,6 +169,9 @@ struct ChannelKeys {
 
 #[derive(Clone, Serialize, Deserialize)]
 struct StoredKey {
+    /// Key group within the channel; `None`: the channel's own key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    group: Option<String>,
     /// Key period (segment number / rotate_every); `None`: every segment.
     #[serde(default)]
     period: Option<u64>,
@@ -164,6 +182,7 @@ struct StoredKey {
 impl fmt::Debug for StoredKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StoredKey")
+            .field("group", &self.group)
             .field("period", &self.period)
             .field("kid", &self.kid)
             .finish_non_exhaustive()
@@ -178,8 +197,9 @@ impl StoredKey {
         })
     }
 
-    fn new(period: Option<u64>, key: &ContentKey) -> StoredKey {
+    fn new(group: Option<&str>, period: Option<u64>, key: &ContentKey) -> StoredKey {
         StoredKey {
+            group: group.map(str::to_owned),
             period,
             kid: key.kid.hex(),
             key: hex::encode(key.key),
@@ -262,25 +282,68 @@ impl KeyService {
     /// The key for `channel` (in `period` when keys rotate), created and
     /// persisted on first use.
     pub fn key_for(&self, channel: &str, period: Option<u64>) -> Result<ContentKey, KeyError> {
+        self.group_key(channel, None, period)
+    }
+
+    /// The key of `group` in `channel` (`None`: the channel's own key), in
+    /// `period` when keys rotate, created and persisted on first use.
+    pub fn group_key(
+        &self,
+        channel: &str,
+        group: Option<&str>,
+        period: Option<u64>,
+    ) -> Result<ContentKey, KeyError> {
+        self.find_or_create(channel, group, |k| k.period == period, period)
+    }
+
+    /// The default key of `group` (an init segment's `tenc` KID, a DASH
+    /// `cenc:default_KID`): with rotation, the group's first period key
+    /// ever created (created for `period` if there is none), so every
+    /// rendition of a group shares one default KID for good; without, the
+    /// group's only key.
+    pub fn default_key(
+        &self,
+        channel: &str,
+        group: Option<&str>,
+        period: Option<u64>,
+    ) -> Result<ContentKey, KeyError> {
+        self.find_or_create(
+            channel,
+            group,
+            |k| k.period.is_some() == period.is_some(),
+            period,
+        )
+    }
+
+    fn find_or_create(
+        &self,
+        channel: &str,
+        group: Option<&str>,
+        matches: impl Fn(&StoredKey) -> bool,
+        period: Option<u64>,
+    ) -> Result<ContentKey, KeyError> {
         if !valid_name(channel) {
             return Err(KeyError::BadChannel(channel.to_owned()));
+        }
+        if group.is_some_and(|g| !valid_name(g)) {
+            return Err(KeyError::BadGroup(group.unwrap_or_default().to_owned()));
         }
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(key) = state.channels.get(channel).and_then(|c| {
             c.keys
                 .iter()
-                .find(|k| k.period == period)
+                .find(|k| k.group.as_deref() == group && matches(k))
                 .and_then(StoredKey::content_key)
         }) {
             return Ok(key);
         }
         let key = ContentKey::generate()?;
         let mut keys = state.channels.get(channel).cloned().unwrap_or_default();
-        keys.keys.push(StoredKey::new(period, &key));
+        keys.keys.push(StoredKey::new(group, period, &key));
         self.persist(channel, &keys)?;
         state.channels.insert(channel.to_owned(), keys);
         state.by_kid.insert(key.kid, key);
-        tracing::info!(channel, kid = %key.kid, ?period, "content key created");
+        tracing::info!(channel, ?group, kid = %key.kid, ?period, "content key created");
         Ok(key)
     }
 
@@ -311,6 +374,27 @@ impl KeyService {
             .unwrap_or_default()
     }
 
+    /// Every key of `channel` with its group and period, oldest first.
+    pub fn entries_of(&self, channel: &str) -> Vec<KeyEntry> {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state
+            .channels
+            .get(channel)
+            .map(|c| {
+                c.keys
+                    .iter()
+                    .filter_map(|k| {
+                        Some(KeyEntry {
+                            group: k.group.clone(),
+                            period: k.period,
+                            key: k.content_key()?,
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Takes a CPIX document's clear keys for a channel that has none yet;
     /// the first becomes the channel's content key. Returns their IDs.
     pub fn import_cpix(&self, channel: &str, document: &str) -> Result<Vec<KeyId>, KeyError> {
@@ -329,7 +413,10 @@ impl KeyService {
         // Imported keys have no period: they serve every segment (rotating
         // channels draw generated keys per period instead).
         let keys = ChannelKeys {
-            keys: imported.iter().map(|k| StoredKey::new(None, k)).collect(),
+            keys: imported
+                .iter()
+                .map(|k| StoredKey::new(None, None, k))
+                .collect(),
         };
         self.persist(channel, &keys)?;
         state.channels.insert(channel.to_owned(), keys);
@@ -446,18 +533,91 @@ pub fn parse_cpix(document: &str) -> Result<Vec<ContentKey>, KeyError> {
 
 /// A CPIX document with `keys` in the clear, for the operator's DRM provider.
 pub fn write_cpix(keys: &[ContentKey]) -> String {
+    let entries: Vec<KeyEntry> = keys
+        .iter()
+        .map(|key| KeyEntry {
+            group: None,
+            period: None,
+            key: *key,
+        })
+        .collect();
+    write_cpix_entries(&entries)
+}
+
+/// Label of the key group that [`AUDIO_GROUP`] names in CPIX rules.
+pub const AUDIO_GROUP: &str = "audio";
+
+/// A CPIX document with a channel's keys in the clear, and when they differ
+/// by group or period, what each protects (DASH-IF CPIX 2.3 §5.3.4
+/// `ContentKeyPeriodList`, §5.3.5 `ContentKeyUsageRuleList`): a
+/// `KeyPeriodFilter` per rotating key; an `AudioFilter` for the audio key,
+/// a `LabelFilter` with the group's name (the renditions it lists carry
+/// that label) and a `VideoFilter` for a rendition group's key; a
+/// `VideoFilter` for the channel's own key when audio has its own.
+pub fn write_cpix_entries(entries: &[KeyEntry]) -> String {
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     out.push_str(&format!(
         "<cpix:CPIX xmlns:cpix=\"{CPIX_NS}\" xmlns:pskc=\"{PSKC_NS}\">\n  <cpix:ContentKeyList>\n"
     ));
-    for key in keys {
+    for entry in entries {
         out.push_str(&format!(
             "    <cpix:ContentKey kid=\"{}\"><cpix:Data><pskc:Secret><pskc:PlainValue>{}</pskc:PlainValue></pskc:Secret></cpix:Data></cpix:ContentKey>\n",
-            key.kid.uuid(),
-            STANDARD.encode(key.key)
+            entry.key.kid.uuid(),
+            STANDARD.encode(entry.key.key)
         ));
     }
-    out.push_str("  </cpix:ContentKeyList>\n</cpix:CPIX>\n");
+    out.push_str("  </cpix:ContentKeyList>\n");
+    let periods: std::collections::BTreeSet<u64> =
+        entries.iter().filter_map(|e| e.period).collect();
+    if !periods.is_empty() {
+        out.push_str("  <cpix:ContentKeyPeriodList>\n");
+        for p in &periods {
+            out.push_str(&format!(
+                "    <cpix:ContentKeyPeriod id=\"keyPeriod_{p}\" index=\"{p}\"/>\n"
+            ));
+        }
+        out.push_str("  </cpix:ContentKeyPeriodList>\n");
+    }
+    let audio_apart = entries
+        .iter()
+        .any(|e| e.group.as_deref() == Some(AUDIO_GROUP));
+    if entries
+        .iter()
+        .any(|e| e.group.is_some() || e.period.is_some())
+    {
+        out.push_str("  <cpix:ContentKeyUsageRuleList>\n");
+        for entry in entries {
+            let mut filters = String::new();
+            if let Some(p) = entry.period {
+                filters.push_str(&format!(
+                    "<cpix:KeyPeriodFilter periodId=\"keyPeriod_{p}\"/>"
+                ));
+            }
+            let track_type = match entry.group.as_deref() {
+                Some(AUDIO_GROUP) => {
+                    filters.push_str("<cpix:AudioFilter/>");
+                    "AUDIO".to_owned()
+                }
+                Some(group) => {
+                    filters.push_str(&format!(
+                        "<cpix:LabelFilter label=\"{group}\"/><cpix:VideoFilter/>"
+                    ));
+                    group.to_owned()
+                }
+                None if audio_apart => {
+                    filters.push_str("<cpix:VideoFilter/>");
+                    "VIDEO".to_owned()
+                }
+                None => "ALL".to_owned(),
+            };
+            out.push_str(&format!(
+                "    <cpix:ContentKeyUsageRule kid=\"{}\" intendedTrackType=\"{track_type}\">{filters}</cpix:ContentKeyUsageRule>\n",
+                entry.key.kid.uuid()
+            ));
+        }
+        out.push_str("  </cpix:ContentKeyUsageRuleList>\n");
+    }
+    out.push_str("</cpix:CPIX>\n");
     out
 }
 

@@ -158,13 +158,19 @@ function pageHtml(port) {
 </body></html>`;
 }
 
-// ClearKey license per W3C EME §9.1.4: JSON Web Key set for the requested kids.
+// ClearKey license per W3C EME §9.1.4: a JSON Web Key set with every
+// --clearkey key, the requested ones first, as Shaka's drm.clearKeys does.
+// A licence may carry keys that were not asked for, and with key rotation
+// hls.js (1.7) needs them: for ClearKey it does not read the KID of an
+// in-band pssh, so it may pair a late "encrypted" event of the previous key
+// period with the next period's session, whose request then names the
+// previous KID.
 function clearkeyLicense(body) {
-  let wanted = null;
-  try { wanted = JSON.parse(body).kids; } catch { /* answer with every key */ }
-  const keys = opts.keys
-    .map((k) => ({ kty: 'oct', kid: b64url(k.kid), k: b64url(k.key) }))
-    .filter((k) => !Array.isArray(wanted) || wanted.includes(k.kid));
+  let wanted = [];
+  try { wanted = JSON.parse(body).kids || []; } catch { /* answer with every key */ }
+  const asked = (k) => Array.isArray(wanted) && wanted.includes(k.kid);
+  const all = opts.keys.map((k) => ({ kty: 'oct', kid: b64url(k.kid), k: b64url(k.key) }));
+  const keys = [...all.filter(asked), ...all.filter((k) => !asked(k))];
   return JSON.stringify({ keys, type: 'temporary' });
 }
 

@@ -24,7 +24,7 @@ use prometheus_client::registry::Registry;
 use serde::Deserialize;
 
 use super::Drm;
-use crate::keys::{write_cpix, KeyError, KeyId};
+use crate::keys::{write_cpix_entries, KeyError, KeyId};
 
 /// Largest licence request body read (W3C ClearKey requests are tiny).
 pub const MAX_LICENCE_REQUEST: usize = 16 * 1024;
@@ -278,7 +278,8 @@ fn check_bearer(state: &AdminDrm, headers: &HeaderMap) -> Result<(), Refusal> {
     )
 }
 
-/// `GET /api/channels/{channel}/keys`: the channel's keys as CPIX.
+/// `GET /api/channels/{channel}/keys`: the channel's keys as CPIX, with
+/// usage rules when they differ by key group or period.
 async fn export_cpix(
     State(state): State<Arc<AdminDrm>>,
     Path(channel): Path<String>,
@@ -289,13 +290,13 @@ async fn export_cpix(
         count(metrics, refusal.outcome());
         return refusal.response();
     }
-    let keys = state.drm.keys.keys_of(&channel);
+    let keys = state.drm.keys.entries_of(&channel);
     if keys.is_empty() {
         count(metrics, "unknown_key");
         return Refusal(StatusCode::NOT_FOUND, "the channel has no keys yet").response();
     }
     count(metrics, "ok");
-    let mut r = write_cpix(&keys).into_response();
+    let mut r = write_cpix_entries(&keys).into_response();
     let h = r.headers_mut();
     h.insert(
         header::CONTENT_TYPE,

@@ -111,38 +111,66 @@ fn aes128_rotation_signals_each_new_key() {
 fn sample_aes_playlists_signal_clearkey_and_widevine_before_the_first_map() {
     let (drm, _) = drm(EncryptionScheme::Cbcs, 0);
     let key = drm.keys.key_for("news", None).expect("key");
-    let text = playlist_with_sample_aes(
-        MEDIA_PLAYLIST,
-        &drm.signalling("news", EncryptionScheme::Cbcs, &key),
-    );
+    let text = playlist_with_sample_aes(MEDIA_PLAYLIST, |_| {
+        Ok(drm.signalling("news", EncryptionScheme::Cbcs, &key))
+    })
+    .expect("playlist");
     let clearkey = text
         .find("KEYFORMAT=\"org.w3.clearkey\"")
         .expect("clearkey");
     assert!(text.contains(&format!("METHOD=SAMPLE-AES,KEYFORMAT=\"org.w3.clearkey\",KEYFORMATVERSIONS=\"1\",URI=\"data:text/plain;base64,{}\",KEYID=0x{}", STANDARD.encode(key.kid.0), key.kid.hex())), "{text}");
     assert!(text.contains(&format!("KEYFORMAT=\"urn:uuid:{WIDEVINE_UUID}\"")));
     assert!(clearkey < text.find("#EXT-X-MAP").expect("map"));
-    let ctr = playlist_with_sample_aes(
-        MEDIA_PLAYLIST,
-        &drm.signalling("news", EncryptionScheme::Cenc, &key),
+    let ctr = playlist_with_sample_aes(MEDIA_PLAYLIST, |_| {
+        Ok(drm.signalling("news", EncryptionScheme::Cenc, &key))
+    })
+    .expect("playlist");
+    assert_eq!(
+        ctr.matches("KEYFORMAT=\"org.w3.clearkey\"").count(),
+        1,
+        "one key, one tag: {ctr}"
     );
     assert!(ctr.contains("METHOD=SAMPLE-AES-CTR"));
 }
 
-#[test]
-fn mpds_carry_content_protection_in_every_adaptation_set() {
-    let mpd = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>
+/// Our MPD's shape: a video set with a Representation per rendition, an
+/// audio set, each Representation's SegmentTemplate naming its init.
+const LADDER_MPD: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>
 <MPD xmlns=\"urn:mpeg:dash:schema:mpd:2011\" type=\"static\">
   <Period id=\"1\" start=\"PT0S\">
-    <AdaptationSet id=\"0\" contentType=\"video\">
+    <AdaptationSet id=\"0\" contentType=\"video\" mimeType=\"video/mp4\">
+      <Representation id=\"1080p\" codecs=\"avc1.640028\" bandwidth=\"5000000\">
+        <SegmentTemplate timescale=\"90000\" startNumber=\"100\" initialization=\"1080p/video/init-100.mp4\" media=\"1080p/video/$Number$.m4s\">
+        </SegmentTemplate>
+      </Representation>
+      <Representation id=\"480p\" codecs=\"avc1.64001e\" bandwidth=\"1000000\">
+        <SegmentTemplate timescale=\"90000\" startNumber=\"100\" initialization=\"480p/video/init-101.mp4\" media=\"480p/video/$Number$.m4s\">
+        </SegmentTemplate>
+      </Representation>
+      <Representation id=\"720p\" codecs=\"avc1.64001f\" bandwidth=\"3000000\">
+        <SegmentTemplate timescale=\"90000\" startNumber=\"100\" initialization=\"720p/video/init-102.mp4\" media=\"720p/video/$Number$.m4s\">
+        </SegmentTemplate>
+      </Representation>
     </AdaptationSet>
-    <AdaptationSet id=\"1\" contentType=\"audio\">
+    <AdaptationSet id=\"1\" contentType=\"audio\" mimeType=\"audio/mp4\">
+      <Representation id=\"1080p-audio\" codecs=\"mp4a.40.2\" bandwidth=\"128000\">
+        <SegmentTemplate timescale=\"48000\" startNumber=\"100\" initialization=\"1080p/audio/init-100.mp4\" media=\"1080p/audio/$Number$.m4s\">
+        </SegmentTemplate>
+      </Representation>
     </AdaptationSet>
   </Period>
 </MPD>
 ";
+
+#[test]
+fn mpds_carry_content_protection_in_every_adaptation_set() {
+    let mpd = LADDER_MPD;
     let (drm, _) = drm(EncryptionScheme::Cenc, 0);
     let key = drm.keys.key_for("news", None).expect("key");
-    let out = mpd_with_protection(mpd, &drm.signalling("news", EncryptionScheme::Cenc, &key));
+    let out = mpd_with_protection(mpd, |_| {
+        Ok(drm.signalling("news", EncryptionScheme::Cenc, &key))
+    })
+    .expect("mpd");
     let doc = roxmltree::Document::parse(&out).expect("well-formed XML");
     let protections: Vec<_> = doc
         .descendants()
@@ -189,9 +217,9 @@ fn config_errors_name_the_key() {
     assert!(err.to_string().contains("rot13"), "{err}");
     let err = cfg("[encryption.channels.premium]\nschema = \"cbcs\"\n").expect_err("typo");
     assert!(err.to_string().contains("schema"), "{err}");
-    let err = cfg("[keys]\nstate_dir = \"/tmp/x\"\nrotate_every = 5\n[encryption.channels.p]\nscheme = \"cenc\"\n")
-        .expect_err("rotation with cenc");
-    assert!(err.to_string().starts_with("keys.rotate_every"), "{err}");
+    let rotating = cfg("[keys]\nstate_dir = \"/tmp/x\"\nrotate_every = 5\n[encryption.channels.p]\nscheme = \"cenc\"\n")
+        .expect("rotation with cenc");
+    assert_eq!(rotating.keys.rotate_every, 5);
     let ok = cfg(
         "[keys]\nstate_dir = \"/tmp/x\"\n[encryption.channels.premium]\nscheme = \"aes-128\"\n",
     )
@@ -397,20 +425,8 @@ async fn channel_licence_urls_answer_only_that_channels_keys() {
 fn an_encrypted_channel_gets_its_key_on_first_publish() {
     let (drm, _) = drm(EncryptionScheme::Cbcs, 0);
     let drm = Arc::new(drm);
-    let target = KeyOnPublish {
-        inner: crate::store::Store::new(crate::store::StoreConfig::default()),
-        drm: drm.clone(),
-    };
     assert!(drm.keys.keys_of("news").is_empty());
-    let name = StreamName {
-        channel: "news".into(),
-        rendition: "main".into(),
-    };
-    let info = PublisherInfo {
-        remote: std::net::SocketAddr::from(([127, 0, 0, 1], 1935)),
-        protocol: "rtmp",
-    };
-    let _sink = target.publish(&name, info).expect("publish");
+    let _sink = publish(&drm, "main");
     assert_eq!(drm.keys.keys_of("news").len(), 1);
 }
 
@@ -495,4 +511,359 @@ fn playready_objects_carry_the_kid_little_endian_and_the_licence_url() {
             .collect::<Vec<_>>()
     )
     .contains("ALGID=\"AESCBC\""));
+}
+
+/// A cbcs or cenc service with `[encryption]` groups SD/HD and audio apart.
+fn grouped(scheme: EncryptionScheme, rotate_every: u64) -> Drm {
+    let (mut drm, _) = drm(scheme, rotate_every);
+    drm.config.key_groups = [
+        ("hd".to_owned(), vec!["720p".to_owned(), "1080p".to_owned()]),
+        ("sd".to_owned(), vec!["480p".to_owned()]),
+    ]
+    .into();
+    drm.config.separate_audio_key = true;
+    drm
+}
+
+#[test]
+fn key_groups_give_audio_sd_and_hd_their_own_keys() {
+    let drm = grouped(EncryptionScheme::Cbcs, 0);
+    let c = &drm.config;
+    assert_eq!(c.key_group("news", "720p", TrackKind::Video), Some("hd"));
+    assert_eq!(c.key_group("news", "480p", TrackKind::Video), Some("sd"));
+    assert_eq!(c.key_group("news", "main", TrackKind::Video), None);
+    assert_eq!(c.key_group("news", "720p", TrackKind::Audio), Some("audio"));
+    let out = mpd_with_protection(LADDER_MPD, |r| {
+        let key = drm.default_key("news", &r.rendition, r.kind, r.init_id)?;
+        Ok(drm.signalling("news", EncryptionScheme::Cbcs, &key))
+    })
+    .expect("mpd");
+    let doc = roxmltree::Document::parse(&out).expect("well-formed XML");
+    let sets: Vec<_> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("AdaptationSet"))
+        .collect();
+    // HD (1080p, 720p), SD (480p), audio: one set per key, first use first.
+    let ids: Vec<&str> = sets.iter().filter_map(|s| s.attribute("id")).collect();
+    assert_eq!(ids, ["0", "100", "1"], "{out}");
+    let kid_of = |set: &roxmltree::Node| {
+        set.children()
+            .find(|n| n.attribute("schemeIdUri") == Some("urn:mpeg:dash:mp4protection:2011"))
+            .and_then(|n| n.attribute(("urn:mpeg:cenc:2013", "default_KID")))
+            .map(str::to_owned)
+            .expect("default_KID")
+    };
+    let reps = |set: &roxmltree::Node| -> Vec<String> {
+        set.children()
+            .filter(|n| n.has_tag_name("Representation"))
+            .filter_map(|n| n.attribute("id").map(str::to_owned))
+            .collect()
+    };
+    let key = |group| drm.keys.group_key("news", Some(group), None).expect("key");
+    assert_eq!(reps(&sets[0]), ["1080p", "720p"]);
+    assert_eq!(kid_of(&sets[0]), key("hd").kid.uuid());
+    assert_eq!(reps(&sets[1]), ["480p"]);
+    assert_eq!(kid_of(&sets[1]), key("sd").kid.uuid());
+    assert_eq!(kid_of(&sets[2]), key("audio").kid.uuid());
+    let distinct: std::collections::BTreeSet<String> = sets.iter().map(kid_of).collect();
+    assert_eq!(distinct.len(), 3);
+    // The two video sets may be switched between.
+    for (set, other) in [(&sets[0], "100"), (&sets[1], "0")] {
+        let switching = set
+            .children()
+            .find(|n| n.has_tag_name("SupplementalProperty"))
+            .expect("adaptation-set-switching");
+        assert_eq!(
+            switching.attribute("schemeIdUri"),
+            Some("urn:mpeg:dash:adaptation-set-switching:2016")
+        );
+        assert_eq!(switching.attribute("value"), Some(other));
+    }
+    assert!(!sets[2]
+        .children()
+        .any(|n| n.has_tag_name("SupplementalProperty")));
+    // Each HLS media playlist carries its own group's key.
+    for (rendition, kind, group) in [
+        ("720p", TrackKind::Video, "hd"),
+        ("480p", TrackKind::Video, "sd"),
+        ("720p", TrackKind::Audio, "audio"),
+    ] {
+        let text = playlist_with_sample_aes(MEDIA_PLAYLIST, |seq| {
+            let key = drm.segment_key("news", rendition, kind, seq)?;
+            Ok(drm.signalling("news", EncryptionScheme::Cbcs, &key))
+        })
+        .expect("playlist");
+        assert!(
+            text.contains(&format!("KEYID=0x{}", key(group).kid.hex())),
+            "{rendition} {kind:?}: {text}"
+        );
+    }
+}
+
+#[test]
+fn rotating_playlists_change_key_where_the_period_changes() {
+    // rotate_every 2: 100, 101 in period 50; 102 in period 51.
+    let drm = grouped(EncryptionScheme::Cenc, 2);
+    let text = playlist_with_sample_aes(MEDIA_PLAYLIST, |seq| {
+        let key = drm.segment_key("news", "720p", TrackKind::Video, seq)?;
+        Ok(drm.signalling("news", EncryptionScheme::Cenc, &key))
+    })
+    .expect("playlist");
+    let p50 = drm
+        .keys
+        .group_key("news", Some("hd"), Some(50))
+        .expect("50");
+    let p51 = drm
+        .keys
+        .group_key("news", Some("hd"), Some(51))
+        .expect("51");
+    assert_ne!(p50.kid, p51.kid);
+    // Each segment is preceded by its own period's key lines.
+    let key_before = |uri: &str| {
+        let at = text.find(uri).expect("segment");
+        let tag = text[..at]
+            .rfind("#EXT-X-KEY:METHOD=SAMPLE-AES-CTR,KEYFORMAT=\"org.w3.clearkey\"")
+            .expect("a key before");
+        text[tag..].split("KEYID=0x").nth(1).expect("keyid")[..32].to_owned()
+    };
+    assert_eq!(key_before("video/100.m4s"), p50.kid.hex(), "{text}");
+    assert_eq!(key_before("video/101.m4s"), p50.kid.hex());
+    assert_eq!(key_before("video/102.m4s"), p51.kid.hex());
+    // One set of tags per key change, each before the segment's own tags.
+    assert_eq!(
+        text.matches("KEYFORMAT=\"org.w3.clearkey\"").count(),
+        2,
+        "{text}"
+    );
+    assert_eq!(
+        text.matches(&format!("urn:uuid:{WIDEVINE_UUID}")).count(),
+        2
+    );
+    let change = text.find(&p51.kid.hex()).expect("p51");
+    assert!(change < text.find("#EXT-X-DISCONTINUITY\n").expect("discontinuity"));
+    assert!(change > text.find("video/101.m4s").expect("101"));
+    // A window starting inside period 51 starts with period 51's key.
+    let late = MEDIA_PLAYLIST
+        .replace("#EXT-X-MEDIA-SEQUENCE:100", "#EXT-X-MEDIA-SEQUENCE:103")
+        .replace("video/100.m4s", "video/103.m4s");
+    let late = playlist_with_sample_aes(&late, |seq| {
+        let key = drm.segment_key("news", "720p", TrackKind::Video, seq)?;
+        Ok(drm.signalling("news", EncryptionScheme::Cenc, &key))
+    })
+    .expect("playlist");
+    let first_key = late.find("#EXT-X-KEY").expect("key");
+    assert!(first_key < late.find("#EXT-X-MAP").expect("map"), "{late}");
+    assert!(late[first_key..].starts_with(&format!(
+        "#EXT-X-KEY:METHOD=SAMPLE-AES-CTR,KEYFORMAT=\"org.w3.clearkey\",KEYFORMATVERSIONS=\"1\",URI=\"data:text/plain;base64,{}\",KEYID=0x{}",
+        STANDARD.encode(p51.kid.0),
+        p51.kid.hex()
+    )));
+}
+
+#[test]
+fn rotating_channels_keep_one_default_kid_and_name_each_period_in_band() {
+    let drm = grouped(EncryptionScheme::Cbcs, 1);
+    // The MPD's default KID is the group's first period key, whatever the
+    // init's number, so Representations of a group agree.
+    let out = mpd_with_protection(LADDER_MPD, |r| {
+        let key = drm.default_key("news", &r.rendition, r.kind, r.init_id)?;
+        Ok(drm.signalling("news", EncryptionScheme::Cbcs, &key))
+    })
+    .expect("mpd");
+    let hd_first = drm
+        .keys
+        .group_key("news", Some("hd"), Some(100))
+        .expect("hd");
+    assert!(out.contains(&format!("cenc:default_KID=\"{}\"", hd_first.kid.uuid())));
+    assert_eq!(
+        drm.default_key("news", "720p", TrackKind::Video, 500)
+            .expect("default"),
+        hd_first,
+        "later inits keep the group's default KID"
+    );
+    // Fragments of later periods carry their own key in a seig group.
+    let (params, video) = demo_video();
+    let init = crate::media::fmp4::init_segment(crate::package::VIDEO_TRACK_ID, &params);
+    let clear = crate::media::fmp4::media_segment(1, crate::package::VIDEO_TRACK_ID, 0, &video);
+    let protect = |path: &str, body: &bytes::Bytes| {
+        drm.protect(
+            "news",
+            path,
+            Rendered::new(body.clone(), "video/mp4", crate::package::IMMUTABLE.into()),
+        )
+        .expect("protect")
+        .body
+    };
+    let sealed_init = protect("720p/video/init-100.mp4", &init);
+    let tenc_kid = find_after(&sealed_init, b"tenc", 8);
+    assert_eq!(tenc_kid, hd_first.kid.0);
+    for sequence in [100u64, 101, 102] {
+        let sealed = protect(&format!("720p/video/{sequence}.m4s"), &clear);
+        let period_key = drm
+            .keys
+            .group_key("news", Some("hd"), Some(sequence))
+            .expect("period key");
+        assert_eq!(
+            find_after(&sealed, b"sgpd", 20),
+            period_key.kid.0,
+            "{sequence}"
+        );
+        // The in-band common pssh (version 1) lists the same KID.
+        assert_eq!(find_after(&sealed, b"pssh", 24), period_key.kid.0);
+    }
+    // Without rotation, fragments carry no sample groups.
+    let still = grouped(EncryptionScheme::Cbcs, 0);
+    let sealed = still
+        .protect(
+            "news",
+            "720p/video/100.m4s",
+            Rendered::new(clear.clone(), "video/mp4", crate::package::IMMUTABLE.into()),
+        )
+        .expect("protect");
+    assert!(!sealed.body.windows(4).any(|w| w == b"sgpd"));
+}
+
+fn demo_video() -> (crate::media::TrackParams, Vec<crate::media::Sample>) {
+    let demo = include_bytes!("../../assets/demo.flv");
+    let mut params = None;
+    let mut video = Vec::new();
+    for e in crate::media::flv::file_events(bytes::Bytes::from_static(demo)).expect("flv") {
+        match e {
+            crate::media::MediaEvent::Params(p) if p.kind() == TrackKind::Video => params = Some(p),
+            crate::media::MediaEvent::Sample(TrackKind::Video, s) if video.len() < 25 => {
+                video.push(s)
+            }
+            _ => {}
+        }
+    }
+    (params.expect("video params"), video)
+}
+
+/// 16 bytes at `offset` past the start of the first `fourcc` box's body.
+fn find_after(data: &[u8], fourcc: &[u8; 4], offset: usize) -> [u8; 16] {
+    let at = data
+        .windows(4)
+        .position(|w| w == fourcc)
+        .unwrap_or_else(|| panic!("no {}", String::from_utf8_lossy(fourcc)))
+        + 4;
+    data[at + offset..at + offset + 16].try_into().expect("16")
+}
+
+#[tokio::test]
+async fn licences_hand_out_every_period_and_group_key_by_kid() {
+    let drm = grouped(EncryptionScheme::Cenc, 1);
+    let keys: Vec<ContentKey> = [
+        (Some("hd"), Some(7)),
+        (Some("hd"), Some(8)),
+        (Some("audio"), Some(8)),
+        (None, Some(9)),
+    ]
+    .into_iter()
+    .map(|(g, p)| drm.keys.group_key("news", g, p).expect("key"))
+    .collect();
+    let other = drm
+        .keys
+        .group_key("sport", Some("hd"), Some(8))
+        .expect("sport");
+    let router = http::playback_routes(Arc::new(drm));
+    let kids: Vec<String> = keys
+        .iter()
+        .chain([&other])
+        .map(|k| format!("\"{}\"", k.kid.base64url()))
+        .collect();
+    let request = Request::post("/drm/clearkey/news")
+        .body(Body::from(format!("{{\"kids\":[{}]}}", kids.join(","))))
+        .expect("request");
+    let (status, body, _) = call(&router, request).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let jwks: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let answered: Vec<&str> = jwks["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .filter_map(|k| k["kid"].as_str())
+        .collect();
+    let expected: Vec<String> = keys.iter().map(|k| k.kid.base64url()).collect();
+    assert_eq!(answered, expected, "every key of news, none of sport");
+}
+
+#[test]
+fn key_group_config_errors_name_the_key() {
+    let cfg = |text: &str| {
+        crate::config::OriginConfig::parse(&format!("[keys]\nstate_dir = \"/tmp/x\"\n{text}"))
+    };
+    for (text, expected) in [
+        (
+            "[encryption]\ndefault = \"cbcs\"\nkey_groups = { sd = [\"480p\"], hd = [\"720p\", \"480p\"] }\n",
+            "encryption.key_groups.sd: rendition \"480p\" is already in key group \"hd\"",
+        ),
+        (
+            "[encryption]\ndefault = \"cbcs\"\nkey_groups = { hd = [\"720p\", \"720p\"] }\n",
+            "encryption.key_groups.hd: rendition \"720p\" is listed twice",
+        ),
+        (
+            "[encryption.channels.news]\nscheme = \"cenc\"\nkey_groups = { hd = [\"7 20p\"] }\n",
+            "encryption.channels.news.key_groups.hd: \"7 20p\" is not a rendition name",
+        ),
+        (
+            "[encryption.channels.news]\nscheme = \"cenc\"\nkey_groups = { audio = [\"main\"] }\n",
+            "encryption.channels.news.key_groups.audio:",
+        ),
+        (
+            "[encryption.channels.news]\nscheme = \"cenc\"\nkey_groups = { hd = [] }\n",
+            "encryption.channels.news.key_groups.hd: lists no renditions",
+        ),
+        (
+            "[encryption.channels.news]\nscheme = \"aes-128\"\nkey_groups = { hd = [\"720p\"] }\n",
+            "encryption.channels.news.key_groups: per-rendition keys need scheme cbcs or cenc",
+        ),
+        (
+            "[encryption.channels.news]\nscheme = \"aes-128\"\nseparate_audio_key = true\n",
+            "encryption.channels.news.separate_audio_key:",
+        ),
+        (
+            "[encryption]\ndefault = \"cbcs\"\nkey_group = { hd = [\"720p\"] }\n",
+            "key_group",
+        ),
+    ] {
+        let err = cfg(text).expect_err(text).to_string();
+        assert!(err.contains(expected), "{text}: {err}");
+    }
+    let ok = cfg("[encryption]\ndefault = \"cbcs\"\nseparate_audio_key = true\nkey_groups = { sd = [\"480p\"], hd = [\"720p\", \"1080p\"] }\n[encryption.channels.radio]\nscheme = \"cenc\"\nseparate_audio_key = false\nkey_groups = {}\n")
+        .expect("valid");
+    let e = &ok.encryption;
+    assert_eq!(e.key_group("tv", "1080p", TrackKind::Video), Some("hd"));
+    assert_eq!(e.key_group("tv", "1080p", TrackKind::Audio), Some("audio"));
+    assert_eq!(e.key_group("radio", "1080p", TrackKind::Video), None);
+    assert_eq!(e.key_group("radio", "1080p", TrackKind::Audio), None);
+}
+
+#[test]
+fn a_first_publish_creates_the_renditions_group_keys() {
+    let drm = Arc::new(grouped(EncryptionScheme::Cenc, 0));
+    let _sink = publish(&drm, "720p");
+    let groups: Vec<Option<String>> = drm
+        .keys
+        .entries_of("news")
+        .into_iter()
+        .map(|e| e.group)
+        .collect();
+    assert_eq!(groups, [Some("audio".to_owned()), Some("hd".to_owned())]);
+}
+
+/// `live/news.{rendition}` published through [`KeyOnPublish`].
+fn publish(drm: &Arc<Drm>, rendition: &str) -> Box<dyn MediaSink> {
+    let target = KeyOnPublish {
+        inner: crate::store::Store::new(crate::store::StoreConfig::default()),
+        drm: drm.clone(),
+    };
+    let name = StreamName {
+        channel: "news".into(),
+        rendition: rendition.into(),
+    };
+    let info = PublisherInfo {
+        remote: std::net::SocketAddr::from(([127, 0, 0, 1], 1935)),
+        protocol: "rtmp",
+    };
+    target.publish(&name, info).expect("publish")
 }

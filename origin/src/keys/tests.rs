@@ -143,3 +143,117 @@ fn key_ids_parse_in_every_form_and_keys_stay_out_of_debug() {
     let key = ContentKey::generate().expect("random");
     assert!(!format!("{key:?}").contains(&hex::encode(key.key)));
 }
+
+#[test]
+fn group_and_period_keys_survive_a_restart_and_export_with_usage_rules() {
+    let dir = temp_dir("groups");
+    let config = KeysConfig {
+        state_dir: Some(dir.clone()),
+        rotate_every: 1,
+    };
+    let first = KeyService::open(&config).expect("open");
+    let hd7 = first.group_key("tv", Some("hd"), Some(7)).expect("hd 7");
+    let hd8 = first.group_key("tv", Some("hd"), Some(8)).expect("hd 8");
+    let audio7 = first
+        .group_key("tv", Some("audio"), Some(7))
+        .expect("audio 7");
+    let own7 = first.key_for("tv", Some(7)).expect("own 7");
+    let distinct: std::collections::BTreeSet<KeyId> =
+        [hd7, hd8, audio7, own7].iter().map(|k| k.kid).collect();
+    assert_eq!(distinct.len(), 4, "a key per group and period");
+    // The default key is the group's first period key, asked for any period.
+    assert_eq!(
+        first
+            .default_key("tv", Some("hd"), Some(99))
+            .expect("default"),
+        hd7
+    );
+    // A group that has none yet gets the asked-for period's key.
+    let sd = first.default_key("tv", Some("sd"), Some(9)).expect("sd");
+    assert_eq!(
+        first.group_key("tv", Some("sd"), Some(9)).expect("sd 9"),
+        sd
+    );
+    assert!(first.group_key("tv", Some("../x"), Some(1)).is_err());
+    drop(first);
+
+    let second = KeyService::open(&config).expect("reopen");
+    assert_eq!(
+        second.group_key("tv", Some("hd"), Some(7)).expect("hd 7"),
+        hd7
+    );
+    assert_eq!(
+        second.group_key("tv", Some("hd"), Some(8)).expect("hd 8"),
+        hd8
+    );
+    assert_eq!(
+        second.group_key("tv", Some("audio"), Some(7)).expect("a"),
+        audio7
+    );
+    assert_eq!(second.key_for("tv", Some(7)).expect("own"), own7);
+    assert_eq!(
+        second.default_key("tv", Some("hd"), Some(1)).expect("d"),
+        hd7
+    );
+    assert_eq!(second.lookup(&hd8.kid), Some(hd8));
+    assert_eq!(second.channel_of(&audio7.kid).as_deref(), Some("tv"));
+    assert_eq!(second.entries_of("tv").len(), 5);
+
+    let cpix = write_cpix_entries(&second.entries_of("tv"));
+    assert_eq!(parse_cpix(&cpix).expect("parses back").len(), 5);
+    let doc = roxmltree::Document::parse(&cpix).expect("xml");
+    let rule = |kid: &KeyId| {
+        doc.descendants()
+            .find(|n| {
+                n.has_tag_name((CPIX_NS, "ContentKeyUsageRule"))
+                    && n.attribute("kid") == Some(kid.uuid().as_str())
+            })
+            .expect("a rule per key")
+    };
+    let filters = |kid: &KeyId| -> Vec<String> {
+        rule(kid)
+            .children()
+            .filter(|n| n.is_element())
+            .map(|n| {
+                let attrs: Vec<String> = n.attributes().map(|a| a.value().to_owned()).collect();
+                format!("{}{:?}", n.tag_name().name(), attrs)
+            })
+            .collect()
+    };
+    assert_eq!(
+        filters(&hd8.kid),
+        [
+            "KeyPeriodFilter[\"keyPeriod_8\"]",
+            "LabelFilter[\"hd\"]",
+            "VideoFilter[]"
+        ]
+    );
+    assert_eq!(
+        filters(&audio7.kid),
+        ["KeyPeriodFilter[\"keyPeriod_7\"]", "AudioFilter[]"]
+    );
+    assert_eq!(
+        rule(&audio7.kid).attribute("intendedTrackType"),
+        Some("AUDIO")
+    );
+    assert_eq!(
+        filters(&own7.kid),
+        ["KeyPeriodFilter[\"keyPeriod_7\"]", "VideoFilter[]"]
+    );
+    let periods: Vec<(&str, &str)> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name((CPIX_NS, "ContentKeyPeriod")))
+        .filter_map(|n| Some((n.attribute("id")?, n.attribute("index")?)))
+        .collect();
+    assert_eq!(
+        periods,
+        [
+            ("keyPeriod_7", "7"),
+            ("keyPeriod_8", "8"),
+            ("keyPeriod_9", "9")
+        ]
+    );
+    // A channel with one key exports no rules at all.
+    assert!(!write_cpix(&[hd7]).contains("UsageRule"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -12,6 +12,14 @@
 //!   the constant IV at the start of every subsample;
 //! - audio uses full-sample encryption (`cbcs`: every whole block, pattern
 //!   0:0 in `tenc`; the trailing partial block stays clear).
+//!
+//! Key rotation (§6, §8.1; the DASH-IF IOP's in-band key rotation):
+//! `tenc` keeps one default KID, and each fragment encrypted with another
+//! key says so itself: a `seig` sample group (`sgpd` + `sbgp` in `traf`)
+//! maps all its samples to the key's KID (and cbcs constant IV), and the
+//! key's `pssh` boxes ride in `moof`, so EME raises `encrypted` for a new
+//! key without a manifest change. Readers that ignore sample groups
+//! (ffmpeg) keep decrypting with the default key only.
 
 use super::fmp4::{begin_box, begin_full_box, end_box};
 use aes::cipher::{BlockEncrypt, KeyInit, KeyIvInit, StreamCipher};
@@ -70,8 +78,12 @@ pub struct TrackProtection {
     pub key: [u8; 16],
     /// `cbcs` constant IV (in `tenc`); unused by `cenc`.
     pub constant_iv: [u8; 16],
-    /// `pssh` boxes for the init segment.
+    /// `pssh` boxes for the init segment, or for a fragment's `moof` when
+    /// `in_band` is set.
     pub pssh: Vec<Pssh>,
+    /// Keys rotate: a fragment names its key in a `seig` sample group and
+    /// carries `pssh` in `moof`, whatever the init segment's default KID.
+    pub in_band: bool,
 }
 
 impl TrackProtection {
@@ -162,6 +174,53 @@ pub fn write_tenc(buf: &mut BytesMut, p: &TrackProtection) {
     }
     end_box(buf, start);
 }
+
+/// ISO/IEC 23001-7 §6 `CencSampleEncryptionInformationGroupEntry`: the
+/// same fields as `tenc` after its version/flags (reserved, crypt:skip
+/// pattern, isProtected, Per_Sample_IV_Size, KID, constant IV when the
+/// per-sample IV size is 0).
+fn write_seig_entry(buf: &mut BytesMut, p: &TrackProtection) {
+    buf.put_u8(0); // reserved
+    let (crypt, skip) = p.pattern();
+    buf.put_u8((crypt << 4) | skip);
+    buf.put_u8(1); // isProtected
+    buf.put_u8(p.per_sample_iv_size());
+    buf.put_slice(&p.kid);
+    if p.per_sample_iv_size() == 0 {
+        buf.put_u8(16); // constant_IV_size
+        buf.put_slice(&p.constant_iv);
+    }
+}
+
+/// ISO/IEC 14496-12 §8.9.3 `sgpd`, version 1 (Chromium reads the length
+/// fields of version 1 only), grouping type `seig`, one entry of
+/// `default_length` bytes.
+pub fn write_seig_sgpd(buf: &mut BytesMut, p: &TrackProtection) {
+    let start = begin_full_box(buf, b"sgpd", 1, 0);
+    buf.put_slice(b"seig");
+    let mut entry = BytesMut::new();
+    write_seig_entry(&mut entry, p);
+    buf.put_u32(entry.len() as u32); // default_length
+    buf.put_u32(1); // entry_count
+    buf.put_slice(&entry);
+    end_box(buf, start);
+}
+
+/// ISO/IEC 14496-12 §8.9.2 `sbgp`, version 0: all `sample_count` samples
+/// belong to the first group description in this `traf` (§8.9.4: indices
+/// above 0x10000 are fragment-local, 0x10001 the first).
+pub fn write_seig_sbgp(buf: &mut BytesMut, sample_count: u32) {
+    let start = begin_full_box(buf, b"sbgp", 0, 0);
+    buf.put_slice(b"seig");
+    buf.put_u32(1); // entry_count
+    buf.put_u32(sample_count);
+    buf.put_u32(FRAGMENT_GROUP_DESCRIPTION_BASE + 1);
+    end_box(buf, start);
+}
+
+/// ISO/IEC 14496-12 §8.9.4: group description indices past this refer to
+/// the `sgpd` in the same `traf`.
+pub const FRAGMENT_GROUP_DESCRIPTION_BASE: u32 = 0x1_0000;
 
 /// ISO/IEC 23001-7 §8.1: version 1 (key IDs listed) when there are any.
 pub fn write_pssh(buf: &mut BytesMut, pssh: &Pssh) {
@@ -368,7 +427,9 @@ impl Reader<'_> {
 }
 
 /// A clear CMAF fragment (`styp` + `moof` + `mdat`, one track) → protected:
-/// samples encrypted in place, `senc` + `saiz` + `saio` appended to `traf`.
+/// samples encrypted in place, `senc` + `saiz` + `saio` appended to `traf`
+/// (and, with `in_band`, `sbgp` + `sgpd` after them and `pssh` at the end
+/// of `moof`).
 /// `iv_seed` makes `cenc` IVs unique per fragment (a hash of its URL, say);
 /// the output is a pure function of the inputs, so every render of one
 /// fragment is byte-identical.
@@ -412,13 +473,24 @@ pub fn protect_fragment(
         let saio_offset = (traf.end - moof.start + senc_first) as u32;
         write_saio(&mut aux, saio_offset);
     }
-    let mut result = Vec::with_capacity(out.len() + aux.len());
+    // After senc, so saio's offset above still holds.
+    let mut in_moof = BytesMut::new();
+    if p.in_band {
+        write_seig_sbgp(&mut aux, sizes.len() as u32);
+        write_seig_sgpd(&mut aux, p);
+        for system in &p.pssh {
+            write_pssh(&mut in_moof, system);
+        }
+    }
+    let mut result = Vec::with_capacity(out.len() + aux.len() + in_moof.len());
     result.extend_from_slice(&out[..traf.end]);
     result.extend_from_slice(&aux);
-    result.extend_from_slice(&out[traf.end..]);
+    result.extend_from_slice(&out[traf.end..moof.end]);
+    result.extend_from_slice(&in_moof);
+    result.extend_from_slice(&out[moof.end..]);
     grow(&mut result, traf.start, aux.len());
-    grow(&mut result, moof.start, aux.len());
-    let new_offset = (data_offset + aux.len()) as u32;
+    grow(&mut result, moof.start, aux.len() + in_moof.len());
+    let new_offset = (data_offset + aux.len() + in_moof.len()) as u32;
     result[data_offset_at..data_offset_at + 4].copy_from_slice(&new_offset.to_be_bytes());
     Ok(Bytes::from(result))
 }

@@ -43,6 +43,7 @@ fn protection(scheme: Scheme, kind: TrackKind) -> TrackProtection {
             kids: vec![KID],
             data: Vec::new(),
         }],
+        in_band: false,
     }
 }
 
@@ -435,4 +436,104 @@ fn foreign_bytes_are_refused_not_panicked_on() {
     assert!(protect_init(b"", &p).is_err());
     assert!(protect_fragment(&[0, 0, 0, 9, b'm', b'o', b'o', b'f'], &p, 0).is_err());
     assert!(protect_fragment(&[0xff; 64], &p, 0).is_err());
+}
+
+#[test]
+fn seig_group_description_layout_for_cbcs_and_cenc() {
+    // cbcs video: pattern 1:9, no per-sample IV, a 16-byte constant IV.
+    let mut buf = BytesMut::new();
+    write_seig_sgpd(&mut buf, &protection(Scheme::Cbcs, TrackKind::Video));
+    let b = one(&buf, b"sgpd");
+    assert_eq!(
+        &buf[b.body..b.body + 4],
+        &[1, 0, 0, 0],
+        "version 1, flags 0"
+    );
+    assert_eq!(&buf[b.body + 4..b.body + 8], b"seig");
+    assert_eq!(u32_at(&buf, b.body + 8), 37, "default_length");
+    assert_eq!(u32_at(&buf, b.body + 12), 1, "entry_count");
+    let e = b.body + 16;
+    assert_eq!(buf[e], 0, "reserved");
+    assert_eq!(buf[e + 1], 0x19, "crypt 1, skip 9");
+    assert_eq!(buf[e + 2], 1, "isProtected");
+    assert_eq!(buf[e + 3], 0, "Per_Sample_IV_Size");
+    assert_eq!(&buf[e + 4..e + 20], &KID);
+    assert_eq!(buf[e + 20], 16, "constant_IV_size");
+    assert_eq!(&buf[e + 21..e + 37], &IV);
+    assert_eq!(b.end, e + 37);
+    // cenc audio: no pattern, 8-byte per-sample IVs, no constant IV.
+    let mut buf = BytesMut::new();
+    write_seig_sgpd(&mut buf, &protection(Scheme::Cenc, TrackKind::Audio));
+    let b = one(&buf, b"sgpd");
+    assert_eq!(u32_at(&buf, b.body + 8), 20, "default_length");
+    let e = b.body + 16;
+    assert_eq!(&buf[e..e + 4], &[0, 0, 1, 8]);
+    assert_eq!(&buf[e + 4..e + 20], &KID);
+    assert_eq!(b.end, e + 20);
+}
+
+#[test]
+fn seig_sample_to_group_maps_every_sample_to_the_fragment_entry() {
+    let mut buf = BytesMut::new();
+    write_seig_sbgp(&mut buf, 48);
+    let b = one(&buf, b"sbgp");
+    assert_eq!(
+        &buf[b.body..b.body + 4],
+        &[0, 0, 0, 0],
+        "version 0, flags 0"
+    );
+    assert_eq!(&buf[b.body + 4..b.body + 8], b"seig");
+    assert_eq!(u32_at(&buf, b.body + 8), 1, "entry_count");
+    assert_eq!(u32_at(&buf, b.body + 12), 48, "sample_count");
+    assert_eq!(
+        u32_at(&buf, b.body + 16),
+        0x0001_0001,
+        "first fragment-local entry"
+    );
+    assert_eq!(b.end, b.body + 20);
+}
+
+#[test]
+fn rotating_fragments_name_their_key_in_band_and_still_decrypt() {
+    let (_, video, audio) = clip();
+    for scheme in [Scheme::Cenc, Scheme::Cbcs] {
+        for (kind, samples) in [
+            (TrackKind::Video, &video[..30]),
+            (TrackKind::Audio, &audio[..30]),
+        ] {
+            let p = TrackProtection {
+                in_band: true,
+                ..protection(scheme, kind)
+            };
+            let clear = fmp4::media_segment(7, 1, 0, samples);
+            let protected = protect_fragment(&clear, &p, 5).expect("protect");
+            let moof = find(&protected, &[b"moof"]);
+            let children: Vec<[u8; 4]> = boxes(&protected, moof.body, moof.end)
+                .expect("moof")
+                .iter()
+                .map(|b| b.fourcc)
+                .collect();
+            assert_eq!(children.last(), Some(b"pssh"), "{children:?}");
+            let pssh = find(&protected, &[b"moof", b"pssh"]);
+            assert_eq!(protected[pssh.body], 1, "version 1 lists the KID");
+            assert_eq!(&protected[pssh.body + 4..pssh.body + 20], &COMMON_SYSTEM_ID);
+            assert_eq!(u32_at(&protected, pssh.body + 20), 1);
+            assert_eq!(&protected[pssh.body + 24..pssh.body + 40], &KID);
+            let sbgp = find(&protected, &[b"moof", b"traf", b"sbgp"]);
+            assert_eq!(u32_at(&protected, sbgp.body + 12) as usize, samples.len());
+            let sgpd = find(&protected, &[b"moof", b"traf", b"sgpd"]);
+            assert_eq!(&protected[sgpd.body + 20..sgpd.body + 36], &KID);
+            // Sizes tile, the data offset moved past the new boxes, and
+            // the samples decrypt as before.
+            let top = boxes(&protected, 0, protected.len()).expect("top level");
+            assert_eq!(top.last().expect("mdat").end, protected.len());
+            let clear_mdat = &clear[find(&clear, &[b"mdat"]).body..];
+            assert_eq!(decrypt(&protected, &p), clear_mdat, "{scheme:?} {kind:?}");
+            let without = protect_fragment(&clear, &protection(scheme, kind), 5).expect("plain");
+            assert_eq!(
+                protected.len() - without.len(),
+                (sbgp.end - sbgp.start) + (sgpd.end - sgpd.start) + (pssh.end - pssh.start)
+            );
+        }
+    }
 }
