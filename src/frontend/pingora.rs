@@ -116,14 +116,23 @@ impl HttpServerApp for PingoraApp {
         }
         let mut body = response.body;
         let mut sent = 0u64;
+        let mut since_yield = 0usize;
         let mut complete = true;
         while let Some(chunk) = body.next_chunk().await {
             match chunk {
                 Ok(bytes) => {
                     sent += bytes.len() as u64;
+                    since_yield += bytes.len();
                     if session.write_response_body(bytes, false).await.is_err() {
                         complete = false;
                         break;
+                    }
+                    if since_yield >= crate::frontend::YIELD_AFTER {
+                        // A follower catching up on a fill (or a big hit into
+                        // a fast reader) could otherwise write megabytes in
+                        // one poll while new requests wait in the run queue.
+                        since_yield = 0;
+                        tokio::task::yield_now().await;
                     }
                 }
                 Err(why) => {

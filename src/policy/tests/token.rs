@@ -191,6 +191,36 @@ fn tampered_token_fails_the_signature() {
 }
 
 #[test]
+fn a_remembered_signature_still_has_its_window_acl_and_ip_checked() {
+    let token = "st=1700000000~exp=4070908800~acl=/live/*~hmac=e2bac91ac3155eb6a9e28836547361297d4e3231874ba34815e01b01f88ecfcc";
+    let v = verifier(Duration::ZERO);
+    let now = at(1795600000);
+    // The first check computes the HMAC and remembers it; the rest reuse it.
+    for _ in 0..3 {
+        assert_eq!(outcome(&v, token, "/live/a", "192.0.2.1", now), "ok");
+    }
+    assert_eq!(outcome(&v, token, "/vod/a", "192.0.2.1", now), "acl");
+    assert_eq!(
+        outcome(&v, token, "/live/a", "192.0.2.1", at(4070908800)),
+        "expired"
+    );
+    assert_eq!(
+        outcome(&v, token, "/live/a", "192.0.2.1", at(1600000000)),
+        "not-yet-valid"
+    );
+    let bound = TokenVerifier::new(Duration::ZERO, true)
+        .with_key("fixture", KEY)
+        .expect("key");
+    assert_eq!(outcome(&bound, token, "/live/a", "192.0.2.1", now), "ip");
+    // Same body, another HMAC: not the remembered token.
+    let forged = token.replace("hmac=e2", "hmac=e3");
+    assert_eq!(
+        outcome(&v, &forged, "/live/a", "192.0.2.1", now),
+        "signature"
+    );
+}
+
+#[test]
 fn clock_skew_is_allowed_both_ways() {
     let token = edgeauth(
         "acl",
