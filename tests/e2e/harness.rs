@@ -435,6 +435,23 @@ pub async fn start_edge(
     }
 }
 
+/// An origin and an edge that also serves TLS (h1, h2) and HTTP/3 on one
+/// port, with a fresh `localhost` certificate; `tweak` configures the edge.
+pub async fn start_tls_edge(
+    node_id: &str,
+    tweak: impl FnOnce(&mut strata::config::EdgeConfig),
+) -> (TestOrigin, TestEdge, TestCert) {
+    let origin = start_origin().await;
+    let cert = TestCert::localhost();
+    let certificate = cert.config.clone();
+    let edge = start_edge(&[origin.url()], node_id, |c| {
+        c.server.certificates = vec![certificate];
+        tweak(c);
+    })
+    .await;
+    (origin, edge, cert)
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
