@@ -509,6 +509,23 @@ async fn a_failing_upstream_is_a_502_that_says_why() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_heads_over_the_limit_get_431_and_the_connection_still_serves() {
+    let m = Matrix::start("matrix-431", |_| {}).await;
+    let large = "x".repeat(24 * 1024);
+    let too_large = "x".repeat(40 * 1024);
+    for p in Proto::ALL {
+        let path = format!("/obj/big-{p}.m4s?size=10");
+        // Under the edge's limit (a player's many cookies): served everywhere.
+        let r = m.send(p, "GET", &path, &[("x-padding", &large)]).await;
+        assert_eq!(r.status, 200, "{p}: 24 KiB of headers");
+        let r = m.send(p, "GET", &path, &[("x-padding", &too_large)]).await;
+        assert_eq!(r.status, 431, "{p}: 40 KiB of headers");
+        assert_eq!(r.header("via"), "1.1 matrix-431", "{p}");
+        assert_eq!(m.get(p, &path).await.status, 200, "{p}: still serving");
+    }
+}
+
 /// Every access-log line (target `strata::access`) any edge in this test
 /// binary writes from now on.
 fn access_log() -> Arc<Mutex<Vec<u8>>> {
