@@ -151,6 +151,11 @@ impl Matrix {
         self.send(proto, "GET", path, &[]).await
     }
 
+    /// How often the origin was asked for the test object `/obj/{name}`.
+    pub fn fetches_of(&self, name: &str) -> u64 {
+        self.origin.state.hits(&format!("/obj/{name}"))
+    }
+
     /// The edge's metrics once `ready` holds for them. Each response is
     /// counted after its last byte is written, which can be just after the
     /// client has it, so wait (bounded) for the count to catch up.
@@ -205,7 +210,7 @@ async fn a_miss_then_a_hit_with_cache_status_age_and_via_and_both_are_counted() 
         );
         assert!(hit.header("age").parse::<u64>().is_ok(), "{p}: Age");
         assert_eq!(hit.header("via"), "1.1 matrix-hit", "{p}");
-        assert_eq!(m.origin.state.hits(&format!("/obj/{name}")), 1, "{p}");
+        assert_eq!(m.fetches_of(&name), 1, "{p}");
     }
     let counted = |metrics: &str| {
         Proto::ALL.iter().all(|&p| {
@@ -247,6 +252,8 @@ async fn a_range_is_cut_from_the_cache_and_an_unsatisfiable_one_gets_416() {
         assert_eq!(first.status, 206, "{p}");
         assert_eq!(first.header("content-range"), "bytes 0-99/100000", "{p}");
         assert_eq!(first.body, expected.slice(0..100), "{p}");
+        // The fill may still be running: read the whole object, then it is stored.
+        assert_eq!(m.get(p, &path).await.body, expected, "{p}");
 
         let range = m
             .send(p, "GET", &path, &[("range", "bytes=1000-1999")])
@@ -259,12 +266,16 @@ async fn a_range_is_cut_from_the_cache_and_an_unsatisfiable_one_gets_416() {
         );
         assert_eq!(range.header("content-length"), "1000", "{p}");
         assert_eq!(range.body, expected.slice(1000..2000), "{p}");
-        assert!(range.header("cache-status").contains("hit"), "{p}");
+        assert!(
+            range.header("cache-status").contains("hit"),
+            "{p}: {}",
+            range.header("cache-status")
+        );
 
         let beyond = m.send(p, "GET", &path, &[("range", "bytes=200000-")]).await;
         assert_eq!(beyond.status, 416, "{p}");
         assert_eq!(beyond.header("content-range"), "bytes */100000", "{p}");
-        assert_eq!(m.origin.state.hits(&format!("/obj/{name}")), 1, "{p}");
+        assert_eq!(m.fetches_of(&name), 1, "{p}");
     }
 }
 
@@ -283,7 +294,7 @@ async fn head_answers_the_headers_without_a_body() {
         }
         let get = m.get(p, &path).await;
         assert_eq!(get.body, content(&name, 50_000), "{p}");
-        assert_eq!(m.origin.state.hits(&format!("/obj/{name}")), 1, "{p}");
+        assert_eq!(m.fetches_of(&name), 1, "{p}");
     }
 }
 
@@ -308,7 +319,7 @@ async fn a_matching_if_none_match_gets_304() {
             .await;
         assert_eq!(other.status, 200, "{p}");
         assert_eq!(other.body, content(&name, 5000), "{p}");
-        assert_eq!(m.origin.state.hits(&format!("/obj/{name}")), 1, "{p}");
+        assert_eq!(m.fetches_of(&name), 1, "{p}");
     }
 }
 
@@ -324,7 +335,7 @@ async fn tokens_and_cmcd_do_not_split_the_cache() {
             assert_eq!(r.body, content(&name, 3000), "{p} viewer {viewer}");
         }
         assert_eq!(
-            m.origin.state.hits(&format!("/obj/{name}")),
+            m.fetches_of(&name),
             1,
             "{p}: one cache entry for every viewer"
         );
@@ -341,7 +352,7 @@ async fn a_404_is_cached_for_the_negative_ttl() {
             assert_eq!(r.status, 404, "{p} attempt {attempt}");
             assert_eq!(r.body, "status as asked", "{p} attempt {attempt}");
         }
-        assert_eq!(m.origin.state.hits(&format!("/obj/{name}")), 1, "{p}");
+        assert_eq!(m.fetches_of(&name), 1, "{p}");
     }
 }
 
@@ -464,7 +475,7 @@ async fn after_a_purge_the_next_request_is_a_miss() {
             after.header("cache-status")
         );
         assert_eq!(after.body, content(&name, 2000), "{p}");
-        assert_eq!(m.origin.state.hits(&format!("/obj/{name}")), 2, "{p}");
+        assert_eq!(m.fetches_of(&name), 2, "{p}");
     }
 }
 
@@ -490,6 +501,23 @@ async fn licence_posts_are_proxied_and_never_cached() {
             assert_eq!(r.body, body, "{p}: the origin's answer, unchanged");
         }
         assert_eq!(m.origin.state.hits(&path), 2, "{p}");
+
+        let big = m
+            .try_send(p, "POST", &path, &[], Bytes::from(vec![b'x'; 100_000]))
+            .await
+            .unwrap_or_else(|e| panic!("{p} large POST: {e}"));
+        assert_eq!(big.status, 413, "{p}");
+        let elsewhere = m
+            .try_send(p, "POST", "/live/a/master.m3u8", &[], Bytes::from("x"))
+            .await
+            .unwrap_or_else(|e| panic!("{p} POST outside pass_through: {e}"));
+        assert_eq!(elsewhere.status, 405, "{p}");
+        assert_eq!(elsewhere.header("allow"), "GET, HEAD, OPTIONS", "{p}");
+        assert_eq!(
+            m.origin.state.hits(&path),
+            2,
+            "{p}: refusals never reach the origin"
+        );
     }
 }
 
@@ -588,5 +616,61 @@ async fn the_access_log_names_the_protocol() {
             !line.contains("secret"),
             "{p}: tokens never reach the log: {line}"
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_cut_short_upstream_is_never_delivered_as_complete() {
+    let m = Matrix::start("matrix-cut", |_| {}).await;
+    for p in Proto::ALL {
+        let name = format!("cut-{p}.m4s");
+        // Slow enough that the head and the first bytes are out before the cut.
+        let path = format!("/obj/{name}?size=300000&cut=100000&delay=30");
+        match m.try_send(p, "GET", &path, &[], Bytes::new()).await {
+            Ok(r) => panic!(
+                "{p}: a truncated body ended like a complete one: {} with {} bytes",
+                r.status,
+                r.body.len()
+            ),
+            Err(e) => assert!(!e.is_empty(), "{p}"),
+        }
+        // Not cached: the next request goes upstream again.
+        assert!(
+            m.try_send(p, "GET", &path, &[], Bytes::new())
+                .await
+                .is_err(),
+            "{p}"
+        );
+        assert_eq!(m.fetches_of(&name), 2, "{p}");
+        let fine = m.get(p, &format!("/obj/fine-{p}.m4s?size=10")).await;
+        assert_eq!(fine.status, 200, "{p}: the edge still serves");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_preflights_are_answered_by_the_edge() {
+    let m = Matrix::start("matrix-cors", |_| {}).await;
+    for p in Proto::ALL {
+        let preflight = m
+            .send(
+                p,
+                "OPTIONS",
+                &format!("/obj/cors-{p}.m4s"),
+                &[
+                    ("origin", "https://player.example"),
+                    ("access-control-request-method", "GET"),
+                    ("access-control-request-headers", "range"),
+                ],
+            )
+            .await;
+        assert_eq!(preflight.status, 204, "{p}");
+        assert_eq!(preflight.header("access-control-allow-origin"), "*", "{p}");
+        assert!(
+            preflight
+                .header("access-control-allow-headers")
+                .contains("Range"),
+            "{p}"
+        );
+        assert_eq!(m.origin.state.hits(&format!("/obj/cors-{p}.m4s")), 0, "{p}");
     }
 }
