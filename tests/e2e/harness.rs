@@ -71,6 +71,8 @@ pub struct ObjQuery {
     cut: Option<usize>,
     status: Option<u16>,
     skey: Option<String>,
+    /// A `Date` to send instead of the current one.
+    date: Option<String>,
 }
 
 async fn object(
@@ -106,6 +108,9 @@ async fn object(
     }
     if let Some(skey) = &q.skey {
         builder = builder.header("surrogate-key", skey);
+    }
+    if let Some(date) = &q.date {
+        builder = builder.header(header::DATE, date);
     }
     if let Some(etag) = &q.etag {
         let etag = format!("\"{etag}\"");

@@ -674,3 +674,38 @@ async fn cors_preflights_are_answered_by_the_edge() {
         assert_eq!(m.origin.state.hits(&format!("/obj/cors-{p}.m4s")), 0, "{p}");
     }
 }
+
+/// Seconds between an HTTP `Date` value and now.
+fn seconds_from_now(date: &str) -> u64 {
+    let date = httpdate::parse_http_date(date).unwrap_or_else(|e| panic!("{date:?}: {e}"));
+    let now = SystemTime::now();
+    now.duration_since(date)
+        .or_else(|_| date.duration_since(now))
+        .expect("comparable")
+        .as_secs()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_response_is_dated_when_it_leaves_the_edge() {
+    let m = Matrix::start("matrix-date", |_| {}).await;
+    // The origin made this copy long ago; its age travels in Age.
+    let old = "Mon,%2001%20Jan%202024%2000:00:00%20GMT";
+    for p in Proto::ALL {
+        let path = format!("/obj/date-{p}.m4s?size=10&cc=max-age%3D600&date={old}");
+        let miss = m.get(p, &path).await;
+        let hit = m.get(p, &path).await;
+        assert!(hit.header("cache-status").contains("hit"), "{p}");
+        let refused = m
+            .try_send(p, "POST", &path, &[], Bytes::from("x"))
+            .await
+            .unwrap_or_else(|e| panic!("{p} POST: {e}"));
+        assert_eq!(refused.status, 405, "{p}");
+        for (what, r) in [("miss", &miss), ("hit", &hit), ("405", &refused)] {
+            assert!(
+                seconds_from_now(r.header("date")) < 60,
+                "{p} {what}: Date {:?}",
+                r.header("date")
+            );
+        }
+    }
+}
