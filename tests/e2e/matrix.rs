@@ -383,6 +383,16 @@ async fn tokens_are_required_checked_and_expire() {
         let ok = m.get(p, &format!("{segment}?token={good}")).await;
         assert_eq!(ok.status, 200, "{p}");
         assert_eq!(ok.body, content(&segment, 1000), "{p}");
+
+        // In a cookie too, also split into crumbs as browsers send cookies
+        // over h2 and h3 (RFC 9113 §8.2.3, RFC 9114 §4.2.1).
+        let cookie = format!("other=1; token={good}");
+        let crumb = format!("token={good}");
+        for cookies in [vec![cookie.as_str()], vec!["other=1", crumb.as_str()]] {
+            let headers: Vec<_> = cookies.iter().map(|c| ("cookie", *c)).collect();
+            let r = m.send(p, "GET", &segment, &headers).await;
+            assert_eq!(r.status, 200, "{p} {cookies:?}");
+        }
     }
 }
 
