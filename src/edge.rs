@@ -306,6 +306,12 @@ impl Edge {
     }
 
     fn finish_headers(&self, headers: &mut HeaderMap, protocol: Protocol) {
+        // When this response leaves the edge, on every protocol: Pingora stamps
+        // h1 and h2 responses with the current Date (overwriting a stored
+        // one), so h3 must too. A cached copy's age travels in Age, and
+        // players that set their clock from Date (DASH UTCTiming http-head)
+        // read the edge's clock, not the time the origin made the copy.
+        headers.insert(header::DATE, crate::response::date_now());
         headers.append(header::VIA, self.via.clone());
         match &self.alt_svc {
             Some(alt_svc) if protocol != Protocol::Http3 => {

@@ -32,6 +32,12 @@ impl ResponseHead {
     }
 }
 
+/// The current time as an HTTP `Date` value (RFC 9110 §5.6.7).
+pub fn date_now() -> HeaderValue {
+    HeaderValue::from_str(&httpdate::fmt_http_date(std::time::SystemTime::now()))
+        .expect("an HTTP date is ASCII")
+}
+
 /// A response body as the front doors write it.
 pub enum Body {
     Empty,

@@ -42,7 +42,7 @@ pub async fn api(
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
-async fn purge(edge: &TestEdge, body: Value) -> u64 {
+pub async fn purge(edge: &TestEdge, body: Value) -> u64 {
     let (status, reply) = api(edge, Method::POST, "/api/purge", Some(body)).await;
     assert_eq!(status, StatusCode::OK, "{reply}");
     reply["purged"].as_u64().expect("purged")

@@ -6,23 +6,8 @@ use std::time::Duration;
 
 use bytes::Buf;
 
-use crate::harness::{content, metric, start_edge, start_origin, TestCert, TestEdge, TestOrigin};
+use crate::harness::{content, metric, start_tls_edge, TestCert, TestEdge};
 use crate::quic_client::{client_config, endpoint, request, H3Connection};
-
-async fn h3_edge(
-    node_id: &str,
-    tweak: impl FnOnce(&mut strata::config::EdgeConfig),
-) -> (TestOrigin, TestEdge, TestCert) {
-    let origin = start_origin().await;
-    let cert = TestCert::localhost();
-    let certificate = cert.config.clone();
-    let edge = start_edge(&[origin.url()], node_id, |c| {
-        c.server.certificates = vec![certificate];
-        tweak(c);
-    })
-    .await;
-    (origin, edge, cert)
-}
 
 fn quic_addr(edge: &TestEdge) -> SocketAddr {
     edge.quic.expect("edge serves HTTP/3")
@@ -30,7 +15,7 @@ fn quic_addr(edge: &TestEdge) -> SocketAddr {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http3_serves_misses_hits_ranges_head_and_404_from_the_edge_cache() {
-    let (origin, edge, cert) = h3_edge("h3-edge", |_| {}).await;
+    let (origin, edge, cert) = start_tls_edge("h3-edge", |_| {}).await;
     let endpoint = endpoint(client_config(&cert.der, false));
     let h3 = H3Connection::connect(&endpoint, quic_addr(&edge)).await;
     let path = "/obj/h3.m4s?size=300000";
@@ -110,7 +95,7 @@ async fn http3_serves_misses_hits_ranges_head_and_404_from_the_edge_cache() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_object_fetched_at_once_over_h1_h2_and_h3_makes_one_upstream_request() {
-    let (origin, edge, cert) = h3_edge("coalesce-edge", |_| {}).await;
+    let (origin, edge, cert) = start_tls_edge("coalesce-edge", |_| {}).await;
     let tls = edge.tls.expect("tls");
     // 16 chunks 30 ms apart: all three clients arrive while the fill runs.
     let path = "/obj/shared.m4s?size=1048576&delay=30";
@@ -149,7 +134,7 @@ async fn one_object_fetched_at_once_over_h1_h2_and_h3_makes_one_upstream_request
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http1_and_http2_responses_advertise_http3_with_alt_svc() {
-    let (_origin, edge, cert) = h3_edge("alt-svc-edge", |c| {
+    let (_origin, edge, cert) = start_tls_edge("alt-svc-edge", |c| {
         c.server.h3.alt_svc_max_age = Duration::from_secs(3600);
     })
     .await;
@@ -169,7 +154,8 @@ async fn http1_and_http2_responses_advertise_http3_with_alt_svc() {
         assert_eq!(r.headers()["alt-svc"], expected.as_str(), "http2={http2}");
     }
 
-    let (_origin, edge, _cert) = h3_edge("no-h3-edge", |c| c.server.h3.enabled = false).await;
+    let (_origin, edge, _cert) =
+        start_tls_edge("no-h3-edge", |c| c.server.h3.enabled = false).await;
     assert!(edge.quic.is_none());
     let r = crate::harness::client()
         .get(edge.url("/obj/alt.m4s?size=10"))
@@ -185,7 +171,7 @@ async fn http1_and_http2_responses_advertise_http3_with_alt_svc() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_request_headers_get_431_and_the_connection_still_serves() {
-    let (_origin, edge, cert) = h3_edge("h3-limits-edge", |c| {
+    let (_origin, edge, cert) = start_tls_edge("h3-limits-edge", |c| {
         c.server.h3.max_header_size = strata::config::ByteSize(2048);
     })
     .await;
@@ -210,7 +196,7 @@ async fn oversized_request_headers_get_431_and_the_connection_still_serves() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_over_the_limit_are_refused_and_retry_validates_addresses() {
-    let (_origin, edge, cert) = h3_edge("h3-conn-limit-edge", |c| {
+    let (_origin, edge, cert) = start_tls_edge("h3-conn-limit-edge", |c| {
         c.server.h3.max_connections = 1;
         c.server.h3.retry_above_connections = 0;
     })
@@ -236,7 +222,7 @@ async fn connections_over_the_limit_are_refused_and_retry_validates_addresses() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_sends_goaway_and_lets_the_response_in_flight_finish() {
-    let (_origin, edge, cert) = h3_edge("h3-drain-edge", |_| {}).await;
+    let (_origin, edge, cert) = start_tls_edge("h3-drain-edge", |_| {}).await;
     let endpoint = endpoint(client_config(&cert.der, false));
     let h3 = H3Connection::connect(&endpoint, quic_addr(&edge)).await;
     let mut stream = h3
@@ -319,7 +305,7 @@ async fn aioquic_fetches_a_range_and_a_whole_object_with_tokens() {
         has_aioquic,
         "install aioquic: pip install aioquic (scripts/install-test-deps.sh does it)"
     );
-    let (origin, edge, cert) = h3_edge("aioquic-edge", |_| {}).await;
+    let (origin, edge, cert) = start_tls_edge("aioquic-edge", |_| {}).await;
     let port = quic_addr(&edge).port();
     let expected = content("py.m4s", 200_000);
     let sha256 = |bytes: &[u8]| {
@@ -399,7 +385,8 @@ async fn slow_return_relay(server: SocketAddr, hold: Duration) -> SocketAddr {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn early_data_serves_segments_and_answers_anything_else_with_425() {
-    let (origin, edge, cert) = h3_edge("h3-0rtt-edge", |c| c.server.h3.early_data = true).await;
+    let (origin, edge, cert) =
+        start_tls_edge("h3-0rtt-edge", |c| c.server.h3.early_data = true).await;
     let endpoint = endpoint(client_config(&cert.der, true));
     // A first, full handshake leaves the client a session ticket.
     let first = H3Connection::connect(&endpoint, quic_addr(&edge)).await;
@@ -450,7 +437,7 @@ async fn early_data_serves_segments_and_answers_anything_else_with_425() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_body_cut_short_resets_the_http3_stream() {
-    let (origin, edge, cert) = h3_edge("h3-cut-edge", |_| {}).await;
+    let (origin, edge, cert) = start_tls_edge("h3-cut-edge", |_| {}).await;
     let endpoint = endpoint(client_config(&cert.der, false));
     let h3 = H3Connection::connect(&endpoint, quic_addr(&edge)).await;
     // Slow enough that the head and the first bytes are out before the cut.

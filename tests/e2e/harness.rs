@@ -71,6 +71,8 @@ pub struct ObjQuery {
     cut: Option<usize>,
     status: Option<u16>,
     skey: Option<String>,
+    /// A `Date` to send instead of the current one.
+    date: Option<String>,
 }
 
 async fn object(
@@ -106,6 +108,9 @@ async fn object(
     }
     if let Some(skey) = &q.skey {
         builder = builder.header("surrogate-key", skey);
+    }
+    if let Some(date) = &q.date {
+        builder = builder.header(header::DATE, date);
     }
     if let Some(etag) = &q.etag {
         let etag = format!("\"{etag}\"");
@@ -433,6 +438,23 @@ pub async fn start_edge(
         stop: Some(stop),
         task: Some(task),
     }
+}
+
+/// An origin and an edge that also serves TLS (h1, h2) and HTTP/3 on one
+/// port, with a fresh `localhost` certificate; `tweak` configures the edge.
+pub async fn start_tls_edge(
+    node_id: &str,
+    tweak: impl FnOnce(&mut strata::config::EdgeConfig),
+) -> (TestOrigin, TestEdge, TestCert) {
+    let origin = start_origin().await;
+    let cert = TestCert::localhost();
+    let certificate = cert.config.clone();
+    let edge = start_edge(&[origin.url()], node_id, |c| {
+        c.server.certificates = vec![certificate];
+        tweak(c);
+    })
+    .await;
+    (origin, edge, cert)
 }
 
 pub fn client() -> reqwest::Client {

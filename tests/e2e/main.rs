@@ -14,6 +14,7 @@ mod edge;
 mod h3;
 mod h3_browser;
 mod live;
+mod matrix;
 mod policy;
 mod prometheus;
 mod quic_client;

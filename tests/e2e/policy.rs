@@ -7,17 +7,17 @@ use strata::policy::{sign, GeoConfig, GeoRuleConfig, TokenConfig};
 
 use crate::harness::{client, metric, start_edge, start_origin};
 
-const SECRET: &str = "0123456789abcdef0123456789abcdef";
+pub const SECRET: &str = "0123456789abcdef0123456789abcdef";
 const OTHER_SECRET: &str = "fedcba9876543210fedcba9876543210";
 
-fn token_config() -> TokenConfig {
+pub fn token_config() -> TokenConfig {
     toml::from_str(&format!(
         "keys = [{{ id = \"2026-11\", secret = \"{SECRET}\" }}]\nrequire = [\"/live/\"]\nclock_skew = \"5s\"\n"
     ))
     .expect("token config")
 }
 
-fn token(acl: &str, start: SystemTime, ttl: u64, ip: Option<&str>, secret: &str) -> String {
+pub fn token(acl: &str, start: SystemTime, ttl: u64, ip: Option<&str>, secret: &str) -> String {
     sign(
         secret,
         acl,
@@ -227,7 +227,15 @@ async fn the_token_is_carried_into_playlists_and_mpds_and_never_splits_the_cache
     assert!(seen >= 2);
 }
 
-fn geo_config(rules: Vec<GeoRuleConfig>, status: u16) -> GeoConfig {
+/// Geo rules from TOML text of the form `r = [{ prefix = …, deny = […] }]`.
+pub fn geo_rules(toml_text: &str) -> Vec<GeoRuleConfig> {
+    toml::from_str::<toml::Table>(toml_text).expect("rules")["r"]
+        .clone()
+        .try_into()
+        .expect("rules")
+}
+
+pub fn geo_config(rules: Vec<GeoRuleConfig>, status: u16) -> GeoConfig {
     let database = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../shared/fixtures/geoip/GeoIP2-Country-Test.mmdb"
@@ -243,13 +251,9 @@ fn geo_config(rules: Vec<GeoRuleConfig>, status: u16) -> GeoConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn country_rules_use_the_forwarded_address_only_from_trusted_proxies() {
     let origin = start_origin().await;
-    let rules: Vec<GeoRuleConfig> = toml::from_str::<toml::Table>(
+    let rules = geo_rules(
         "r = [{ prefix = \"/live/\", deny = [\"GB\"] }, { prefix = \"/obj/\", allow = [\"SE\"] }]",
-    )
-    .expect("rules")["r"]
-        .clone()
-        .try_into()
-        .expect("rules");
+    );
     let edge = start_edge(&[origin.url()], "geo-edge", |c| {
         c.geo = Some(geo_config(rules, 451))
     })
@@ -325,12 +329,7 @@ async fn raw_request(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_protocol_gives_the_client_address_only_from_trusted_peers() {
     let origin = start_origin().await;
-    let rules: Vec<GeoRuleConfig> =
-        toml::from_str::<toml::Table>("r = [{ prefix = \"/live/\", deny = [\"GB\"] }]")
-            .expect("rules")["r"]
-            .clone()
-            .try_into()
-            .expect("rules");
+    let rules = geo_rules("r = [{ prefix = \"/live/\", deny = [\"GB\"] }]");
     let edge = start_edge(&[origin.url()], "proxy-edge", |c| {
         c.geo = Some(geo_config(rules, 403));
         c.server.proxy_protocol_from = vec!["127.0.0.1/32".into()];

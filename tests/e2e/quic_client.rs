@@ -106,11 +106,26 @@ impl H3Connection {
 
     /// Send `request` (no body) and read the whole response.
     pub async fn fetch(&self, request: http::Request<()>) -> Result<Fetched, String> {
+        self.fetch_with_body(request, Bytes::new()).await
+    }
+
+    /// Send `request` with `body` (none if empty) and read the whole response.
+    pub async fn fetch_with_body(
+        &self,
+        request: http::Request<()>,
+        body: Bytes,
+    ) -> Result<Fetched, String> {
         let mut send = self.send.clone();
         let mut stream = send
             .send_request(request)
             .await
             .map_err(|e| format!("send request: {e:?}"))?;
+        if !body.is_empty() {
+            stream
+                .send_data(body)
+                .await
+                .map_err(|e| format!("request body: {e:?}"))?;
+        }
         finish(&mut stream).await;
         let head = stream
             .recv_response()
