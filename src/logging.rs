@@ -222,8 +222,8 @@ impl AccessLine<'_> {
             tracing::info!(
                 target: "strata::access",
                 client = %self.client,
-                method = self.method,
-                path = self.path,
+                method = %self.method,
+                path = %self.path,
                 status = self.status,
                 cache = self.cache,
                 bytes = self.bytes,

@@ -45,7 +45,10 @@ async fn start_encrypting_origin(scheme: EncryptionScheme) -> Origin {
     config
         .encryption
         .channels
-        .insert("demo".into(), ChannelEncryption { scheme });
+        .insert("demo".into(), ChannelEncryption {
+            scheme,
+            ..ChannelEncryption::default()
+        });
     let bind = || std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let (http, admin) = (bind(), bind());
     let addrs = (
