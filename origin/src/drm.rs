@@ -37,10 +37,11 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::ingest::{MediaSink, PublishRefused, PublishTarget, PublisherInfo, StreamName};
-use crate::keys::{ContentKey, KeyError, KeyService, KeysConfig, AUDIO_GROUP};
+use crate::keys::{ContentKey, KeyError, KeyLocation, KeyService, KeysConfig, AUDIO_GROUP};
 use crate::media::cenc::{self, Pssh, Scheme, TrackProtection};
 use crate::media::TrackKind;
 use crate::package::{valid_name, Object, RenderError, Rendered};
+use crate::store::Store;
 
 /// W3C ClearKey system ID (DASH `ContentProtection@schemeIdUri`).
 pub const CLEARKEY_UUID: &str = "e2719d58-a985-b3c9-781a-b030af78d30e";
@@ -276,6 +277,9 @@ pub struct Drm {
     pub config: EncryptionConfig,
     pub keys: KeyService,
     pub metrics: http::DrmMetrics,
+    /// The segments channels hold, for the key periods players can ask
+    /// for (licences under rotation, key pruning); see [`Drm::with_store`].
+    store: Option<Store>,
     /// Protected segments and init segments, so one is encrypted (and
     /// hashed for its ETag) once, not on every request.
     // std Mutex: held for a map lookup or insert only, never across .await.
@@ -299,8 +303,121 @@ impl Drm {
             config,
             keys,
             metrics,
+            store: None,
             memo: Arc::default(),
         }
+    }
+
+    /// The service reading the segments `store` holds: rotating licences
+    /// then carry the current and next period keys, and
+    /// [`Drm::prune_keys`] knows which periods are gone.
+    pub fn with_store(mut self, store: Store) -> Drm {
+        self.store = Some(store);
+        self
+    }
+
+    /// Key periods kept behind the oldest segment a channel holds: one
+    /// more DVR window, plus one period, for edges still caching a segment
+    /// the origin has dropped and players holding an older playlist or
+    /// licence. Counted at the target duration; shorter segments (a
+    /// publisher reconnecting) only ever cut into this margin.
+    pub fn key_margin(&self) -> u64 {
+        let Some(store) = &self.store else {
+            return u64::MAX;
+        };
+        let config = store.config();
+        let target = config.target_duration.as_secs_f64().max(0.001);
+        let segments = (config.dvr_window.as_secs_f64() / target).ceil() as u64 + 1;
+        segments.div_ceil(self.keys.rotate_every().max(1)) + 1
+    }
+
+    /// Drops period keys of every channel the store holds that lie more
+    /// than [`Drm::key_margin`] periods behind the oldest segment of any of
+    /// its renditions ([`KeyService::prune`] keeps each group's default
+    /// key). Channels the store no longer holds keep their keys: nothing
+    /// rotates there. Returns how many keys went.
+    pub fn prune_keys(&self) -> usize {
+        let Some(store) = &self.store else {
+            return 0;
+        };
+        if self.keys.rotate_every() == 0 {
+            return 0;
+        }
+        let margin = self.key_margin();
+        let mut pruned = 0;
+        for channel in store.channel_names() {
+            let Some(oldest) = store.segment_spans(&channel).iter().map(|s| s.oldest).min() else {
+                continue;
+            };
+            let Some(period) = self.keys.period_of(oldest) else {
+                continue;
+            };
+            match self.keys.prune(&channel, period.saturating_sub(margin)) {
+                Ok(n) => pruned += n,
+                Err(e) => tracing::error!(channel, error = %e, "cannot prune old keys"),
+            }
+        }
+        self.metrics.keys_pruned.inc_by(pruned as u64);
+        pruned
+    }
+
+    /// The keys a licence for the rotating key at `at` also carries, the
+    /// way commercial licence servers handle rotation: the same group's key
+    /// for the period after it, and the group's current period key (the
+    /// newest segment of each rendition in the group) and the next one, so
+    /// a player that asks for one period while it needs the next (hls.js
+    /// 1.7 pairs in-band ClearKey `pssh` events with sessions blindly) has
+    /// it all the same. Keys up to the next period after the live edge are
+    /// created if missing (persisted like any other, so they never change);
+    /// never further, so requests cannot walk the key space forward. Never
+    /// another group's or channel's keys. Empty for keys that do not rotate.
+    pub fn rotation_companions(&self, at: &KeyLocation) -> Vec<ContentKey> {
+        let (Some(period), true) = (at.entry.period, self.keys.rotate_every() > 0) else {
+            return Vec::new();
+        };
+        let channel = at.channel.as_str();
+        let group = at.entry.group.as_deref();
+        let current: Vec<u64> = self
+            .store
+            .as_ref()
+            .map(|s| s.segment_spans(channel))
+            .unwrap_or_default()
+            .iter()
+            .filter(|span| {
+                [TrackKind::Video, TrackKind::Audio]
+                    .into_iter()
+                    .any(|kind| self.config.key_group(channel, &span.rendition, kind) == group)
+            })
+            .filter_map(|span| self.keys.period_of(span.newest))
+            .collect();
+        let limit = current.iter().max().map(|c| c.saturating_add(1));
+        let mut wanted = vec![period.saturating_add(1)];
+        for c in &current {
+            wanted.extend([*c, c.saturating_add(1)]);
+        }
+        let mut out: Vec<ContentKey> = Vec::new();
+        for p in wanted {
+            if p == period {
+                continue;
+            }
+            let key = match self.keys.existing_key(channel, group, p) {
+                Some(key) => Some(key),
+                None if limit.is_some_and(|l| p <= l) => {
+                    match self.keys.group_key(channel, group, Some(p)) {
+                        Ok(key) => Some(key),
+                        Err(e) => {
+                            tracing::error!(channel, ?group, period = p, error = %e, "cannot create a period key");
+                            None
+                        }
+                    }
+                }
+                None => None,
+            };
+            if let Some(key) = key.filter(|k| !out.contains(k)) {
+                out.push(key);
+            }
+        }
+        out
     }
 
     /// `rendered` (clear, from the store) in the channel's encryption.

@@ -5,6 +5,12 @@
 //! of content already served, and exported as CPIX (with content key usage
 //! rules for groups and periods) for the operator's DRM provider.
 //!
+//! Under rotation a channel gains a key per group every `rotate_every`
+//! segments; [`KeyService::prune`] drops the periods no player can ask for
+//! any more (the origin calls it with a floor behind the channel's DVR
+//! window, see `drm::Drm::prune_keys`), so key files stay the size of a
+//! window and not of the channel's lifetime.
+//!
 //! Keys never appear in logs: [`ContentKey`]'s `Debug` prints the key ID only.
 
 use std::collections::HashMap;
@@ -209,7 +215,30 @@ impl StoredKey {
 
 struct KeyState {
     channels: HashMap<String, ChannelKeys>,
-    by_kid: HashMap<KeyId, ContentKey>,
+    by_kid: HashMap<KeyId, KeyLocation>,
+}
+
+/// Where a key belongs, for licence requests that name it by ID only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyLocation {
+    pub channel: String,
+    pub entry: KeyEntry,
+}
+
+impl KeyState {
+    fn index(&mut self, channel: &str, stored: &StoredKey, key: ContentKey) {
+        self.by_kid.insert(
+            key.kid,
+            KeyLocation {
+                channel: channel.to_owned(),
+                entry: KeyEntry {
+                    group: stored.group.clone(),
+                    period: stored.period,
+                    key,
+                },
+            },
+        );
+    }
 }
 
 /// Keys per channel; cheap to clone.
@@ -258,7 +287,7 @@ impl KeyService {
                         path: path.display().to_string(),
                         message: format!("bad key {}", stored.kid),
                     })?;
-                    state.by_kid.insert(key.kid, key);
+                    state.index(channel, stored, key);
                 }
                 state.channels.insert(channel.to_owned(), keys);
             }
@@ -338,30 +367,89 @@ impl KeyService {
             return Ok(key);
         }
         let key = ContentKey::generate()?;
+        let stored = StoredKey::new(group, period, &key);
         let mut keys = state.channels.get(channel).cloned().unwrap_or_default();
-        keys.keys.push(StoredKey::new(group, period, &key));
+        keys.keys.push(stored.clone());
         self.persist(channel, &keys)?;
         state.channels.insert(channel.to_owned(), keys);
-        state.by_kid.insert(key.kid, key);
+        state.index(channel, &stored, key);
         tracing::info!(channel, ?group, kid = %key.kid, ?period, "content key created");
         Ok(key)
     }
 
     /// Any key this service holds, by ID (licence and key requests).
     pub fn lookup(&self, kid: &KeyId) -> Option<ContentKey> {
-        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        state.by_kid.get(kid).copied()
+        self.locate(kid).map(|l| l.entry.key)
     }
 
     /// The channel a key belongs to.
     pub fn channel_of(&self, kid: &KeyId) -> Option<String> {
+        self.locate(kid).map(|l| l.channel)
+    }
+
+    /// A key by ID with its channel, group and period.
+    pub fn locate(&self, kid: &KeyId) -> Option<KeyLocation> {
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let hex = kid.hex();
-        state
-            .channels
-            .iter()
-            .find(|(_, c)| c.keys.iter().any(|k| k.kid == hex))
-            .map(|(name, _)| name.clone())
+        state.by_kid.get(kid).cloned()
+    }
+
+    /// The key of `group` in `channel` for `period` if it exists; never creates one.
+    pub fn existing_key(
+        &self,
+        channel: &str,
+        group: Option<&str>,
+        period: u64,
+    ) -> Option<ContentKey> {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.channels.get(channel).and_then(|c| {
+            c.keys
+                .iter()
+                .find(|k| k.group.as_deref() == group && k.period == Some(period))
+                .and_then(StoredKey::content_key)
+        })
+    }
+
+    /// Forgets `channel`'s period keys older than `floor` (key periods no
+    /// player can ask for any more) and rewrites its file if any went.
+    /// Every group keeps its first period key, the default KID that init
+    /// segments and MPDs name for as long as the channel exists, and keys
+    /// without a period stay. Returns how many keys went.
+    pub fn prune(&self, channel: &str, floor: u64) -> Result<usize, KeyError> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(current) = state.channels.get(channel) else {
+            return Ok(0);
+        };
+        let mut defaults: Vec<Option<&str>> = Vec::new();
+        let mut kept = ChannelKeys::default();
+        let mut gone = Vec::new();
+        for k in &current.keys {
+            let first_of_group = k.period.is_some() && !defaults.contains(&k.group.as_deref());
+            if first_of_group {
+                defaults.push(k.group.as_deref());
+            }
+            if first_of_group || k.period.is_none_or(|p| p >= floor) {
+                kept.keys.push(k.clone());
+            } else {
+                gone.push(k.kid.clone());
+            }
+        }
+        if gone.is_empty() {
+            return Ok(0);
+        }
+        self.persist(channel, &kept)?;
+        state.channels.insert(channel.to_owned(), kept);
+        for kid in &gone {
+            if let Ok(kid) = kid.parse::<KeyId>() {
+                state.by_kid.remove(&kid);
+            }
+        }
+        tracing::debug!(
+            channel,
+            floor,
+            pruned = gone.len(),
+            "old period keys pruned"
+        );
+        Ok(gone.len())
     }
 
     /// Every key of `channel`, oldest first.
@@ -419,10 +507,10 @@ impl KeyService {
                 .collect(),
         };
         self.persist(channel, &keys)?;
-        state.channels.insert(channel.to_owned(), keys);
-        for key in &imported {
-            state.by_kid.insert(key.kid, *key);
+        for (stored, key) in keys.keys.iter().zip(&imported) {
+            state.index(channel, stored, *key);
         }
+        state.channels.insert(channel.to_owned(), keys);
         tracing::info!(
             channel,
             keys = imported.len(),

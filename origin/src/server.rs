@@ -78,12 +78,11 @@ pub async fn run(
     let drm_metrics = crate::drm::http::DrmMetrics::register(&mut registry);
     let keys = crate::keys::KeyService::open(&config.keys)
         .map_err(|e| OriginConfigError::Invalid(format!("keys.state_dir: {e}")))?;
-    let drm = Arc::new(crate::drm::Drm::new(
-        config.encryption.clone(),
-        keys,
-        drm_metrics,
-    ));
     let store = Store::new(config.store.clone());
+    let drm = Arc::new(
+        crate::drm::Drm::new(config.encryption.clone(), keys, drm_metrics)
+            .with_store(store.clone()),
+    );
     store
         .metrics()
         .register(registry.sub_registry_with_prefix("strata_origin"));
@@ -137,14 +136,16 @@ pub async fn run(
         }));
     }
 
-    // Reclaim ended channels nobody asks for any more.
+    // Reclaim ended channels nobody asks for any more, and rotating keys
+    // no player can ask for any more.
     let sweeper = {
-        let store = store.clone();
+        let (store, drm) = (store.clone(), drm.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(5));
             loop {
                 tick.tick().await;
                 store.sweep(SystemTime::now());
+                drm.prune_keys();
             }
         })
     };

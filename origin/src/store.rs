@@ -334,6 +334,33 @@ impl Store {
         kicked
     }
 
+    /// The segment numbers each rendition of `channel` holds now, oldest
+    /// and newest (renditions without segments are left out); empty when
+    /// the channel does not exist. What the key service needs to know which
+    /// key periods players can still ask for.
+    pub fn segment_spans(&self, channel: &str) -> Vec<SegmentSpan> {
+        let Some(ch) = self.channel(channel, self.shared.clock.now()) else {
+            return Vec::new();
+        };
+        let guard = lock(&ch);
+        guard
+            .renditions
+            .iter()
+            .filter_map(|(name, r)| {
+                Some(SegmentSpan {
+                    rendition: name.clone(),
+                    oldest: r.segments.front()?.sequence,
+                    newest: r.segments.back()?.sequence,
+                })
+            })
+            .collect()
+    }
+
+    /// Names of the channels held (live, reconnecting or ended).
+    pub fn channel_names(&self) -> Vec<String> {
+        lock(&self.shared.channels).keys().cloned().collect()
+    }
+
     /// Status of every channel, for the channel API.
     pub fn channels(&self) -> Vec<ChannelStatus> {
         let now = self.shared.clock.now();
@@ -617,6 +644,14 @@ impl Metrics {
             self.channels.clone(),
         );
     }
+}
+
+/// The first and last segment number a rendition holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentSpan {
+    pub rendition: String,
+    pub oldest: u64,
+    pub newest: u64,
 }
 
 /// A channel as the channel API shows it.

@@ -102,9 +102,9 @@
   // ---------------------------------------------------------- hls.js
   function startHls() {
     const config = {};
-    if (cfg.keys.length) {
-      // ClearKey through hls.js's EME path: licences come from play.mjs's
-      // own /clearkey endpoint, which answers with the --clearkey keys.
+    if (cfg.clearkey) {
+      // ClearKey through hls.js's EME path: licences come from --licence-url,
+      // or from play.mjs's own /clearkey, which answers with the --clearkey keys.
       config.emeEnabled = true;
       config.drmSystems = { 'org.w3.clearkey': { licenseUrl: cfg.licenseUrl } };
     }
@@ -141,7 +141,9 @@
         },
       },
     });
-    if (cfg.keys.length) {
+    if (cfg.remoteLicence) {
+      player.setProtectionData({ 'org.w3.clearkey': { serverURL: cfg.licenseUrl } });
+    } else if (cfg.keys.length) {
       const clearkeys = {};
       for (const k of cfg.keys) clearkeys[k.kidB64] = k.keyB64;
       player.setProtectionData({ 'org.w3.clearkey': { clearkeys } });
@@ -172,7 +174,9 @@
     const player = new shaka.Player();
     window.strataPlayer = player;
     await player.attach(video);
-    if (cfg.keys.length) {
+    if (cfg.remoteLicence) {
+      player.configure({ drm: { servers: { 'org.w3.clearkey': cfg.licenseUrl } } });
+    } else if (cfg.keys.length) {
       const clearKeys = {};
       for (const k of cfg.keys) clearKeys[k.kid] = k.key;
       player.configure({ drm: { clearKeys } });

@@ -5,7 +5,7 @@
 //
 //   node tests/browser/play.mjs --player hls|dash|shaka --url URL
 //        [--seconds 10] [--timeout 60] [--h3 HOST:PORT [--h3-cert PEM | --h3-spki B64]]
-//        [--clearkey KID_HEX:KEY_HEX ...] [--verbose]
+//        [--clearkey KID_HEX:KEY_HEX ... | --licence-url URL] [--verbose]
 //
 // Exit 0 when currentTime advanced by at least 0.8 × --seconds with no fatal
 // player error, 1 otherwise, 2 on a usage error.
@@ -35,7 +35,7 @@ function usage(msg) {
     `play.mjs: ${msg}\n` +
       'usage: node play.mjs --player hls|dash|shaka --url URL [--seconds N] [--timeout N]\n' +
       '                     [--h3 HOST:PORT [--h3-cert PEM | --h3-spki BASE64]]\n' +
-      '                     [--clearkey KID_HEX:KEY_HEX ...] [--verbose]\n',
+      '                     [--clearkey KID_HEX:KEY_HEX ... | --licence-url URL] [--verbose]\n',
   );
   process.exit(2);
 }
@@ -57,6 +57,7 @@ function parseArgs(argv) {
       case '--h3-cert': opts.h3Cert = value(); break;
       case '--h3-spki': opts.h3Spki = value(); break;
       case '--verbose': opts.verbose = true; break;
+      case '--licence-url': opts.licenceUrl = value(); break;
       case '--clearkey':
         // One or more KID:KEY pairs, as repeated flags or as a list.
         opts.clearkeys.push(value());
@@ -72,6 +73,10 @@ function parseArgs(argv) {
   if (!PLAYER_LIBS[opts.player]) usage('--player must be hls, dash or shaka');
   if (!opts.url) usage('--url is required');
   try { new URL(opts.url); } catch { usage(`--url is not an absolute URL: ${opts.url}`); }
+  if (opts.licenceUrl !== undefined) {
+    try { new URL(opts.licenceUrl); } catch { usage(`--licence-url is not an absolute URL: ${opts.licenceUrl}`); }
+    if (opts.clearkeys.length) usage('--licence-url and --clearkey exclude each other: licences come from one place');
+  }
   if (!(opts.seconds > 0)) usage('--seconds must be a positive number');
   if (!(opts.timeout > 0)) usage('--timeout must be a positive number');
   if (opts.h3 && !/^[^:\s]+:\d+$/.test(opts.h3)) usage('--h3 must be HOST:PORT');
@@ -145,7 +150,11 @@ function pageHtml(port) {
     player: opts.player,
     url: opts.url,
     keys: opts.keys.map((k) => ({ kid: k.kid, key: k.key, kidB64: b64url(k.kid), keyB64: b64url(k.key) })),
-    licenseUrl: `http://127.0.0.1:${port}/clearkey`,
+    // ClearKey licences: from --licence-url (a real licence server), else
+    // from play.mjs's own /clearkey with the --clearkey keys.
+    clearkey: opts.keys.length > 0 || Boolean(opts.licenceUrl),
+    remoteLicence: Boolean(opts.licenceUrl),
+    licenseUrl: opts.licenceUrl || `http://127.0.0.1:${port}/clearkey`,
     timeUrl: `http://127.0.0.1:${port}/time`,
   };
   return `<!doctype html>

@@ -24,7 +24,7 @@ use prometheus_client::registry::Registry;
 use serde::Deserialize;
 
 use super::Drm;
-use crate::keys::{write_cpix_entries, KeyError, KeyId};
+use crate::keys::{write_cpix_entries, ContentKey, KeyError, KeyId, KeyLocation};
 
 /// Largest licence request body read (W3C ClearKey requests are tiny).
 pub const MAX_LICENCE_REQUEST: usize = 16 * 1024;
@@ -45,6 +45,7 @@ pub struct DrmMetrics {
     pub licence_requests: Family<OutcomeLabels, Counter>,
     pub key_requests: Family<OutcomeLabels, Counter>,
     pub cpix_requests: Family<OutcomeLabels, Counter>,
+    pub keys_pruned: Counter,
 }
 
 impl DrmMetrics {
@@ -65,6 +66,11 @@ impl DrmMetrics {
             "cpix_requests",
             "CPIX export and import requests by outcome",
             metrics.cpix_requests.clone(),
+        );
+        drm.register(
+            "keys_pruned",
+            "Rotating keys dropped once their key period left every DVR window",
+            metrics.keys_pruned.clone(),
         );
         metrics
     }
@@ -167,7 +173,10 @@ struct LicenceRequest {
     session_type: Option<String>,
 }
 
-/// W3C EME §9.1.4 ClearKey: `{"kids":[b64url]}` → JWK set of those we hold.
+/// W3C EME §9.1.4 ClearKey: `{"kids":[b64url]}` → JWK set of those we
+/// hold. For a rotating key the set also carries the same group's next and
+/// current period keys ([`Drm::rotation_companions`]): a licence may hold
+/// keys that were not asked for, and under rotation players need them.
 async fn clearkey(State(drm): State<Arc<Drm>>, body: Body) -> Response {
     licence_response(&drm, None, body).await
 }
@@ -220,10 +229,22 @@ async fn licence(drm: &Drm, channel: Option<&str>, body: Body) -> Result<Respons
             StatusCode::BAD_REQUEST,
             "kids: not base64url 128-bit key IDs",
         ))?;
-    let keys: Vec<serde_json::Value> = kids
+    let asked: Vec<KeyLocation> = kids
         .iter()
-        .filter(|kid| channel.is_none_or(|c| drm.keys.channel_of(kid).as_deref() == Some(c)))
-        .filter_map(|kid| drm.keys.lookup(kid))
+        .filter_map(|kid| drm.keys.locate(kid))
+        .filter(|at| channel.is_none_or(|c| at.channel == c))
+        .collect();
+    // The requested keys first, then their rotation companions.
+    let mut answer: Vec<ContentKey> = asked.iter().map(|at| at.entry.key).collect();
+    for at in &asked {
+        for key in drm.rotation_companions(at) {
+            if !answer.contains(&key) {
+                answer.push(key);
+            }
+        }
+    }
+    let keys: Vec<serde_json::Value> = answer
+        .iter()
         .map(|key| {
             serde_json::json!({
                 "kty": "oct",

@@ -867,3 +867,164 @@ fn publish(drm: &Arc<Drm>, rendition: &str) -> Box<dyn MediaSink> {
     };
     target.publish(&name, info).expect("publish")
 }
+
+/// A store holding `seconds` of `news.720p` video with a publisher still
+/// on (1 s segments, a 3 s DVR window), and the publisher's sink.
+fn live_store(seconds: u32) -> (crate::store::Store, Box<dyn MediaSink>) {
+    use crate::store::{ManualClock, Store, StoreConfig};
+    use std::time::{Duration, SystemTime};
+    let (params, video) = demo_video();
+    let start = SystemTime::now();
+    let clock = ManualClock::new(start);
+    let config = StoreConfig {
+        dvr_window: Duration::from_secs(3),
+        target_duration: Duration::from_secs(1),
+        ..StoreConfig::default()
+    };
+    let store = Store::with_clock(config, Arc::new(clock.clone()));
+    let name = StreamName {
+        channel: "news".into(),
+        rendition: "720p".into(),
+    };
+    let info = PublisherInfo {
+        remote: std::net::SocketAddr::from(([127, 0, 0, 1], 1935)),
+        protocol: "rtmp",
+    };
+    let mut sink = store.publish(&name, info).expect("publish");
+    sink.params(params);
+    // The first second of the demo, looped: a keyframe every second.
+    for i in 0..seconds * 25 {
+        let mut sample = video[(i % 25) as usize].clone();
+        sample.dts = video[0].dts + i64::from(i) * 3600;
+        clock.set(start + Duration::from_millis(u64::from(i) * 40));
+        sink.sample(TrackKind::Video, sample).expect("sample");
+    }
+    (store, sink)
+}
+
+fn answered_kids(body: &str) -> Vec<String> {
+    let jwks: serde_json::Value = serde_json::from_str(body).expect("json");
+    jwks["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .filter_map(|k| k["kid"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn rotating_licences_carry_the_groups_next_and_current_keys_only() {
+    let (store, _sink) = live_store(12);
+    let drm = grouped(EncryptionScheme::Cenc, 1).with_store(store.clone());
+    let span = store.segment_spans("news").pop().expect("segments");
+    assert!(span.newest >= span.oldest + 2, "{span:?}");
+    let (old, live) = (span.oldest, span.newest);
+    let asked = drm
+        .keys
+        .group_key("news", Some("hd"), Some(old))
+        .expect("hd");
+    // Keys a licence for `asked` must not carry: other groups, other channels.
+    let strangers: Vec<ContentKey> = [
+        ("news", Some("audio"), live),
+        ("news", Some("sd"), live),
+        ("news", None, live),
+        ("sport", Some("hd"), live),
+    ]
+    .into_iter()
+    .map(|(c, g, p)| drm.keys.group_key(c, g, Some(p)).expect("key"))
+    .collect();
+    let keys = drm.keys.clone();
+    let router = http::playback_routes(Arc::new(drm));
+    let licence = |kid: KeyId| {
+        Request::post("/drm/clearkey/news")
+            .body(Body::from(format!(
+                "{{\"kids\":[\"{}\"]}}",
+                kid.base64url()
+            )))
+            .expect("request")
+    };
+
+    let (status, body, _) = call(&router, licence(asked.kid)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let hd = |p: u64| {
+        keys.existing_key("news", Some("hd"), p)
+            .map(|k| k.kid.base64url())
+    };
+    let expected: Vec<String> = [old, old + 1, live, live + 1]
+        .into_iter()
+        .map(|p| hd(p).unwrap_or_else(|| panic!("hd key of period {p} created")))
+        .collect();
+    assert_eq!(
+        answered_kids(&body),
+        expected,
+        "asked, next, current, next after current"
+    );
+    for key in &strangers {
+        assert!(
+            !body.contains(&key.kid.base64url()),
+            "{:?} handed out",
+            key.kid
+        );
+    }
+    // The next period's key is created once and kept: asking again gives the same.
+    let (_, again, _) = call(&router, licence(asked.kid)).await;
+    assert_eq!(answered_kids(&again), expected);
+
+    // Asking for the newest key never creates keys further ahead.
+    let newest = keys
+        .existing_key("news", Some("hd"), live + 1)
+        .expect("next");
+    let (status, body, _) = call(&router, licence(newest.kid)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(keys.existing_key("news", Some("hd"), live + 2), None);
+    assert_eq!(answered_kids(&body)[0], newest.kid.base64url());
+
+    // A channel-scoped URL still refuses another channel's key cleanly.
+    let sport = &strangers[3];
+    assert_eq!(
+        call(&router, licence(sport.kid)).await.0,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[test]
+fn pruning_follows_the_stores_window_and_keeps_the_default_key() {
+    let (store, _sink) = live_store(12);
+    let (drm, registry) = drm(EncryptionScheme::Cenc, 1);
+    let drm = drm.with_store(store.clone());
+    let span = store.segment_spans("news").pop().expect("segments");
+    // 3 s window of 1 s segments: 4 segments, 1 period each, plus one.
+    assert_eq!(drm.key_margin(), 5);
+    let first = span.oldest - 40;
+    let default = drm
+        .keys
+        .default_key("news", None, Some(first))
+        .expect("default");
+    let keys: Vec<(u64, ContentKey)> = (first..=span.newest + 1)
+        .map(|p| (p, drm.keys.key_for("news", Some(p)).expect("key")))
+        .collect();
+    let floor = span.oldest - 5;
+    let pruned = drm.prune_keys();
+    assert_eq!(
+        pruned as u64,
+        floor - first - 1,
+        "every period between the default and the floor"
+    );
+    for (p, key) in &keys {
+        let kept = *p == first || *p >= floor;
+        assert_eq!(drm.keys.lookup(&key.kid).is_some(), kept, "period {p}");
+    }
+    assert_eq!(
+        drm.keys
+            .default_key("news", None, Some(span.newest))
+            .expect("default"),
+        default
+    );
+    assert_eq!(drm.prune_keys(), 0);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+    assert!(
+        text.contains(&format!("strata_origin_drm_keys_pruned_total {pruned}")),
+        "{text}"
+    );
+}

@@ -75,13 +75,29 @@ fn cpix_export_round_trips() {
     assert_eq!(parse_cpix(&write_cpix(&keys)).expect("export parses"), keys);
 }
 
+fn on_disk(dir: &Path, rotate_every: u64) -> KeysConfig {
+    KeysConfig {
+        state_dir: Some(dir.to_owned()),
+        rotate_every,
+    }
+}
+
+/// `channel`'s key file is mode 0600 and no temporary file is left over.
+fn assert_private_file(dir: &Path, channel: &str) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join(format!("keys/{channel}.json"));
+        let mode = std::fs::metadata(&path).expect("file").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    assert!(!dir.join(format!("keys/.{channel}.json.tmp")).exists());
+}
+
 #[test]
 fn keys_survive_a_restart_with_private_files() {
     let dir = temp_dir("restart");
-    let config = KeysConfig {
-        state_dir: Some(dir.clone()),
-        rotate_every: 0,
-    };
+    let config = on_disk(&dir, 0);
     let first = KeyService::open(&config).expect("open");
     let key = first.key_for("premium", None).expect("key");
     assert_eq!(first.key_for("premium", None).expect("again"), key);
@@ -89,14 +105,7 @@ fn keys_survive_a_restart_with_private_files() {
     let second = KeyService::open(&config).expect("reopen");
     assert_eq!(second.key_for("premium", None).expect("after restart"), key);
     assert_eq!(second.lookup(&key.kid), Some(key));
-    let path = dir.join("keys/premium.json");
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&path).expect("file").permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
-    }
-    assert!(!dir.join("keys/.premium.json.tmp").exists());
+    assert_private_file(&dir, "premium");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -147,10 +156,7 @@ fn key_ids_parse_in_every_form_and_keys_stay_out_of_debug() {
 #[test]
 fn group_and_period_keys_survive_a_restart_and_export_with_usage_rules() {
     let dir = temp_dir("groups");
-    let config = KeysConfig {
-        state_dir: Some(dir.clone()),
-        rotate_every: 1,
-    };
+    let config = on_disk(&dir, 1);
     let first = KeyService::open(&config).expect("open");
     let hd7 = first.group_key("tv", Some("hd"), Some(7)).expect("hd 7");
     let hd8 = first.group_key("tv", Some("hd"), Some(8)).expect("hd 8");
@@ -255,5 +261,74 @@ fn group_and_period_keys_survive_a_restart_and_export_with_usage_rules() {
     );
     // A channel with one key exports no rules at all.
     assert!(!write_cpix(&[hd7]).contains("UsageRule"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn pruning_keeps_the_window_and_default_keys_across_a_restart() {
+    let dir = temp_dir("prune");
+    let config = on_disk(&dir, 1);
+    let first = KeyService::open(&config).expect("open");
+    let default_hd = first
+        .default_key("news", Some("hd"), Some(100))
+        .expect("default");
+    for p in 100..200 {
+        for group in [None, Some("hd")] {
+            first.group_key("news", group, Some(p)).expect("key");
+        }
+    }
+    let other = first.group_key("sport", None, Some(100)).expect("sport");
+    let old = first.group_key("news", None, Some(150)).expect("old");
+    let window: Vec<(Option<&str>, u64, ContentKey)> = (190..200)
+        .flat_map(|p| [None, Some("hd")].map(|g| (g, p)))
+        .map(|(g, p)| (g, p, first.group_key("news", g, Some(p)).expect("key")))
+        .collect();
+    let default_own = first.default_key("news", None, Some(190)).expect("default");
+
+    // Periods 101..190 of both groups go; each group's first key stays.
+    assert_eq!(first.prune("news", 190).expect("prune"), 2 * 89);
+    assert_eq!(
+        first.prune("news", 190).expect("again"),
+        0,
+        "nothing left to prune"
+    );
+    assert_eq!(first.entries_of("news").len(), 2 * 11);
+    assert_eq!(first.lookup(&old.kid), None, "a pruned key is unknown");
+    assert_eq!(first.existing_key("news", None, 150), None);
+    assert_eq!(
+        first.lookup(&other.kid),
+        Some(other),
+        "other channels keep theirs"
+    );
+    drop(first);
+
+    let second = KeyService::open(&config).expect("reopen");
+    for (group, period, key) in &window {
+        assert_eq!(
+            second
+                .group_key("news", *group, Some(*period))
+                .expect("window key"),
+            *key,
+            "{group:?} period {period} changed across the restart"
+        );
+        assert_eq!(second.lookup(&key.kid), Some(*key));
+    }
+    assert_eq!(
+        second
+            .default_key("news", Some("hd"), Some(199))
+            .expect("hd default"),
+        default_hd
+    );
+    assert_eq!(
+        second
+            .default_key("news", None, Some(199))
+            .expect("default"),
+        default_own
+    );
+    assert_eq!(second.lookup(&old.kid), None);
+    assert_eq!(second.entries_of("news").len(), 2 * 11);
+    assert_private_file(&dir, "news");
+    // An unknown channel has nothing to prune.
+    assert_eq!(second.prune("nobody", 10).expect("nothing"), 0);
     let _ = std::fs::remove_dir_all(&dir);
 }

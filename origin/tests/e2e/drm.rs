@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 use crate::support::{ffmpeg, make_flv};
 use bytes::Bytes;
 use prometheus_client::registry::Registry;
-use strata_origin::drm::http::DrmMetrics;
+use strata_origin::drm::http::{DrmMetrics, OutcomeLabels};
 use strata_origin::drm::{ChannelEncryption, Drm, EncryptionConfig, EncryptionScheme};
 use strata_origin::http::{playback_router, HttpMetrics, PlaybackState};
 use strata_origin::ingest::{PublishTarget, PublisherInfo, StreamName};
@@ -335,9 +335,19 @@ async fn ffmpeg_decrypts_cenc_and_cbcs_cmaf_only_with_the_key() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Where a player takes ClearKey licences from.
+#[derive(Clone)]
+enum Licence {
+    /// Nowhere: the stream is clear or AES-128.
+    None,
+    /// play.mjs's in-page server with these space-separated `KID:KEY` pairs.
+    Keys(String),
+    /// A real licence server at this URL; play.mjs holds no keys.
+    Server(String),
+}
+
 /// One run of tests/browser/play.mjs; `None` when the harness is not installed.
-/// `clearkey`: space-separated `KID:KEY` pairs.
-async fn play(player: &str, url: &str, clearkey: Option<String>) -> Option<serde_json::Value> {
+async fn play(player: &str, url: &str, licence: &Licence) -> Option<serde_json::Value> {
     let harness = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/browser");
     assert!(
         harness.join("node_modules").exists(),
@@ -354,9 +364,13 @@ async fn play(player: &str, url: &str, clearkey: Option<String>) -> Option<serde
         "--timeout".into(),
         "40".into(),
     ];
-    if let Some(pairs) = clearkey {
-        args.push("--clearkey".into());
-        args.extend(pairs.split_whitespace().map(str::to_owned));
+    match licence {
+        Licence::None => {}
+        Licence::Keys(pairs) => {
+            args.push("--clearkey".into());
+            args.extend(pairs.split_whitespace().map(str::to_owned));
+        }
+        Licence::Server(url) => args.extend(["--licence-url".into(), url.clone()]),
     }
     let out = tokio::process::Command::new("node")
         .args(&args)
@@ -370,22 +384,22 @@ async fn play(player: &str, url: &str, clearkey: Option<String>) -> Option<serde
     serde_json::from_str(&line).ok()
 }
 
-async fn play_once(player: &str, url: &str, clearkey: Option<String>) -> serde_json::Value {
-    play(player, url, clearkey).await.unwrap_or_else(|| {
+async fn play_once(player: &str, url: &str, licence: &Licence) -> serde_json::Value {
+    play(player, url, licence).await.unwrap_or_else(|| {
         panic!("node could not run play.mjs: install node and run scripts/install-test-deps.sh")
     })
 }
 
-/// Plays each `(player, path, clearkey, must_play)`; returns the cases
+/// Plays each `(player, path, licence, must_play)`; returns the cases
 /// whose outcome was not `must_play`.
 async fn play_cases<const N: usize>(
     addr: SocketAddr,
-    cases: [(&str, &str, Option<String>, bool); N],
+    cases: [(&str, &str, Licence, bool); N],
 ) -> Vec<String> {
     let mut failures = Vec::new();
-    for (player, path, clearkey, must_play) in cases {
+    for (player, path, licence, must_play) in cases {
         let url = format!("http://{addr}/live/{path}");
-        let mut result = play_once(player, &url, clearkey.clone()).await;
+        let mut result = play_once(player, &url, &licence).await;
         eprintln!("{player} {path}: {result}");
         if must_play && never_started(&result) {
             // The content is the same bytes every run, so a player that never
@@ -394,7 +408,7 @@ async fn play_cases<const N: usize>(
             // dash.js + cbcs), not a property of the stream: one more try,
             // reported. A stream that is really broken fails both.
             eprintln!("{player} {path}: did not start, without an error; trying once more");
-            result = play_once(player, &url, clearkey).await;
+            result = play_once(player, &url, &licence).await;
             eprintln!("{player} {path} (second try): {result}");
         }
         if result["ok"] != serde_json::Value::Bool(must_play) {
@@ -431,24 +445,24 @@ async fn browsers_play_encrypted_streams() {
     let addr = serve(store, drm.clone()).await;
     let pair = |channel: &str| {
         let key = drm.keys.key_for(channel, None).expect("key");
-        format!("{}:{}", key.kid.hex(), hex::encode(key.key))
+        Licence::Keys(format!("{}:{}", key.kid.hex(), hex::encode(key.key)))
     };
     let wrong_key = |channel: &str| {
         let key = drm.keys.key_for(channel, None).expect("key");
-        format!("{}:{}", key.kid.hex(), "00".repeat(16))
+        Licence::Keys(format!("{}:{}", key.kid.hex(), "00".repeat(16)))
     };
     let cases = [
-        ("hls", "aes/master.m3u8", None, true),
-        ("shaka", "cenc/manifest.mpd", Some(pair("cenc")), true),
-        ("dash", "cenc/manifest.mpd", Some(pair("cenc")), true),
-        ("hls", "cenc/master.m3u8", Some(pair("cenc")), true),
-        ("shaka", "cbcs/manifest.mpd", Some(pair("cbcs")), true),
-        ("dash", "cbcs/manifest.mpd", Some(pair("cbcs")), true),
-        ("hls", "cbcs/master.m3u8", Some(pair("cbcs")), true),
+        ("hls", "aes/master.m3u8", Licence::None, true),
+        ("shaka", "cenc/manifest.mpd", pair("cenc"), true),
+        ("dash", "cenc/manifest.mpd", pair("cenc"), true),
+        ("hls", "cenc/master.m3u8", pair("cenc"), true),
+        ("shaka", "cbcs/manifest.mpd", pair("cbcs"), true),
+        ("dash", "cbcs/manifest.mpd", pair("cbcs"), true),
+        ("hls", "cbcs/master.m3u8", pair("cbcs"), true),
         // The players really decrypt: the right key ID with a wrong key
         // plays nothing.
-        ("shaka", "cenc/manifest.mpd", Some(wrong_key("cenc")), false),
-        ("dash", "cbcs/manifest.mpd", Some(wrong_key("cbcs")), false),
+        ("shaka", "cenc/manifest.mpd", wrong_key("cenc"), false),
+        ("dash", "cbcs/manifest.mpd", wrong_key("cbcs"), false),
     ];
     let failures = play_cases(addr, cases).await;
     assert!(failures.is_empty(), "{failures:#?}");
@@ -575,7 +589,51 @@ async fn players_play_across_key_rotation() {
         ("shaka", "cenc/manifest.mpd", keys("cenc", true), false),
         ("hls", "cbcs/master.m3u8", keys("cbcs", true), false),
     ];
-    let failures = play_cases(addr, cases.map(|(p, u, k, ok)| (p, u, Some(k), ok))).await;
+    let failures = play_cases(
+        addr,
+        cases.map(|(p, u, k, ok)| (p, u, Licence::Keys(k), ok)),
+    )
+    .await;
     assert!(failures.is_empty(), "{failures:#?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// With `keys.rotate_every = 1` and no keys in the player, hls.js (HLS
+/// fMP4 cbcs) and Shaka (DASH cenc) play across every key change with
+/// licences from the origin's `/drm/clearkey/{channel}`: each licence for a
+/// rotating key carries the group's next and current keys too, which hls.js
+/// needs (it may ask one period's session for the previous period's KID).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn players_take_rotating_licences_from_the_origin() {
+    let dir = scratch_dir("licences");
+    let store = recorded_store(&dir);
+    let drm = Arc::new(drm_rotating(&dir.join("state"), 1).with_store(store.clone()));
+    let addr = serve(store, drm.clone()).await;
+    let server = |channel: &str| Licence::Server(format!("http://{addr}/drm/clearkey/{channel}"));
+    let cases = [
+        ("hls", "cbcs/master.m3u8", server("cbcs"), true),
+        ("shaka", "cenc/manifest.mpd", server("cenc"), true),
+    ];
+    let failures = play_cases(addr, cases).await;
+    assert!(failures.is_empty(), "{failures:#?}");
+    let answered = |outcome| {
+        drm.metrics
+            .licence_requests
+            .get_or_create(&OutcomeLabels { outcome })
+            .get()
+    };
+    assert!(answered("ok") >= 2, "licences came from the origin");
+    for channel in ["cbcs", "cenc"] {
+        let periods = drm
+            .keys
+            .entries_of(channel)
+            .iter()
+            .filter(|e| e.period.is_some())
+            .count();
+        assert!(
+            periods >= 3,
+            "{channel}: {periods} period keys: the key did change"
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
