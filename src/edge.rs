@@ -20,7 +20,7 @@ use crate::cache::purge::PurgeLog;
 use crate::cache::{Cache, CachedObject, Staleness};
 use crate::config::ByteSize;
 use crate::error::EdgeError;
-use crate::metrics::{status_class, EdgeMetrics, ProtocolLabels, ReasonLabels, RequestLabels};
+use crate::metrics::{status_class, EdgeMetrics, ReasonLabels, RequestLabels};
 use crate::policy::{Policy, Propagate};
 use crate::request::{MediaRequest, ObjectKind, Protocol};
 use crate::response::{EdgeResponse, Outcome, ResponseHead};
@@ -98,6 +98,7 @@ pub struct Edge {
     inflight: Mutex<HashMap<CacheKey, Arc<Fill>>>,
     upstreams: Arc<UpstreamPool>,
     metrics: Arc<EdgeMetrics>,
+    counters: crate::metrics::RequestHandles,
     via: HeaderValue,
     alt_svc: Option<HeaderValue>,
     policy: Option<Policy>,
@@ -132,6 +133,7 @@ impl Edge {
             purges: PurgeLog::default(),
             ttl_overrides: parking_lot::RwLock::new(Arc::new(ttl_overrides)),
             cache: Cache::new(cache_config.size.0, metrics.cache.clone()),
+            counters: crate::metrics::RequestHandles::new(&metrics.requests),
             node_id,
             cache_config,
             inflight: Mutex::new(HashMap::new()),
@@ -273,19 +275,16 @@ impl Edge {
     ) {
         let m = &self.metrics.requests;
         let protocol = log.protocol.as_str();
-        m.requests
-            .get_or_create(&RequestLabels {
+        self.counters.record(
+            m,
+            RequestLabels {
                 status: status_class(status.as_u16()),
                 cache: outcome.cache,
                 protocol,
-            })
-            .inc();
-        m.bytes
-            .get_or_create(&ProtocolLabels { protocol })
-            .inc_by(bytes);
-        m.duration
-            .get_or_create(&ProtocolLabels { protocol })
-            .observe(elapsed.as_secs_f64());
+            },
+            bytes,
+            elapsed.as_secs_f64(),
+        );
         if let Some(reason) = outcome.reason {
             m.errors.get_or_create(&ReasonLabels { reason }).inc();
         }

@@ -325,7 +325,7 @@ mod tests {
         let (writer, guard) = spawn(sink.clone());
         for i in 0..10_000 {
             let mut line = writer.make_writer();
-            write!(line, "line {i}\n").expect("write");
+            writeln!(line, "line {i}").expect("write");
         }
         drop(guard);
         let bytes = sink.0.lock().expect("sink").clone();

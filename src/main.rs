@@ -1,6 +1,11 @@
 //! `strata`: one binary for every role. Parses the command line, loads the
 //! configuration, and calls the role's `run`; nothing else lives here.
 
+/// mimalloc: per-thread free lists, so a buffer freed on another worker than
+/// the one that allocated it does not contend on a glibc arena lock.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -68,6 +68,79 @@ impl RequestMetrics {
     }
 }
 
+/// Handles into [`RequestMetrics`] resolved once per label set, so counting a
+/// request bumps atomics instead of hashing three label sets under the
+/// families' locks (a measurable share of a cached 1 KiB hit). The handles
+/// share their values with the families, which export them as usual.
+pub struct RequestHandles {
+    /// Indexed by [`RequestHandles::cell`]; filled on first use.
+    requests: Box<[std::sync::OnceLock<Counter>]>,
+    /// Per protocol, in [`PROTOCOLS`] order.
+    bytes: [Counter; 3],
+    duration: [Histogram; 3],
+}
+
+const PROTOCOLS: [&str; 3] = ["h1", "h2", "h3"];
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+/// Cache statuses with a resolved cell; any other goes through the family.
+const CACHE_STATUSES: [&str; 8] = [
+    "hit",
+    "miss",
+    "collapsed",
+    "stale",
+    "revalidated",
+    "pass",
+    "error",
+    "denied",
+];
+
+impl RequestHandles {
+    pub fn new(m: &RequestMetrics) -> Self {
+        let per_protocol = |p: &'static str| ProtocolLabels { protocol: p };
+        RequestHandles {
+            requests: (0..PROTOCOLS.len() * STATUS_CLASSES.len() * CACHE_STATUSES.len())
+                .map(|_| std::sync::OnceLock::new())
+                .collect(),
+            bytes: PROTOCOLS.map(|p| m.bytes.get_or_create(&per_protocol(p)).clone()),
+            duration: PROTOCOLS.map(|p| m.duration.get_or_create(&per_protocol(p)).clone()),
+        }
+    }
+
+    fn protocol(protocol: &str) -> Option<usize> {
+        PROTOCOLS.iter().position(|p| *p == protocol)
+    }
+
+    fn cell(labels: &RequestLabels) -> Option<usize> {
+        let p = Self::protocol(labels.protocol)?;
+        let s = STATUS_CLASSES.iter().position(|c| *c == labels.status)?;
+        let c = CACHE_STATUSES.iter().position(|c| *c == labels.cache)?;
+        Some((p * STATUS_CLASSES.len() + s) * CACHE_STATUSES.len() + c)
+    }
+
+    /// One response: its request counter, bytes and duration.
+    pub fn record(&self, m: &RequestMetrics, labels: RequestLabels, bytes: u64, seconds: f64) {
+        match Self::cell(&labels) {
+            Some(i) => self.requests[i]
+                .get_or_init(|| m.requests.get_or_create(&labels).clone())
+                .inc(),
+            None => m.requests.get_or_create(&labels).inc(),
+        };
+        match Self::protocol(labels.protocol) {
+            Some(p) => {
+                self.bytes[p].inc_by(bytes);
+                self.duration[p].observe(seconds);
+            }
+            None => {
+                let protocol = ProtocolLabels {
+                    protocol: labels.protocol,
+                };
+                m.bytes.get_or_create(&protocol).inc_by(bytes);
+                m.duration.get_or_create(&protocol).observe(seconds);
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct CacheMetrics {
     pub objects: Gauge,
@@ -231,5 +304,39 @@ pub fn status_class(status: u16) -> &'static str {
         300..=399 => "3xx",
         400..=499 => "4xx",
         _ => "5xx",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolved_handles_count_into_the_exported_families() {
+        let mut registry = Registry::default();
+        let metrics = EdgeMetrics::register(&mut registry);
+        let handles = RequestHandles::new(&metrics.requests);
+        let labels = |cache, protocol| RequestLabels {
+            status: "2xx",
+            cache,
+            protocol,
+        };
+        handles.record(&metrics.requests, labels("hit", "h1"), 1024, 0.001);
+        handles.record(&metrics.requests, labels("hit", "h1"), 1024, 0.001);
+        handles.record(&metrics.requests, labels("miss", "h3"), 10, 0.02);
+        // A cache status without a resolved cell still counts.
+        handles.record(&metrics.requests, labels("unheard-of", "h2"), 5, 0.5);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        for line in [
+            r#"strata_edge_requests_total{status="2xx",cache="hit",protocol="h1"} 2"#,
+            r#"strata_edge_requests_total{status="2xx",cache="miss",protocol="h3"} 1"#,
+            r#"strata_edge_requests_total{status="2xx",cache="unheard-of",protocol="h2"} 1"#,
+            r#"strata_edge_response_body_bytes_total{protocol="h1"} 2048"#,
+            r#"strata_edge_response_body_bytes_total{protocol="h3"} 10"#,
+            r#"strata_edge_request_duration_seconds_count{protocol="h2"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
     }
 }

@@ -97,14 +97,13 @@ impl HttpServerApp for PingoraApp {
         };
         let status = response.head.status;
         let outcome = response.outcome;
-        let mut header =
-            match ResponseHeader::build_no_case(status, Some(response.head.headers.len())) {
-                Ok(h) => h,
-                Err(_) => return None,
-            };
-        for (name, value) in &response.head.headers {
-            let _ = header.append_header(name.clone(), value.clone());
-        }
+        // The core's header map moves into Pingora's head as it is: no copy
+        // of each name and value (and no case map: names go out lower-case,
+        // as HTTP/2 and HTTP/3 send them anyway).
+        let (mut parts, ()) = http::Response::new(()).into_parts();
+        parts.status = status;
+        parts.headers = response.head.headers;
+        let header = ResponseHeader::from(parts);
         if session
             .write_response_header(Box::new(header))
             .await

@@ -421,7 +421,12 @@ async fn http2_and_http1_share_one_cache() {
         .contains("hit"));
     assert_eq!(origin.state.hits("/obj/both.m4s"), 1);
     let metrics = edge.metrics().await;
-    assert!(metrics.contains("protocol=\"h2\""));
+    for series in [
+        "strata_edge_requests_total{status=\"2xx\",cache=\"miss\",protocol=\"h2\"} 1",
+        "strata_edge_requests_total{status=\"2xx\",cache=\"hit\",protocol=\"h1\"} 1",
+    ] {
+        assert!(metrics.contains(series), "{series} missing:\n{metrics}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
