@@ -11,6 +11,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::ops::Range;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, KeyInit, Mac};
@@ -457,19 +458,27 @@ pub struct TokenVerifier {
     verified: Verified,
 }
 
-/// ACL tokens whose signature already checked out under this verifier's keys.
+/// ACL tokens whose signature already checked out under this verifier's keys,
+/// by their text as received, parsed.
 ///
 /// A player sends the same token with every playlist and segment request, so
-/// after the first one the HMAC (~0.7 µs) becomes a set lookup. Only the
-/// signature is remembered: validity window, client binding and ACL are
-/// checked on every request. The whole token text (its HMAC included) is the
-/// key, so a forged token never matches a remembered one; forged tokens are
-/// never remembered. A clone (what every key change makes) starts empty, so a
-/// retired key's tokens are checked again, and fail.
+/// after the first one parsing and the HMAC (~0.7 µs together) become a hash
+/// lookup. Only the parse and the signature are remembered: validity window,
+/// client binding and ACL are checked on every request. The whole token text
+/// (its HMAC included) is the key, so a forged token never matches a
+/// remembered one, and only tokens with a valid signature are ever inserted,
+/// so nobody can fill the map with keys of their choosing (which is also why
+/// a fast unkeyed-by-request hasher is fine here). A clone (what every key
+/// change makes) starts empty, so a retired key's tokens are checked again,
+/// and fail.
 #[derive(Default)]
-struct Verified(parking_lot::Mutex<std::collections::HashSet<Box<[u8]>>>);
+struct Verified(
+    parking_lot::Mutex<
+        std::collections::HashMap<Box<str>, Arc<Token>, foldhash::fast::RandomState>,
+    >,
+);
 
-/// Remembered signatures before the set is emptied and starts over.
+/// Remembered tokens before the map is emptied and starts over.
 const VERIFIED_MAX: usize = 64 * 1024;
 
 impl Clone for Verified {
@@ -479,16 +488,16 @@ impl Clone for Verified {
 }
 
 impl Verified {
-    fn contains(&self, token: &[u8]) -> bool {
-        self.0.lock().contains(token)
+    fn get(&self, raw: &str) -> Option<Arc<Token>> {
+        self.0.lock().get(raw).cloned()
     }
 
-    fn insert(&self, token: &[u8]) {
-        let mut set = self.0.lock();
-        if set.len() >= VERIFIED_MAX {
-            set.clear();
+    fn insert(&self, raw: &str, token: Arc<Token>) {
+        let mut map = self.0.lock();
+        if map.len() >= VERIFIED_MAX {
+            map.clear();
         }
-        set.insert(token.into());
+        map.insert(raw.into(), token);
     }
 }
 
@@ -562,16 +571,44 @@ impl TokenVerifier {
         client_ip: IpAddr,
         now: SystemTime,
     ) -> Result<(), Rejection> {
-        // url= tokens cover one path each: not worth remembering.
-        let remembered = token.acl.is_some() && self.verified.contains(token.text.as_bytes());
-        if !remembered {
-            if !self.signature_matches(token, path) {
-                return Err(Rejection::Signature);
-            }
-            if token.acl.is_some() {
-                self.verified.insert(token.text.as_bytes());
-            }
+        if !self.signature_matches(token, path) {
+            return Err(Rejection::Signature);
         }
+        self.check_claims(token, path, client_ip, now)
+    }
+
+    /// [`TokenVerifier::verify`] for a token as received (query parameter or
+    /// cookie value), remembering ACL tokens whose signature checked out.
+    pub fn verify_raw(
+        &self,
+        raw: &str,
+        path: &str,
+        client_ip: IpAddr,
+        now: SystemTime,
+    ) -> Result<(), Rejection> {
+        if let Some(token) = self.verified.get(raw) {
+            return self.check_claims(&token, path, client_ip, now);
+        }
+        let token: Token = raw.parse()?;
+        if !self.signature_matches(&token, path) {
+            return Err(Rejection::Signature);
+        }
+        let token = Arc::new(token);
+        // url= tokens cover one path each: not worth remembering.
+        if token.acl.is_some() {
+            self.verified.insert(raw, token.clone());
+        }
+        self.check_claims(&token, path, client_ip, now)
+    }
+
+    /// Everything but the signature: validity window, client binding, ACL.
+    fn check_claims(
+        &self,
+        token: &Token,
+        path: &str,
+        client_ip: IpAddr,
+        now: SystemTime,
+    ) -> Result<(), Rejection> {
         let now = now
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())

@@ -190,32 +190,52 @@ fn tampered_token_fails_the_signature() {
     );
 }
 
+fn outcome_raw(v: &TokenVerifier, token: &str, path: &str, ip: &str, now: SystemTime) -> &'static str {
+    match v.verify_raw(token, path, ip.parse().expect("ip"), now) {
+        Ok(()) => "ok",
+        Err(r) => r.as_str(),
+    }
+}
+
 #[test]
-fn a_remembered_signature_still_has_its_window_acl_and_ip_checked() {
+fn a_remembered_token_still_has_its_window_acl_and_ip_checked() {
     let token = "st=1700000000~exp=4070908800~acl=/live/*~hmac=e2bac91ac3155eb6a9e28836547361297d4e3231874ba34815e01b01f88ecfcc";
     let v = verifier(Duration::ZERO);
     let now = at(1795600000);
-    // The first check computes the HMAC and remembers it; the rest reuse it.
+    // The first check parses and computes the HMAC, and remembers the token;
+    // the rest reuse it.
     for _ in 0..3 {
-        assert_eq!(outcome(&v, token, "/live/a", "192.0.2.1", now), "ok");
+        assert_eq!(outcome_raw(&v, token, "/live/a", "192.0.2.1", now), "ok");
     }
-    assert_eq!(outcome(&v, token, "/vod/a", "192.0.2.1", now), "acl");
+    assert_eq!(outcome_raw(&v, token, "/vod/a", "192.0.2.1", now), "acl");
     assert_eq!(
-        outcome(&v, token, "/live/a", "192.0.2.1", at(4070908800)),
+        outcome_raw(&v, token, "/live/a", "192.0.2.1", at(4070908800)),
         "expired"
     );
     assert_eq!(
-        outcome(&v, token, "/live/a", "192.0.2.1", at(1600000000)),
+        outcome_raw(&v, token, "/live/a", "192.0.2.1", at(1600000000)),
         "not-yet-valid"
     );
     let bound = TokenVerifier::new(Duration::ZERO, true)
         .with_key("fixture", KEY)
         .expect("key");
-    assert_eq!(outcome(&bound, token, "/live/a", "192.0.2.1", now), "ip");
+    assert_eq!(outcome_raw(&bound, token, "/live/a", "192.0.2.1", now), "ip");
     // Same body, another HMAC: not the remembered token.
     let forged = token.replace("hmac=e2", "hmac=e3");
     assert_eq!(
-        outcome(&v, &forged, "/live/a", "192.0.2.1", now),
+        outcome_raw(&v, &forged, "/live/a", "192.0.2.1", now),
+        "signature"
+    );
+    assert_eq!(outcome_raw(&v, "garbage", "/live/a", "192.0.2.1", now), "malformed");
+    // A key change starts with nothing remembered: retiring the key that
+    // signed a remembered token refuses it at once.
+    let rotated = v
+        .with_key("new", "00112233445566778899aabbccddeeff")
+        .expect("add")
+        .without_key("fixture")
+        .expect("retire");
+    assert_eq!(
+        outcome_raw(&rotated, token, "/live/a", "192.0.2.1", now),
         "signature"
     );
 }
