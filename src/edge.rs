@@ -224,41 +224,37 @@ impl Edge {
             protocol,
             client,
         };
-        let mut response =
-            match parsed {
-                Ok(request) => {
-                    match self.admit(parts, &request) {
-                        Err(denied) => denied_response(denied),
-                        // Licence answers are per viewer already: nothing to propagate.
-                        Ok(_) if request.method == Method::POST => {
-                            match self.pass(&request, parts, body).await {
-                                Ok(response) => response,
-                                Err(e) => e.into_response(),
-                            }
-                        }
-                        Ok(grant) => {
-                            let mut request = request;
-                            let rewrites = grant.token.is_some()
-                                && grant.propagate == Propagate::Query
-                                && matches!(
-                                    request.kind,
-                                    ObjectKind::Playlist | ObjectKind::Manifest
-                                );
-                            if rewrites {
-                                // A manifest is rewritten whole (ffmpeg asks for
-                                // `bytes=0-`); RFC 9110 lets us answer 200.
-                                request.range = None;
-                            }
-                            let response = match self.serve(&request).await {
-                                Ok(response) => response,
-                                Err(e) => e.into_response(),
-                            };
-                            self.propagate(&request, response, grant).await
+        let mut response = match parsed {
+            Ok(request) => {
+                match self.admit(parts, &request) {
+                    Err(denied) => denied_response(denied),
+                    // Licence answers are per viewer already: nothing to propagate.
+                    Ok(_) if request.method == Method::POST => {
+                        match self.pass(&request, parts, body).await {
+                            Ok(response) => response,
+                            Err(e) => e.into_response(),
                         }
                     }
+                    Ok(grant) => {
+                        let mut request = request;
+                        let rewrites = grant.token.is_some()
+                            && grant.propagate == Propagate::Query
+                            && matches!(request.kind, ObjectKind::Playlist | ObjectKind::Manifest);
+                        if rewrites {
+                            // A manifest is rewritten whole (ffmpeg asks for
+                            // `bytes=0-`); RFC 9110 lets us answer 200.
+                            request.range = None;
+                        }
+                        let response = match self.serve(&request).await {
+                            Ok(response) => response,
+                            Err(e) => e.into_response(),
+                        };
+                        self.propagate(&request, response, grant).await
+                    }
                 }
-                Err(e) => e.into_response(),
-            };
+            }
+            Err(e) => e.into_response(),
+        };
         self.finish_headers(&mut response.head.headers, protocol);
         (response, log)
     }

@@ -66,7 +66,9 @@ struct State {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A writer that panicked mid-append leaves at worst a torn line.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn append(&self, line: &[u8]) {
@@ -315,7 +317,10 @@ mod tests {
              protocol=\"h1\" complete=true reason=\"-\"\n"
         );
         let mut leap = String::new();
-        rfc3339_micros(std::time::UNIX_EPOCH + Duration::from_secs(951_782_400), &mut leap);
+        rfc3339_micros(
+            std::time::UNIX_EPOCH + Duration::from_secs(951_782_400),
+            &mut leap,
+        );
         assert_eq!(leap, "2000-02-29T00:00:00.000000Z");
     }
 
@@ -332,6 +337,9 @@ mod tests {
         let text = String::from_utf8(bytes).expect("utf-8");
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 10_000);
-        assert!(lines.iter().enumerate().all(|(i, l)| *l == format!("line {i}")));
+        assert!(lines
+            .iter()
+            .enumerate()
+            .all(|(i, l)| *l == format!("line {i}")));
     }
 }

@@ -2,7 +2,7 @@
 //! public listener; channel API, metrics and health on the admin listener.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -15,7 +15,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::package::RenderError;
+use crate::package::{RenderError, Rendered};
 use crate::store::Store;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -113,29 +113,70 @@ async fn preflight() -> Response {
     response
 }
 
+/// How long a playlist or MPD request on a live channel with nothing to list
+/// yet waits for the first segment before it gets its 404.
+const FIRST_PLAYLIST_WAIT: Duration = Duration::from_secs(4);
+
+/// A channel that is publishing but has no complete segment yet will have a
+/// playlist within a target duration: hold the request until then (bounded),
+/// instead of a 404 that every cache in front would keep for a second — which
+/// is what made the first playlist through an edge ~0.7 s later than at the
+/// origin. Polling players and edges get the playlist the moment it exists.
+async fn first_playlist<F>(
+    state: &PlaybackState,
+    channel: &str,
+    render: F,
+    mut rendered: Result<Rendered, RenderError>,
+) -> Result<Rendered, RenderError>
+where
+    F: Fn() -> Result<Rendered, RenderError>,
+{
+    let Some(mut updates) = state.store.updates(channel) else {
+        return rendered;
+    };
+    let deadline = tokio::time::Instant::now() + FIRST_PLAYLIST_WAIT;
+    while matches!(rendered, Err(RenderError::NotFound { .. })) {
+        match tokio::time::timeout_at(deadline, updates.changed()).await {
+            Ok(Ok(())) => rendered = render(),
+            // Deadline, or the channel is gone: answer what we have.
+            _ => break,
+        }
+    }
+    rendered
+}
+
 async fn live(
     State(state): State<Arc<PlaybackState>>,
     method: Method,
     Path((channel, path)): Path<(String, String)>,
     request_headers: HeaderMap,
 ) -> Response {
-    let started = Instant::now();
-    let rendered = state
-        .store
-        .render(&channel, &path, SystemTime::now())
-        .and_then(|r| {
-            state
-                .drm
-                .protect(&channel, &path, r)
-                .map_err(|e| e.into_render_error(&channel, &path))
-        });
-    state
-        .metrics
-        .render_seconds
-        .get_or_create(&ObjectLabels {
-            object: object_label(&path),
-        })
-        .observe(started.elapsed().as_secs_f64());
+    let render = || {
+        let started = Instant::now();
+        let rendered = state
+            .store
+            .render(&channel, &path, SystemTime::now())
+            .and_then(|r| {
+                state
+                    .drm
+                    .protect(&channel, &path, r)
+                    .map_err(|e| e.into_render_error(&channel, &path))
+            });
+        state
+            .metrics
+            .render_seconds
+            .get_or_create(&ObjectLabels {
+                object: object_label(&path),
+            })
+            .observe(started.elapsed().as_secs_f64());
+        rendered
+    };
+    let mut rendered = render();
+    if matches!(rendered, Err(RenderError::NotFound { .. }))
+        && matches!(object_label(&path), "playlist" | "manifest")
+    {
+        rendered = first_playlist(&state, &channel, render, rendered).await;
+    }
     let mut response = match rendered {
         Ok(rendered) => {
             let not_modified = rendered.etag.as_deref().is_some_and(|etag| {

@@ -132,8 +132,14 @@ async fn edge_runs_with_only_listen_and_upstream_and_stops_on_sigterm() {
     let mut log = String::new();
     std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut log)
         .expect("read log");
-    assert!(!log.contains("SECRET-TOKEN-7"), "a token reached the log:\n{log}");
-    let access: Vec<&str> = log.lines().filter(|l| l.contains("strata::access")).collect();
+    assert!(
+        !log.contains("SECRET-TOKEN-7"),
+        "a token reached the log:\n{log}"
+    );
+    let access: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("strata::access"))
+        .collect();
     assert_eq!(access.len(), 1, "one access line per request:\n{log}");
     for field in [
         "client=127.0.0.1",
@@ -147,6 +153,10 @@ async fn edge_runs_with_only_listen_and_upstream_and_stops_on_sigterm() {
         "protocol=\"h1\"",
         "complete=true",
     ] {
-        assert!(access[0].contains(field), "{field} missing from {}", access[0]);
+        assert!(
+            access[0].contains(field),
+            "{field} missing from {}",
+            access[0]
+        );
     }
 }

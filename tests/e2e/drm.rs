@@ -42,13 +42,13 @@ async fn start_encrypting_origin(scheme: EncryptionScheme) -> Origin {
     let mut config = OriginConfig::default();
     config.keys.state_dir = Some(dir.clone());
     config.server.api_token = Some(API_TOKEN.into());
-    config
-        .encryption
-        .channels
-        .insert("demo".into(), ChannelEncryption {
+    config.encryption.channels.insert(
+        "demo".into(),
+        ChannelEncryption {
             scheme,
             ..ChannelEncryption::default()
-        });
+        },
+    );
     let bind = || std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let (http, admin) = (bind(), bind());
     let addrs = (

@@ -637,3 +637,88 @@ async fn players_take_rotating_licences_from_the_origin() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A player (or an edge) asking for a live channel's playlist before its
+/// first segment is complete is held until the segment is there, not sent a
+/// 404 that caches keep for a second; a playlist that never comes still gets
+/// its 404 after the bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_playlist_asked_for_before_the_first_segment_waits_for_it() {
+    let dir = scratch_dir("hold");
+    let (params, samples) = source(&dir, 4);
+    let clock = ManualClock::new(SystemTime::now());
+    let store = Store::with_clock(StoreConfig::default(), Arc::new(clock.clone()));
+    let name = StreamName {
+        channel: "plain".into(),
+        rendition: "main".into(),
+    };
+    let info = PublisherInfo {
+        remote: SocketAddr::from(([127, 0, 0, 1], 1935)),
+        protocol: "rtmp",
+    };
+    let mut sink = store.publish(&name, info).expect("publish");
+    for p in &params {
+        sink.params(p.clone());
+    }
+    let rate = params
+        .iter()
+        .find_map(|p| match p {
+            TrackParams::Audio(a) => Some(i64::from(a.sample_rate)),
+            TrackParams::Video(_) => None,
+        })
+        .expect("audio");
+    let ms = |kind: &TrackKind, s: &Sample| match kind {
+        TrackKind::Video => s.dts / 90,
+        TrackKind::Audio => s.dts * 1000 / rate,
+    };
+    // Everything before the second keyframe (2 s GOP): no complete segment.
+    let (first, rest): (Vec<_>, Vec<_>) = samples.into_iter().partition(|(k, s)| ms(k, s) < 1900);
+    for (kind, s) in first {
+        sink.sample(kind, s).expect("sample");
+    }
+    let drm = Arc::new(drm(&dir.join("state")));
+    let addr = serve(store.clone(), drm).await;
+    let asked = std::time::Instant::now();
+    let held = tokio::spawn(get(addr, "/live/plain/main/video.m3u8"));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(!held.is_finished(), "answered before there was a segment");
+    for (kind, s) in rest {
+        clock.set(SystemTime::now());
+        sink.sample(kind, s).expect("sample");
+    }
+    let (status, body) = held.await.expect("join");
+    assert_eq!(status, 200, "{body}");
+    assert!(asked.elapsed() >= Duration::from_millis(400));
+    assert!(body.contains("#EXTINF"), "{body}");
+    // A rendition nobody publishes: the same wait, then the usual 404.
+    let started = std::time::Instant::now();
+    let (status, _) = get(addr, "/live/plain/nope/video.m3u8").await;
+    assert_eq!(status, 404);
+    assert!(started.elapsed() < Duration::from_secs(6));
+    drop(sink);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `GET path` over HTTP/1.1 with `Connection: close`: (status, body).
+async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .expect("write");
+    let mut reply = Vec::new();
+    tcp.read_to_end(&mut reply).await.expect("read");
+    let reply = String::from_utf8_lossy(&reply).into_owned();
+    let status = reply
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = reply
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}

@@ -190,7 +190,13 @@ fn tampered_token_fails_the_signature() {
     );
 }
 
-fn outcome_raw(v: &TokenVerifier, token: &str, path: &str, ip: &str, now: SystemTime) -> &'static str {
+fn outcome_raw(
+    v: &TokenVerifier,
+    token: &str,
+    path: &str,
+    ip: &str,
+    now: SystemTime,
+) -> &'static str {
     match v.verify_raw(token, path, ip.parse().expect("ip"), now) {
         Ok(()) => "ok",
         Err(r) => r.as_str(),
@@ -219,14 +225,20 @@ fn a_remembered_token_still_has_its_window_acl_and_ip_checked() {
     let bound = TokenVerifier::new(Duration::ZERO, true)
         .with_key("fixture", KEY)
         .expect("key");
-    assert_eq!(outcome_raw(&bound, token, "/live/a", "192.0.2.1", now), "ip");
+    assert_eq!(
+        outcome_raw(&bound, token, "/live/a", "192.0.2.1", now),
+        "ip"
+    );
     // Same body, another HMAC: not the remembered token.
     let forged = token.replace("hmac=e2", "hmac=e3");
     assert_eq!(
         outcome_raw(&v, &forged, "/live/a", "192.0.2.1", now),
         "signature"
     );
-    assert_eq!(outcome_raw(&v, "garbage", "/live/a", "192.0.2.1", now), "malformed");
+    assert_eq!(
+        outcome_raw(&v, "garbage", "/live/a", "192.0.2.1", now),
+        "malformed"
+    );
     // A key change starts with nothing remembered: retiring the key that
     // signed a remembered token refuses it at once.
     let rotated = v
