@@ -61,35 +61,48 @@ fn recorded_store(dir: &Path) -> Store {
     let store = Store::with_clock(StoreConfig::default(), Arc::new(clock.clone()));
     for (channel, _) in CHANNELS {
         clock.set(start);
-        let name = StreamName {
-            channel: channel.into(),
-            rendition: "main".into(),
-        };
-        let info = PublisherInfo {
-            remote: SocketAddr::from(([127, 0, 0, 1], 1935)),
-            protocol: "rtmp",
-        };
-        let mut sink = store.publish(&name, info).expect("publish");
-        for p in &params {
-            sink.params(p.clone());
-        }
-        let rate = params
-            .iter()
-            .find_map(|p| match p {
-                TrackParams::Audio(a) => Some(i64::from(a.sample_rate)),
-                TrackParams::Video(_) => None,
-            })
-            .expect("audio");
+        let (mut sink, ms) = publish_main(&store, channel, &params);
         for (kind, s) in &samples {
-            let ms = match kind {
-                TrackKind::Video => s.dts / 90,
-                TrackKind::Audio => s.dts * 1000 / rate,
-            };
-            clock.set(start + Duration::from_millis(ms as u64));
+            clock.set(start + Duration::from_millis(ms(*kind, s) as u64));
             sink.sample(*kind, s.clone()).expect("sample");
         }
     }
     store
+}
+
+/// Publishes `{channel}.main` with `params`; also gives a sample's time in ms.
+fn publish_main(
+    store: &Store,
+    channel: &str,
+    params: &[TrackParams],
+) -> (
+    Box<dyn strata_origin::ingest::MediaSink>,
+    impl Fn(TrackKind, &Sample) -> i64,
+) {
+    let name = StreamName {
+        channel: channel.into(),
+        rendition: "main".into(),
+    };
+    let info = PublisherInfo {
+        remote: SocketAddr::from(([127, 0, 0, 1], 1935)),
+        protocol: "rtmp",
+    };
+    let mut sink = store.publish(&name, info).expect("publish");
+    for p in params {
+        sink.params(p.clone());
+    }
+    let rate = params
+        .iter()
+        .find_map(|p| match p {
+            TrackParams::Audio(a) => Some(i64::from(a.sample_rate)),
+            TrackParams::Video(_) => None,
+        })
+        .expect("audio");
+    let ms = move |kind: TrackKind, s: &Sample| match kind {
+        TrackKind::Video => s.dts / 90,
+        TrackKind::Audio => s.dts * 1000 / rate,
+    };
+    (sink, ms)
 }
 
 fn drm(state_dir: &Path) -> Drm {
@@ -648,31 +661,9 @@ async fn a_playlist_asked_for_before_the_first_segment_waits_for_it() {
     let (params, samples) = source(&dir, 4);
     let clock = ManualClock::new(SystemTime::now());
     let store = Store::with_clock(StoreConfig::default(), Arc::new(clock.clone()));
-    let name = StreamName {
-        channel: "plain".into(),
-        rendition: "main".into(),
-    };
-    let info = PublisherInfo {
-        remote: SocketAddr::from(([127, 0, 0, 1], 1935)),
-        protocol: "rtmp",
-    };
-    let mut sink = store.publish(&name, info).expect("publish");
-    for p in &params {
-        sink.params(p.clone());
-    }
-    let rate = params
-        .iter()
-        .find_map(|p| match p {
-            TrackParams::Audio(a) => Some(i64::from(a.sample_rate)),
-            TrackParams::Video(_) => None,
-        })
-        .expect("audio");
-    let ms = |kind: &TrackKind, s: &Sample| match kind {
-        TrackKind::Video => s.dts / 90,
-        TrackKind::Audio => s.dts * 1000 / rate,
-    };
+    let (mut sink, ms) = publish_main(&store, "plain", &params);
     // Everything before the second keyframe (2 s GOP): no complete segment.
-    let (first, rest): (Vec<_>, Vec<_>) = samples.into_iter().partition(|(k, s)| ms(k, s) < 1900);
+    let (first, rest): (Vec<_>, Vec<_>) = samples.into_iter().partition(|(k, s)| ms(*k, s) < 1900);
     for (kind, s) in first {
         sink.sample(kind, s).expect("sample");
     }
