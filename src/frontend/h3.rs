@@ -24,6 +24,9 @@ use crate::error::EdgeError;
 use crate::metrics::{H3Metrics, OutcomeLabels};
 use crate::request::{normalise_path, ObjectKind, Protocol};
 use crate::response::Body;
+use quic::BodyChunk;
+
+mod quic;
 
 /// The `[server.h3]` section: HTTP/3 on UDP, same port as each `tls_listen`.
 #[derive(Clone, Debug, Deserialize)]
@@ -335,7 +338,7 @@ async fn serve_connection(
 
     let built = h3::server::builder()
         .max_field_section_size(limits.max_header_size.0)
-        .build::<_, Bytes>(h3_quinn::Connection::new(conn.clone()))
+        .build::<_, BodyChunk>(quic::Connection::new(conn.clone()))
         .await;
     match built {
         Ok(mut h3) => {
@@ -441,12 +444,12 @@ fn allowed_in_early_data(parts: &http::request::Parts) -> bool {
     )
 }
 
-type QuinnStream = h3_quinn::BidiStream<Bytes>;
+type Stream = RequestStream<quic::BidiStream, BodyChunk>;
 
 /// Largest request body the edge forwards (licence requests are small).
 const MAX_REQUEST_BODY: usize = 64 * 1024;
 
-async fn read_body(stream: &mut RequestStream<QuinnStream, Bytes>) -> Result<Bytes, EdgeError> {
+async fn read_body(stream: &mut Stream) -> Result<Bytes, EdgeError> {
     use bytes::Buf;
     let mut body = bytes::BytesMut::new();
     loop {
@@ -469,7 +472,7 @@ async fn read_body(stream: &mut RequestStream<QuinnStream, Bytes>) -> Result<Byt
 }
 
 async fn serve_request(
-    resolver: RequestResolver<h3_quinn::Connection, Bytes>,
+    resolver: RequestResolver<quic::Connection, BodyChunk>,
     edge: Arc<Edge>,
     client: SocketAddr,
     early: bool,
@@ -525,17 +528,13 @@ async fn serve_request(
 }
 
 /// Write the body; `(bytes sent, whether all of it was)`.
-async fn send_body(
-    stream: &mut RequestStream<QuinnStream, Bytes>,
-    mut body: Body,
-    log: &RequestLog,
-) -> (u64, bool) {
+async fn send_body(stream: &mut Stream, mut body: Body, log: &RequestLog) -> (u64, bool) {
     let mut sent = 0u64;
     while let Some(chunk) = body.next_chunk().await {
         match chunk {
             Ok(bytes) => {
                 let len = bytes.len() as u64;
-                if let Err(e) = stream.send_data(bytes).await {
+                if let Err(e) = stream.send_data(BodyChunk::from(bytes)).await {
                     log_stream_error(log, &e);
                     return (sent, false);
                 }
