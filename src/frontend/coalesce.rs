@@ -24,7 +24,7 @@ use std::task::ready;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 /// Bytes held back until a flush; larger writes go straight through.
-const WRITE_BUFFER: usize = 16 * 1024;
+pub const WRITE_BUFFER: usize = 16 * 1024;
 
 #[derive(Debug)]
 pub struct Coalesced<S> {

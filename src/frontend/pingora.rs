@@ -117,9 +117,24 @@ impl HttpServerApp for PingoraApp {
         let mut sent = 0u64;
         let mut since_yield = 0usize;
         let mut complete = true;
+        // A follower joining a fill gets its head and a first small piece
+        // before anyone's bulk: when a herd's requests all wait on one
+        // upstream head, every client's first byte then leaves within a few
+        // writes of the leader's, not after 200 writes of the backlog.
+        let mut first_piece = matches!(body, Body::Fill(_));
         while let Some(chunk) = body.next_chunk().await {
             match chunk {
-                Ok(bytes) => {
+                Ok(mut bytes) => {
+                    if std::mem::take(&mut first_piece) && bytes.len() > FIRST_PIECE {
+                        let rest = bytes.split_off(FIRST_PIECE);
+                        sent += bytes.len() as u64;
+                        if session.write_response_body(bytes, false).await.is_err() {
+                            complete = false;
+                            break;
+                        }
+                        tokio::task::yield_now().await;
+                        bytes = rest;
+                    }
                     sent += bytes.len() as u64;
                     since_yield += bytes.len();
                     if session.write_response_body(bytes, false).await.is_err() {
@@ -166,6 +181,10 @@ impl HttpServerApp for PingoraApp {
         Some(&self.options)
     }
 }
+
+/// The first write of a streamed (fill) body: as large as what `Coalesced`
+/// holds back, so the head leaves with it at once; small enough to be cheap.
+const FIRST_PIECE: usize = crate::frontend::coalesce::WRITE_BUFFER;
 
 /// Largest request body the edge forwards (licence requests are small).
 const MAX_REQUEST_BODY: usize = 64 * 1024;
