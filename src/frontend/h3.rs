@@ -155,7 +155,12 @@ impl H3Config {
                 let mut mtu = quinn::MtuDiscoveryConfig::default();
                 mtu.upper_bound(self.max_udp_payload);
                 mtu
-            }));
+            }))
+            // Streams of a connection are sent in the order they were
+            // written, not round-robin: a player's segment finishes as soon
+            // as it can instead of all concurrent ones finishing late
+            // together (and ABR measures per-segment throughput).
+            .send_fairness(false);
         let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         config.transport_config(Arc::new(transport));
         Ok(config)
