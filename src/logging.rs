@@ -87,7 +87,7 @@ impl Shared {
 }
 
 /// A writer thread for `out`; the [`MakeWriter`] half goes to the subscriber.
-pub fn spawn<W: Write + Send + 'static>(out: W) -> (QueuedWriter, LogGuard) {
+pub fn spawn<W: Write + Send + 'static>(out: W) -> (BufferedWriter, LogGuard) {
     let shared = Arc::new(Shared::default());
     let drainer = shared.clone();
     let thread = std::thread::Builder::new()
@@ -102,7 +102,7 @@ pub fn spawn<W: Write + Send + 'static>(out: W) -> (QueuedWriter, LogGuard) {
         }
     };
     (
-        QueuedWriter {
+        BufferedWriter {
             shared: shared.clone(),
         },
         LogGuard { shared, thread },
@@ -139,11 +139,11 @@ fn drain<W: Write>(shared: &Shared, mut out: W) {
 /// The subscriber's side: each event is formatted into its own buffer, then
 /// appended whole, so lines never interleave.
 #[derive(Clone)]
-pub struct QueuedWriter {
+pub struct BufferedWriter {
     shared: Arc<Shared>,
 }
 
-impl<'a> MakeWriter<'a> for QueuedWriter {
+impl<'a> MakeWriter<'a> for BufferedWriter {
     type Writer = Line<'a>;
 
     fn make_writer(&'a self) -> Line<'a> {

@@ -359,7 +359,8 @@ enum Licence {
     Server(String),
 }
 
-/// One run of tests/browser/play.mjs; `None` when the harness is not installed.
+/// One run of tests/browser/play.mjs; `None` when node cannot run it or it
+/// printed no JSON report.
 async fn play(player: &str, url: &str, licence: &Licence) -> Option<serde_json::Value> {
     let harness = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/browser");
     assert!(
