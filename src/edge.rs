@@ -214,7 +214,13 @@ impl Edge {
         client: SocketAddr,
         protocol: Protocol,
     ) -> (EdgeResponse, RequestLog) {
-        let parsed = MediaRequest::parse(parts, client, protocol, &self.cache_config.ignore_params);
+        let parsed = MediaRequest::parse(
+            parts,
+            client,
+            protocol,
+            &self.cache_config.ignore_params,
+            self.policy.as_ref().and_then(|p| p.token_source()),
+        );
         let log = RequestLog {
             method: parts.method.clone(),
             target: match &parsed {

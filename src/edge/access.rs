@@ -30,7 +30,7 @@ impl Edge {
         } else {
             request.client.ip()
         };
-        policy.check(parts, parts.uri.path(), client_ip, SystemTime::now())
+        policy.check(request, client_ip, SystemTime::now())
     }
 
     /// Carry the viewer's token on to everything a manifest points at, so a

@@ -9,7 +9,7 @@ use crate::cache::freshness::{TtlOverride, TtlOverrides};
 use crate::cache::key::CacheKey;
 use crate::cache::purge::PurgeTarget;
 use crate::cache::CachedObject;
-use crate::request::normalise_path;
+use crate::request::path;
 use crate::response::ResponseHead;
 
 use super::Edge;
@@ -73,7 +73,7 @@ impl Edge {
         if uri.path().is_empty() || (uri.scheme().is_none() && !url.starts_with('/')) {
             return Err(format!("{url:?} is neither an absolute URL nor a path"));
         }
-        let path = normalise_path(uri.path()).map_err(|e| format!("{url:?}: {e}"))?;
+        let path = path::canonical(uri.path()).map_err(|e| format!("{url:?}: {e}"))?;
         Ok(CacheKey::new(
             &path,
             uri.query(),

@@ -22,7 +22,7 @@ use crate::config::ByteSize;
 use crate::edge::{Edge, RequestLog};
 use crate::error::EdgeError;
 use crate::metrics::{H3Metrics, OutcomeLabels};
-use crate::request::{normalise_path, ObjectKind, Protocol};
+use crate::request::{path, ObjectKind, Protocol};
 use crate::response::Body;
 use quic::BodyChunk;
 
@@ -440,7 +440,7 @@ fn allowed_in_early_data(parts: &http::request::Parts) -> bool {
     if parts.method != Method::GET && parts.method != Method::HEAD {
         return false;
     }
-    let Ok(path) = normalise_path(parts.uri.path()) else {
+    let Ok(path) = path::canonical(parts.uri.path()) else {
         return false;
     };
     matches!(
