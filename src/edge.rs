@@ -10,15 +10,14 @@ use std::time::{Duration, SystemTime};
 use http::{header, request::Parts, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use http_body_util::BodyExt;
 use parking_lot::Mutex;
-use serde::Deserialize;
 use tokio::time::Instant;
 
 use crate::cache::fill::{Fill, FillFailure, FillOutcome};
-use crate::cache::freshness::{freshness, TtlDefaults, TtlOverride, TtlOverrides};
+use crate::cache::freshness::{freshness, TtlOverrides};
 use crate::cache::key::CacheKey;
 use crate::cache::purge::PurgeLog;
+pub use crate::cache::CacheConfig;
 use crate::cache::{Cache, CachedObject, Staleness};
-use crate::config::ByteSize;
 use crate::error::EdgeError;
 use crate::metrics::{status_class, EdgeMetrics, ReasonLabels, RequestLabels};
 use crate::policy::{Policy, Propagate};
@@ -32,40 +31,6 @@ mod pass;
 mod shape;
 
 use shape::{age_header, denied_response, preflight, shape, BodySource};
-
-/// The `[cache]` section.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct CacheConfig {
-    /// Memory for cached objects, e.g. `"1GiB"`.
-    pub size: ByteSize,
-    /// Larger objects are streamed through to every waiting client but not stored.
-    pub max_object_size: ByteSize,
-    /// Query parameters left out of the cache key and the upstream request
-    /// (they do not change content), matched case-insensitively.
-    pub ignore_params: Vec<String>,
-    /// Lifetimes when the upstream sends no Cache-Control or Expires.
-    pub ttl: TtlDefaults,
-    /// Path prefixes where POST is proxied to the upstream, never cached
-    /// (DRM licence requests such as the origin's `/drm/clearkey`).
-    pub pass_through: Vec<String>,
-    /// `[[cache.ttl_overrides]]`: per-prefix lifetimes that win over the
-    /// upstream's (see [`TtlOverrides`]); changeable at run time.
-    pub ttl_overrides: Vec<TtlOverride>,
-}
-
-impl Default for CacheConfig {
-    fn default() -> Self {
-        CacheConfig {
-            size: ByteSize(512 * 1024 * 1024),
-            max_object_size: ByteSize(64 * 1024 * 1024),
-            ignore_params: vec!["token".into(), "CMCD".into()],
-            ttl: TtlDefaults::default(),
-            pass_through: vec!["/drm/".into()],
-            ttl_overrides: Vec::new(),
-        }
-    }
-}
 
 /// Hop-by-hop and per-hop headers never copied from upstream to client.
 const NOT_FORWARDED: [HeaderName; 9] = [

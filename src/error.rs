@@ -11,7 +11,7 @@ pub enum EdgeError {
     BadRequest(&'static str),
     /// The client's fault: a path with no normal form (`crate::request::path`).
     #[error("bad request: {0}")]
-    BadPath(#[from] crate::request::PathError),
+    BadPath(#[from] crate::request::path::PathError),
     /// Request head larger than the edge accepts (RFC 6585 §5).
     #[error("request header fields too large: {0} bytes")]
     HeadersTooLarge(usize),

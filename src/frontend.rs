@@ -1,9 +1,9 @@
 //! Front doors: thin adapters from a wire protocol to [`crate::edge::Edge`].
 
-pub mod coalesce;
 pub mod h3;
 pub mod pingora;
 pub mod tls;
+pub mod write_buffer;
 
 /// Body bytes a response writes before it lets other tasks run: keeps the
 /// run queue short for new requests while many clients stream at once.

@@ -1,42 +1,13 @@
 //! What the core hands back to a front door: a head and a body that streams.
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderValue, StatusCode};
 
 use crate::cache::fill::FillReader;
 
-/// Status and headers, shared between every reader of one fill.
-#[derive(Clone, Debug)]
-pub struct ResponseHead {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-}
+pub mod head;
 
-impl ResponseHead {
-    pub fn new(status: StatusCode) -> Self {
-        ResponseHead {
-            status,
-            headers: HeaderMap::new(),
-        }
-    }
-
-    pub fn header_str(&self, name: impl http::header::AsHeaderName) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    pub fn content_length(&self) -> Option<u64> {
-        self.header_str(http::header::CONTENT_LENGTH)?
-            .trim()
-            .parse()
-            .ok()
-    }
-}
-
-/// The current time as an HTTP `Date` value (RFC 9110 §5.6.7).
-pub fn date_now() -> HeaderValue {
-    HeaderValue::from_str(&httpdate::fmt_http_date(std::time::SystemTime::now()))
-        .expect("an HTTP date is ASCII")
-}
+pub use head::{date_now, ResponseHead};
 
 /// A response body as the front doors write it.
 pub enum Body {

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
-use crate::response::ResponseHead;
+use crate::response::head::ResponseHead;
 
 /// How a fill ended.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -18,12 +18,12 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::config::ByteSize;
 use crate::edge::{Edge, RequestLog};
 use crate::error::EdgeError;
 use crate::metrics::{H3Metrics, OutcomeLabels};
 use crate::request::{path, ObjectKind, Protocol};
 use crate::response::Body;
+use crate::units::ByteSize;
 use quic::BodyChunk;
 
 mod quic;
