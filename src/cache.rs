@@ -4,6 +4,7 @@
 
 pub mod fill;
 pub mod freshness;
+pub mod inflight;
 pub mod key;
 pub mod purge;
 

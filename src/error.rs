@@ -72,7 +72,7 @@ impl EdgeError {
             self.status(),
             &self.to_string(),
             Outcome {
-                cache: "error",
+                cache: crate::response::CacheStatus::Error,
                 upstream: None,
                 reason: Some(self.reason()),
             },

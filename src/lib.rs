@@ -18,6 +18,7 @@
 
 pub mod admin;
 pub mod cache;
+pub mod clock;
 pub mod config;
 pub mod edge;
 pub mod error;

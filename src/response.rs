@@ -33,11 +33,60 @@ impl Body {
     }
 }
 
+/// How the cache took part in a response: the `cache` label of metrics
+/// and the access log.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum CacheStatus {
+    /// Served fresh from the cache.
+    Hit,
+    /// This request's upstream fetch (it led the fill).
+    #[default]
+    Miss,
+    /// Joined another request's fill.
+    Collapsed,
+    /// Served stale (`stale-while-revalidate`, `stale-if-error`).
+    Stale,
+    /// A stale copy the upstream confirmed with 304.
+    Revalidated,
+    /// Passed through, never cached (POST licence requests, CORS preflights).
+    Pass,
+    /// The edge answered with an error.
+    Error,
+    /// The access policy refused the request.
+    Denied,
+}
+
+impl CacheStatus {
+    /// Every status, in the order metrics pre-create them.
+    pub const ALL: [CacheStatus; 8] = [
+        CacheStatus::Hit,
+        CacheStatus::Miss,
+        CacheStatus::Collapsed,
+        CacheStatus::Stale,
+        CacheStatus::Revalidated,
+        CacheStatus::Pass,
+        CacheStatus::Error,
+        CacheStatus::Denied,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheStatus::Hit => "hit",
+            CacheStatus::Miss => "miss",
+            CacheStatus::Collapsed => "collapsed",
+            CacheStatus::Stale => "stale",
+            CacheStatus::Revalidated => "revalidated",
+            CacheStatus::Pass => "pass",
+            CacheStatus::Error => "error",
+            CacheStatus::Denied => "denied",
+        }
+    }
+}
+
 /// What the access log and metrics need to know about a response.
 #[derive(Clone, Debug, Default)]
 pub struct Outcome {
-    /// `hit`, `miss`, `stale`, `collapsed`, `revalidated`, `pass`, `error`, `denied`.
-    pub cache: &'static str,
+    pub cache: CacheStatus,
     pub upstream: Option<String>,
     /// Why the edge refused or failed, when it did.
     pub reason: Option<&'static str>,

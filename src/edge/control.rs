@@ -28,7 +28,7 @@ impl Edge {
     /// any more and what they fetched is not stored.
     pub async fn purge(&self, target: PurgeTarget, soft: bool) -> usize {
         let generation = self.purges.record(target.clone());
-        self.inflight.lock().retain(|key, fill| {
+        self.inflight.retain(|key, fill| {
             if fill.generation() >= generation {
                 return true;
             }
