@@ -322,11 +322,17 @@ impl Edge {
         let stale = match self.cache.get(&request.key).await {
             Some(object) => match object.staleness(now) {
                 Staleness::Fresh => {
-                    return Ok(self.from_object(request, &object, now, CacheStatus::Hit, "hit"))
+                    return Ok(self.respond_from_object(
+                        request,
+                        &object,
+                        now,
+                        CacheStatus::Hit,
+                        "hit",
+                    ))
                 }
                 Staleness::Revalidate => {
                     self.join_or_start(request, Some(object.clone()));
-                    return Ok(self.from_object(
+                    return Ok(self.respond_from_object(
                         request,
                         &object,
                         now,
@@ -358,7 +364,9 @@ impl Edge {
                         format!("fwd=miss; {note}; collapsed"),
                     ),
                 };
-                let mut response = self.from_fill(request, &head, &fill, cache, &detail).await;
+                let mut response = self
+                    .respond_from_fill(request, &head, &fill, cache, &detail)
+                    .await;
                 response.outcome.upstream = fill.upstream().map(|u| u.to_string());
                 Ok(response)
             }
@@ -367,7 +375,7 @@ impl Edge {
                     stale.filter(|o| o.staleness(Instant::now()) != Staleness::Expired)
                 {
                     tracing::warn!(path = %request.key, why = %failure.why, "upstream failed, serving stale");
-                    let mut response = self.from_object(
+                    let mut response = self.respond_from_object(
                         request,
                         &object,
                         Instant::now(),
@@ -573,7 +581,7 @@ impl Edge {
             .unwrap_or(HeaderValue::from_static("strata"))
     }
 
-    fn from_object(
+    fn respond_from_object(
         &self,
         request: &MediaRequest,
         object: &CachedObject,
@@ -607,7 +615,7 @@ impl Edge {
         )
     }
 
-    async fn from_fill(
+    async fn respond_from_fill(
         &self,
         request: &MediaRequest,
         head: &ResponseHead,

@@ -285,7 +285,7 @@ impl Policy {
         }
         let raw = request.token.as_deref().ok_or(Rejection::Missing)?;
         let verifier = Arc::clone(&gate.verifier.read());
-        verifier.verify_normalised(raw, &request.raw_path, &path, client_ip, now)?;
+        verifier.verify_normalised(raw, request.signed_path(), &path, client_ip, now)?;
         Ok(Grant {
             token: (gate.propagate != Propagate::Off).then(|| raw.to_owned()),
             propagate: gate.propagate,
