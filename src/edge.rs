@@ -658,8 +658,10 @@ mod tests {
         let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_600_000);
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = Arc::new(EdgeMetrics::register(&mut registry));
-        let mut upstream = crate::upstream::UpstreamConfig::default();
-        upstream.urls = vec!["http://127.0.0.1:1".into()];
+        let upstream = crate::upstream::UpstreamConfig {
+            urls: vec!["http://127.0.0.1:1".into()],
+            ..Default::default()
+        };
         let pool =
             Arc::new(UpstreamPool::new(upstream, metrics.upstream.clone()).expect("upstream pool"));
         let token = toml::from_str(&format!(
