@@ -19,7 +19,7 @@ use crate::cache::purge::PurgeLog;
 pub use crate::cache::CacheConfig;
 use crate::cache::{Cache, CachedObject, Staleness};
 use crate::clock::Clock;
-use crate::error::EdgeError;
+use crate::error::{ConfigError, EdgeError};
 use crate::metrics::{status_class, EdgeMetrics, ReasonLabels, RequestLabels};
 use crate::policy::{Policy, Propagate};
 use crate::request::{MediaRequest, ObjectKind, Protocol};
@@ -80,7 +80,7 @@ impl Edge {
         upstreams: Arc<UpstreamPool>,
         metrics: Arc<EdgeMetrics>,
         policy: Option<Policy>,
-    ) -> Result<Edge, String> {
+    ) -> Result<Edge, ConfigError> {
         // A token never splits the cache, whatever its parameter is called.
         if let Some(param) = policy.as_ref().and_then(|p| p.token_param()) {
             if !cache_config
@@ -91,10 +91,14 @@ impl Edge {
                 cache_config.ignore_params.push(param.to_owned());
             }
         }
-        let via = HeaderValue::from_str(&format!("1.1 {node_id}"))
-            .map_err(|_| format!("node id {node_id:?} is not a valid header value"))?;
+        let via = HeaderValue::from_str(&format!("1.1 {node_id}")).map_err(|_| {
+            ConfigError::new(
+                "server.node_id",
+                format!("{node_id:?} is not a valid header value"),
+            )
+        })?;
         let ttl_overrides = TtlOverrides::new(&cache_config.ttl_overrides, "cache.ttl_overrides")
-            .map_err(|(key, message)| format!("{key}: {message}"))?;
+            .map_err(|(key, message)| ConfigError::new(key, message))?;
         Ok(Edge {
             purges: PurgeLog::default(),
             ttl_overrides: parking_lot::RwLock::new(Arc::new(ttl_overrides)),

@@ -96,8 +96,7 @@ pub async fn run(
         pool.clone(),
         metrics,
         policy,
-    )
-    .map_err(|e| invalid("server.node_id", e))?;
+    )?;
     if let Some(quic) = listeners.quic.first() {
         let port = quic
             .local_addr()
