@@ -35,6 +35,11 @@ if ! bash scripts/install-test-deps.sh; then
     exit 1
 fi
 
+# Node >= 20 from PyPI when the machine's is older (see install-test-deps.sh).
+if [[ -x .venv/node/bin/node ]]; then
+    export PATH=$PWD/.venv/node/bin:$PATH
+fi
+
 # cargo's own "test result:" lines are summed into the final summary.
 cargo_log=$(mktemp)
 trap 'rm -f "$cargo_log"' EXIT
