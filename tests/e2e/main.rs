@@ -18,5 +18,6 @@ mod matrix;
 mod policy;
 mod prometheus;
 mod quic_client;
+mod schemathesis;
 mod signed;
 mod tls;
