@@ -64,6 +64,12 @@ impl HttpServerApp for PingoraApp {
                 // Malformed or oversized request head: answer 400 where the
                 // connection still allows it, then close.
                 tracing::debug!(error = %e, "unreadable request");
+                let protocol = if session.is_http2() {
+                    Protocol::Http2
+                } else {
+                    Protocol::Http1
+                };
+                self.edge.count_unreadable_head(protocol);
                 let _ = session.respond_error(400).await;
                 return None;
             }
@@ -81,7 +87,23 @@ impl HttpServerApp for PingoraApp {
         if *shutdown.borrow() {
             session.set_keepalive(None);
         }
-        let (response, log) = if session.req_header().method == http::Method::POST {
+        let framing = match protocol {
+            Protocol::Http1 => {
+                crate::frontend::h1::framing_error(session.req_header(), &session.to_h1_raw())
+            }
+            _ => None,
+        };
+        let (response, log) = if let Some(why) = framing {
+            // The rest of the stream cannot be trusted to start where this
+            // request ends: answer and close (RFC 9112 §6.1).
+            session.set_keepalive(None);
+            self.edge.refuse(
+                session.req_header(),
+                EdgeError::BadRequest(why),
+                client,
+                protocol,
+            )
+        } else if session.req_header().method == http::Method::POST {
             match read_body(&mut session).await {
                 Ok(body) => {
                     self.edge

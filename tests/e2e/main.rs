@@ -13,6 +13,7 @@ mod drm;
 mod edge;
 mod h3;
 mod h3_browser;
+mod hardening;
 mod live;
 mod matrix;
 mod policy;
