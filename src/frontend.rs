@@ -1,5 +1,6 @@
 //! Front doors: thin adapters from a wire protocol to [`crate::edge::Edge`].
 
+pub mod admission;
 pub mod coalesce;
 pub mod h1;
 pub mod h3;

@@ -86,3 +86,109 @@ async fn ambiguous_http1_heads_get_400_and_a_closed_connection() {
     assert_eq!(refused("bad-request"), 3.0, "{metrics}");
     edge.shutdown().await;
 }
+
+/// Opens `n` connections that send half a request head and then nothing.
+async fn half_heads(addr: std::net::SocketAddr, n: usize) -> Vec<TcpStream> {
+    let mut open = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        stream
+            .write_all(b"GET /obj/a HTTP/1.1\r\nHost: a\r\nX-Slow: ")
+            .await
+            .expect("write");
+        open.push(stream);
+    }
+    open
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_heads_are_cut_at_the_deadline_and_caps_answer_503() {
+    let origin = start_origin().await;
+    let edge = start_edge(&[origin.url()], "limits-edge", |config| {
+        config.server.limits.request_head_timeout = Duration::from_secs(1);
+        config.server.limits.max_connections = 40;
+        config.server.limits.max_connections_per_address = 30;
+    })
+    .await;
+
+    // Per address: 30 unfinished heads hold every slot 127.0.0.1 has.
+    let mut slow = half_heads(edge.addr, 30).await;
+    let refused = exchange(edge.addr, b"GET /obj/a?size=10 HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(refused.contains("Retry-After: 1"), "{refused}");
+
+    // Every one of them is closed by the edge once the head deadline passes
+    // (the 5 s bound only stops a broken edge from hanging the test).
+    for stream in &mut slow {
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest))
+            .await
+            .expect("the edge closes a connection whose head is late")
+            .expect("read");
+    }
+    // Slots are back: a real request gets through.
+    let ok = exchange(
+        edge.addr,
+        b"GET /obj/a?size=10 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+
+    let metrics = edge.metrics().await;
+    assert_eq!(
+        metric(&metrics, "strata_edge_request_head_timeouts_total"),
+        Some(30.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "strata_edge_connections_refused_total{reason=\"max_connections_per_address\"}"
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, "strata_edge_connections_open"),
+        Some(0.0),
+        "every slot freed: {metrics}"
+    );
+    edge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_global_cap_answers_503_and_frees_slots_on_close() {
+    let origin = start_origin().await;
+    let edge = start_edge(&[origin.url()], "cap-edge", |config| {
+        config.server.limits.max_connections = 10;
+    })
+    .await;
+    let held = half_heads(edge.addr, 10).await;
+    let refused = exchange(edge.addr, b"GET /obj/a?size=10 HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    drop(held);
+    // The edge sees the closes asynchronously: poll until a request passes.
+    let mut tries = 0;
+    loop {
+        let reply = exchange(
+            edge.addr,
+            b"GET /obj/a?size=10 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        if reply.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        tries += 1;
+        assert!(tries < 50, "slots never came back: {reply}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let metrics = edge.metrics().await;
+    assert!(
+        metric(
+            &metrics,
+            "strata_edge_connections_refused_total{reason=\"max_connections\"}"
+        ) >= Some(1.0),
+        "{metrics}"
+    );
+    edge.shutdown().await;
+}
