@@ -71,7 +71,8 @@ impl StreamName {
         };
         if !is_valid_name_part(channel) || !is_valid_name_part(rendition) {
             return Err(PublishRefused::BadName(format!(
-                "{key:?}: expected {{channel}} or {{channel}}.{{rendition}}, each [A-Za-z0-9_-]{{1,64}}"
+                "{:?}: expected {{channel}} or {{channel}}.{{rendition}}, each [A-Za-z0-9_-]{{1,64}}",
+                redact(key)
             )));
         }
         Ok(StreamName {
@@ -90,7 +91,8 @@ impl FromStr for StreamName {
         match s.trim_start_matches('/').split_once('/') {
             Some((APP, key)) => StreamName::from_key(key),
             _ => Err(PublishRefused::BadName(format!(
-                "{s:?}: expected {APP}/{{channel}}[.{{rendition}}]"
+                "{:?}: expected {APP}/{{channel}}[.{{rendition}}]",
+                redact(s)
             ))),
         }
     }

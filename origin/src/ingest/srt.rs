@@ -16,7 +16,7 @@
 //! length, `pbkeylen=16|24|32`); without one they must not encrypt. A wrong
 //! passphrase fails the SRT handshake (`BadSecret`).
 
-mod guard;
+pub mod guard;
 mod relay;
 
 use std::future::Future;

@@ -361,3 +361,101 @@ async fn malformed_packets_do_not_disturb_a_publisher() {
         spray_log[..spray_log.len().min(40)].join("\n")
     );
 }
+
+/// CPU time this process (the SRT ingest) has used so far, from
+/// `/proc/self/stat` (utime + stime, in USER_HZ = 100 ticks per second).
+fn process_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("Linux /proc");
+    let after_name = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let fields: Vec<&str> = after_name.split(' ').collect();
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    ticks as f64 / 100.0
+}
+
+/// The figure in benches/README.md ("SRT ingest cost"): CPU the ingest
+/// spends on a 4 Mbit/s SRT publish. Run alone, in release:
+/// `cargo test --release -p strata-origin --test e2e srt::cpu_cost -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement for benches/README.md, not a check"]
+async fn cpu_cost_of_a_4_mbps_publish() {
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = IngestMetrics::register(&mut registry);
+    let server = start_with(None, metrics).await;
+    let seconds = 20;
+    let url = format!(
+        "srt://127.0.0.1:{}?streamid=live/news?key=s3cret&linger=3",
+        server.port
+    );
+    let before = process_cpu_seconds();
+    let ffmpeg = ffmpeg_publish_with(
+        &url,
+        "mpegts",
+        seconds,
+        &["-c:v", "libx264", "-c:a", "aac", "-muxrate", "4000000"],
+    );
+    let (ok, stderr) = ffmpeg_exit(ffmpeg, Duration::from_secs(60)).await;
+    assert!(ok, "ffmpeg failed: {stderr}");
+    server
+        .collector
+        .wait_for(Duration::from_secs(5), "publisher to go away", |p| {
+            p.len() == 1 && p[0].closed
+        })
+        .await;
+    let cpu = process_cpu_seconds() - before;
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
+    let bytes: f64 = text
+        .lines()
+        .find(|l| l.starts_with("ingest_bytes_total{protocol=\"srt\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .expect("bytes counted");
+    let mbps = bytes * 8.0 / f64::from(seconds) / 1e6;
+    println!(
+        "SRT ingest: {mbps:.2} Mbit/s for {seconds} s cost {cpu:.2} CPU-s ({:.1} % of one core)",
+        cpu / f64::from(seconds) * 100.0
+    );
+    assert!(mbps > 3.0, "the publish ran at {mbps:.2} Mbit/s");
+}
+
+/// Issue 11: refused SRT publishes are logged without the secrets their
+/// stream ids carry, however they are spelled; a %-encoded id is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_log_line_carries_a_stream_secret() {
+    let server = start(None).await;
+    let port = server.port;
+    for streamid in [
+        "#!::s=SRT-SECRET-1,r=live/news,m=publish",
+        "%23!::r=live/news,m=publish,s=SRT-SECRET-2",
+        "#!::r=live/news,m=publish,token=SRT-SECRET-3",
+        "#!::r=vod/x?key=SRT-SECRET-4,m=publish",
+        "#!::r=live/a;key=SRT-SECRET-5,m=publish",
+        "live/news?key=SRT-SECRET-6",
+    ] {
+        let url = format!("srt://127.0.0.1:{port}?streamid={streamid}&connect_timeout=3000");
+        let (ok, _) = ffmpeg_exit(ffmpeg_publish(&url, "mpegts", 1), Duration::from_secs(10)).await;
+        assert!(!ok, "publish with {streamid} should be refused");
+    }
+    // The refusals were logged, just not their secrets.
+    let lines = logged_lines();
+    let refusals = lines
+        .iter()
+        .filter(|l| l.contains("SRT publish refused"))
+        .count();
+    assert!(refusals >= 1, "no refusal was logged");
+    let leaks: Vec<&String> = lines.iter().filter(|l| l.contains("SRT-SECRET")).collect();
+    assert!(leaks.is_empty(), "secrets in logs: {leaks:#?}");
+
+    // The same id, %-encoded with the right key, gets in.
+    let url =
+        format!("srt://127.0.0.1:{port}?streamid=%23!::r=live/news,m=publish,s=s3cret&linger=3");
+    let (ok, stderr) =
+        ffmpeg_exit(ffmpeg_publish(&url, "mpegts", 2), Duration::from_secs(12)).await;
+    assert!(ok, "a %-encoded stream id is accepted: {stderr}");
+    server
+        .collector
+        .wait_for(Duration::from_secs(5), "the publish to end", |p| {
+            p.len() == 1 && p[0].closed
+        })
+        .await;
+}
