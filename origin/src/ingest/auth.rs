@@ -67,7 +67,7 @@ impl FromStr for PublishRequest {
             Some((super::APP, rest)) => Self::from_key(rest),
             _ => Err(PublishRefused::BadName(format!(
                 "{:?}: expected {}/{{channel}}[.{{rendition}}]",
-                s.split('?').next().unwrap_or_default(),
+                super::redact(s.split('?').next().unwrap_or_default()),
                 super::APP
             ))),
         }
