@@ -254,16 +254,19 @@ fn xml_escape(s: &str) -> String {
 /// `{base_url}/live/{channel}/`) and `<ContentSteering>` naming the steering
 /// server, right after the `MPD` start tag (ahead of every Period).
 pub fn with_steering(mpd: &str, tags: &crate::steering::Tags) -> String {
-    let Some(open) = mpd.find("<MPD").and_then(|at| mpd[at..].find('>').map(|e| at + e + 1)) else {
+    let Some(open) = mpd
+        .find("<MPD")
+        .and_then(|at| mpd[at..].find('>').map(|e| at + e + 1))
+    else {
         return mpd.to_owned();
     };
     let mut out = String::with_capacity(mpd.len() + 512);
     out.push_str(&mpd[..open]);
     out.push('\n');
     for (id, base) in &tags.pathways {
-        let _ = write!(
+        let _ = writeln!(
             out,
-            "  <BaseURL serviceLocation=\"{}\">{}</BaseURL>\n",
+            "  <BaseURL serviceLocation=\"{}\">{}</BaseURL>",
             xml_escape(id),
             xml_escape(base)
         );

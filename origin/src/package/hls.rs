@@ -246,9 +246,13 @@ pub fn with_steering(master: &str, tags: &crate::steering::Tags) -> String {
     let variants = lines
         .iter()
         .position(|l| {
-            ["#EXT-X-MEDIA:", "#EXT-X-STREAM-INF:", "#EXT-X-I-FRAME-STREAM-INF:"]
-                .iter()
-                .any(|t| l.starts_with(t))
+            [
+                "#EXT-X-MEDIA:",
+                "#EXT-X-STREAM-INF:",
+                "#EXT-X-I-FRAME-STREAM-INF:",
+            ]
+            .iter()
+            .any(|t| l.starts_with(t))
         })
         .unwrap_or(lines.len());
     let mut out = String::with_capacity(master.len() * (tags.pathways.len() + 1));

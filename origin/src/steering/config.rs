@@ -145,8 +145,7 @@ impl SteeringConfig {
                     "{key}.countries: {c:?} is not an ISO 3166-1 alpha-2 code"
                 ));
             }
-            if p
-                .probe_path
+            if p.probe_path
                 .as_deref()
                 .is_some_and(|path| !path.starts_with('/') || path.contains(char::is_whitespace))
             {

@@ -34,7 +34,9 @@ impl Geo {
                 .parse::<IpNet>()
                 .ok()
                 .or_else(|| text.trim().parse::<IpAddr>().ok().map(IpNet::from))
-                .ok_or_else(|| format!("trusted_proxies[{i}]: {text:?} is not an address or network"))?;
+                .ok_or_else(|| {
+                    format!("trusted_proxies[{i}]: {text:?} is not an address or network")
+                })?;
             trusted.push(net);
         }
         let path = &config.database;

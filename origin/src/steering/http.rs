@@ -151,7 +151,10 @@ async fn redirect(
         steering.metrics.bad_input("channel");
         return refuse(StatusCode::NOT_FOUND, "no such entry point");
     }
-    if uri.query().is_some_and(|q| q.len() > super::query::MAX_QUERY) {
+    if uri
+        .query()
+        .is_some_and(|q| q.len() > super::query::MAX_QUERY)
+    {
         steering.metrics.bad_input("query_too_long");
         return refuse(StatusCode::URI_TOO_LONG, "query too long");
     }
@@ -236,7 +239,11 @@ pub async fn tag_manifests(
         h.remove(header::CONTENT_LENGTH);
         return Response::from_parts(parts, Body::empty());
     }
-    let body = if head { Body::empty() } else { Body::from(tagged) };
+    let body = if head {
+        Body::empty()
+    } else {
+        Body::from(tagged)
+    };
     Response::from_parts(parts, body)
 }
 
@@ -261,7 +268,10 @@ async fn qoe_penalty(
     match crate::http::check_bearer(token.as_deref(), &headers) {
         Ok(()) => {}
         Err(crate::http::BearerRefusal::Disabled) => {
-            return refuse(StatusCode::FORBIDDEN, "changes are disabled: set server.api_token")
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "changes are disabled: set server.api_token",
+            )
         }
         Err(crate::http::BearerRefusal::Wrong) => {
             return refuse(StatusCode::UNAUTHORIZED, "missing or wrong bearer token")

@@ -98,7 +98,11 @@ impl SteeringMetrics {
     pub fn register(registry: &mut Registry) -> SteeringMetrics {
         let m = SteeringMetrics::default();
         let r = registry.sub_registry_with_prefix("strata_steering");
-        r.register("probes", "Probes of each pathway by result", m.probes.clone());
+        r.register(
+            "probes",
+            "Probes of each pathway by result",
+            m.probes.clone(),
+        );
         r.register(
             "probe_ttfb_seconds",
             "Time to first byte of passed probes",
@@ -109,7 +113,11 @@ impl SteeringMetrics {
             "Throughput of the last passed probe's body",
             m.probe_throughput.clone(),
         );
-        r.register("pathway_up", "1 while a pathway is in service", m.up.clone());
+        r.register(
+            "pathway_up",
+            "1 while a pathway is in service",
+            m.up.clone(),
+        );
         r.register(
             "pathway_transitions",
             "A pathway taken out of (down) or back into (up) service",
@@ -215,8 +223,6 @@ impl SteeringMetrics {
     }
 
     pub fn bad_input(&self, what: &'static str) {
-        self.bad_input
-            .get_or_create(&BadInputLabels { what })
-            .inc();
+        self.bad_input.get_or_create(&BadInputLabels { what }).inc();
     }
 }

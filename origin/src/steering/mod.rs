@@ -143,7 +143,11 @@ impl Steering {
     }
 
     /// The country of a request, when `[steering.geo]` is set.
-    pub fn country(&self, peer: std::net::SocketAddr, headers: &::http::HeaderMap) -> Option<String> {
+    pub fn country(
+        &self,
+        peer: std::net::SocketAddr,
+        headers: &::http::HeaderMap,
+    ) -> Option<String> {
         let geo = self.geo.as_ref()?;
         geo.country(geo.client_ip(peer, headers))
     }
@@ -157,7 +161,8 @@ impl Steering {
     pub fn report_throughput(&self, pathway: usize, bits_per_second: u64) {
         self.state()
             .report_throughput(pathway, bits_per_second as f64);
-        self.metrics.reported_throughput(&self.config.pathways[pathway].id, bits_per_second);
+        self.metrics
+            .reported_throughput(&self.config.pathways[pathway].id, bits_per_second);
     }
 
     /// Hook for QoE (issue 9 part 2): a penalty in 0..=1 for a pathway whose
@@ -199,7 +204,8 @@ impl Steering {
     pub fn decide(&self, session: &Session, country: Option<&str>, format: Format) -> Choice {
         let choice = self.state().decide(session, country);
         let id = &self.config.pathways[choice.priority[0]].id;
-        self.metrics.decision(format.as_str(), id, choice.reason.as_str());
+        self.metrics
+            .decision(format.as_str(), id, choice.reason.as_str());
         choice
     }
 

@@ -141,15 +141,23 @@ async fn get(client: &HttpsClient, url: &str) -> Result<Fetched, String> {
 
 /// The path to probe on every pathway now.
 pub fn probe_path(store: &Store) -> (String, bool) {
-    let live = store.channels().into_iter().filter(|c| c.live).find_map(|c| {
-        c.renditions
-            .iter()
-            .find(|r| r.segments > 0 && (r.video_codec.is_some() || r.audio_codec.is_some()))
-            .map(|r| {
-                let kind = if r.video_codec.is_some() { "video" } else { "audio" };
-                format!("/live/{}/{}/{kind}.m3u8", c.name, r.name)
-            })
-    });
+    let live = store
+        .channels()
+        .into_iter()
+        .filter(|c| c.live)
+        .find_map(|c| {
+            c.renditions
+                .iter()
+                .find(|r| r.segments > 0 && (r.video_codec.is_some() || r.audio_codec.is_some()))
+                .map(|r| {
+                    let kind = if r.video_codec.is_some() {
+                        "video"
+                    } else {
+                        "audio"
+                    };
+                    format!("/live/{}/{}/{kind}.m3u8", c.name, r.name)
+                })
+        });
     match live {
         Some(path) => (path, true),
         None => (IDLE_PATH.to_owned(), false),
@@ -173,7 +181,13 @@ pub async fn probe(client: &HttpsClient, base: &str, path: &str, strict: bool) -
         Ok(f) => f,
         Err(e) => return Outcome::failed(e),
     };
-    let passed = |s: u16| if strict { (200..300).contains(&s) } else { s < 500 };
+    let passed = |s: u16| {
+        if strict {
+            (200..300).contains(&s)
+        } else {
+            s < 500
+        }
+    };
     let mut outcome = Outcome {
         ok: passed(first.status),
         status: Some(first.status),

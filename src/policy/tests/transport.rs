@@ -237,7 +237,9 @@ http://a.example/live/c/main/video.m3u8\n\
 #EXT-X-STREAM-INF:BANDWIDTH=1,CODECS=\"avc1.64001f\",AUDIO=\"audio-b\",PATHWAY-ID=\"b\"\n\
 https://b.example/live/c/main/video.m3u8\n";
     let out = rewrite_hls_playlist(master, "token", "t1");
-    assert!(out.contains("SERVER-URI=\"http://o.example/steering/c.json?token=t1\",PATHWAY-ID=\"a\""));
+    assert!(
+        out.contains("SERVER-URI=\"http://o.example/steering/c.json?token=t1\",PATHWAY-ID=\"a\"")
+    );
     assert!(out.contains("URI=\"http://a.example/live/c/main/audio.m3u8?token=t1\""));
     assert!(out.contains("\nhttp://a.example/live/c/main/video.m3u8?token=t1\n"));
     assert!(out.contains("\nhttps://b.example/live/c/main/video.m3u8?token=t1\n"));
@@ -249,7 +251,10 @@ https://b.example/live/c/main/video.m3u8\n";
   <ContentSteering defaultServiceLocation=\"a\" queryBeforeStart=\"true\">http://o.example/steering/c/dash.json</ContentSteering>\n\
   <Period><SegmentTemplate media=\"main/video/$Number$.m4s\"/></Period>\n</MPD>\n";
     let out = rewrite_dash_mpd(mpd, "token", "t1");
-    assert!(out.contains(">http://a.example/live/c/?token=t1</BaseURL>"), "{out}");
+    assert!(
+        out.contains(">http://a.example/live/c/?token=t1</BaseURL>"),
+        "{out}"
+    );
     assert!(out.contains(">http://o.example/steering/c/dash.json?token=t1</ContentSteering>"));
     assert!(out.contains("media=\"main/video/$Number$.m4s?token=t1\""));
 }
