@@ -307,7 +307,7 @@ fn rewrite_dash(
             let Some(end) = rest.find('<') else { continue };
             let url = &rest[..end];
             let trimmed = url.trim();
-            let pathway = steered && local != "Location" && is_http(trimmed);
+            let pathway = steered && is_http(trimmed);
             if is_ours(trimmed, own_host) || pathway {
                 push_with_token(&mut out, trimmed, token_param, &value, "&amp;");
             } else {

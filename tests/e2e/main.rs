@@ -19,4 +19,5 @@ mod policy;
 mod prometheus;
 mod quic_client;
 mod signed;
+mod steering;
 mod tls;

@@ -251,7 +251,8 @@ fn xml_escape(s: &str) -> String {
 
 /// DASH-IF Content Steering: `mpd` with one MPD-level
 /// `<BaseURL serviceLocation=…>` per pathway (best first, each the pathway's
-/// `{base_url}/live/{channel}/`) and `<ContentSteering>` naming the steering
+/// `{base_url}/live/{channel}/`), one `<Location serviceLocation=…>` per
+/// pathway for MPD updates, and `<ContentSteering>` naming the steering
 /// server, right after the `MPD` start tag (ahead of every Period).
 pub fn with_steering(mpd: &str, tags: &crate::steering::Tags) -> String {
     let Some(open) = mpd
@@ -267,6 +268,15 @@ pub fn with_steering(mpd: &str, tags: &crate::steering::Tags) -> String {
         let _ = writeln!(
             out,
             "  <BaseURL serviceLocation=\"{}\">{}</BaseURL>",
+            xml_escape(id),
+            xml_escape(base)
+        );
+    }
+    // MPD updates follow steering too, so a dead CDN never holds the MPD.
+    for (id, base) in &tags.pathways {
+        let _ = writeln!(
+            out,
+            "  <Location serviceLocation=\"{}\">{}manifest.mpd</Location>",
             xml_escape(id),
             xml_escape(base)
         );

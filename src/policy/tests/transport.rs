@@ -248,6 +248,7 @@ https://b.example/live/c/main/video.m3u8\n";
     assert!(!rewrite_hls_playlist(&plain, "token", "t1").contains("video.m3u8?token"));
 
     let mpd = "<MPD>\n  <BaseURL serviceLocation=\"a\">http://a.example/live/c/</BaseURL>\n\
+  <Location serviceLocation=\"a\">http://a.example/live/c/manifest.mpd</Location>\n\
   <ContentSteering defaultServiceLocation=\"a\" queryBeforeStart=\"true\">http://o.example/steering/c/dash.json</ContentSteering>\n\
   <Period><SegmentTemplate media=\"main/video/$Number$.m4s\"/></Period>\n</MPD>\n";
     let out = rewrite_dash_mpd(mpd, "token", "t1");
