@@ -142,7 +142,11 @@ struct Origin {
     _stop: oneshot::Sender<()>,
 }
 
-async fn start_origin(http: std::net::TcpListener, pathways: &[(&str, String, &[&str])]) -> Origin {
+async fn start_origin(
+    http: std::net::TcpListener,
+    pathways: &[(&str, String, &[&str])],
+    probe_path: &str,
+) -> Origin {
     use strata_origin::steering::{PathwayConfig, SteeringConfig, SteeringGeoConfig};
     let mut config = strata_origin::config::OriginConfig::default();
     config.ingest.allow_anonymous = true;
@@ -164,7 +168,7 @@ async fn start_origin(http: std::net::TcpListener, pathways: &[(&str, String, &[
                 base_url: base.clone(),
                 weight: None,
                 countries: countries.iter().map(|c| (*c).into()).collect(),
-                probe_path: None,
+                probe_path: Some(probe_path.into()),
             })
             .collect(),
         geo: Some(SteeringGeoConfig {
@@ -445,12 +449,16 @@ async fn players_follow_steering_away_from_a_dead_cdn_and_back() {
     let mut b = EdgeProcess::new("edge-b", origin_addr, &dir);
     a.start().await;
     b.start().await;
+    // The CDNs want tokens: the probes carry one of their own.
+    let token = token();
+    let probe_path = format!("/live/{CHANNEL}/main/video.m3u8?token={token}");
     let origin = start_origin(
         origin_http,
         &[
             ("cdn-a", a.base_url(), &[]),
             ("cdn-b", b.base_url(), &["GB"]),
         ],
+        &probe_path,
     )
     .await;
     let mut publisher = Publisher::start(
@@ -468,7 +476,6 @@ async fn players_follow_steering_away_from_a_dead_cdn_and_back() {
     assert!(publisher.exited().is_none(), "ffmpeg stopped publishing");
 
     // Through edge A with a token: steering tags, every pathway tokenised.
-    let token = token();
     let master = client()
         .get(format!(
             "{}/live/{CHANNEL}/master.m3u8?token={token}",
@@ -542,6 +549,15 @@ async fn players_follow_steering_away_from_a_dead_cdn_and_back() {
 
         dead.kill().await;
         let killed = Instant::now();
+        // The probes take it out within a probe interval of the kill (plus
+        // the probe that was under way), and the steering manifest says so.
+        let down = origin.wait_state(dead_id, false, PROBE_INTERVAL * 4).await;
+        eprintln!("{player}: {dead_id} out of service {down:?} after the kill");
+        assert_eq!(origin.ranking("default").await, [alive_id, dead_id]);
+        assert_eq!(
+            origin.priority_for(US).await.last().map(String::as_str),
+            Some(dead_id)
+        );
         let moved = play
             .segment_from(alive.port, killed, Duration::from_secs(30))
             .await;
@@ -556,15 +572,6 @@ async fn players_follow_steering_away_from_a_dead_cdn_and_back() {
             "{player}: moved after {took:?}, over {bound:?}"
         );
         moves.push((player, took));
-        // The probes take it out within a probe interval of the kill (plus
-        // the probe that was under way).
-        let down = killed.elapsed() + origin.wait_state(dead_id, false, PROBE_INTERVAL * 4).await;
-        eprintln!("{player}: {dead_id} out of service {down:?} after the kill");
-        assert_eq!(origin.ranking("default").await, [alive_id, dead_id]);
-        assert_eq!(
-            origin.priority_for(US).await.last().map(String::as_str),
-            Some(dead_id)
-        );
 
         // Back: in service again only after passing its probes for the hysteresis.
         dead.start().await;

@@ -18,7 +18,8 @@ pub struct PathwayLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProbeLabels {
     pub pathway: String,
-    /// `ok`, `status` (5xx), `timeout`, `error` (connect, TLS, body)
+    /// `ok`, `refused` (401/403: available, unmeasured), `status` (other
+    /// failing status), `timeout`, `error` (connect, TLS, body)
     pub result: &'static str,
 }
 

@@ -159,8 +159,11 @@ impl Steering {
 
     /// A player's measured throughput on a pathway, from a steering request.
     pub fn report_throughput(&self, pathway: usize, bits_per_second: u64) {
-        self.state()
-            .report_throughput(pathway, bits_per_second as f64);
+        self.state().report_throughput(
+            pathway,
+            bits_per_second as f64,
+            tokio::time::Instant::now(),
+        );
         self.metrics
             .reported_throughput(&self.config.pathways[pathway].id, bits_per_second);
     }

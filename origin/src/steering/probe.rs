@@ -2,6 +2,9 @@
 //! object through its CDN — by default a live channel's media playlist and
 //! then its newest segment — measuring availability, time to first byte and
 //! the segment's throughput. A probe gets one probe interval to finish.
+//! `401`/`403` (a CDN that wants a token) counts as available, unmeasured:
+//! give `probe_path` a long-lived probe token (`?token=…`) to measure such a
+//! CDN fully; the query goes on to the segment.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -38,7 +41,9 @@ pub struct Outcome {
 impl Outcome {
     /// Label value for `strata_steering_probes_total`.
     pub fn result(&self) -> &'static str {
-        if self.ok {
+        if self.ok && matches!(self.status, Some(401 | 403)) {
+            "refused"
+        } else if self.ok {
             "ok"
         } else if self.timed_out {
             "timeout"
@@ -181,13 +186,9 @@ pub async fn probe(client: &HttpsClient, base: &str, path: &str, strict: bool) -
         Ok(f) => f,
         Err(e) => return Outcome::failed(e),
     };
-    let passed = |s: u16| {
-        if strict {
-            (200..300).contains(&s)
-        } else {
-            s < 500
-        }
-    };
+    // A CDN that refuses us for want of a token is there and answering:
+    // available, though nothing is measured beyond the first byte.
+    let passed = |s: u16| matches!(s, 200..=299 | 401 | 403) || !strict && s < 500;
     let mut outcome = Outcome {
         ok: passed(first.status),
         status: Some(first.status),
@@ -195,11 +196,20 @@ pub async fn probe(client: &HttpsClient, base: &str, path: &str, strict: bool) -
         ..Outcome::default()
     };
     let mut measured = (first.body.len(), first.body_time);
-    if outcome.ok && path.ends_with(".m3u8") {
+    // The probe path's query (a probe token, say) goes to the segment too.
+    let (file, query) = match url.split_once('?') {
+        Some((file, query)) => (file, Some(query)),
+        None => (url.as_str(), None),
+    };
+    if outcome.ok && first.status < 300 && file.ends_with(".m3u8") {
         let text = String::from_utf8_lossy(&first.body).into_owned();
         if let Some(segment) = newest_segment(&text) {
-            let dir = &url[..url.rfind('/').map_or(url.len(), |i| i + 1)];
-            match get(client, &format!("{dir}{segment}")).await {
+            let dir = &file[..file.rfind('/').map_or(file.len(), |i| i + 1)];
+            let segment = match (query, segment.contains('?')) {
+                (Some(q), false) => format!("{dir}{segment}?{q}"),
+                _ => format!("{dir}{segment}"),
+            };
+            match get(client, &segment).await {
                 Ok(f) if (200..300).contains(&f.status) => measured = (f.body.len(), f.body_time),
                 Ok(f) => {
                     outcome.ok = false;
@@ -212,7 +222,7 @@ pub async fn probe(client: &HttpsClient, base: &str, path: &str, strict: bool) -
             }
         }
     }
-    if outcome.ok && measured.0 > 0 {
+    if outcome.ok && first.status < 300 && measured.0 > 0 {
         let seconds = measured.1.as_secs_f64().max(1e-4);
         outcome.bits_per_second = Some(measured.0 as f64 * 8.0 / seconds);
     }

@@ -5,8 +5,9 @@
 //! 1. up (a failed probe takes a pathway down at once; it comes back only
 //!    after passing every probe for the hysteresis: `max(ttl, 3 × probe_interval)`);
 //! 2. not degraded (probe time to first byte above 4× the best up pathway's
-//!    and above 250 ms, or players' reported throughput under a quarter of
-//!    the best; it recovers below 2× / above a half, so it does not flap);
+//!    and above 250 ms, or players' reported throughput — reports of the
+//!    last three TTLs — under a quarter of the best; it recovers below 2× /
+//!    above a half, so it does not flap);
 //! 3. preferred in the client's country (`countries`);
 //! 4. weighted (weight > 0) before backups (weight 0);
 //! 5. score `weight × (1 − QoE penalty)`, higher first;
@@ -45,6 +46,8 @@ struct Pathway {
     ttfb: Option<f64>,
     probe_bps: Option<f64>,
     player_bps: Option<f64>,
+    /// When a player last reported throughput here.
+    player_at: Option<Instant>,
     penalty: f64,
     probes: u64,
     failures: u64,
@@ -54,6 +57,8 @@ struct Pathway {
 #[derive(Clone, Debug)]
 pub struct Pathways {
     all: Vec<Pathway>,
+    /// How long players' throughput reports count: three TTLs.
+    reports_last: Duration,
 }
 
 /// What a steering request knew of its session (from `RELOAD-URI`).
@@ -116,11 +121,13 @@ impl Pathways {
                     ttfb: None,
                     probe_bps: None,
                     player_bps: None,
+                    player_at: None,
                     penalty: 0.0,
                     probes: 0,
                     failures: 0,
                 })
                 .collect(),
+            reports_last: config.ttl * 3,
         }
     }
 
@@ -166,14 +173,19 @@ impl Pathways {
                 None
             }
         };
-        self.update_degraded();
+        self.update_degraded(now);
         change
     }
 
-    pub fn report_throughput(&mut self, i: usize, bps: f64) {
+    pub fn report_throughput(&mut self, i: usize, bps: f64, now: Instant) {
         let p = &mut self.all[i];
-        p.player_bps = ewma(p.player_bps, bps);
-        self.update_degraded();
+        // A stale average starts over rather than being nudged.
+        let fresh = p
+            .player_at
+            .is_some_and(|at| now.duration_since(at) < self.reports_last);
+        p.player_bps = ewma(p.player_bps.filter(|_| fresh), bps);
+        p.player_at = Some(now);
+        self.update_degraded(now);
     }
 
     pub fn set_penalty(&mut self, i: usize, penalty: f64) {
@@ -182,11 +194,18 @@ impl Pathways {
 
     /// Slow or thin compared with the best up pathway, with a gap between
     /// the thresholds to enter and to leave.
-    fn update_degraded(&mut self) {
+    /// Only reports younger than three TTLs count.
+    fn update_degraded(&mut self, now: Instant) {
+        let last = self.reports_last;
+        let reported = move |p: &Pathway| {
+            p.player_bps
+                .filter(|_| p.player_at.is_some_and(|at| now.duration_since(at) < last))
+        };
         let up = || self.all.iter().filter(|p| p.up);
         let best_ttfb = up().filter_map(|p| p.ttfb).fold(f64::INFINITY, f64::min);
-        let best_bps = up().filter_map(|p| p.player_bps).fold(0.0, f64::max);
+        let best_bps = up().filter_map(reported).fold(0.0, f64::max);
         for p in &mut self.all {
+            let player_bps = reported(p);
             let ratio_ttfb = p.ttfb.map_or(1.0, |t| {
                 if t < SLOW_FLOOR.as_secs_f64() || !best_ttfb.is_finite() {
                     1.0
@@ -194,8 +213,7 @@ impl Pathways {
                     t / best_ttfb.max(1e-6)
                 }
             });
-            let ratio_bps = p
-                .player_bps
+            let ratio_bps = player_bps
                 .filter(|_| best_bps > 0.0)
                 .map_or(1.0, |b| best_bps / b.max(1.0));
             p.degraded = if p.degraded {

@@ -136,6 +136,8 @@ async fn mpd_names_a_base_url_per_pathway_and_the_steering_server() {
         [
             "BaseURL",
             "BaseURL",
+            "Location",
+            "Location",
             "ContentSteering",
             "Period",
             "UTCTiming"
@@ -147,13 +149,18 @@ async fn mpd_names_a_base_url_per_pathway_and_the_steering_server() {
         Some("https://a.cdn.example.com/live/news/")
     );
     assert_eq!(children[1].attribute("serviceLocation"), Some("cdn-b"));
+    assert_eq!(children[3].attribute("serviceLocation"), Some("cdn-b"));
     assert_eq!(
-        children[2].attribute("defaultServiceLocation"),
+        children[3].text(),
+        Some("https://b.cdn.example.com/live/news/manifest.mpd")
+    );
+    assert_eq!(
+        children[4].attribute("defaultServiceLocation"),
         Some("cdn-a")
     );
-    assert_eq!(children[2].attribute("queryBeforeStart"), Some("true"));
+    assert_eq!(children[4].attribute("queryBeforeStart"), Some("true"));
     assert_eq!(
-        children[2].text(),
+        children[4].text(),
         Some("http://127.0.0.1:8081/steering/news/dash.json")
     );
 }
@@ -453,4 +460,22 @@ async fn the_steering_service_answers_per_session_and_never_5xx() {
         headers[header::LOCATION],
         "https://b.cdn.example.com/live/news/manifest.mpd"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn thin_pathways_rank_after_fat_ones_while_the_reports_are_fresh() {
+    let s = steering("");
+    let ranking = |s: &Steering| s.ids(&s.state().ranking(None));
+    s.report_throughput(0, 1_000_000);
+    s.report_throughput(1, 10_000_000);
+    assert_eq!(
+        ranking(&s),
+        ["cdn-b", "cdn-a"],
+        "a quarter of the best is thin"
+    );
+    // Reports three TTLs old no longer count.
+    tokio::time::advance(s.config().ttl * 3).await;
+    s.record_probe(0, &pass());
+    assert_eq!(ranking(&s), ["cdn-a", "cdn-b"]);
+    assert_eq!(s.snapshot()["pathways"][0]["degraded"], false);
 }
