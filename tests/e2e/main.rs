@@ -21,4 +21,5 @@ mod prometheus;
 mod quic_client;
 mod schemathesis;
 mod signed;
+mod steering;
 mod tls;
