@@ -49,6 +49,9 @@ impl PingoraApp {
     ) -> Self {
         let mut options = HttpServerOptions::default();
         options.h2c = h2c;
+        // An HTTP/2 connection with no stream open is idle; close it like
+        // an idle HTTP/1.1 one.
+        options.h2_idle_timeout = Some(admission.config().keepalive_timeout);
         PingoraApp {
             edge,
             options,
@@ -231,6 +234,22 @@ impl HttpServerApp for PingoraApp {
     }
 }
 
+/// Reads into `buf` until it holds the 24 bytes of an HTTP/2 preface, a
+/// complete (tiny) HTTP/1 head, or the client stops sending.
+async fn read_prefix(tcp: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    use tokio::io::AsyncReadExt;
+    const H2_PREFACE_LEN: usize = 24;
+    while buf.len() < H2_PREFACE_LEN && !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let mut chunk = [0u8; H2_PREFACE_LEN];
+        let n = tcp.read(&mut chunk[..H2_PREFACE_LEN - buf.len()]).await?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Ok(())
+}
+
 /// Carried from one request to the next on a kept-alive HTTP/1.1 connection.
 struct KeptAlive;
 
@@ -388,6 +407,20 @@ pub async fn serve(
                     }
                     Err(_) => {
                         tracing::warn!(%peer, "refusing connection: no PROXY protocol header within 5s");
+                        return;
+                    }
+                }
+            }
+            if tls.is_none() {
+                // Pingora waits, unbounded, for 24 bytes to tell h2c from
+                // HTTP/1.1: give them the head deadline here, then replay.
+                let deadline = app.admission.config().request_head_timeout;
+                match tokio::time::timeout(deadline, read_prefix(&mut tcp, &mut replay)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return,
+                    Err(_) => {
+                        tracing::debug!(%client, "no request within the head deadline");
+                        app.admission.head_timed_out();
                         return;
                     }
                 }

@@ -111,8 +111,17 @@ async fn slow_heads_are_cut_at_the_deadline_and_caps_answer_503() {
     })
     .await;
 
-    // Per address: 30 unfinished heads hold every slot 127.0.0.1 has.
-    let mut slow = half_heads(edge.addr, 30).await;
+    // Per address: 30 unfinished heads hold every slot 127.0.0.1 has: 20
+    // half heads, 5 connections that send 10 bytes (less than Pingora needs
+    // to tell h2c from HTTP/1.1) and 5 that send nothing at all.
+    let mut slow = half_heads(edge.addr, 20).await;
+    for bytes in [&b"GET /obj/a"[..], b""] {
+        for _ in 0..5 {
+            let mut stream = TcpStream::connect(edge.addr).await.expect("connect");
+            stream.write_all(bytes).await.expect("write");
+            slow.push(stream);
+        }
+    }
     let refused = exchange(edge.addr, b"GET /obj/a?size=10 HTTP/1.1\r\nHost: a\r\n\r\n").await;
     assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
     assert!(refused.contains("Retry-After: 1"), "{refused}");
