@@ -13,6 +13,7 @@
 #         .venv/node/bin (node, npm, npx) is what scripts/test.sh puts first
 #         on PATH.
 #   npm:  tests/browser/node_modules from package-lock.json (npm ci)
+#   rust: the nightly toolchain and cargo-fuzz (scripts/fuzz-short.sh)
 #
 # Runs as root; otherwise uses sudo for apt when sudo exists.
 set -euo pipefail
@@ -138,6 +139,21 @@ if [[ -f $BROWSER/package-lock.json ]] && ! npm_ok; then
     (cd "$BROWSER" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) \
         || die "npm ci in $BROWSER failed"
     installed+=("npm ($BROWSER): $(cd "$BROWSER" && node -e 'console.log(Object.keys(require("./package.json").dependencies).join(" "))')")
+fi
+
+# ---------------------------------------------------------------- fuzzing
+# scripts/fuzz-short.sh runs every cargo-fuzz target for seconds: it needs a
+# nightly toolchain (libFuzzer's sanitizer flags) and cargo-fuzz.
+if ! cargo +nightly --version >/dev/null 2>&1; then
+    command -v rustup >/dev/null 2>&1 || die "no nightly Rust toolchain and no rustup to install one"
+    log "rustup: installing the nightly toolchain (minimal profile) for cargo-fuzz"
+    rustup toolchain install nightly --profile minimal >/dev/null || die "rustup toolchain install nightly failed"
+    installed+=("rustup: nightly toolchain")
+fi
+if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+    log "cargo: installing cargo-fuzz"
+    cargo install cargo-fuzz --locked --quiet || die "cargo install cargo-fuzz failed"
+    installed+=("cargo: cargo-fuzz")
 fi
 
 # ---------------------------------------------------------------- report
