@@ -2,7 +2,8 @@
 # The one command that runs all of Strata's tests (CI runs it via .ci/run):
 #   1. scripts/install-test-deps.sh   (apt, .venv, tests/browser/node_modules)
 #   2. cargo test --workspace --all-targets   (debug profile)
-#   3. scripts/fuzz-short.sh: seconds of each cargo-fuzz target
+#   3. scripts/fuzz-short.sh: seconds of each cargo-fuzz target; a short
+#      benches/chaos.py (network namespaces; needs root)
 #   4. the non-cargo checks that exist: promtool on prometheus*.yml and
 #      *.rules.yml, JSON validity of grafana/**/*.json, ansible-lint on ansible/
 # Exits non-zero when any step failed; the last line is a summary.
@@ -51,6 +52,10 @@ tests_failed=$(awk '/^test result:/ { for (i = 1; i < NF; i++) if ($(i+1) ~ /^fa
 # Every cargo-fuzz target for FUZZ_SECONDS (default 10) from its seed corpus;
 # the long runs and their figures are in benches/README.md.
 step fuzz-short bash scripts/fuzz-short.sh
+
+# The chaos run, short (benches/README.md has the long one): a publisher in its
+# own network namespace over a degraded link, a shield and the origin killed.
+step chaos-short python3 benches/chaos.py --bin target/debug/strata --seconds 15
 
 # Repo files by glob, outside build output and installed deps.
 repo_files() {
