@@ -19,7 +19,7 @@ pub mod demo;
 mod log_budget;
 pub mod metrics;
 pub mod rtmp;
-mod rtmp_chunks;
+pub mod rtmp_chunks;
 mod rtmp_guard;
 pub mod srt;
 
