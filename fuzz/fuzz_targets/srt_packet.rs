@@ -13,6 +13,9 @@ fuzz_target!(|data: &[u8]| {
     if inspect(data).is_ok() {
         // The peer's listener parses the same bytes the same way (IPv4 loopback).
         let parsed = Packet::parse(&mut Cursor::new(data), false);
-        assert!(parsed.is_ok(), "inspect passed a packet srt-protocol refuses");
+        assert!(
+            parsed.is_ok(),
+            "inspect passed a packet srt-protocol refuses"
+        );
     }
 });

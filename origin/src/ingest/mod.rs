@@ -19,6 +19,7 @@ pub mod demo;
 mod log_budget;
 pub mod metrics;
 pub mod rtmp;
+pub mod rtmp_chunks;
 mod rtmp_guard;
 pub mod srt;
 
@@ -26,7 +27,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
 
-pub use auth::{ConnectionPermit, Credentials, IngestAuth, PublishRequest};
+pub use auth::{ConnectionPermit, Credentials, IngestAuth, IngestLimits, PublishRequest};
 pub use config::{IngestConfig, IngestConfigError};
 pub use metrics::IngestMetrics;
 

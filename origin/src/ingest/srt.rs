@@ -54,8 +54,6 @@ const REJECT_LINGER: Duration = Duration::from_secs(1);
 pub struct SrtSettings {
     pub latency: Duration,
     pub passphrase: Option<String>,
-    /// Bounds on peers still in handshake.
-    pub limits: RelayLimits,
 }
 
 impl Default for SrtSettings {
@@ -63,7 +61,6 @@ impl Default for SrtSettings {
         Self {
             latency: Duration::from_millis(120),
             passphrase: None,
-            limits: RelayLimits::default(),
         }
     }
 }
@@ -73,7 +70,6 @@ impl IngestConfig {
         SrtSettings {
             latency: self.srt_latency,
             passphrase: self.srt_passphrase.clone(),
-            limits: RelayLimits::default(),
         }
     }
 }
@@ -148,6 +144,12 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let local = socket.local_addr()?;
+    let l = auth.limits();
+    let limits = RelayLimits {
+        max_pending: l.max_pending_connections,
+        max_pending_per_ip: l.max_connections_per_ip.min(8),
+        handshake_timeout: l.publish_deadline,
+    };
     let shared = Arc::new(Shared {
         target,
         auth,
@@ -156,7 +158,7 @@ pub async fn serve(
         latency: settings.latency,
     });
     info!(addr = %local, "SRT ingest listening");
-    relay::run(socket, shared, settings.limits, shutdown).await;
+    relay::run(socket, shared, limits, shutdown).await;
     Ok(())
 }
 
@@ -245,13 +247,16 @@ async fn handle_request(
         .stream_id()
         .map(|s| redact(s.as_str()))
         .unwrap_or_default();
-    let Some(_permit) = shared.auth.admit() else {
-        warn!(%remote, reason = "max_connections", "SRT connection refused");
-        shared.metrics.refused(PROTOCOL, "max_connections");
-        let _ = request
-            .reject(RejectReason::Server(ServerRejectReason::Overload))
-            .await;
-        return;
+    let _permit = match shared.auth.admit_from(PROTOCOL, remote.ip()) {
+        Ok(permit) => permit,
+        Err(cap) => {
+            warn!(%remote, reason = cap, "SRT connection refused");
+            shared.metrics.refused(PROTOCOL, cap);
+            let _ = request
+                .reject(RejectReason::Server(ServerRejectReason::Overload))
+                .await;
+            return;
+        }
     };
     let (req, keys) = match admit_request(&request, shared) {
         Ok(x) => x,

@@ -38,7 +38,6 @@ async fn start_with(passphrase: Option<&str>, metrics: IngestMetrics) -> Server 
     let settings = SrtSettings {
         latency: Duration::from_millis(300),
         passphrase: passphrase.map(str::to_owned),
-        ..SrtSettings::default()
     };
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(srt::serve(

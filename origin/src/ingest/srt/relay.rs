@@ -15,8 +15,8 @@
 //!
 //! Only an induction handshake opens a peer. Peers that have not started
 //! publishing are capped in number, overall and per IP address, and given
-//! [`RelayLimits::handshake_timeout`] to get there; a publishing peer ends
-//! with its session (idle timeout, close, kick).
+//! [`RelayLimits::handshake_timeout`] (`ingest.publish_deadline`) to get
+//! there; a publishing peer ends with its session (idle timeout, close, kick).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -44,16 +44,6 @@ pub struct RelayLimits {
     pub max_pending_per_ip: usize,
     /// How long a peer may take from its induction to an accepted publish.
     pub handshake_timeout: Duration,
-}
-
-impl Default for RelayLimits {
-    fn default() -> Self {
-        Self {
-            max_pending: 64,
-            max_pending_per_ip: 8,
-            handshake_timeout: Duration::from_secs(5),
-        }
-    }
 }
 
 struct Peer {
