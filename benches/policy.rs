@@ -31,6 +31,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use strata::config::EdgeConfig;
 use strata::policy::{sign, GeoConfig, Policy, PolicyConfig, TokenConfig};
+use strata::request::{MediaRequest, Protocol};
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef";
 const CLIENTS: usize = 32;
@@ -91,17 +92,18 @@ fn policy_check(c: &mut Criterion) {
     let mut group = c.benchmark_group("policy_check");
     for (name, token, geo) in cases {
         let policy = Policy::init(PolicyConfig { token, geo }).expect("policy");
-        assert!(policy
-            .check(&with_token, path, se, SystemTime::now())
-            .is_ok());
+        let request = MediaRequest::parse(
+            &with_token,
+            SocketAddr::new(se, 40000),
+            Protocol::Http1,
+            &[],
+            policy.token_source(),
+        )
+        .expect("parses");
+        assert!(policy.check(&request, se, SystemTime::now()).is_ok());
         group.bench_function(name, |b| {
             b.iter(|| {
-                black_box(policy.check(
-                    black_box(&with_token),
-                    black_box(path),
-                    black_box(se),
-                    SystemTime::now(),
-                ))
+                black_box(policy.check(black_box(&request), black_box(se), SystemTime::now()))
             })
         });
     }

@@ -5,7 +5,9 @@
 #   3. scripts/fuzz-short.sh: seconds of each cargo-fuzz target; a short
 #      benches/chaos.py (network namespaces; needs root)
 #   4. the non-cargo checks that exist: promtool on prometheus*.yml and
-#      *.rules.yml, JSON validity of grafana/**/*.json, ansible-lint on ansible/
+#      *.rules.yml, JSON validity of grafana/**/*.json, ansible-lint on ansible/,
+#      the browser harness's self-test (tests/browser/selftest.sh) and the
+#      benchmark peers' check (benches/load/peers/verify.sh)
 # Exits non-zero when any step failed; the last line is a summary.
 set -uo pipefail
 
@@ -82,6 +84,12 @@ if [[ -d ansible ]]; then
     # ansible-lint finds its own config (.ansible-lint) in ansible/ if present.
     step ansible-lint bash -c 'cd ansible && PATH="$OLDPWD/.venv/bin:$PATH" ansible-lint --offline'
 fi
+
+# The harnesses the tests and benchmarks stand on, proved without Strata code:
+# the players on ffmpeg-made streams, and the peers (nginx, Varnish) the
+# benchmarks race.
+step browser-selftest bash tests/browser/selftest.sh
+step peers-verify bash benches/load/peers/verify.sh
 
 # Counts: cargo tests one by one, every other check as one; a cargo run that
 # failed without a failing test (a build error) counts as one failure.

@@ -10,6 +10,7 @@
 mod api;
 mod auth;
 mod error;
+pub mod token;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,8 +32,8 @@ use crate::config::EdgeConfig;
 use crate::edge::Edge;
 
 pub use api::GeoRule;
-pub use auth::AdminToken;
 pub use error::ApiError;
+pub use token::AdminToken;
 
 /// Largest request body the control API reads.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -255,7 +256,21 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
     let gauges = &state.edge.metrics().cache;
     gauges.objects.set(cache.object_count() as i64);
     gauges.bytes.set(cache.weighted_bytes() as i64);
-    strata_origin::http::metrics_response(&state.registry)
+    metrics_response(&state.registry)
+}
+
+/// The registry in the OpenMetrics text format Prometheus scrapes.
+fn metrics_response(registry: &prometheus_client::registry::Registry) -> Response {
+    let mut text = String::new();
+    if prometheus_client::encoding::text::encode(&mut text, registry).is_err() {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "metrics encoding failed\n",
+        )
+            .into_response();
+    }
+    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    ([(header::CONTENT_TYPE, content_type)], text).into_response()
 }
 
 async fn readyz(State(state): State<Arc<AdminState>>) -> Response {

@@ -4,6 +4,7 @@
 
 pub mod fill;
 pub mod freshness;
+pub mod inflight;
 pub mod key;
 pub mod purge;
 
@@ -12,13 +13,49 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use moka::notification::RemovalCause;
+use serde::Deserialize;
 use tokio::time::Instant;
 
-use crate::cache::freshness::Freshness;
+use crate::cache::freshness::{Freshness, TtlDefaults, TtlOverride};
 use crate::cache::key::CacheKey;
 use crate::cache::purge::PurgeTarget;
 use crate::metrics::CacheMetrics;
-use crate::response::ResponseHead;
+use crate::response::head::ResponseHead;
+use crate::units::ByteSize;
+
+/// The `[cache]` section.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Memory for cached objects, e.g. `"1GiB"`.
+    pub size: ByteSize,
+    /// Larger objects are streamed through to every waiting client but not stored.
+    pub max_object_size: ByteSize,
+    /// Query parameters left out of the cache key and the upstream request
+    /// (they do not change content), matched case-insensitively.
+    pub ignore_params: Vec<String>,
+    /// Lifetimes when the upstream sends no Cache-Control or Expires.
+    pub ttl: TtlDefaults,
+    /// Path prefixes where POST is proxied to the upstream, never cached
+    /// (DRM licence requests such as the origin's `/drm/clearkey`).
+    pub pass_through: Vec<String>,
+    /// `[[cache.ttl_overrides]]`: per-prefix lifetimes that win over the
+    /// upstream's (see [`freshness::TtlOverrides`]); changeable at run time.
+    pub ttl_overrides: Vec<TtlOverride>,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            size: ByteSize(512 * 1024 * 1024),
+            max_object_size: ByteSize(64 * 1024 * 1024),
+            ignore_params: vec!["token".into(), "CMCD".into()],
+            ttl: TtlDefaults::default(),
+            pass_through: vec!["/drm/".into()],
+            ttl_overrides: Vec::new(),
+        }
+    }
+}
 
 /// A complete response as stored.
 #[derive(Clone, Debug)]

@@ -2,28 +2,28 @@
 //! coalesced upstream fetch → response headers. Front doors (Pingora for h1/h2,
 //! quinn for h3) call [`Edge::handle`] and write what it returns.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use http::{header, request::Parts, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
-use http_body_util::BodyExt;
-use parking_lot::Mutex;
-use serde::Deserialize;
 use tokio::time::Instant;
 
-use crate::cache::fill::{Fill, FillFailure, FillOutcome};
-use crate::cache::freshness::{freshness, TtlDefaults, TtlOverride, TtlOverrides};
+use crate::cache::fill::{Fill, FillFailure, FillOutcome, Forwarded};
+use crate::cache::freshness::{freshness, TtlOverrides};
+use crate::cache::inflight::{
+    merge_not_modified, pump_body, BodyError, FillPermit, Inflight, Joined,
+};
 use crate::cache::key::CacheKey;
 use crate::cache::purge::PurgeLog;
+pub use crate::cache::CacheConfig;
 use crate::cache::{Cache, CachedObject, Staleness};
-use crate::config::ByteSize;
+use crate::clock::Clock;
 use crate::error::EdgeError;
 use crate::metrics::{status_class, EdgeMetrics, ReasonLabels, RequestLabels};
 use crate::policy::{Policy, Propagate};
 use crate::request::{MediaRequest, ObjectKind, Protocol};
-use crate::response::{EdgeResponse, Outcome, ResponseHead};
+use crate::response::{CacheStatus, EdgeResponse, Outcome, ResponseHead};
 use crate::upstream::{UpstreamPool, UpstreamResponse};
 
 mod access;
@@ -32,40 +32,6 @@ mod pass;
 mod shape;
 
 use shape::{age_header, denied_response, preflight, shape, BodySource};
-
-/// The `[cache]` section.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct CacheConfig {
-    /// Memory for cached objects, e.g. `"1GiB"`.
-    pub size: ByteSize,
-    /// Larger objects are streamed through to every waiting client but not stored.
-    pub max_object_size: ByteSize,
-    /// Query parameters left out of the cache key and the upstream request
-    /// (they do not change content), matched case-insensitively.
-    pub ignore_params: Vec<String>,
-    /// Lifetimes when the upstream sends no Cache-Control or Expires.
-    pub ttl: TtlDefaults,
-    /// Path prefixes where POST is proxied to the upstream, never cached
-    /// (DRM licence requests such as the origin's `/drm/clearkey`).
-    pub pass_through: Vec<String>,
-    /// `[[cache.ttl_overrides]]`: per-prefix lifetimes that win over the
-    /// upstream's (see [`TtlOverrides`]); changeable at run time.
-    pub ttl_overrides: Vec<TtlOverride>,
-}
-
-impl Default for CacheConfig {
-    fn default() -> Self {
-        CacheConfig {
-            size: ByteSize(512 * 1024 * 1024),
-            max_object_size: ByteSize(64 * 1024 * 1024),
-            ignore_params: vec!["token".into(), "CMCD".into()],
-            ttl: TtlDefaults::default(),
-            pass_through: vec!["/drm/".into()],
-            ttl_overrides: Vec::new(),
-        }
-    }
-}
 
 /// Hop-by-hop and per-hop headers never copied from upstream to client.
 const NOT_FORWARDED: [HeaderName; 9] = [
@@ -94,8 +60,8 @@ pub struct Edge {
     node_id: String,
     cache_config: CacheConfig,
     cache: Cache,
-    // Held only to look up or swap an entry; never across `.await`.
-    inflight: Mutex<HashMap<CacheKey, Arc<Fill>>>,
+    inflight: Inflight,
+    clock: Clock,
     upstreams: Arc<UpstreamPool>,
     metrics: Arc<EdgeMetrics>,
     counters: crate::metrics::RequestHandles,
@@ -136,13 +102,20 @@ impl Edge {
             counters: crate::metrics::RequestHandles::new(&metrics.requests),
             node_id,
             cache_config,
-            inflight: Mutex::new(HashMap::new()),
+            inflight: Inflight::default(),
+            clock: Clock::system(),
             upstreams,
             metrics,
             via,
             alt_svc: None,
             policy,
         })
+    }
+
+    /// Take wall-clock time (freshness, token windows) from `clock`: tests
+    /// move it instead of sleeping.
+    pub fn set_clock(&mut self, clock: Clock) {
+        self.clock = clock;
     }
 
     /// Advertise another front door (HTTP/3) on every response.
@@ -229,7 +202,13 @@ impl Edge {
         client: SocketAddr,
         protocol: Protocol,
     ) -> (EdgeResponse, RequestLog) {
-        let parsed = MediaRequest::parse(parts, client, protocol, &self.cache_config.ignore_params);
+        let parsed = MediaRequest::parse(
+            parts,
+            client,
+            protocol,
+            &self.cache_config.ignore_params,
+            self.policy.as_ref().and_then(|p| p.token_source()),
+        );
         let log = RequestLog {
             method: parts.method.clone(),
             target: match &parsed {
@@ -290,7 +269,7 @@ impl Edge {
             m,
             RequestLabels {
                 status: status_class(status.as_u16()),
-                cache: outcome.cache,
+                cache: outcome.cache.as_str(),
                 protocol,
             },
             bytes,
@@ -304,7 +283,7 @@ impl Edge {
             method: log.method.as_str(),
             path: &log.target,
             status: status.as_u16(),
-            cache: outcome.cache,
+            cache: outcome.cache.as_str(),
             bytes,
             elapsed,
             upstream: outcome.upstream.as_deref().unwrap_or("-"),
@@ -358,15 +337,15 @@ impl Edge {
         let stale = match self.cache.get(&request.key).await {
             Some(object) => match object.staleness(now) {
                 Staleness::Fresh => {
-                    return Ok(self.from_object(request, &object, now, "hit", "hit"))
+                    return Ok(self.from_object(request, &object, now, CacheStatus::Hit, "hit"))
                 }
                 Staleness::Revalidate => {
-                    self.join_or_start_fill(request, Some(object.clone()));
+                    self.join_or_start(request, Some(object.clone()));
                     return Ok(self.from_object(
                         request,
                         &object,
                         now,
-                        "stale",
+                        CacheStatus::Stale,
                         "hit; detail=stale-while-revalidate",
                     ));
                 }
@@ -375,31 +354,24 @@ impl Edge {
             None => None,
         };
 
-        let (fill, leader) = match self.join_or_start_fill(request, stale.clone()) {
-            Some(joined) => joined,
-            None => {
-                // The fill we raced with has just stored its object.
-                if let Some(object) = self.cache.get(&request.key).await {
-                    return Ok(self.from_object(request, &object, Instant::now(), "hit", "hit"));
-                }
-                self.join_or_start_fill(request, stale.clone())
-                    .ok_or(EdgeError::Upstream {
-                        why: "fill vanished".into(),
-                        timeout: false,
-                    })?
-            }
-        };
+        let (fill, leader) = self.join_or_start(request, stale.clone());
         if !leader {
             self.metrics.requests.coalesced_followers.inc();
         }
 
         match fill.head().await {
             Ok(head) => {
-                let note = fill.note();
-                let (cache, detail) = match (leader, note) {
-                    (_, "fwd-status=304") => ("revalidated", format!("fwd=stale; {note}")),
-                    (true, _) => ("miss", format!("fwd=miss; {note}")),
-                    (false, _) => ("collapsed", format!("fwd=miss; {note}; collapsed")),
+                let forwarded = fill.forwarded();
+                let note = forwarded.as_str();
+                let (cache, detail) = match (leader, forwarded) {
+                    (_, Forwarded::NotModified) => {
+                        (CacheStatus::Revalidated, format!("fwd=stale; {note}"))
+                    }
+                    (true, _) => (CacheStatus::Miss, format!("fwd=miss; {note}")),
+                    (false, _) => (
+                        CacheStatus::Collapsed,
+                        format!("fwd=miss; {note}; collapsed"),
+                    ),
                 };
                 let mut response = self.from_fill(request, &head, &fill, cache, &detail).await;
                 response.outcome.upstream = fill.upstream().map(|u| u.to_string());
@@ -414,7 +386,7 @@ impl Edge {
                         request,
                         &object,
                         Instant::now(),
-                        "stale",
+                        CacheStatus::Stale,
                         "fwd=stale; detail=stale-if-error",
                     );
                     response.outcome.reason = Some("stale-if-error");
@@ -432,61 +404,66 @@ impl Edge {
         }
     }
 
-    /// Join the in-flight fill for this key, or start one if none runs and the
-    /// cache was checked after the last one finished. `None`: re-check the cache.
-    fn join_or_start_fill(
+    /// Join the in-flight fill for this request's key, or start one
+    /// (revalidating `stale` when there is one) if none runs: a leader's
+    /// permit goes to the task that drives the fill. Returns the fill to
+    /// read and whether this request leads it.
+    fn join_or_start(
         self: &Arc<Self>,
         request: &MediaRequest,
         stale: Option<Arc<CachedObject>>,
-    ) -> Option<(Arc<Fill>, bool)> {
-        let mut inflight = self.inflight.lock();
-        if let Some(fill) = inflight.get(&request.key) {
-            return Some((fill.clone(), false));
+    ) -> (Arc<Fill>, bool) {
+        match self.inflight.join(&request.key, self.purges.generation()) {
+            Joined::Follower(fill) => (fill, false),
+            Joined::Leader(permit) => {
+                let fill = permit.fill().clone();
+                self.start_fill(request, permit, stale);
+                (fill, true)
+            }
         }
-        let fill = Arc::new(Fill::starting_at(self.purges.generation()));
-        inflight.insert(request.key.clone(), fill.clone());
-        drop(inflight);
+    }
+
+    fn start_fill(
+        self: &Arc<Self>,
+        request: &MediaRequest,
+        permit: FillPermit,
+        stale: Option<Arc<CachedObject>>,
+    ) {
         let edge = self.clone();
-        let key = request.key.clone();
         let kind = request.kind;
         let mut via = request.via.clone();
         via.push(format!("1.1 {}", self.node_id));
-        let task_fill = fill.clone();
-        tokio::spawn(async move { edge.run_fill(key, kind, task_fill, stale, via).await });
-        Some((fill, true))
+        tokio::spawn(async move { edge.run_fill(permit, kind, stale, via).await });
     }
 
     async fn run_fill(
         self: Arc<Self>,
-        key: CacheKey,
+        permit: FillPermit,
         kind: ObjectKind,
-        fill: Arc<Fill>,
         stale: Option<Arc<CachedObject>>,
         via: Vec<String>,
     ) {
+        let key = permit.key().clone();
+        let fill = permit.fill().clone();
         match self
             .fill_from_upstream(&key, kind, &fill, stale.as_deref(), &via)
             .await
         {
             Ok(object) => {
-                fill.finish(FillOutcome::Complete);
                 if let Some(object) = object {
-                    // Stored before the in-flight entry goes, so a request that
-                    // finds neither cannot exist (see `serve`).
+                    // Stored before the permit frees the key, so a request
+                    // that finds neither cannot exist (see `serve`).
                     self.store_unless_purged(&key, Arc::new(object), &fill)
                         .await;
                 } else if stale.is_some() {
                     self.cache.remove(&key).await;
                 }
+                permit.finish(FillOutcome::Complete);
             }
             Err(failure) => {
                 tracing::warn!(path = %key, why = %failure.why, "upstream fetch failed");
-                fill.finish(FillOutcome::Failed(failure));
+                permit.finish(FillOutcome::Failed(failure));
             }
-        }
-        let mut inflight = self.inflight.lock();
-        if inflight.get(&key).is_some_and(|f| Arc::ptr_eq(f, &fill)) {
-            inflight.remove(&key);
         }
     }
 
@@ -521,49 +498,32 @@ impl Edge {
                     matches!(e, EdgeError::Upstream { timeout: true, .. }),
                 )
             })?;
-        let (parts, mut body) = response.into_parts();
+        let (parts, body) = response.into_parts();
         let received_at = Instant::now();
+        let forwarded = Forwarded::from_status(parts.status);
 
-        if parts.status == StatusCode::NOT_MODIFIED {
-            if let Some(stale) = stale {
-                let mut head = stale.head.clone();
-                for name in [
-                    header::CACHE_CONTROL,
-                    header::EXPIRES,
-                    header::DATE,
-                    header::ETAG,
-                    header::LAST_MODIFIED,
-                    header::AGE,
-                ] {
-                    if let Some(value) = parts.headers.get(&name) {
-                        head.headers.insert(name, value.clone());
-                    }
-                }
-                let fresh = freshness(
-                    head.status,
-                    &head.headers,
-                    kind,
-                    &self.cache_config.ttl,
-                    self.ttl_override(key),
-                    SystemTime::now(),
-                );
-                let initial_age = age_header(&head.headers);
-                head.headers.remove(header::AGE);
-                fill.set_head(
-                    head.clone(),
-                    "fwd-status=304",
-                    Some(upstream.name.as_str().into()),
-                );
-                fill.push(stale.body.clone());
-                return Ok(fresh.storable.then(|| CachedObject {
-                    head,
-                    body: stale.body.clone(),
-                    stored_at: received_at,
-                    initial_age,
-                    freshness: fresh,
-                    surrogate_keys: stale.surrogate_keys.clone(),
-                }));
-            }
+        if let (Forwarded::NotModified, Some(stale)) = (forwarded, stale) {
+            let mut head = merge_not_modified(&stale.head, &parts.headers);
+            let fresh = freshness(
+                head.status,
+                &head.headers,
+                kind,
+                &self.cache_config.ttl,
+                self.ttl_override(key),
+                self.clock.now(),
+            );
+            let initial_age = age_header(&head.headers);
+            head.headers.remove(header::AGE);
+            fill.set_head(head.clone(), forwarded, Some(upstream.name.as_str().into()));
+            fill.push(stale.body.clone());
+            return Ok(fresh.storable.then(|| CachedObject {
+                head,
+                body: stale.body.clone(),
+                stored_at: received_at,
+                initial_age,
+                freshness: fresh,
+                surrogate_keys: stale.surrogate_keys.clone(),
+            }));
         }
 
         let fresh = freshness(
@@ -572,7 +532,7 @@ impl Edge {
             kind,
             &self.cache_config.ttl,
             self.ttl_override(key),
-            SystemTime::now(),
+            self.clock.now(),
         );
         let initial_age = age_header(&parts.headers);
         let mut head = ResponseHead::new(parts.status);
@@ -582,37 +542,25 @@ impl Edge {
             }
         }
         let expected = head.content_length();
-        let note = match parts.status.as_u16() {
-            200 => "fwd-status=200",
-            404 => "fwd-status=404",
-            _ => "fwd-status=other",
+        let forwarded = match forwarded {
+            // A 304 to an unconditional request: pass it on as it is.
+            Forwarded::NotModified => Forwarded::Other,
+            other => other,
         };
-        fill.set_head(head.clone(), note, Some(upstream.name.as_str().into()));
+        fill.set_head(head.clone(), forwarded, Some(upstream.name.as_str().into()));
 
         let body_timeout = self.upstreams.config().body_timeout;
-        loop {
-            match tokio::time::timeout(body_timeout, body.frame()).await {
-                Ok(Some(Ok(frame))) => {
-                    if let Ok(data) = frame.into_data() {
-                        fill.push(data);
-                    }
+        if let Err(e) = pump_body(fill, body, body_timeout).await {
+            self.upstreams.failed(&upstream, "body");
+            return Err(match e {
+                BodyError::Cut(e) => {
+                    FillFailure::new(format!("{}: body cut short: {e}", upstream.name), false)
                 }
-                Ok(None) => break,
-                Ok(Some(Err(e))) => {
-                    self.upstreams.failed(&upstream, "body");
-                    return Err(FillFailure::new(
-                        format!("{}: body cut short: {e}", upstream.name),
-                        false,
-                    ));
-                }
-                Err(_) => {
-                    self.upstreams.failed(&upstream, "body");
-                    return Err(FillFailure::new(
-                        format!("{}: body stalled for {body_timeout:?}", upstream.name),
-                        true,
-                    ));
-                }
-            }
+                BodyError::Stalled(after) => FillFailure::new(
+                    format!("{}: body stalled for {after:?}", upstream.name),
+                    true,
+                ),
+            });
         }
         let received = fill.received();
         if expected.is_some_and(|e| e != received) {
@@ -645,13 +593,13 @@ impl Edge {
         request: &MediaRequest,
         object: &CachedObject,
         now: Instant,
-        cache: &'static str,
+        cache: CacheStatus,
         detail: &str,
     ) -> EdgeResponse {
         let mut head = object.head.clone();
         head.headers
             .insert(header::AGE, object.age(now).as_secs().into());
-        let status = if cache == "hit" {
+        let status = if cache == CacheStatus::Hit {
             let remaining =
                 object.freshness.ttl.as_secs() as i64 - object.resident(now).as_secs() as i64;
             HeaderValue::from_str(&format!("{}; {detail}; ttl={remaining}", self.node_id))
@@ -679,7 +627,7 @@ impl Edge {
         request: &MediaRequest,
         head: &ResponseHead,
         fill: &Arc<Fill>,
-        cache: &'static str,
+        cache: CacheStatus,
         detail: &str,
     ) -> EdgeResponse {
         let mut head = head.clone();

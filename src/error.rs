@@ -6,9 +6,12 @@ use crate::response::{EdgeResponse, Outcome};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EdgeError {
-    /// The client's fault: malformed path or headers.
+    /// The client's fault: malformed headers.
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// The client's fault: a path with no normal form (`crate::request::path`).
+    #[error("bad request: {0}")]
+    BadPath(#[from] crate::request::path::PathError),
     /// Request head larger than the edge accepts (RFC 6585 §5).
     #[error("request header fields too large: {0} bytes")]
     HeadersTooLarge(usize),
@@ -33,7 +36,7 @@ pub enum EdgeError {
 impl EdgeError {
     pub fn status(&self) -> StatusCode {
         match self {
-            EdgeError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            EdgeError::BadRequest(_) | EdgeError::BadPath(_) => StatusCode::BAD_REQUEST,
             EdgeError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             EdgeError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             EdgeError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -47,7 +50,7 @@ impl EdgeError {
     /// Short, stable label for metrics and the access log.
     pub fn reason(&self) -> &'static str {
         match self {
-            EdgeError::BadRequest(_) => "bad-request",
+            EdgeError::BadRequest(_) | EdgeError::BadPath(_) => "bad-request",
             EdgeError::MethodNotAllowed => "method",
             EdgeError::BodyTooLarge(_) => "body-too-large",
             EdgeError::HeadersTooLarge(_) => "headers-too-large",
@@ -69,7 +72,7 @@ impl EdgeError {
             self.status(),
             &self.to_string(),
             Outcome {
-                cache: "error",
+                cache: crate::response::CacheStatus::Error,
                 upstream: None,
                 reason: Some(self.reason()),
             },

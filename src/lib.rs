@@ -2,22 +2,36 @@
 //! origin, the shield tier).
 //!
 //! A request flows through these modules in order:
-//! - [`frontend`] — Pingora (HTTP/1.1, HTTP/2, TLS) and quinn + h3 (HTTP/3)
-//!   accept and parse; they hand `http::request::Parts` to the core and write
-//!   what comes back.
-//! - [`request`] — the request parsed once: normalised path, cache key
-//!   ([`cache::key`]), object kind, range, validators.
-//! - [`edge`] — the pipeline: cache lookup ([`cache`]), one coalesced upstream
-//!   fetch per object ([`cache::fill`]) streamed to every waiting client while
-//!   it is stored, freshness ([`cache::freshness`]), response headers.
+//! - [`frontend`] — the front doors: Pingora (HTTP/1.1, HTTP/2, TLS;
+//!   [`frontend::pingora`], writes gathered by [`frontend::write_buffer`]) and
+//!   quinn + h3 (HTTP/3; [`frontend::h3`]) accept and parse; they hand
+//!   `http::request::Parts` to the core and write what comes back.
+//! - [`request`] — the request parsed once ([`request::MediaRequest`]): the
+//!   one normalised path ([`request::path`]) that policy, cache key, upstream
+//!   request and purges all use, the cache key ([`cache::key`]), object kind,
+//!   range, validators, the token.
+//! - [`policy`] — token (EdgeAuth 2.0) and geo rules on the parsed request.
+//! - [`edge`] — the pipeline: cache lookup ([`cache`]), one upstream fetch
+//!   per object at a time ([`cache::inflight`], whose bytes stream to every
+//!   waiting client through [`cache::fill`] while they are stored),
+//!   freshness ([`cache::freshness`]), response headers, POST pass-through.
 //! - [`upstream`] — origin/shield pool: consistent hashing, health, retries.
-//! - [`metrics`], [`admin`] — Prometheus metrics and the admin listener,
-//!   whose control API purges ([`cache::purge`]) and changes geo rules,
-//!   token keys and TTL overrides at run time (`api/openapi.yaml`).
-//! - [`config`] — the TOML file, one section per module.
+//! - [`response`] — what the core hands a front door: head, streaming body,
+//!   and the [`response::Outcome`] (cache status, upstream, reason) that
+//!   [`metrics`] and the access log ([`logging`]) record.
+//! - [`error`] — the edge's one error type, and the one place it becomes an
+//!   HTTP status.
+//! - [`admin`] — the admin listener: `/metrics`, health, and the control API
+//!   that purges ([`cache::purge`]) and changes geo rules, token keys and TTL
+//!   overrides at run time (`api/openapi.yaml`).
+//! - [`config`] — the TOML file, one section per module; [`units`] — sizes.
+//! - [`clock`] — wall-clock time, injectable for tests.
+//! - [`server`] — the composition root: [`run`] builds all of the above from
+//!   an [`config::EdgeConfig`] and serves until shutdown.
 
 pub mod admin;
 pub mod cache;
+pub mod clock;
 pub mod config;
 pub mod edge;
 pub mod error;
@@ -27,250 +41,8 @@ pub mod metrics;
 pub mod policy;
 pub mod request;
 pub mod response;
+pub mod server;
+pub mod units;
 pub mod upstream;
 
-use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-
-use pingora::listeners::tls::Acceptor;
-use prometheus_client::registry::Registry;
-use tokio::sync::watch;
-
-use crate::config::{ConfigError, EdgeConfig, ServerConfig};
-use crate::edge::Edge;
-use crate::frontend::pingora::PingoraApp;
-use crate::metrics::EdgeMetrics;
-use crate::upstream::UpstreamPool;
-
-/// Install the one TLS crypto provider Strata uses (ring). Idempotent.
-pub fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-/// Sockets the edge serves on, bound by the caller (tests bind port 0).
-pub struct EdgeListeners {
-    pub http: Vec<std::net::TcpListener>,
-    pub tls: Vec<std::net::TcpListener>,
-    pub admin: Option<std::net::TcpListener>,
-    /// HTTP/3 (QUIC) sockets, on the same addresses as `tls`.
-    pub quic: Vec<std::net::UdpSocket>,
-}
-
-impl EdgeListeners {
-    pub fn bind(server: &ServerConfig) -> std::io::Result<EdgeListeners> {
-        let bind = |addr: &std::net::SocketAddr| {
-            std::net::TcpListener::bind(addr)
-                .map_err(|e| std::io::Error::new(e.kind(), format!("bind {addr}: {e}")))
-        };
-        let tls: Vec<std::net::TcpListener> = server
-            .tls_listen
-            .iter()
-            .map(bind)
-            .collect::<Result<_, _>>()?;
-        // UDP on the port TCP got, so `tls_listen = ["[::]:0"]` works too.
-        let quic = if server.h3.enabled {
-            tls.iter()
-                .map(|l| {
-                    let addr = l.local_addr()?;
-                    std::net::UdpSocket::bind(addr)
-                        .map_err(|e| std::io::Error::new(e.kind(), format!("bind udp {addr}: {e}")))
-                })
-                .collect::<Result<_, _>>()?
-        } else {
-            Vec::new()
-        };
-        Ok(EdgeListeners {
-            http: server.listen.iter().map(bind).collect::<Result<_, _>>()?,
-            tls,
-            admin: server.admin.as_ref().map(bind).transpose()?,
-            quic,
-        })
-    }
-}
-
-fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key: key.into(),
-        message: message.into(),
-    }
-}
-
-/// Run an edge until `shutdown` resolves, then drain for `shutdown_grace`.
-pub async fn run(
-    config: EdgeConfig,
-    listeners: EdgeListeners,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), ConfigError> {
-    install_crypto_provider();
-    config.validate()?;
-    let mut registry = Registry::default();
-    let metrics = Arc::new(EdgeMetrics::register(&mut registry));
-    let admin_metrics = admin::AdminMetrics::register(&mut registry);
-    let pool = Arc::new(
-        UpstreamPool::new(config.upstream.clone(), metrics.upstream.clone())
-            .map_err(|e| invalid("upstream.urls", e))?,
-    );
-    let policy = config.policy(&mut registry)?;
-    let geo_watch = policy
-        .as_ref()
-        .and_then(|p| p.geo_db())
-        .map(|db| db.watch(std::time::Duration::from_secs(5)));
-    let mut edge = Edge::new(
-        config.server.node_id.clone(),
-        config.cache.clone(),
-        pool.clone(),
-        metrics,
-        policy,
-    )
-    .map_err(|e| invalid("server.node_id", e))?;
-    if let Some(quic) = listeners.quic.first() {
-        let port = quic
-            .local_addr()
-            .map_err(|e| invalid("server.tls_listen", e.to_string()))?
-            .port();
-        edge.set_alt_svc(Some(config.server.h3.alt_svc(port)));
-    }
-    let edge = Arc::new(edge);
-    let sighup = tokio::spawn(reload_on_sighup(edge.clone()));
-    let health = tokio::spawn(pool.clone().check_health_forever());
-
-    let admission =
-        frontend::admission::Admission::new(config.server.limits.clone(), &mut registry);
-    let app = Arc::new(PingoraApp::new(
-        edge.clone(),
-        config.server.h2c,
-        config.server.proxy_protocol_nets()?,
-        admission,
-    ));
-    let tls = if listeners.tls.is_empty() {
-        None
-    } else {
-        let rustls_config =
-            frontend::tls::server_config(&config.server.certificates, &[b"h2", b"http/1.1"])
-                .map_err(|e| invalid("server.certificates", e))?;
-        Some(Arc::new(Acceptor::from_server_config(rustls_config)))
-    };
-
-    let h3_tls = if listeners.quic.is_empty() {
-        None
-    } else {
-        Some(
-            frontend::tls::server_config(&config.server.certificates, &[b"h3"])
-                .map_err(|e| invalid("server.certificates", e))?,
-        )
-    };
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut tasks = Vec::new();
-    let to_tokio = |l: std::net::TcpListener| -> Result<tokio::net::TcpListener, ConfigError> {
-        l.set_nonblocking(true)
-            .map_err(|e| invalid("server.listen", e.to_string()))?;
-        tokio::net::TcpListener::from_std(l).map_err(|e| invalid("server.listen", e.to_string()))
-    };
-    for listener in listeners.http {
-        let listener = to_tokio(listener)?;
-        tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "edge listening (http/1.1, h2c)");
-        tasks.push(tokio::spawn(frontend::pingora::serve(
-            listener,
-            app.clone(),
-            None,
-            stop_rx.clone(),
-        )));
-    }
-    for listener in listeners.tls {
-        let listener = to_tokio(listener)?;
-        tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "edge listening (tls: h2, http/1.1)");
-        tasks.push(tokio::spawn(frontend::pingora::serve(
-            listener,
-            app.clone(),
-            tls.clone(),
-            stop_rx.clone(),
-        )));
-    }
-    let mut h3_tasks = Vec::new();
-    if let Some(rustls_config) = h3_tls {
-        for socket in listeners.quic {
-            let addr = socket
-                .local_addr()
-                .map(|a| a.to_string())
-                .unwrap_or_default();
-            tracing::info!(%addr, "edge listening (quic: h3)");
-            let serve = frontend::h3::serve(
-                socket,
-                edge.clone(),
-                rustls_config.clone(),
-                config.server.h3.clone(),
-                stop_rx.clone(),
-            );
-            h3_tasks.push(tokio::spawn(async move {
-                if let Err(e) = serve.await {
-                    tracing::error!(%addr, error = %e, "HTTP/3 listener failed");
-                }
-            }));
-        }
-    }
-    let admin_state = Arc::new(admin::AdminState {
-        registry,
-        edge: edge.clone(),
-        ready: AtomicBool::new(true),
-        control: admin::Control::new(&config, admin_metrics),
-    });
-    if let Some(listener) = listeners.admin {
-        let listener = to_tokio(listener)?;
-        tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "admin listening");
-        let router = admin::router(admin_state.clone());
-        let mut stop = stop_rx.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                })
-                .await;
-        });
-    }
-
-    shutdown.await;
-    tracing::info!(grace = ?config.server.shutdown_grace, "shutting down: no new connections, draining");
-    admin_state.ready.store(false, Ordering::Relaxed);
-    let _ = stop_tx.send(true);
-    for task in tasks {
-        let _ = task.await;
-    }
-    // Connections finish their current response; give them the grace period.
-    let deadline = tokio::time::Instant::now() + config.server.shutdown_grace;
-    while Arc::strong_count(&app) > 1 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    // HTTP/3 listeners sent GOAWAY and drain on their own; cut what is left at the deadline.
-    for mut task in h3_tasks {
-        if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
-            task.abort();
-        }
-    }
-    health.abort();
-    sighup.abort();
-    if let Some(watch) = geo_watch {
-        watch.abort();
-    }
-    Ok(())
-}
-
-/// SIGHUP reloads the geo database; a bad file keeps the old one.
-async fn reload_on_sighup(edge: Arc<Edge>) {
-    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-        return;
-    };
-    while hup.recv().await.is_some() {
-        let Some(db) = edge.policy().and_then(|p| p.geo_db()) else {
-            continue;
-        };
-        match tokio::task::spawn_blocking(move || db.reload()).await {
-            Ok(Ok(())) => tracing::info!("SIGHUP: geo database reloaded"),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "SIGHUP: geo database reload failed, keeping the old one")
-            }
-            Err(e) => tracing::warn!(error = %e, "SIGHUP: geo reload task failed"),
-        }
-    }
-}
+pub use server::{install_crypto_provider, run, EdgeListeners};

@@ -277,12 +277,7 @@ impl std::fmt::Display for Millis {
 /// `2026-11-25T12:05:45.112184Z`, UTC.
 fn rfc3339_micros(t: std::time::SystemTime, out: &mut String) {
     use std::fmt::Write as _;
-    let c = strata_origin::package::Civil::utc(t);
-    let _ = write!(
-        out,
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-        c.year, c.month, c.day, c.hour, c.minute, c.second, c.micros
-    );
+    let _ = write!(out, "{}", humantime::format_rfc3339_micros(t));
 }
 
 #[cfg(test)]

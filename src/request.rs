@@ -1,4 +1,5 @@
-//! A player's request, parsed once into what the pipeline needs.
+//! A player's request, parsed once into what the pipeline needs: the one
+//! normalised path ([`path`]), the cache key, the object kind, the token.
 
 use std::net::SocketAddr;
 
@@ -6,6 +7,10 @@ use http::{header, request::Parts, Method};
 
 use crate::cache::{freshness::TtlDefaults, key::CacheKey};
 use crate::error::EdgeError;
+
+pub mod path;
+
+pub use path::PathError;
 
 /// Which front door a request came through (a metrics label; behaviour never depends on it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -116,14 +121,29 @@ impl ByteRange {
 /// Largest request head (URI plus header names and values) the edge accepts.
 pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 
+/// Where tokens travel: the query parameter (and cookie) named `param`.
+#[derive(Clone, Copy, Debug)]
+pub struct TokenSource<'a> {
+    pub param: &'a str,
+    /// Also look in the cookie of that name.
+    pub cookie: bool,
+}
+
 /// A request as the core sees it.
 #[derive(Clone, Debug)]
 pub struct MediaRequest {
     pub method: Method,
-    /// Normalised path (no `.`/`..` segments, no `//`).
+    /// The one normalised path ([`path`]): what policy decides on, what the
+    /// cache key, the upstream request and purges use.
     pub path: String,
-    /// The original query, token included (policy reads it).
+    /// The path as received, for what must see it verbatim (a `url=`
+    /// token's signature covers it); nothing else reads it.
+    pub raw_path: String,
+    /// The original query, token included.
     pub query: Option<String>,
+    /// The token as received (query parameter first, then cookie), when
+    /// tokens are configured.
+    pub token: Option<String>,
     pub key: CacheKey,
     pub kind: ObjectKind,
     pub range: Option<ByteRange>,
@@ -136,11 +156,13 @@ pub struct MediaRequest {
 }
 
 impl MediaRequest {
+    /// Parse `parts`; a path with no normal form is a 400 ([`path`]).
     pub fn parse(
         parts: &Parts,
         client: SocketAddr,
         protocol: Protocol,
         ignored_params: &[String],
+        token: Option<TokenSource<'_>>,
     ) -> Result<MediaRequest, EdgeError> {
         let head_bytes = parts.uri.path_and_query().map_or(0, |pq| pq.as_str().len())
             + parts
@@ -151,7 +173,8 @@ impl MediaRequest {
         if head_bytes > MAX_HEADER_BYTES {
             return Err(EdgeError::HeadersTooLarge(head_bytes));
         }
-        let path = normalise_path(parts.uri.path())?;
+        let raw_path = parts.uri.path();
+        let path = path::canonical(raw_path)?.into_owned();
         let query = parts.uri.query().map(str::to_owned);
         let header = |name: header::HeaderName| {
             parts
@@ -161,6 +184,16 @@ impl MediaRequest {
                 .map(str::to_owned)
         };
         let range = header(header::RANGE).and_then(|r| ByteRange::parse(&r));
+        let token = token.and_then(|source| {
+            token_in_query(parts, source.param)
+                .or_else(|| {
+                    source
+                        .cookie
+                        .then(|| token_in_cookie(parts, source.param))
+                        .flatten()
+                })
+                .map(str::to_owned)
+        });
         Ok(MediaRequest {
             method: parts.method.clone(),
             key: CacheKey::new(&path, query.as_deref(), ignored_params),
@@ -177,40 +210,48 @@ impl MediaRequest {
                 .flat_map(|v| v.split(','))
                 .map(|v| v.trim().to_owned())
                 .collect(),
+            raw_path: raw_path.to_owned(),
             path,
             query,
+            token,
             client,
             protocol,
         })
     }
+
+    /// The normalised path with every escape decoded, for matching ACLs and
+    /// rule prefixes written by people ([`path::decoded`]).
+    pub fn decoded_path(&self) -> std::borrow::Cow<'_, str> {
+        path::decoded(&self.path)
+    }
 }
 
-/// Resolve `.` and `..`, collapse `//`; a path that climbs above `/` is refused.
-pub fn normalise_path(path: &str) -> Result<String, EdgeError> {
-    if !path.starts_with('/') {
-        return Err(EdgeError::BadRequest("path must start with /"));
-    }
-    let mut segments: Vec<&str> = Vec::new();
-    for segment in path.split('/') {
-        match segment {
-            "" | "." => {}
-            ".." => {
-                if segments.pop().is_none() {
-                    return Err(EdgeError::BadRequest("path escapes the root"));
-                }
-            }
-            s => segments.push(s),
-        }
-    }
-    let mut out = String::with_capacity(path.len());
-    for s in &segments {
-        out.push('/');
-        out.push_str(s);
-    }
-    if out.is_empty() || (path.ends_with('/') && !segments.is_empty()) {
-        out.push('/');
-    }
-    Ok(out)
+/// The raw value of the first `param_name=` query parameter.
+pub fn token_in_query<'a>(parts: &'a Parts, param_name: &str) -> Option<&'a str> {
+    parts.uri.query()?.split('&').find_map(|pair| {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (name == param_name).then_some(value)
+    })
+}
+
+/// The raw value of the first cookie named `name` (RFC 6265 §5.4: all
+/// `Cookie` header fields, `; `-separated pairs, optional double quotes).
+pub fn token_in_cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
+    parts
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (n, v) = pair.trim().split_once('=')?;
+            (n.trim() == name).then(|| {
+                let v = v.trim();
+                v.strip_prefix('"')
+                    .and_then(|v| v.strip_suffix('"'))
+                    .unwrap_or(v)
+            })
+        })
 }
 
 #[cfg(test)]
@@ -247,12 +288,13 @@ mod tests {
 
     #[test]
     fn paths_are_normalised_and_cannot_climb_out() {
+        let normalise = |p: &str| path::canonical(p).map(|c| c.into_owned());
         assert_eq!(
-            normalise_path("/live//a/./b/../c.m3u8").ok().as_deref(),
+            normalise("/live//a/./b/../c.m3u8").ok().as_deref(),
             Some("/live/a/c.m3u8")
         );
-        assert!(normalise_path("/../etc/passwd").is_err());
-        assert_eq!(normalise_path("/").ok().as_deref(), Some("/"));
+        assert!(normalise("/../etc/passwd").is_err());
+        assert_eq!(normalise("/").ok().as_deref(), Some("/"));
     }
 
     #[test]

@@ -1,42 +1,13 @@
 //! What the core hands back to a front door: a head and a body that streams.
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderValue, StatusCode};
 
 use crate::cache::fill::FillReader;
 
-/// Status and headers, shared between every reader of one fill.
-#[derive(Clone, Debug)]
-pub struct ResponseHead {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-}
+pub mod head;
 
-impl ResponseHead {
-    pub fn new(status: StatusCode) -> Self {
-        ResponseHead {
-            status,
-            headers: HeaderMap::new(),
-        }
-    }
-
-    pub fn header_str(&self, name: impl http::header::AsHeaderName) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    pub fn content_length(&self) -> Option<u64> {
-        self.header_str(http::header::CONTENT_LENGTH)?
-            .trim()
-            .parse()
-            .ok()
-    }
-}
-
-/// The current time as an HTTP `Date` value (RFC 9110 §5.6.7).
-pub fn date_now() -> HeaderValue {
-    HeaderValue::from_str(&httpdate::fmt_http_date(std::time::SystemTime::now()))
-        .expect("an HTTP date is ASCII")
-}
+pub use head::{date_now, ResponseHead};
 
 /// A response body as the front doors write it.
 pub enum Body {
@@ -62,11 +33,60 @@ impl Body {
     }
 }
 
+/// How the cache took part in a response: the `cache` label of metrics
+/// and the access log.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum CacheStatus {
+    /// Served fresh from the cache.
+    Hit,
+    /// This request's upstream fetch (it led the fill).
+    #[default]
+    Miss,
+    /// Joined another request's fill.
+    Collapsed,
+    /// Served stale (`stale-while-revalidate`, `stale-if-error`).
+    Stale,
+    /// A stale copy the upstream confirmed with 304.
+    Revalidated,
+    /// Passed through, never cached (POST licence requests, CORS preflights).
+    Pass,
+    /// The edge answered with an error.
+    Error,
+    /// The access policy refused the request.
+    Denied,
+}
+
+impl CacheStatus {
+    /// Every status, in the order metrics pre-create them.
+    pub const ALL: [CacheStatus; 8] = [
+        CacheStatus::Hit,
+        CacheStatus::Miss,
+        CacheStatus::Collapsed,
+        CacheStatus::Stale,
+        CacheStatus::Revalidated,
+        CacheStatus::Pass,
+        CacheStatus::Error,
+        CacheStatus::Denied,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheStatus::Hit => "hit",
+            CacheStatus::Miss => "miss",
+            CacheStatus::Collapsed => "collapsed",
+            CacheStatus::Stale => "stale",
+            CacheStatus::Revalidated => "revalidated",
+            CacheStatus::Pass => "pass",
+            CacheStatus::Error => "error",
+            CacheStatus::Denied => "denied",
+        }
+    }
+}
+
 /// What the access log and metrics need to know about a response.
 #[derive(Clone, Debug, Default)]
 pub struct Outcome {
-    /// `hit`, `miss`, `stale`, `collapsed`, `revalidated`, `pass`, `error`, `denied`.
-    pub cache: &'static str,
+    pub cache: CacheStatus,
     pub upstream: Option<String>,
     /// Why the edge refused or failed, when it did.
     pub reason: Option<&'static str>,

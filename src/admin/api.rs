@@ -124,6 +124,10 @@ fn purge_target(
             if !prefix.starts_with('/') {
                 return Err(ApiError::Invalid("prefix: must start with '/'".into()));
             }
+            // The normal form the cache keys are in, so `/a/%2e%2e/b/` purges `/b/…`.
+            let prefix = crate::request::path::canonical(&prefix)
+                .map_err(|e| ApiError::Invalid(format!("prefix: {e}")))?
+                .into_owned();
             Ok(PurgeTarget::Prefix(prefix))
         }
         (None, None, Some(tags)) => {

@@ -8,10 +8,43 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use http::StatusCode;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
-use crate::response::ResponseHead;
+use crate::response::head::ResponseHead;
+
+/// What the upstream answered a fill, for `Cache-Status` (RFC 9211 `fwd-status`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Forwarded {
+    #[default]
+    Ok,
+    NotFound,
+    Other,
+    /// 304 to our conditional request: the stale copy was revalidated.
+    NotModified,
+}
+
+impl Forwarded {
+    pub fn from_status(status: StatusCode) -> Forwarded {
+        match status.as_u16() {
+            200 => Forwarded::Ok,
+            304 => Forwarded::NotModified,
+            404 => Forwarded::NotFound,
+            _ => Forwarded::Other,
+        }
+    }
+
+    /// The `Cache-Status` parameter.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Forwarded::Ok => "fwd-status=200",
+            Forwarded::NotFound => "fwd-status=404",
+            Forwarded::Other => "fwd-status=other",
+            Forwarded::NotModified => "fwd-status=304",
+        }
+    }
+}
 
 /// How a fill ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,8 +76,8 @@ impl FillFailure {
 #[derive(Default)]
 struct FillState {
     head: Option<Arc<ResponseHead>>,
-    /// How the upstream answered, for `Cache-Status` (e.g. `fwd-status=304`).
-    note: &'static str,
+    /// How the upstream answered, for `Cache-Status`.
+    forwarded: Forwarded,
     /// Which upstream answered, for the access log.
     upstream: Option<Arc<str>>,
     chunks: Vec<Bytes>,
@@ -96,18 +129,18 @@ impl Fill {
     }
 
     /// The response head is known: readers may start answering.
-    pub fn set_head(&self, head: ResponseHead, note: &'static str, upstream: Option<Arc<str>>) {
+    pub fn set_head(&self, head: ResponseHead, forwarded: Forwarded, upstream: Option<Arc<str>>) {
         {
             let mut state = self.state.lock();
             state.head = Some(Arc::new(head));
-            state.note = note;
+            state.forwarded = forwarded;
             state.upstream = upstream;
         }
         self.bump();
     }
 
-    pub fn note(&self) -> &'static str {
-        self.state.lock().note
+    pub fn forwarded(&self) -> Forwarded {
+        self.state.lock().forwarded
     }
 
     pub fn upstream(&self) -> Option<Arc<str>> {
@@ -218,7 +251,7 @@ impl FillReader {
             if self.end.is_some_and(|end| self.pos >= end) {
                 return None;
             }
-            {
+            'locked: {
                 let state = self.fill.state.lock();
                 while self.chunk < state.chunks.len() {
                     let chunk = &state.chunks[self.chunk];
@@ -229,6 +262,17 @@ impl FillReader {
                             Some(end) if end < chunk_end => (end - self.chunk_start) as usize,
                             _ => chunk.len(),
                         };
+                        // A whole-body reader keeps the last bytes back until
+                        // the fill has ended, and so until what it fetched is
+                        // stored: a client holding the complete response
+                        // finds it cached on its next request.
+                        let last = self.end.is_none()
+                            && state.outcome.is_none()
+                            && state.head.as_ref().and_then(|h| h.content_length())
+                                == Some(self.pos + (to - from) as u64);
+                        if last {
+                            break 'locked;
+                        }
                         let piece = chunk.slice(from..to);
                         self.pos += piece.len() as u64;
                         return Some(Ok(piece));
@@ -268,6 +312,30 @@ mod tests {
         assert_eq!(whole.next().await, Some(Ok(Bytes::from_static(b"56789"))));
         assert_eq!(whole.next().await, None);
         assert_eq!(fill.body(), Bytes::from_static(b"0123456789"));
+    }
+
+    #[tokio::test]
+    async fn the_last_bytes_of_a_whole_body_wait_for_the_fill_to_end() {
+        let fill = Arc::new(Fill::new());
+        let mut head = ResponseHead::new(StatusCode::OK);
+        head.headers.insert(http::header::CONTENT_LENGTH, 6.into());
+        fill.set_head(head, Forwarded::Ok, None);
+        let mut whole = fill.reader(0, None);
+        let mut range = fill.reader(0, Some(6));
+        fill.push(Bytes::from_static(b"abc"));
+        assert_eq!(whole.next().await, Some(Ok(Bytes::from_static(b"abc"))));
+        fill.push(Bytes::from_static(b"def"));
+        assert_eq!(range.next().await, Some(Ok(Bytes::from_static(b"abc"))));
+        assert_eq!(range.next().await, Some(Ok(Bytes::from_static(b"def"))));
+        use futures::FutureExt;
+        assert_eq!(
+            whole.next().now_or_never(),
+            None,
+            "held back until the fill ends"
+        );
+        fill.finish(FillOutcome::Complete);
+        assert_eq!(whole.next().await, Some(Ok(Bytes::from_static(b"def"))));
+        assert_eq!(whole.next().await, None);
     }
 
     #[tokio::test]

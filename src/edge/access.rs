@@ -1,7 +1,5 @@
 //! Token and geo rules on the way in, token propagation on the way out.
 
-use std::time::SystemTime;
-
 use http::{header, request::Parts, HeaderValue, Method, StatusCode};
 
 use super::Edge;
@@ -30,7 +28,7 @@ impl Edge {
         } else {
             request.client.ip()
         };
-        policy.check(parts, parts.uri.path(), client_ip, SystemTime::now())
+        policy.check(request, client_ip, self.clock.now())
     }
 
     /// Carry the viewer's token on to everything a manifest points at, so a

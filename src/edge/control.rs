@@ -9,7 +9,7 @@ use crate::cache::freshness::{TtlOverride, TtlOverrides};
 use crate::cache::key::CacheKey;
 use crate::cache::purge::PurgeTarget;
 use crate::cache::CachedObject;
-use crate::request::normalise_path;
+use crate::request::path;
 use crate::response::ResponseHead;
 
 use super::Edge;
@@ -28,7 +28,7 @@ impl Edge {
     /// any more and what they fetched is not stored.
     pub async fn purge(&self, target: PurgeTarget, soft: bool) -> usize {
         let generation = self.purges.record(target.clone());
-        self.inflight.lock().retain(|key, fill| {
+        self.inflight.retain(|key, fill| {
             if fill.generation() >= generation {
                 return true;
             }
@@ -73,7 +73,7 @@ impl Edge {
         if uri.path().is_empty() || (uri.scheme().is_none() && !url.starts_with('/')) {
             return Err(format!("{url:?} is neither an absolute URL nor a path"));
         }
-        let path = normalise_path(uri.path()).map_err(|e| format!("{url:?}: {e}"))?;
+        let path = path::canonical(uri.path()).map_err(|e| format!("{url:?}: {e}"))?;
         Ok(CacheKey::new(
             &path,
             uri.query(),

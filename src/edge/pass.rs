@@ -3,13 +3,13 @@
 use std::sync::Arc;
 
 use http::{header, request::Parts, HeaderMap, HeaderValue};
-use http_body_util::BodyExt;
 
 use super::{Edge, NOT_FORWARDED};
-use crate::cache::fill::{Fill, FillFailure, FillOutcome};
+use crate::cache::fill::{Fill, FillFailure, FillOutcome, Forwarded};
+use crate::cache::inflight::{pump_body, BodyError};
 use crate::error::EdgeError;
 use crate::request::MediaRequest;
-use crate::response::{Body, EdgeResponse, Outcome, ResponseHead};
+use crate::response::{Body, CacheStatus, EdgeResponse, Outcome, ResponseHead};
 use crate::upstream::UpstreamResponse;
 
 impl Edge {
@@ -50,7 +50,7 @@ impl Edge {
             .upstreams
             .forward(&request.method, request.key.as_str(), &headers, body)
             .await?;
-        let (upstream_parts, mut incoming) = response.into_parts();
+        let (upstream_parts, incoming) = response.into_parts();
         let mut head = ResponseHead::new(upstream_parts.status);
         for (name, value) in &upstream_parts.headers {
             if !NOT_FORWARDED.contains(name) {
@@ -65,36 +65,26 @@ impl Edge {
         let fill = Arc::new(Fill::new());
         fill.set_head(
             head.clone(),
-            "fwd-status=pass",
+            Forwarded::from_status(upstream_parts.status),
             Some(upstream.name.as_str().into()),
         );
         let pump = fill.clone();
         let body_timeout = self.upstreams.config().body_timeout;
         tokio::spawn(async move {
-            loop {
-                match tokio::time::timeout(body_timeout, incoming.frame()).await {
-                    Ok(Some(Ok(frame))) => {
-                        if let Ok(data) = frame.into_data() {
-                            pump.push(data);
-                        }
-                    }
-                    Ok(None) => break pump.finish(FillOutcome::Complete),
-                    Ok(Some(Err(e))) => {
-                        break pump
-                            .finish(FillOutcome::Failed(FillFailure::new(e.to_string(), false)))
-                    }
-                    Err(_) => {
-                        break pump
-                            .finish(FillOutcome::Failed(FillFailure::new("body stalled", true)))
-                    }
+            let outcome = match pump_body(&pump, incoming, body_timeout).await {
+                Ok(()) => FillOutcome::Complete,
+                Err(BodyError::Cut(e)) => FillOutcome::Failed(FillFailure::new(e, false)),
+                Err(BodyError::Stalled(_)) => {
+                    FillOutcome::Failed(FillFailure::new("body stalled", true))
                 }
-            }
+            };
+            pump.finish(outcome);
         });
         Ok(EdgeResponse {
             head,
             body: Body::Fill(fill.reader(0, None)),
             outcome: Outcome {
-                cache: "pass",
+                cache: CacheStatus::Pass,
                 upstream: Some(upstream.name.clone()),
                 reason: None,
             },

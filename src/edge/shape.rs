@@ -8,7 +8,7 @@ use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use crate::cache::fill::Fill;
 use crate::policy::{Denied, REJECT_REASON_HEADER};
 use crate::request::MediaRequest;
-use crate::response::{Body, EdgeResponse, Outcome, ResponseHead};
+use crate::response::{Body, CacheStatus, EdgeResponse, Outcome, ResponseHead};
 
 pub(super) enum BodySource {
     Bytes(bytes::Bytes),
@@ -129,7 +129,7 @@ pub(super) fn denied_response(denied: Denied) -> EdgeResponse {
         denied.status,
         &format!("access denied: {}", denied.reason),
         Outcome {
-            cache: "denied",
+            cache: CacheStatus::Denied,
             upstream: None,
             reason: Some(denied.reason),
         },
@@ -147,7 +147,7 @@ pub(super) fn preflight() -> EdgeResponse {
         StatusCode::NO_CONTENT,
         "",
         Outcome {
-            cache: "pass",
+            cache: CacheStatus::Pass,
             upstream: None,
             reason: None,
         },

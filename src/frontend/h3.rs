@@ -18,12 +18,12 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::config::ByteSize;
 use crate::edge::{Edge, RequestLog};
 use crate::error::EdgeError;
 use crate::metrics::{H3Metrics, OutcomeLabels};
-use crate::request::{normalise_path, ObjectKind, Protocol};
+use crate::request::{path, ObjectKind, Protocol};
 use crate::response::Body;
+use crate::units::ByteSize;
 use quic::BodyChunk;
 
 mod quic;
@@ -440,7 +440,7 @@ fn allowed_in_early_data(parts: &http::request::Parts) -> bool {
     if parts.method != Method::GET && parts.method != Method::HEAD {
         return false;
     }
-    let Ok(path) = normalise_path(parts.uri.path()) else {
+    let Ok(path) = path::canonical(parts.uri.path()) else {
         return false;
     };
     matches!(

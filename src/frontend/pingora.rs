@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use crate::edge::Edge;
 use crate::error::EdgeError;
 use crate::frontend::admission::{Admission, ConnectionPermit, OVERLOADED_RESPONSE};
-use crate::frontend::coalesce::Coalesced;
+use crate::frontend::write_buffer::WriteBuffered;
 use crate::request::Protocol;
 use crate::response::Body;
 
@@ -253,9 +253,9 @@ async fn read_prefix(tcp: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> std:
 /// Carried from one request to the next on a kept-alive HTTP/1.1 connection.
 struct KeptAlive;
 
-/// The first write of a streamed (fill) body: as large as what `Coalesced`
+/// The first write of a streamed (fill) body: as large as what `WriteBuffered`
 /// holds back, so the head leaves with it at once; small enough to be cheap.
-const FIRST_PIECE: usize = crate::frontend::coalesce::WRITE_BUFFER;
+const FIRST_PIECE: usize = crate::frontend::write_buffer::WRITE_BUFFER;
 
 /// Largest request body the edge forwards (licence requests are small).
 const MAX_REQUEST_BODY: usize = 64 * 1024;
@@ -434,12 +434,12 @@ pub async fn serve(
                 l4.rewind(&replay);
             }
             let stream: Stream = match tls {
-                None => Box::new(Coalesced::new(l4)),
+                None => Box::new(WriteBuffered::new(l4)),
                 Some(acceptor) => {
                     match tokio::time::timeout(Duration::from_secs(10), acceptor.tls_handshake(l4))
                         .await
                     {
-                        Ok(Ok(tls)) => Box::new(Coalesced::new(tls)),
+                        Ok(Ok(tls)) => Box::new(WriteBuffered::new(tls)),
                         Ok(Err(e)) => {
                             tracing::debug!(error = %e, "TLS handshake failed");
                             return;

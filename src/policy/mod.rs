@@ -9,18 +9,18 @@
 //! - [`geo`]: MaxMind country lookups and rules, hot-reloadable.
 //! - [`client`]: the client address behind trusted proxies (XFF, PROXY protocol).
 
-use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use http::request::Parts;
 use http::StatusCode;
 use parking_lot::RwLock;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
+
+use crate::request::{MediaRequest, TokenSource};
 
 pub mod client;
 pub mod geo;
@@ -237,16 +237,25 @@ impl Policy {
         self.token.as_ref().map(|t| t.param.as_str())
     }
 
-    /// Decides on one request. `path` is the request path as received
-    /// (percent-encoded, no query); `client_ip` comes from [`client_ip`].
+    /// Where tokens travel, for [`MediaRequest::parse`] to pick the token
+    /// out; `None` when tokens are off.
+    pub fn token_source(&self) -> Option<TokenSource<'_>> {
+        self.token.as_ref().map(|t| TokenSource {
+            param: &t.param,
+            cookie: t.cookie,
+        })
+    }
+
+    /// Decides on one parsed request (its normalised path and the token
+    /// [`MediaRequest::parse`] found where [`Policy::token_source`] says);
+    /// `client_ip` comes from [`client_ip`].
     pub fn check(
         &self,
-        parts: &Parts,
-        path: &str,
+        request: &MediaRequest,
         client_ip: IpAddr,
         now: SystemTime,
     ) -> Result<Grant, Denied> {
-        let outcome = self.decide(parts, path, client_ip, now);
+        let outcome = self.decide(request, client_ip, now);
         if let (Err(denied), Some(metrics)) = (&outcome, &self.metrics) {
             metrics.record(denied);
         }
@@ -255,16 +264,14 @@ impl Policy {
 
     fn decide(
         &self,
-        parts: &Parts,
-        path: &str,
+        request: &MediaRequest,
         client_ip: IpAddr,
         now: SystemTime,
     ) -> Result<Grant, Denied> {
-        let normalized: Cow<'_, str> =
-            normalize_path(path).map_err(|_| Denied::from(Rejection::Malformed))?;
+        let path = request.decoded_path();
         if let Some(geo) = &self.geo {
             let geo = Arc::clone(&geo.read());
-            geo.check(&normalized, client_ip)?;
+            geo.check(&path, client_ip)?;
         }
         let Some(gate) = &self.token else {
             return Ok(Grant::OPEN);
@@ -272,19 +279,13 @@ impl Policy {
         if !gate
             .require
             .iter()
-            .any(|prefix| normalized.starts_with(prefix.as_str()))
+            .any(|prefix| path.starts_with(prefix.as_str()))
         {
             return Ok(Grant::OPEN);
         }
-        let raw = transport::token_in_query(parts, &gate.param)
-            .or_else(|| {
-                gate.cookie
-                    .then(|| transport::token_in_cookie(parts, &gate.param))
-                    .flatten()
-            })
-            .ok_or(Rejection::Missing)?;
+        let raw = request.token.as_deref().ok_or(Rejection::Missing)?;
         let verifier = Arc::clone(&gate.verifier.read());
-        verifier.verify_raw(raw, path, client_ip, now)?;
+        verifier.verify_normalised(raw, &request.raw_path, &path, client_ip, now)?;
         Ok(Grant {
             token: (gate.propagate != Propagate::Off).then(|| raw.to_owned()),
             propagate: gate.propagate,

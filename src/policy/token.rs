@@ -597,7 +597,8 @@ impl TokenVerifier {
         if !self.signature_matches(token, path) {
             return Err(Rejection::Signature);
         }
-        self.check_claims(token, path, client_ip, now)
+        let acl_path = normalize_path(path).map_err(|_| Rejection::Acl)?;
+        self.check_claims(token, &acl_path, client_ip, now)
     }
 
     /// [`TokenVerifier::verify`] for a token as received (query parameter or
@@ -609,17 +610,33 @@ impl TokenVerifier {
         client_ip: IpAddr,
         now: SystemTime,
     ) -> Result<(), Rejection> {
+        let acl_path = normalize_path(path).map_err(|_| Rejection::Acl)?;
+        self.verify_normalised(raw, path, &acl_path, client_ip, now)
+    }
+
+    /// [`TokenVerifier::verify_raw`] for a request whose path is already
+    /// normalised and decoded (`acl_path`, what the ACL is matched against;
+    /// see [`crate::request::path`]); `signed_path` is the path as received,
+    /// which a `url=` token's signature covers verbatim.
+    pub fn verify_normalised(
+        &self,
+        raw: &str,
+        signed_path: &str,
+        acl_path: &str,
+        client_ip: IpAddr,
+        now: SystemTime,
+    ) -> Result<(), Rejection> {
         if let Some(token) = self.verified.get(raw) {
-            return self.check_claims(&token, path, client_ip, now);
+            return self.check_claims(&token, acl_path, client_ip, now);
         }
         let token: Token = raw.parse()?;
         let canonical = token.canonical();
         if canonical != raw {
             if let Some(known) = self.verified.get(&canonical) {
-                return self.check_claims(&known, path, client_ip, now);
+                return self.check_claims(&known, acl_path, client_ip, now);
             }
         }
-        if !self.signature_matches(&token, path) {
+        if !self.signature_matches(&token, signed_path) {
             return Err(Rejection::Signature);
         }
         let token = Arc::new(token);
@@ -627,10 +644,11 @@ impl TokenVerifier {
         if token.acl.is_some() {
             self.verified.insert(&canonical, token.clone());
         }
-        self.check_claims(&token, path, client_ip, now)
+        self.check_claims(&token, acl_path, client_ip, now)
     }
 
-    /// Everything but the signature: validity window, client binding, ACL.
+    /// Everything but the signature: validity window, client binding, ACL
+    /// (matched against `path`, normalised and decoded by the caller).
     fn check_claims(
         &self,
         token: &Token,
@@ -658,9 +676,8 @@ impl TokenVerifier {
             None if self.bind_ip => return Err(Rejection::Ip),
             _ => {}
         }
-        let path = normalize_path(path).map_err(|_| Rejection::Acl)?;
         match token.acl() {
-            Some(acl) if acl.split('!').any(|entry| acl_entry_matches(entry, &path)) => Ok(()),
+            Some(acl) if acl.split('!').any(|entry| acl_entry_matches(entry, path)) => Ok(()),
             Some(_) => Err(Rejection::Acl),
             // A url= token: the signature already pinned the exact path.
             None => Ok(()),

@@ -4,7 +4,6 @@
 
 use std::borrow::Cow;
 
-use http::header::COOKIE;
 use http::request::Parts;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
@@ -18,33 +17,7 @@ pub fn token_from_request(parts: &Parts, param_name: &str) -> Option<Result<Toke
     Some(raw.parse())
 }
 
-/// The raw value of the first `param_name=` query parameter.
-pub fn token_in_query<'a>(parts: &'a Parts, param_name: &str) -> Option<&'a str> {
-    parts.uri.query()?.split('&').find_map(|pair| {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        (name == param_name).then_some(value)
-    })
-}
-
-/// The raw value of the first cookie named `name` (RFC 6265 §5.4: all
-/// `Cookie` header fields, `; `-separated pairs, optional double quotes).
-pub fn token_in_cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
-    parts
-        .headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|pair| {
-            let (n, v) = pair.trim().split_once('=')?;
-            (n.trim() == name).then(|| {
-                let v = v.trim();
-                v.strip_prefix('"')
-                    .and_then(|v| v.strip_suffix('"'))
-                    .unwrap_or(v)
-            })
-        })
-}
+pub use crate::request::{token_in_cookie, token_in_query};
 
 /// `query` without any `param=…` pair, for access logs and cache keys.
 /// Borrows when there is nothing to remove.

@@ -82,18 +82,19 @@ async fn every_rejection_reason_is_a_403_with_its_reason_and_is_counted() {
         assert_eq!(r.status(), 403, "{reason}");
         assert_eq!(r.headers()["strata-reject-reason"], *reason);
     }
-    // `..` and encoded traversal cannot leave the ACL.
-    for sneaky in [
-        "/live/ch/../other/1.m4s",
-        "/live/ch/%2e%2e/other/1.m4s",
-        "/live/ch/..%2fother/1.m4s",
+    // `..` and encoded traversal cannot leave the ACL; an encoded slash has
+    // no normal form and is refused before the policy, as a bad request.
+    for (sneaky, status) in [
+        ("/live/ch/../other/1.m4s", 403),
+        ("/live/ch/%2e%2e/other/1.m4s", 403),
+        ("/live/ch/..%2fother/1.m4s", 400),
     ] {
         let r = client
             .get(edge.url(&format!("{sneaky}?token={good}")))
             .send()
             .await
             .expect("traversal");
-        assert_eq!(r.status(), 403, "{sneaky}");
+        assert_eq!(r.status(), status, "{sneaky}");
     }
     assert_eq!(
         origin.state.total.load(std::sync::atomic::Ordering::SeqCst),
@@ -356,4 +357,156 @@ async fn proxy_protocol_gives_the_client_address_only_from_trusted_peers() {
     // A trusted peer that sends no header is refused outright.
     let bare = raw_request(edge.addr, request.as_bytes()).await;
     assert!(bare.is_empty(), "no PROXY header, no service: {bare}");
+}
+
+/// Issue 13: one normalised path, computed once, for policy, cache key,
+/// upstream request and purge alike. Each corpus entry is sent byte for byte
+/// (reqwest would normalise it first); every spelling of one path gets the
+/// same decision, the same cached object, the same upstream path and goes
+/// with the same purge. Paths with no normal form are a 400 and never leave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_normalised_path_for_policy_cache_upstream_and_purge() {
+    use std::sync::{Arc, Mutex};
+
+    // An upstream that records each request target exactly as it arrived.
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let log = seen.clone();
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let log = log.clone();
+        async move {
+            log.lock().expect("log").push(uri.to_string());
+            (
+                [(axum::http::header::CACHE_CONTROL, "max-age=300")],
+                "segment bytes",
+            )
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let upstream = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let edge = start_edge(&[upstream], "path-edge", |c| {
+        c.token = Some(token_config());
+        crate::control::with_admin_token(c);
+    })
+    .await;
+    let good = token("/live/ch/*", SystemTime::now(), 300, None, SECRET);
+    let upstream_paths = || seen.lock().expect("log").clone();
+
+    // (spelling, status, Cache-Status starts with a miss) in order.
+    let same_object = [
+        "/live/ch/a.m4s",
+        "/live/x/%2e%2e/ch/a.m4s",
+        "/live/x/%2E%2E/ch/a.m4s",
+        "/live/x/.%2e/ch/a.m4s",
+        "/live//ch//a.m4s",
+        "/live/ch/./a.m4s",
+        "/live/%63h/%61.m4s",
+        "/vod/%2e%2e/live/ch/a.m4s",
+    ];
+    for (i, path) in same_object.iter().enumerate() {
+        let (status, head) = raw_get(edge.addr, &format!("{path}?token={good}")).await;
+        assert_eq!(status, 200, "{path}: {head}");
+        let hit = head
+            .to_ascii_lowercase()
+            .contains("cache-status: path-edge; hit");
+        assert_eq!(
+            hit,
+            i > 0,
+            "{path}: one cached object for every spelling: {head}"
+        );
+    }
+    assert_eq!(
+        upstream_paths(),
+        ["/live/ch/a.m4s"],
+        "fetched once, normalised"
+    );
+
+    // Mixed-case escapes name one object, forwarded with upper-case hex.
+    for (i, path) in ["/live/ch/caf%c3%a9.m4s", "/live/ch/caf%C3%A9.m4s"]
+        .iter()
+        .enumerate()
+    {
+        let (status, head) = raw_get(edge.addr, &format!("{path}?token={good}")).await;
+        assert_eq!(status, 200, "{path}: {head}");
+        let hit = head.to_ascii_lowercase().contains("; hit");
+        assert_eq!(hit, i > 0, "{path}: {head}");
+    }
+    assert_eq!(upstream_paths()[1], "/live/ch/caf%C3%A9.m4s");
+
+    // Policy reads the same path: a spelling that resolves outside the ACL
+    // is refused, one that resolves into `require` needs a token.
+    for (path, reason) in [
+        ("/live/ch/%2e%2e/other/a.m4s", "acl"),
+        ("/live/ch/%2E%2E//other/a.m4s", "acl"),
+        ("/vod/%2e%2e/live/ch/a.m4s", "missing"),
+    ] {
+        let target = if reason == "missing" {
+            path.to_owned()
+        } else {
+            format!("{path}?token={good}")
+        };
+        let (status, head) = raw_get(edge.addr, &target).await;
+        assert_eq!(status, 403, "{path}: {head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains(&format!("strata-reject-reason: {reason}")),
+            "{path}: {head}"
+        );
+    }
+
+    // No normal form: 400, whatever the token, and nothing reaches upstream.
+    for path in [
+        "/live/ch/..%2fother/a.m4s",
+        "/live/ch%2Fa.m4s",
+        "/live/ch%5ca.m4s",
+        "/live/ch/a%00.m4s",
+        "/live/%2e%2e/%2e%2e/etc/passwd",
+        "/live/ch/%zz.m4s",
+        "/live/ch/%ff.m4s",
+    ] {
+        let (status, head) = raw_get(edge.addr, &format!("{path}?token={good}")).await;
+        assert_eq!(status, 400, "{path}: {head}");
+    }
+    assert_eq!(
+        upstream_paths().len(),
+        2,
+        "refused paths never reach upstream"
+    );
+
+    // A purge prefix is normalised the same way and selects that object.
+    let purged = crate::control::purge(
+        &edge,
+        serde_json::json!({ "prefix": "/live/x/%2e%2e/ch/a" }),
+    )
+    .await;
+    assert_eq!(purged, 1, "the one object under /live/ch/a");
+    let (status, head) = raw_get(edge.addr, &format!("/live//ch/%61.m4s?token={good}")).await;
+    assert_eq!(status, 200, "{head}");
+    assert!(!head.to_ascii_lowercase().contains("; hit"), "{head}");
+    assert_eq!(upstream_paths()[2], "/live/ch/a.m4s");
+    edge.shutdown().await;
+}
+
+/// GET `target` over HTTP/1.1 exactly as written; the status and the head.
+async fn raw_get(edge: std::net::SocketAddr, target: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(edge).await.expect("connect");
+    stream
+        .write_all(
+            format!("GET {target} HTTP/1.1\r\nHost: edge\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .expect("write");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.expect("read");
+    let text = String::from_utf8_lossy(&answer);
+    let head = text.split("\r\n\r\n").next().unwrap_or_default().to_owned();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, head)
 }

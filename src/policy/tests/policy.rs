@@ -1,10 +1,12 @@
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use http::{Request, StatusCode};
 use prometheus_client::registry::Registry;
 
 use super::{at, geoip, KEY};
+use crate::error::EdgeError;
 use crate::policy::{Denied, GeoRuleConfig, Policy, PolicyConfig, PolicyMetrics, Propagate};
+use crate::request::{MediaRequest, PathError, Protocol};
 
 const TOKEN: &str = "st=1700000000~exp=4070908800~acl=/live/*~hmac=e2bac91ac3155eb6a9e28836547361297d4e3231874ba34815e01b01f88ecfcc";
 const NOW: u64 = 1795600000;
@@ -33,8 +35,13 @@ fn check(p: &Policy, uri: &str, cookie: Option<&str>, ip: &str) -> Result<Option
     }
     let parts = req.body(()).expect("request").into_parts().0;
     let ip: IpAddr = ip.parse().expect("ip");
-    p.check(&parts, parts.uri.path(), ip, at(NOW))
-        .map(|g| g.token)
+    p.check(&parsed(p, &parts), ip, at(NOW)).map(|g| g.token)
+}
+
+/// The request as the edge parses it before asking the policy.
+fn parsed(p: &Policy, parts: &http::request::Parts) -> MediaRequest {
+    let client = SocketAddr::from(([192, 0, 2, 1], 40000));
+    MediaRequest::parse(parts, client, Protocol::Http1, &[], p.token_source()).expect("parses")
 }
 
 const US: &str = "216.160.83.56";
@@ -62,7 +69,22 @@ fn token_and_geo_decide_together() {
         )),
         "signature"
     );
-    assert_eq!(reason("/live/%2e%2e/%2e%2e/etc"), "malformed");
+    // A path with no normal form never reaches the policy: 400 before it.
+    let escapes = Request::get("/live/%2e%2e/%2e%2e/etc")
+        .body(())
+        .expect("request")
+        .into_parts()
+        .0;
+    assert!(matches!(
+        MediaRequest::parse(
+            &escapes,
+            "192.0.2.1:1".parse().expect("addr"),
+            Protocol::Http1,
+            &[],
+            p.token_source()
+        ),
+        Err(EdgeError::BadPath(PathError::EscapesRoot))
+    ));
     assert_eq!(
         check(&p, "/vod/a.mp4", None, GB),
         Ok(None),
@@ -180,7 +202,7 @@ fn empty_config_lets_everything_through() {
         .0;
     req.headers.clear();
     let g = grant
-        .check(&req, req.uri.path(), US.parse().expect("ip"), at(NOW))
+        .check(&parsed(&grant, &req), US.parse().expect("ip"), at(NOW))
         .expect("granted");
     assert_eq!(g.propagate, Propagate::Cookie);
 }

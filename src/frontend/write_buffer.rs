@@ -1,4 +1,4 @@
-//! Response writes coalesced into as few `send`s as possible.
+//! Write buffering: response writes gathered into as few `send`s as possible.
 //!
 //! Pingora writes a response head and each body chunk separately and flushes
 //! after the body; on a plain `TcpStream` that is two syscalls and two TCP
@@ -27,15 +27,15 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 pub const WRITE_BUFFER: usize = 16 * 1024;
 
 #[derive(Debug)]
-pub struct Coalesced<S> {
+pub struct WriteBuffered<S> {
     inner: S,
     /// Writes held back until a flush or a write too large to hold.
     pending: Vec<u8>,
 }
 
-impl<S> Coalesced<S> {
+impl<S> WriteBuffered<S> {
     pub fn new(stream: S) -> Self {
-        Coalesced {
+        WriteBuffered {
             inner: stream,
             pending: Vec::with_capacity(WRITE_BUFFER),
         }
@@ -46,7 +46,7 @@ impl<S> Coalesced<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> Coalesced<S> {
+impl<S: AsyncWrite + Unpin> WriteBuffered<S> {
     /// Send what is held back.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         while !self.pending.is_empty() {
@@ -60,7 +60,7 @@ impl<S: AsyncWrite + Unpin> Coalesced<S> {
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Coalesced<S> {
+impl<S: AsyncRead + Unpin> AsyncRead for WriteBuffered<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -70,7 +70,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Coalesced<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesced<S> {
+impl<S: AsyncWrite + Unpin> AsyncWrite for WriteBuffered<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -118,20 +118,20 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesced<S> {
 }
 
 #[async_trait]
-impl<S: AsyncWrite + Shutdown + Unpin + Send> Shutdown for Coalesced<S> {
+impl<S: AsyncWrite + Shutdown + Unpin + Send> Shutdown for WriteBuffered<S> {
     async fn shutdown(&mut self) {
         let _ = AsyncWriteExt::flush(self).await;
         Shutdown::shutdown(&mut self.inner).await;
     }
 }
 
-impl<S: UniqueID> UniqueID for Coalesced<S> {
+impl<S: UniqueID> UniqueID for WriteBuffered<S> {
     fn id(&self) -> UniqueIDType {
         self.get_ref().id()
     }
 }
 
-impl<S: Ssl> Ssl for Coalesced<S> {
+impl<S: Ssl> Ssl for WriteBuffered<S> {
     fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
         self.get_ref().get_ssl_digest()
     }
@@ -141,7 +141,7 @@ impl<S: Ssl> Ssl for Coalesced<S> {
     }
 }
 
-impl<S: GetTimingDigest> GetTimingDigest for Coalesced<S> {
+impl<S: GetTimingDigest> GetTimingDigest for WriteBuffered<S> {
     fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
         self.get_ref().get_timing_digest()
     }
@@ -155,20 +155,20 @@ impl<S: GetTimingDigest> GetTimingDigest for Coalesced<S> {
     }
 }
 
-impl<S: GetProxyDigest> GetProxyDigest for Coalesced<S> {
+impl<S: GetProxyDigest> GetProxyDigest for WriteBuffered<S> {
     fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
         self.get_ref().get_proxy_digest()
     }
 }
 
-impl<S: GetSocketDigest> GetSocketDigest for Coalesced<S> {
+impl<S: GetSocketDigest> GetSocketDigest for WriteBuffered<S> {
     fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
         self.get_ref().get_socket_digest()
     }
 }
 
 #[async_trait]
-impl<S: Peek + Unpin + Send> Peek for Coalesced<S> {
+impl<S: Peek + Unpin + Send> Peek for WriteBuffered<S> {
     async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
         self.inner.try_peek(buf).await
     }
@@ -220,7 +220,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_small_response_is_one_write_and_a_large_body_joins_its_head() {
-        let mut small = Coalesced::new(Recorder::default());
+        let mut small = WriteBuffered::new(Recorder::default());
         small
             .write_all(b"HTTP/1.1 200 OK\r\n\r\n")
             .await
@@ -233,7 +233,7 @@ mod tests {
         small.flush().await.expect("flush");
         assert_eq!(small.inner.calls, vec![(1, 19 + 1000)]);
 
-        let mut large = Coalesced::new(Recorder::default());
+        let mut large = WriteBuffered::new(Recorder::default());
         large
             .write_all(b"HTTP/1.1 200 OK\r\n\r\n")
             .await
