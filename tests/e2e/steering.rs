@@ -512,6 +512,7 @@ async fn players_follow_steering_away_from_a_dead_cdn_and_back() {
     for query in [
         "_HLS_pathway=%ff%00&_HLS_throughput=lots",
         "_DASH_pathway=%22nope%22&_DASH_throughput=-1,x",
+        "_HLS_pathway=cdn-a&_HLS_throughput=lots",
         &format!("_HLS_pathway={}", "x".repeat(6000)),
     ] {
         let status = client()

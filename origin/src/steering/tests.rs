@@ -479,3 +479,20 @@ async fn thin_pathways_rank_after_fat_ones_while_the_reports_are_fresh() {
     assert_eq!(ranking(&s), ["cdn-a", "cdn-b"]);
     assert_eq!(s.snapshot()["pathways"][0]["degraded"], false);
 }
+
+#[test]
+fn the_commented_example_in_conf_origin_toml_is_valid() {
+    let shipped = include_str!("../../../conf/origin.toml");
+    let at = shipped.find("# [steering]").expect("a [steering] example");
+    let example: String = shipped[at..]
+        .lines()
+        .map(|l| l.strip_prefix("# ").unwrap_or(l))
+        .map(|l| l.replace("/var/lib/strata/GeoLite2-Country.mmdb", &geo_db()))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let text = format!("{}\n{example}\n", &shipped[..at]);
+    let config = OriginConfig::parse(&text).expect("uncommented example");
+    let steering = config.steering.expect("[steering]");
+    assert_eq!(steering.pathways.len(), 2);
+    assert_eq!(steering.pathways[1].countries, ["US", "CA"]);
+}
