@@ -411,7 +411,14 @@ impl LivePlayer {
             let left = deadline.saturating_duration_since(Instant::now());
             match tokio::time::timeout(left, self.responses.recv()).await {
                 Ok(Some(s)) => self.seen.push(s),
-                _ => panic!("player never settled on one CDN; log:\n{}", self.log()),
+                _ => panic!(
+                    "player never settled on one CDN; responses (port status url): {:?}\nlog:\n{}",
+                    self.seen
+                        .iter()
+                        .map(|s| format!("{} {} {}", s.port, s.status, s.url))
+                        .collect::<Vec<_>>(),
+                    self.log()
+                ),
             }
         }
     }
@@ -534,7 +541,7 @@ async fn players_follow_steering_away_from_a_dead_cdn_and_back() {
         origin.wait_ranking("cdn-a", Duration::from_secs(30)).await;
         let url = format!("{}/live/{CHANNEL}/{file}?token={token}", a.base_url());
         let mut play = LivePlayer::start(player, &url, 30).await;
-        let on = play.settled_port(3, Duration::from_secs(60)).await;
+        let on = play.settled_port(3, Duration::from_secs(90)).await;
         let (dead, alive) = if on == a.port {
             (&mut a, &mut b)
         } else {
