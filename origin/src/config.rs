@@ -62,17 +62,24 @@ pub enum OriginConfigError {
 }
 
 impl OriginConfig {
+    /// Read and validate a file, for `strata check` and callers without flags.
     pub fn load(path: &Path) -> Result<OriginConfig, OriginConfigError> {
+        let config = Self::read(path)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Read a file without validating it: the command line merges its flags
+    /// on top first, then validates once, so a flag can supply what the file lacks.
+    pub fn read(path: &Path) -> Result<OriginConfig, OriginConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| OriginConfigError::Read {
             path: path.display().to_string(),
             source,
         })?;
-        let config: OriginConfig = toml::from_str(&text).map_err(|e| OriginConfigError::Parse {
+        toml::from_str(&text).map_err(|e| OriginConfigError::Parse {
             path: path.display().to_string(),
             message: e.to_string(),
-        })?;
-        config.validate()?;
-        Ok(config)
+        })
     }
 
     pub fn parse(text: &str) -> Result<OriginConfig, OriginConfigError> {
