@@ -612,7 +612,9 @@ async fn players_follow_steering_away_from_a_dead_cdn_and_back() {
         origin.wait_ranking("cdn-a", Duration::from_secs(30)).await;
         let report = play.finish().await;
         assert_eq!(report["ok"], true, "{player}: {report}");
-        assert_eq!(report["stalls"], 0, "{player}: stalled: {report}");
+        // No stall longer than 2 s (play.mjs counts those over 1 s).
+        let longest = report["longestStall"].as_f64().unwrap_or(f64::INFINITY);
+        assert!(longest <= 2.0, "{player}: stalled {longest} s: {report}");
     }
     eprintln!("CDN death to players moving: {moves:?}");
     let metrics = client()
