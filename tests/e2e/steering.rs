@@ -614,6 +614,10 @@ async fn players_follow_steering_away_from_a_dead_cdn_and_back() {
         assert_eq!(report["ok"], true, "{player}: {report}");
         // No stall longer than 2 s (play.mjs counts those over 1 s).
         let longest = report["longestStall"].as_f64().unwrap_or(f64::INFINITY);
+        eprintln!(
+            "{player}: {} stalls over 1 s, longest {longest} s",
+            report["stalls"]
+        );
         assert!(longest <= 2.0, "{player}: stalled {longest} s: {report}");
     }
     eprintln!("CDN death to players moving: {moves:?}");
