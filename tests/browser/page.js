@@ -15,6 +15,7 @@
     current: null, // the level now playing
     played: new Map(), // key -> level
     stalls: 0,
+    longestStall: 0, // seconds, of the stalls counted
     counting: false, // stalls count only after play.mjs marks the start
     waitingSince: null, // {at: ms, currentTime}
   };
@@ -39,7 +40,11 @@
     const w = state.waitingSince;
     if (!w) return;
     if (video.currentTime > w.currentTime + 0.01 || video.ended) {
-      if (performance.now() - w.at > 1000 && state.counting) state.stalls++;
+      const took = performance.now() - w.at;
+      if (took > 1000 && state.counting) {
+        state.stalls++;
+        state.longestStall = Math.max(state.longestStall, took / 1000);
+      }
       state.waitingSince = null;
     }
   }
@@ -61,6 +66,7 @@
   window.strataMarkStart = () => {
     state.counting = true;
     state.stalls = 0;
+    state.longestStall = 0;
     state.waitingSince = null;
   };
   // At the end: a stall still open and older than 1 s counts too.
@@ -68,6 +74,7 @@
     const w = state.waitingSince;
     if (w && state.counting && performance.now() - w.at > 1000 && video.currentTime <= w.currentTime + 0.01) {
       state.stalls++;
+      state.longestStall = Math.max(state.longestStall, (performance.now() - w.at) / 1000);
       state.waitingSince = null;
     }
   };
@@ -91,6 +98,7 @@
       level: lvl,
       playedLevels: [...state.played.values()].sort((a, b) => a.bandwidth - b.bandwidth),
       stalls: state.stalls,
+      longestStall: state.longestStall,
     };
   };
 

@@ -117,6 +117,7 @@ const result = {
   endTime: null,
   advanced: 0,
   stalls: 0,
+  longestStall: 0,
   errors: [],
   levels: 0,
   playedLevels: [],
@@ -324,6 +325,7 @@ async function main() {
       result.levels = s.levels;
       result.playedLevels = s.playedLevels;
       result.stalls = s.stalls;
+      result.longestStall = Math.round(s.longestStall * 1000) / 1000;
     };
 
     // Wait for playback to start: the first sample whose currentTime moved.

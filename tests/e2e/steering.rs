@@ -266,10 +266,10 @@ impl Origin {
             if ranking.first().map(String::as_str) == Some(first) {
                 return started.elapsed();
             }
-            assert!(
-                started.elapsed() < limit,
-                "{first} not ranked first after {limit:?}: {ranking:?}"
-            );
+            if started.elapsed() >= limit {
+                let view = get_json(&format!("http://{}/api/steering", self.admin)).await;
+                panic!("{first} not ranked first after {limit:?}: {ranking:?}; {view}");
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -411,7 +411,14 @@ impl LivePlayer {
             let left = deadline.saturating_duration_since(Instant::now());
             match tokio::time::timeout(left, self.responses.recv()).await {
                 Ok(Some(s)) => self.seen.push(s),
-                _ => panic!("player never settled on one CDN; log:\n{}", self.log()),
+                _ => panic!(
+                    "player never settled on one CDN; responses (port status url): {:?}\nlog:\n{}",
+                    self.seen
+                        .iter()
+                        .map(|s| format!("{} {} {}", s.port, s.status, s.url))
+                        .collect::<Vec<_>>(),
+                    self.log()
+                ),
             }
         }
     }
@@ -508,10 +515,30 @@ async fn players_follow_steering_away_from_a_dead_cdn_and_back() {
     assert_eq!(origin.ranking("default").await, ["cdn-a", "cdn-b"]);
     let us = origin.priority_for(US).await;
     assert_eq!(us.len(), 2, "{us:?}");
+    // Players without steering: a 302 to the best pathway for their country.
+    let no_redirects = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    for (client_ip, edge) in [(US, &a), (GB, &b)] {
+        let response = no_redirects
+            .get(origin.url(&format!("/live/{CHANNEL}/steer/master.m3u8?token=t")))
+            .header("x-forwarded-for", client_ip)
+            .send()
+            .await
+            .expect("entry point");
+        assert_eq!(response.status(), 302, "{client_ip}");
+        assert_eq!(
+            response.headers()["location"],
+            format!("{}/live/{CHANNEL}/master.m3u8?token=t", edge.base_url()).as_str()
+        );
+    }
     // Garbage in a steering request: ignored or a clear 4xx, never a 5xx.
     for query in [
         "_HLS_pathway=%ff%00&_HLS_throughput=lots",
         "_DASH_pathway=%22nope%22&_DASH_throughput=-1,x",
+        "_HLS_pathway=cdn-a&_HLS_throughput=lots",
         &format!("_HLS_pathway={}", "x".repeat(6000)),
     ] {
         let status = client()
@@ -533,7 +560,7 @@ async fn players_follow_steering_away_from_a_dead_cdn_and_back() {
         origin.wait_ranking("cdn-a", Duration::from_secs(30)).await;
         let url = format!("{}/live/{CHANNEL}/{file}?token={token}", a.base_url());
         let mut play = LivePlayer::start(player, &url, 30).await;
-        let on = play.settled_port(3, Duration::from_secs(60)).await;
+        let on = play.settled_port(3, Duration::from_secs(90)).await;
         let (dead, alive) = if on == a.port {
             (&mut a, &mut b)
         } else {
@@ -580,10 +607,18 @@ async fn players_follow_steering_away_from_a_dead_cdn_and_back() {
             .await;
         eprintln!("{player}: {dead_id} back in service {back:?} after its restart");
         assert!(back >= TTL, "{dead_id} ranked back after only {back:?}");
-        assert_eq!(origin.ranking("default").await, ["cdn-a", "cdn-b"]);
+        // Then the configured order again (once its probe figures, slow
+        // while the restarted edge warms up, no longer mark it degraded).
+        origin.wait_ranking("cdn-a", Duration::from_secs(30)).await;
         let report = play.finish().await;
         assert_eq!(report["ok"], true, "{player}: {report}");
-        assert_eq!(report["stalls"], 0, "{player}: stalled: {report}");
+        // No stall longer than 2 s (play.mjs counts those over 1 s).
+        let longest = report["longestStall"].as_f64().unwrap_or(f64::INFINITY);
+        eprintln!(
+            "{player}: {} stalls over 1 s, longest {longest} s",
+            report["stalls"]
+        );
+        assert!(longest <= 2.0, "{player}: stalled {longest} s: {report}");
     }
     eprintln!("CDN death to players moving: {moves:?}");
     let metrics = client()

@@ -479,3 +479,127 @@ async fn thin_pathways_rank_after_fat_ones_while_the_reports_are_fresh() {
     assert_eq!(ranking(&s), ["cdn-a", "cdn-b"]);
     assert_eq!(s.snapshot()["pathways"][0]["degraded"], false);
 }
+
+#[test]
+fn the_commented_example_in_conf_origin_toml_is_valid() {
+    let shipped = include_str!("../../../conf/origin.toml");
+    let at = shipped.find("# [steering]").expect("a [steering] example");
+    let example: String = shipped[at..]
+        .lines()
+        .map(|l| l.strip_prefix("# ").unwrap_or(l))
+        .map(|l| l.replace("/var/lib/strata/GeoLite2-Country.mmdb", &geo_db()))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let text = format!("{}\n{example}\n", &shipped[..at]);
+    let config = OriginConfig::parse(&text).expect("uncommented example");
+    let steering = config.steering.expect("[steering]");
+    assert_eq!(steering.pathways.len(), 2);
+    assert_eq!(steering.pathways[1].countries, ["US", "CA"]);
+}
+
+#[tokio::test]
+async fn tagged_manifests_get_their_own_etag_and_revalidate() {
+    let s = Arc::new(steering(""));
+    let inner = axum::Router::new().route(
+        "/live/{channel}/master.m3u8",
+        axum::routing::get(|| async { ([(header::ETAG, "\"untagged\"")], MASTER).into_response() }),
+    );
+    use axum::response::IntoResponse;
+    let app = inner.layer(axum::middleware::from_fn_with_state(
+        s.clone(),
+        super::http::tag_manifests,
+    ));
+    let (status, headers, body) = call(app.clone(), "/live/news/master.m3u8", "127.0.0.1:1").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("#EXT-X-CONTENT-STEERING:"), "{body}");
+    let etag = headers[header::ETAG].to_str().expect("etag").to_owned();
+    assert_ne!(etag, "\"untagged\"");
+    assert_eq!(
+        headers[header::CONTENT_LENGTH],
+        body.len().to_string().as_str()
+    );
+
+    let request = |method: &str, inm: Option<&str>| {
+        let mut r = Request::builder()
+            .method(method)
+            .uri("/live/news/master.m3u8");
+        if let Some(inm) = inm {
+            r = r.header(header::IF_NONE_MATCH, inm);
+        }
+        r.body(Body::empty()).expect("request")
+    };
+    let response = app
+        .clone()
+        .oneshot(request("GET", Some(&etag)))
+        .await
+        .expect("response");
+    assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
+    // A ranking change changes the tags, so the old ETag no longer matches.
+    s.record_probe(0, &fail());
+    let response = app
+        .clone()
+        .oneshot(request("GET", Some(&etag)))
+        .await
+        .expect("response");
+    assert_eq!(response.status(), StatusCode::OK);
+    let response = app.oneshot(request("HEAD", None)).await.expect("response");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_ne!(response.headers()[header::CONTENT_LENGTH], "0");
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    assert!(body.is_empty(), "HEAD has no body");
+}
+
+#[tokio::test]
+async fn the_qoe_penalty_is_set_through_the_admin_api_with_the_bearer_token() {
+    let s = Arc::new(steering(""));
+    let put = |token: Option<&str>, id: &str, body: &str| {
+        let app = super::http::admin_routes(s.clone(), token.map(str::to_owned));
+        let request = Request::put(format!("/api/steering/pathways/{id}/qoe_penalty"))
+            .header(header::AUTHORIZATION, "Bearer admin-token-0123456789")
+            .body(Body::from(body.to_owned()))
+            .expect("request");
+        async move { app.oneshot(request).await.expect("response").status() }
+    };
+    let token = Some("admin-token-0123456789");
+    assert_eq!(
+        put(None, "cdn-a", r#"{"penalty":1}"#).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        put(
+            Some("another-token-0123456789"),
+            "cdn-a",
+            r#"{"penalty":1}"#
+        )
+        .await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        put(token, "cdn-z", r#"{"penalty":1}"#).await,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        put(token, "cdn-a", r#"{"penalty":2}"#).await,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(
+        put(token, "cdn-a", "nonsense").await,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        put(token, "cdn-a", r#"{"penalty":1}"#).await,
+        StatusCode::OK
+    );
+    let (status, _, body) = call(
+        super::http::admin_routes(s.clone(), None),
+        "/api/steering",
+        "127.0.0.1:1",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let view: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(view["ranking"]["default"][0], "cdn-b");
+    assert_eq!(view["pathways"][0]["qoe_penalty"], 1.0);
+}
