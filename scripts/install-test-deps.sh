@@ -4,7 +4,8 @@
 # and `apt-get update` runs only when an apt package is missing.
 #
 #   apt:  cmake pkg-config ffmpeg chromium nginx libnginx-mod-rtmp varnish wrk
-#         nghttp2-client (h2load) prometheus python3-venv, and nodejs/npm if
+#         nghttp2-client (h2load) prometheus python3-venv, GStreamer (gst-launch-1.0
+#         with -base, -good, -bad, -libav: playbin/playbin3 for HLS and DASH), and nodejs/npm if
 #         there is no node
 #   venv: .venv/ (repo-local) with akamai-edgeauth aioquic ansible-core ansible-lint
 #   npm:  tests/browser/node_modules from package-lock.json (npm ci)
@@ -32,6 +33,8 @@ fi
 APT_PACKAGES=(
     cmake pkg-config ffmpeg chromium nginx libnginx-mod-rtmp varnish wrk
     nghttp2-client prometheus python3-venv
+    gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+    gstreamer1.0-plugins-bad gstreamer1.0-libav
 )
 if ! command -v node >/dev/null 2>&1; then APT_PACKAGES+=(nodejs); fi
 if ! command -v npm >/dev/null 2>&1; then APT_PACKAGES+=(npm); fi
