@@ -69,6 +69,10 @@ pub struct StoreConfig {
     /// (otherwise it is refused as busy).
     pub takeover: bool,
     /// URL of the origin's clock for DASH `UTCTiming` (urn:mpeg:dash:utc:http-iso:2014).
+    /// Relative (the default, `/time`) it resolves against the MPD's own URL,
+    /// so it works on every host name an edge serves; live MPDs add a
+    /// `urn:mpeg:dash:utc:direct:2014` value after it for clients that cannot
+    /// resolve it. Absolute, it names one clock for every viewer.
     pub utc_timing_url: String,
 }
 

@@ -699,6 +699,14 @@ async fn a_playlist_asked_for_before_the_presentation_delay_waits_for_it() {
         body.contains("suggestedPresentationDelay=\"PT6.000S\""),
         "{body}"
     );
+    // The clock: /time relative to the MPD first, then the time itself for
+    // clients that cannot resolve it.
+    let http_iso = body.find("urn:mpeg:dash:utc:http-iso:2014\" value=\"/time\"");
+    let direct = body.find("urn:mpeg:dash:utc:direct:2014\" value=\"20");
+    assert!(
+        matches!((http_iso, direct), (Some(h), Some(d)) if h < d),
+        "{body}"
+    );
     // A rendition nobody publishes: the same wait, then the usual 404.
     let started = std::time::Instant::now();
     let (status, _) = get(addr, "/live/plain/nope/video.m3u8").await;
