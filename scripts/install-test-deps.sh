@@ -4,7 +4,9 @@
 # and `apt-get update` runs only when an apt package is missing.
 #
 #   apt:  gcc libc6-dev cmake pkg-config ffmpeg chromium nginx libnginx-mod-rtmp
-#         varnish wrk nghttp2-client (h2load) prometheus python3-venv
+#         varnish wrk nghttp2-client (h2load) prometheus python3-venv, GStreamer
+#         (gst-launch-1.0 with -base, -good, -bad, -libav: playbin/playbin3 for
+#         HLS and DASH)
 #   venv: .venv/ (repo-local) with the pinned tests/requirements.txt
 #         (akamai-edgeauth aioquic ansible-core ansible-lint ...)
 #   node: the tests need Node >= 20 (package-lock.json, playwright-core). When
@@ -38,6 +40,8 @@ fi
 APT_PACKAGES=(
     gcc libc6-dev cmake pkg-config ffmpeg chromium nginx libnginx-mod-rtmp varnish wrk
     nghttp2-client prometheus python3-venv
+    gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+    gstreamer1.0-plugins-bad gstreamer1.0-libav
 )
 
 missing=()

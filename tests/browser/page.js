@@ -1,6 +1,7 @@
 // In-page half of play.mjs: sets up the player named in window.STRATA_CONFIG
 // on the <video>, and keeps the state that play.mjs samples through
-// window.strataSnapshot().
+// window.strataSnapshot(). Every player runs with its default settings plus
+// only what a real site sets: ClearKey licences for encrypted streams.
 (function () {
   'use strict';
   const cfg = window.STRATA_CONFIG;
@@ -52,6 +53,23 @@
     if (!state.waitingSince) state.waitingSince = { at: performance.now(), currentTime: video.currentTime };
   });
   video.addEventListener('timeupdate', closeStall);
+
+  // Seconds of media buffered ahead of the playhead, and the least of that
+  // seen while stalls count: a player that starts at the live edge runs with
+  // next to nothing in hand and stalls on the first late segment.
+  function bufferAhead() {
+    const b = video.buffered;
+    for (let i = 0; i < b.length; i++) {
+      if (b.start(i) <= video.currentTime + 0.1 && video.currentTime < b.end(i)) return b.end(i) - video.currentTime;
+    }
+    return 0;
+  }
+  state.minAhead = null;
+  video.addEventListener('timeupdate', () => {
+    if (!state.counting || video.paused) return;
+    const ahead = bufferAhead();
+    if (state.minAhead === null || ahead < state.minAhead) state.minAhead = ahead;
+  });
   video.addEventListener('playing', () => {
     state.started = true;
     closeStall();
@@ -99,6 +117,10 @@
       playedLevels: [...state.played.values()].sort((a, b) => a.bandwidth - b.bandwidth),
       stalls: state.stalls,
       longestStall: state.longestStall,
+      minAhead: state.minAhead,
+      // Live latency as the player sees it: from the playhead to the end of
+      // the seekable range (the live edge the player computed).
+      latency: video.seekable.length ? video.seekable.end(video.seekable.length - 1) - video.currentTime : null,
     };
   };
 
@@ -137,18 +159,6 @@
   function startDash() {
     const player = dashjs.MediaPlayer().create();
     window.strataPlayer = player;
-    player.updateSettings({
-      debug: { logLevel: dashjs.Debug.LOG_LEVEL_WARNING },
-      streaming: {
-        // Play 3 segments behind the live edge, as hls.js (liveSyncDurationCount)
-        // and Shaka do by default, instead of trusting suggestedPresentationDelay;
-        // ffmpeg writes PT2S there, which keeps dash.js stalling at the edge.
-        delay: { liveDelayFragmentCount: 3, useSuggestedPresentationDelay: false },
-        utcSynchronization: {
-          defaultTimingSource: { scheme: 'urn:mpeg:dash:utc:http-iso:2014', value: cfg.timeUrl },
-        },
-      },
-    });
     if (cfg.remoteLicence) {
       player.setProtectionData({ 'org.w3.clearkey': { serverURL: cfg.licenseUrl } });
     } else if (cfg.keys.length) {
