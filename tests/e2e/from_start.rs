@@ -19,9 +19,16 @@ use crate::stack::{assert_decodes, require_peers, start_stack, Publisher, Stack,
 /// Wall-clock seconds each player is watched for once it plays.
 const SECONDS: u32 = 30;
 
-/// Seconds behind the live edge a player must start: two of the three 2 s
-/// target durations the origin's outputs promise.
-const MIN_START_LATENCY: f64 = 4.0;
+/// Seconds behind the live edge a player must start: more than the one 2 s
+/// segment players had in hand on a one-segment first MPD (they started
+/// 1.7–2.2 s behind live then). The outputs promise three target durations;
+/// players start 5–7.6 s behind on a quiet machine, and Shaka was seen at
+/// 3.4 s under a load average of 10, with 4 s buffered and no stall.
+const MIN_START_LATENCY: f64 = 3.0;
+
+/// Least media (s) a player must have had buffered ahead of its playhead at
+/// every sample: on a one-segment first MPD it ran dry (0 s).
+const MIN_BUFFER_AHEAD: f64 = 1.0;
 
 /// Waits (polling the channel API) until `channel`'s `main` rendition has
 /// its first segment.
@@ -117,6 +124,13 @@ async fn play_together(plays: &[(&str, String)], extra: &[String]) -> Vec<serde_
         assert!(
             latency >= MIN_START_LATENCY,
             "{} on {} started {latency} s behind live: {report}",
+            report["player"],
+            report["url"]
+        );
+        let ahead = report["minBufferAhead"].as_f64().unwrap_or(0.0);
+        assert!(
+            ahead >= MIN_BUFFER_AHEAD,
+            "{} on {} had only {ahead} s buffered at one point: {report}",
             report["player"],
             report["url"]
         );
