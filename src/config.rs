@@ -52,6 +52,8 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// HTTP/3 on UDP at each `tls_listen` address, and its limits.
     pub h3: H3Config,
+    /// Connection caps and request-head deadlines (`[server.limits]`).
+    pub limits: crate::frontend::admission::LimitsConfig,
 }
 
 impl Default for ServerConfig {
@@ -67,6 +69,7 @@ impl Default for ServerConfig {
             proxy_protocol_from: Vec::new(),
             shutdown_grace: Duration::from_secs(10),
             h3: H3Config::default(),
+            limits: Default::default(),
         }
     }
 }
@@ -204,6 +207,10 @@ impl EdgeConfig {
                 "must be non-empty, without spaces or commas".into(),
             ));
         }
+        self.server
+            .limits
+            .check()
+            .map_err(|(key, message)| invalid(key, message))?;
         self.server
             .h3
             .validate()

@@ -10,6 +10,8 @@ use tokio::time::Instant;
 use crate::edge::{Edge, RequestLog};
 use crate::response::{Body, EdgeResponse};
 
+pub mod admission;
+pub mod h1;
 pub mod h3;
 pub mod pingora;
 pub mod tls;

@@ -271,7 +271,9 @@ fn check(path: &std::path::Path, role: Option<&str>) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
             let table: toml::Table =
                 toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-            let origin = table.contains_key("ingest") || table.contains_key("store");
+            let origin = ["ingest", "store", "steering"]
+                .iter()
+                .any(|k| table.contains_key(*k));
             if origin { "origin" } else { "edge" }.to_owned()
         }
     };

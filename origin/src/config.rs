@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::drm::EncryptionConfig;
 use crate::ingest::IngestConfig;
 use crate::keys::KeysConfig;
+use crate::steering::SteeringConfig;
 use crate::store::StoreConfig;
 
 /// The `[server]` section: the origin's HTTP listeners.
@@ -42,6 +43,8 @@ pub struct OriginConfig {
     pub store: StoreConfig,
     pub keys: KeysConfig,
     pub encryption: EncryptionConfig,
+    /// Multi-CDN content steering; absent: no steering tags, no steering service.
+    pub steering: Option<SteeringConfig>,
 }
 
 /// A configuration problem, naming the file or key.
@@ -96,6 +99,11 @@ impl OriginConfig {
         self.encryption
             .validate(&self.keys)
             .map_err(OriginConfigError::Invalid)?;
+        if let Some(steering) = &self.steering {
+            steering
+                .validate(self.server.http)
+                .map_err(OriginConfigError::Invalid)?;
+        }
         let store = &self.store;
         if store.target_duration.is_zero() {
             return Err(OriginConfigError::Invalid(

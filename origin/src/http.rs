@@ -113,36 +113,60 @@ async fn preflight() -> Response {
     response
 }
 
-/// How long a playlist or MPD request on a live channel with nothing to list
-/// yet waits for the first segment before it gets its 404.
-const FIRST_PLAYLIST_WAIT: Duration = Duration::from_secs(4);
+/// How long a playlist or MPD request waits for its channel to become
+/// presentable (or its rendition's first segment) before it gets what there
+/// is: past three 2 s target durations plus an encoder's latency, and under the 10 s
+/// that dash.js (`manifestRequestTimeout`) and Strata's edge
+/// (`upstream.header_timeout`) wait for a response head.
+const FIRST_PLAYLIST_WAIT: Duration = Duration::from_secs(8);
 
-/// A channel that is publishing but has no complete segment yet will have a
-/// playlist within a target duration: hold the request until then (bounded),
-/// instead of a 404 that every cache in front would keep for a second — which
-/// is what made the first playlist through an edge ~0.7 s later than at the
-/// origin. Polling players and edges get the playlist the moment it exists.
+/// Whether a path names a playlist or an MPD: what is held while a channel
+/// starts.
+fn lists_segments(path: &str) -> bool {
+    use crate::package::Object;
+    matches!(
+        Object::parse(path),
+        Some(
+            Object::Master
+                | Object::MasterTs
+                | Object::Manifest
+                | Object::MediaPlaylist { .. }
+                | Object::TsPlaylist { .. }
+        )
+    )
+}
+
+/// A starting channel's playlists and MPD are held until they can honour
+/// their presentation delay (see [`crate::package`], "A channel's first
+/// playlist"), and a rendition's until it has a segment, both bounded by
+/// [`FIRST_PLAYLIST_WAIT`]. At the bound the request gets what there is: a
+/// playlist too short for the delay plays at the live edge, which beats a
+/// 404 that some players (hls.js) give up on.
 async fn first_playlist<F>(
     state: &PlaybackState,
     channel: &str,
     render: F,
-    mut rendered: Result<Rendered, RenderError>,
 ) -> Result<Rendered, RenderError>
 where
     F: Fn() -> Result<Rendered, RenderError>,
 {
     let Some(mut updates) = state.store.updates(channel) else {
-        return rendered;
+        return render();
     };
     let deadline = tokio::time::Instant::now() + FIRST_PLAYLIST_WAIT;
-    while matches!(rendered, Err(RenderError::NotFound { .. })) {
+    loop {
+        if state.store.presentable(channel) {
+            let rendered = render();
+            if !matches!(rendered, Err(RenderError::NotFound { .. })) {
+                return rendered;
+            }
+        }
         match tokio::time::timeout_at(deadline, updates.changed()).await {
-            Ok(Ok(())) => rendered = render(),
+            Ok(Ok(())) => {}
             // Deadline, or the channel is gone: answer what we have.
-            _ => break,
+            _ => return render(),
         }
     }
-    rendered
 }
 
 async fn live(
@@ -171,12 +195,12 @@ async fn live(
             .observe(started.elapsed().as_secs_f64());
         rendered
     };
-    let mut rendered = render();
-    if matches!(rendered, Err(RenderError::NotFound { .. }))
-        && matches!(object_label(&path), "playlist" | "manifest")
-    {
-        rendered = first_playlist(&state, &channel, render, rendered).await;
-    }
+    let rendered = if lists_segments(&path) {
+        first_playlist(&state, &channel, render).await
+    } else {
+        render()
+    };
+    let rendered = rendered.map(|r| with_direct_clock(&path, r));
     let mut response = match rendered {
         Ok(rendered) => {
             let not_modified = rendered.etag.as_deref().is_some_and(|etag| {
@@ -238,6 +262,29 @@ async fn live(
         })
         .inc();
     response
+}
+
+/// A live MPD leaves with the origin's time in it as well
+/// ([`crate::package::dash::with_direct_clock`]). Its bytes then differ on
+/// every response, so it carries no ETag: a 304 would keep an old time.
+fn with_direct_clock(path: &str, rendered: Rendered) -> Rendered {
+    if !matches!(
+        crate::package::Object::parse(path),
+        Some(crate::package::Object::Manifest)
+    ) {
+        return rendered;
+    }
+    let Some(text) = std::str::from_utf8(&rendered.body)
+        .ok()
+        .and_then(|mpd| crate::package::dash::with_direct_clock(mpd, SystemTime::now()))
+    else {
+        return rendered;
+    };
+    Rendered {
+        body: text.into(),
+        etag: None,
+        ..rendered
+    }
 }
 
 /// `urn:mpeg:dash:utc:http-iso:2014`: the origin's clock for DASH players.
@@ -323,11 +370,14 @@ pub(crate) enum BearerRefusal {
     Wrong,
 }
 
-/// `Authorization: Bearer …` against `expected`, compared in constant time.
+/// `Authorization: Bearer …` against `expected`, compared in constant time
+/// as SHA-256 digests, so neither the content nor the length of the secret
+/// shows in how long a wrong guess takes.
 pub(crate) fn check_bearer(
     expected: Option<&str>,
     headers: &HeaderMap,
 ) -> Result<(), BearerRefusal> {
+    use sha2::{Digest, Sha256};
     use subtle::ConstantTimeEq;
     let expected = expected.ok_or(BearerRefusal::Disabled)?;
     let given = headers
@@ -335,7 +385,9 @@ pub(crate) fn check_bearer(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+    let given = Sha256::digest(given.as_bytes());
+    let expected = Sha256::digest(expected.as_bytes());
+    if bool::from(given.as_slice().ct_eq(expected.as_slice())) {
         Ok(())
     } else {
         Err(BearerRefusal::Wrong)

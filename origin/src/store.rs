@@ -69,6 +69,10 @@ pub struct StoreConfig {
     /// (otherwise it is refused as busy).
     pub takeover: bool,
     /// URL of the origin's clock for DASH `UTCTiming` (urn:mpeg:dash:utc:http-iso:2014).
+    /// Relative (the default, `/time`) it resolves against the MPD's own URL,
+    /// so it works on every host name an edge serves; live MPDs add a
+    /// `urn:mpeg:dash:utc:direct:2014` value after it for clients that cannot
+    /// resolve it. Absolute, it names one clock for every viewer.
     pub utc_timing_url: String,
 }
 
@@ -242,9 +246,7 @@ impl Channel {
                     audio: r.params(TrackKind::Audio).cloned(),
                     segments: r.segments.iter().cloned().collect(),
                     discontinuity_sequence: r.discontinuity_sequence,
-                    target_duration: (r.max_segment.round() as u64)
-                        .max(cfg.target_duration.as_secs_f64().round() as u64)
-                        .max(1),
+                    target_duration: r.target_duration(cfg),
                 })
                 .collect(),
             ended: self.ended_at.is_some(),
@@ -254,6 +256,16 @@ impl Channel {
             target_duration: cfg.target_duration,
             utc_timing_url: cfg.utc_timing_url.clone(),
         }
+    }
+}
+
+impl Rendition {
+    /// EXT-X-TARGETDURATION: the longest segment or the configured target,
+    /// whole seconds.
+    fn target_duration(&self, cfg: &StoreConfig) -> u64 {
+        (self.max_segment.round() as u64)
+            .max(cfg.target_duration.as_secs_f64().round() as u64)
+            .max(1)
     }
 }
 
@@ -312,6 +324,24 @@ impl Store {
         let ch = self.channel(channel, self.shared.clock.now())?;
         let rx = lock(&ch).timeline.updates.subscribe();
         Some(rx)
+    }
+
+    /// Whether `channel`'s playlists and MPD can honour their presentation
+    /// delay yet ([`package::presentable`]); false for an unknown channel.
+    pub fn presentable(&self, channel: &str) -> bool {
+        let cfg = &self.shared.config;
+        let Some(ch) = self.channel(channel, self.shared.clock.now()) else {
+            return false;
+        };
+        let ch = lock(&ch);
+        package::presentable(
+            ch.ended_at.is_some(),
+            ch.renditions.values().map(|r| {
+                let media: f64 = r.segments.iter().map(|s| s.duration).sum();
+                (media, r.target_duration(cfg))
+            }),
+            cfg.dvr_window,
+        )
     }
 
     /// Disconnect every publisher of `channel`; false when it had none.

@@ -1,6 +1,7 @@
 // In-page half of play.mjs: sets up the player named in window.STRATA_CONFIG
 // on the <video>, and keeps the state that play.mjs samples through
-// window.strataSnapshot().
+// window.strataSnapshot(). Every player runs with its default settings plus
+// only what a real site sets: ClearKey licences for encrypted streams.
 (function () {
   'use strict';
   const cfg = window.STRATA_CONFIG;
@@ -15,6 +16,7 @@
     current: null, // the level now playing
     played: new Map(), // key -> level
     stalls: 0,
+    longestStall: 0, // seconds, of the stalls counted
     counting: false, // stalls count only after play.mjs marks the start
     waitingSince: null, // {at: ms, currentTime}
   };
@@ -39,7 +41,11 @@
     const w = state.waitingSince;
     if (!w) return;
     if (video.currentTime > w.currentTime + 0.01 || video.ended) {
-      if (performance.now() - w.at > 1000 && state.counting) state.stalls++;
+      const took = performance.now() - w.at;
+      if (took > 1000 && state.counting) {
+        state.stalls++;
+        state.longestStall = Math.max(state.longestStall, took / 1000);
+      }
       state.waitingSince = null;
     }
   }
@@ -47,6 +53,23 @@
     if (!state.waitingSince) state.waitingSince = { at: performance.now(), currentTime: video.currentTime };
   });
   video.addEventListener('timeupdate', closeStall);
+
+  // Seconds of media buffered ahead of the playhead, and the least of that
+  // seen while stalls count: a player that starts at the live edge runs with
+  // next to nothing in hand and stalls on the first late segment.
+  function bufferAhead() {
+    const b = video.buffered;
+    for (let i = 0; i < b.length; i++) {
+      if (b.start(i) <= video.currentTime + 0.1 && video.currentTime < b.end(i)) return b.end(i) - video.currentTime;
+    }
+    return 0;
+  }
+  state.minAhead = null;
+  video.addEventListener('timeupdate', () => {
+    if (!state.counting || video.paused) return;
+    const ahead = bufferAhead();
+    if (state.minAhead === null || ahead < state.minAhead) state.minAhead = ahead;
+  });
   video.addEventListener('playing', () => {
     state.started = true;
     closeStall();
@@ -61,6 +84,7 @@
   window.strataMarkStart = () => {
     state.counting = true;
     state.stalls = 0;
+    state.longestStall = 0;
     state.waitingSince = null;
   };
   // At the end: a stall still open and older than 1 s counts too.
@@ -68,6 +92,7 @@
     const w = state.waitingSince;
     if (w && state.counting && performance.now() - w.at > 1000 && video.currentTime <= w.currentTime + 0.01) {
       state.stalls++;
+      state.longestStall = Math.max(state.longestStall, (performance.now() - w.at) / 1000);
       state.waitingSince = null;
     }
   };
@@ -91,6 +116,11 @@
       level: lvl,
       playedLevels: [...state.played.values()].sort((a, b) => a.bandwidth - b.bandwidth),
       stalls: state.stalls,
+      longestStall: state.longestStall,
+      minAhead: state.minAhead,
+      // Live latency as the player sees it: from the playhead to the end of
+      // the seekable range (the live edge the player computed).
+      latency: video.seekable.length ? video.seekable.end(video.seekable.length - 1) - video.currentTime : null,
     };
   };
 
@@ -129,18 +159,6 @@
   function startDash() {
     const player = dashjs.MediaPlayer().create();
     window.strataPlayer = player;
-    player.updateSettings({
-      debug: { logLevel: dashjs.Debug.LOG_LEVEL_WARNING },
-      streaming: {
-        // Play 3 segments behind the live edge, as hls.js (liveSyncDurationCount)
-        // and Shaka do by default, instead of trusting suggestedPresentationDelay;
-        // ffmpeg writes PT2S there, which keeps dash.js stalling at the edge.
-        delay: { liveDelayFragmentCount: 3, useSuggestedPresentationDelay: false },
-        utcSynchronization: {
-          defaultTimingSource: { scheme: 'urn:mpeg:dash:utc:http-iso:2014', value: cfg.timeUrl },
-        },
-      },
-    });
     if (cfg.remoteLicence) {
       player.setProtectionData({ 'org.w3.clearkey': { serverURL: cfg.licenseUrl } });
     } else if (cfg.keys.length) {
@@ -151,7 +169,12 @@
     const ev = dashjs.MediaPlayer.events;
     player.on(ev.ERROR, (e) => {
       const err = e.error || {};
-      error(true, 'dash', `${err.code !== undefined ? err.code + ' ' : ''}${err.message || JSON.stringify(e.error)}`);
+      // 27/28: a media or init segment download failed after dash.js's own
+      // retries; dash.js blocks that BaseURL's service location and carries
+      // on from the next (another CDN under content steering). Whether
+      // playback suffered is judged by stalls and progress.
+      const recoverable = err.code === 27 || err.code === 28;
+      error(!recoverable, 'dash', `${err.code !== undefined ? err.code + ' ' : ''}${err.message || JSON.stringify(e.error)}`);
     });
     player.on(ev.PLAYBACK_ERROR, (e) => error(true, 'dash', `playback: ${e.error && (e.error.message || e.error)}`));
     player.on(ev.STREAM_INITIALIZED, () => {

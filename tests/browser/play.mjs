@@ -1,14 +1,17 @@
 #!/usr/bin/env node
-// Plays one HLS or DASH stream in headless Chromium with a real player
-// (hls.js, dash.js or Shaka) and prints one JSON line saying how it went.
-// Strata's Rust integration tests spawn it; see README.md for the contract.
+// Plays HLS or DASH streams in headless Chromium with real players
+// (hls.js, dash.js or Shaka), each with its default settings, and prints one
+// JSON line per play saying how it went. Strata's Rust integration tests
+// spawn it; see README.md for the contract.
 //
 //   node tests/browser/play.mjs --player hls|dash|shaka --url URL
+//        [--player P --url U ...]
 //        [--seconds 10] [--timeout 60] [--h3 HOST:PORT [--h3-cert PEM | --h3-spki B64]]
 //        [--clearkey KID_HEX:KEY_HEX ... | --licence-url URL] [--verbose]
 //
-// Exit 0 when currentTime advanced by at least 0.8 × --seconds with no fatal
-// player error, 1 otherwise, 2 on a usage error.
+// Several --player/--url pairs play at once, one page each in one Chromium.
+// Exit 0 when every play's currentTime advanced by at least 0.8 × --seconds
+// with no fatal player error, 1 otherwise, 2 on a usage error.
 
 import crypto from 'node:crypto';
 import http from 'node:http';
@@ -33,7 +36,7 @@ const PLAYER_LIBS = {
 function usage(msg) {
   process.stderr.write(
     `play.mjs: ${msg}\n` +
-      'usage: node play.mjs --player hls|dash|shaka --url URL [--seconds N] [--timeout N]\n' +
+      'usage: node play.mjs --player hls|dash|shaka --url URL [--player P --url U ...] [--seconds N] [--timeout N]\n' +
       '                     [--h3 HOST:PORT [--h3-cert PEM | --h3-spki BASE64]]\n' +
       '                     [--clearkey KID_HEX:KEY_HEX ... | --licence-url URL] [--verbose]\n',
   );
@@ -41,7 +44,7 @@ function usage(msg) {
 }
 
 function parseArgs(argv) {
-  const opts = { seconds: 10, timeout: 60, clearkeys: [], h3: null, verbose: false };
+  const opts = { plays: [], seconds: 10, timeout: 60, clearkeys: [], h3: null, verbose: false };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     const value = () => {
@@ -49,8 +52,11 @@ function parseArgs(argv) {
       return argv[++i];
     };
     switch (arg) {
-      case '--player': opts.player = value(); break;
-      case '--url': opts.url = value(); break;
+      case '--player': opts.plays.push({ player: value() }); break;
+      case '--url':
+        if (!opts.plays.length || opts.plays[opts.plays.length - 1].url !== undefined) usage('--url goes after its --player');
+        opts.plays[opts.plays.length - 1].url = value();
+        break;
       case '--seconds': opts.seconds = Number(value()); break;
       case '--timeout': opts.timeout = Number(value()); break;
       case '--h3': opts.h3 = value(); break;
@@ -70,9 +76,12 @@ function parseArgs(argv) {
       default: usage(`unknown argument ${arg}`);
     }
   }
-  if (!PLAYER_LIBS[opts.player]) usage('--player must be hls, dash or shaka');
-  if (!opts.url) usage('--url is required');
-  try { new URL(opts.url); } catch { usage(`--url is not an absolute URL: ${opts.url}`); }
+  if (!opts.plays.length) usage('--player is required');
+  for (const play of opts.plays) {
+    if (!PLAYER_LIBS[play.player]) usage('--player must be hls, dash or shaka');
+    if (!play.url) usage('--url is required');
+    try { new URL(play.url); } catch { usage(`--url is not an absolute URL: ${play.url}`); }
+  }
   if (opts.licenceUrl !== undefined) {
     try { new URL(opts.licenceUrl); } catch { usage(`--licence-url is not an absolute URL: ${opts.licenceUrl}`); }
     if (opts.clearkeys.length) usage('--licence-url and --clearkey exclude each other: licences come from one place');
@@ -109,29 +118,36 @@ const debug = (...a) => { if (opts.verbose) log(...a); };
 
 // ------------------------------------------------------------------ result
 
-const result = {
+const results = opts.plays.map((play) => ({
   ok: false,
-  player: opts.player,
-  url: opts.url,
+  player: play.player,
+  url: play.url,
   startTime: null,
   endTime: null,
   advanced: 0,
   stalls: 0,
+  longestStall: 0,
+  startLatency: null,
+  minBufferAhead: null,
   errors: [],
   levels: 0,
   playedLevels: [],
   protocols: {},
-};
+}));
 
 let printed = false;
 function finish(extraError) {
   if (printed) return;
   printed = true;
-  if (extraError) result.errors.push({ fatal: true, source: 'harness', message: String(extraError) });
-  const fatal = result.errors.some((e) => e.fatal);
-  result.ok = !fatal && result.advanced >= 0.8 * opts.seconds;
-  process.stdout.write(JSON.stringify(result) + '\n');
-  process.exitCode = result.ok ? 0 : 1;
+  let ok = true;
+  for (const result of results) {
+    if (extraError) result.errors.push({ fatal: true, source: 'harness', message: String(extraError) });
+    const fatal = result.errors.some((e) => e.fatal);
+    result.ok = !fatal && result.advanced >= 0.8 * opts.seconds;
+    ok = ok && result.ok;
+    process.stdout.write(JSON.stringify(result) + '\n');
+  }
+  process.exitCode = ok ? 0 : 1;
 }
 
 // Last resort: whatever hangs, print a result and leave after --timeout.
@@ -145,24 +161,27 @@ hardStop.unref();
 
 const b64url = (hex) => Buffer.from(hex, 'hex').toString('base64url');
 
-function pageHtml(port) {
+// The page for play `i` (`/?play=i`): the player library and page.js, with
+// only what a real site would configure: the stream URL and, for encrypted
+// streams, where ClearKey licences come from.
+function pageHtml(port, i) {
+  const play = opts.plays[i];
   const config = {
-    player: opts.player,
-    url: opts.url,
+    player: play.player,
+    url: play.url,
     keys: opts.keys.map((k) => ({ kid: k.kid, key: k.key, kidB64: b64url(k.kid), keyB64: b64url(k.key) })),
     // ClearKey licences: from --licence-url (a real licence server), else
     // from play.mjs's own /clearkey with the --clearkey keys.
     clearkey: opts.keys.length > 0 || Boolean(opts.licenceUrl),
     remoteLicence: Boolean(opts.licenceUrl),
     licenseUrl: opts.licenceUrl || `http://127.0.0.1:${port}/clearkey`,
-    timeUrl: `http://127.0.0.1:${port}/time`,
   };
   return `<!doctype html>
-<html><head><meta charset="utf-8"><title>strata play ${opts.player}</title></head>
+<html><head><meta charset="utf-8"><title>strata play ${play.player}</title></head>
 <body>
 <video id="video" muted autoplay playsinline width="640" height="360"></video>
 <script>window.STRATA_CONFIG = ${JSON.stringify(config)};</script>
-<script src="/lib/player.js"></script>
+<script src="/lib/${play.player}.js"></script>
 <script src="/page.js"></script>
 </body></html>`;
 }
@@ -194,17 +213,19 @@ function startPageServer() {
       res.end(body);
     };
     const url = new URL(req.url, 'http://127.0.0.1');
-    if (url.pathname === '/') return send(200, 'text/html; charset=utf-8', pageHtml(server.address().port));
+    if (url.pathname === '/') {
+      const i = Number(url.searchParams.get('play') || 0);
+      if (!(i >= 0 && i < opts.plays.length)) return send(404, 'text/plain', 'no such play');
+      return send(200, 'text/html; charset=utf-8', pageHtml(server.address().port, i));
+    }
     if (url.pathname === '/favicon.ico') return send(204, 'image/x-icon', '');
     if (url.pathname === '/page.js') return send(200, 'text/javascript', fs.readFileSync(path.join(HERE, 'page.js')));
-    if (url.pathname === '/lib/player.js') {
-      const file = path.join(MODULES, PLAYER_LIBS[opts.player]);
+    const lib = /^\/lib\/(hls|dash|shaka)\.js$/.exec(url.pathname);
+    if (lib) {
+      const file = path.join(MODULES, PLAYER_LIBS[lib[1]]);
       if (!fs.existsSync(file)) return send(500, 'text/plain', `missing ${file}; run npm ci in tests/browser`);
       return send(200, 'text/javascript', fs.readFileSync(file));
     }
-    // DASH UTCTiming source (urn:mpeg:dash:utc:http-iso:2014) on loopback, so
-    // dash.js never reaches for its default internet time server.
-    if (url.pathname === '/time') return send(200, 'text/plain', new Date().toISOString());
     if (url.pathname === '/clearkey') {
       if (req.method === 'OPTIONS') {
         res.writeHead(204, {
@@ -291,86 +312,99 @@ async function main() {
       args,
       timeout: Math.max(1000, left()),
     });
-    const page = context.pages()[0] || (await context.newPage());
-
-    page.on('console', (msg) => {
-      if (opts.verbose || msg.type() === 'error') log(`console.${msg.type()}:`, msg.text());
-    });
-    page.on('pageerror', (err) => {
-      result.errors.push({ fatal: true, source: 'page', message: err.message });
-    });
-
-    // Which protocol each media response came over (h3, h2, http/1.1), from
-    // the DevTools protocol: it is the only place Chromium reports it for
-    // cross-origin requests.
-    const cdp = await context.newCDPSession(page);
-    await cdp.send('Network.enable');
-    cdp.on('Network.responseReceived', (e) => {
-      if (e.response.url.startsWith(pageUrl)) return;
-      const proto = e.response.protocol || 'unknown';
-      result.protocols[proto] = (result.protocols[proto] || 0) + 1;
-      debug('response', proto, e.response.status, e.response.url);
-    });
-    cdp.on('Network.loadingFailed', (e) => {
-      if (!e.canceled) debug('loading failed', e.errorText, e.blockedReason || '');
-    });
-
-    await page.goto(pageUrl, { timeout: Math.max(1000, left()) });
-    await page.waitForFunction(() => window.strataState !== undefined, null, { timeout: Math.max(1000, left()) });
-
-    const snapshot = () => page.evaluate(() => window.strataSnapshot());
-    const absorb = (s) => {
-      result.errors = s.errors;
-      result.levels = s.levels;
-      result.playedLevels = s.playedLevels;
-      result.stalls = s.stalls;
-    };
-
-    // Wait for playback to start: the first sample whose currentTime moved.
-    let s = await snapshot();
-    let firstTime = null;
-    while (left() > 0) {
-      absorb(s);
-      if (s.errors.some((e) => e.fatal)) break;
-      if (s.started) {
-        if (firstTime === null) firstTime = s.currentTime;
-        else if (s.currentTime > firstTime) break;
-      }
-      await sleep(Math.min(250, Math.max(0, left())));
-      s = await snapshot();
-    }
-    if (!s.started || firstTime === null || !(s.currentTime > firstTime)) {
-      absorb(s);
-      if (!s.errors.some((e) => e.fatal)) {
-        result.errors.push({
-          fatal: true,
-          source: 'harness',
-          message: `playback did not start within ${opts.timeout}s (readyState ${s.readyState}, currentTime ${s.currentTime}, buffered ${JSON.stringify(s.buffered)}, waitingforkey ${s.keyWaits})`,
-        });
-      }
-      return;
-    }
-
-    // Sample for --seconds of wall-clock time once it plays.
-    result.startTime = round(s.currentTime);
-    await page.evaluate(() => window.strataMarkStart());
-    const until = Date.now() + opts.seconds * 1000;
-    while (Date.now() < until && left() > 0) {
-      await sleep(Math.min(500, until - Date.now()));
-      s = await snapshot();
-      absorb(s);
-      debug(`t=${s.currentTime.toFixed(2)} buffered=${s.bufferedEnd.toFixed(2)} level=${JSON.stringify(s.level)}`);
-      if (s.errors.some((e) => e.fatal)) break;
-    }
-    await page.evaluate(() => window.strataCloseStall());
-    absorb(await snapshot());
-    result.endTime = round(s.currentTime);
-    result.advanced = round(s.currentTime - result.startTime);
-    if (Date.now() < until) {
-      result.errors.push({ fatal: true, source: 'harness', message: `--timeout ${opts.timeout}s reached during playback` });
-    }
+    const first = context.pages()[0] || (await context.newPage());
+    const pages = [first];
+    while (pages.length < opts.plays.length) pages.push(await context.newPage());
+    await Promise.all(
+      pages.map((page, i) => playOn(context, page, i, `${pageUrl}?play=${i}`, pageUrl, left)),
+    );
   } finally {
     await cleanup();
+  }
+}
+
+// Plays opts.plays[i] on `page` and fills results[i].
+async function playOn(context, page, i, url, pageOrigin, left) {
+  const result = results[i];
+  const tag = opts.plays.length > 1 ? `[${i} ${opts.plays[i].player}] ` : '';
+  page.on('console', (msg) => {
+    if (opts.verbose || msg.type() === 'error') log(`${tag}console.${msg.type()}:`, msg.text());
+  });
+  page.on('pageerror', (err) => {
+    result.errors.push({ fatal: true, source: 'page', message: err.message });
+  });
+
+  // Which protocol each media response came over (h3, h2, http/1.1), from
+  // the DevTools protocol: it is the only place Chromium reports it for
+  // cross-origin requests.
+  const cdp = await context.newCDPSession(page);
+  await cdp.send('Network.enable');
+  cdp.on('Network.responseReceived', (e) => {
+    if (e.response.url.startsWith(pageOrigin)) return;
+    const proto = e.response.protocol || 'unknown';
+    result.protocols[proto] = (result.protocols[proto] || 0) + 1;
+    debug(`${tag}response`, proto, e.response.status, e.response.url);
+  });
+  cdp.on('Network.loadingFailed', (e) => {
+    if (!e.canceled) debug(`${tag}loading failed`, e.errorText, e.blockedReason || '');
+  });
+
+  await page.goto(url, { timeout: Math.max(1000, left()) });
+  await page.waitForFunction(() => window.strataState !== undefined, null, { timeout: Math.max(1000, left()) });
+
+  const snapshot = () => page.evaluate(() => window.strataSnapshot());
+  const absorb = (s) => {
+    result.errors = s.errors;
+    result.levels = s.levels;
+    result.playedLevels = s.playedLevels;
+    result.stalls = s.stalls;
+    result.longestStall = Math.round(s.longestStall * 1000) / 1000;
+    result.minBufferAhead = s.minAhead === null ? null : round(s.minAhead);
+  };
+
+  // Wait for playback to start: the first sample whose currentTime moved.
+  let s = await snapshot();
+  let firstTime = null;
+  while (left() > 0) {
+    absorb(s);
+    if (s.errors.some((e) => e.fatal)) break;
+    if (s.started) {
+      if (firstTime === null) firstTime = s.currentTime;
+      else if (s.currentTime > firstTime) break;
+    }
+    await sleep(Math.min(250, Math.max(0, left())));
+    s = await snapshot();
+  }
+  if (!s.started || firstTime === null || !(s.currentTime > firstTime)) {
+    absorb(s);
+    if (!s.errors.some((e) => e.fatal)) {
+      result.errors.push({
+        fatal: true,
+        source: 'harness',
+        message: `playback did not start within ${opts.timeout}s (readyState ${s.readyState}, currentTime ${s.currentTime}, buffered ${JSON.stringify(s.buffered)}, waitingforkey ${s.keyWaits})`,
+      });
+    }
+    return;
+  }
+
+  // Sample for --seconds of wall-clock time once it plays.
+  result.startTime = round(s.currentTime);
+  result.startLatency = s.latency === null ? null : round(s.latency);
+  await page.evaluate(() => window.strataMarkStart());
+  const until = Date.now() + opts.seconds * 1000;
+  while (Date.now() < until && left() > 0) {
+    await sleep(Math.min(500, until - Date.now()));
+    s = await snapshot();
+    absorb(s);
+    debug(`${tag}t=${s.currentTime.toFixed(2)} buffered=${s.bufferedEnd.toFixed(2)} level=${JSON.stringify(s.level)}`);
+    if (s.errors.some((e) => e.fatal)) break;
+  }
+  await page.evaluate(() => window.strataCloseStall());
+  absorb(await snapshot());
+  result.endTime = round(s.currentTime);
+  result.advanced = round(s.currentTime - result.startTime);
+  if (Date.now() < until) {
+    result.errors.push({ fatal: true, source: 'harness', message: `--timeout ${opts.timeout}s reached during playback` });
   }
 }
 

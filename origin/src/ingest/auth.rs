@@ -1,9 +1,10 @@
-//! Who may publish: stream keys, signed publish tokens and a connection cap.
+//! Who may publish: stream keys, signed publish tokens, and how many
+//! connections (per protocol, per address) may be open.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hmac::{KeyInit, Mac};
@@ -67,7 +68,7 @@ impl FromStr for PublishRequest {
             Some((super::APP, rest)) => Self::from_key(rest),
             _ => Err(PublishRefused::BadName(format!(
                 "{:?}: expected {}/{{channel}}[.{{rendition}}]",
-                s.split('?').next().unwrap_or_default(),
+                super::redact(s.split('?').next().unwrap_or_default()),
                 super::APP
             ))),
         }
@@ -89,13 +90,57 @@ impl FromStr for PublishRequest {
 ///    and `C` has no static keys.
 ///
 /// Keys and signatures are compared in constant time. It also caps the
-/// number of concurrent ingest connections ([`IngestAuth::admit`]).
+/// number of concurrent ingest connections, overall, per protocol and per
+/// remote address ([`IngestAuth::admit_from`]), and carries the other
+/// [`IngestLimits`] the listeners apply before a publish is authorised.
 pub struct IngestAuth {
     keys: HashMap<String, Vec<String>>,
     token_secret: Option<Vec<u8>>,
     allow_anonymous: bool,
-    max_connections: usize,
-    connections: Arc<AtomicUsize>,
+    limits: IngestLimits,
+    counts: Arc<Mutex<ConnectionCounts>>,
+}
+
+/// What a publisher, authorised or not, may hold (from `[ingest]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IngestLimits {
+    /// Most RTMP plus SRT connections.
+    pub max_connections: usize,
+    /// Most RTMP connections.
+    pub rtmp_max_connections: usize,
+    /// Most SRT connections.
+    pub srt_max_connections: usize,
+    /// Most connections from one IP address, RTMP and SRT together.
+    pub max_connections_per_ip: usize,
+    /// Most connections per protocol that have not started publishing; when
+    /// full, the oldest of them is closed to make room.
+    pub max_pending_connections: usize,
+    /// Time from accept to an authorised publish.
+    pub publish_deadline: Duration,
+    /// Largest RTMP message an authorised publisher may send; before that,
+    /// 64 KiB.
+    pub rtmp_max_message_size: usize,
+}
+
+impl Default for IngestLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 256,
+            rtmp_max_connections: 128,
+            srt_max_connections: 128,
+            max_connections_per_ip: 32,
+            max_pending_connections: 64,
+            publish_deadline: Duration::from_secs(10),
+            rtmp_max_message_size: 8 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct ConnectionCounts {
+    total: usize,
+    by_protocol: HashMap<&'static str, usize>,
+    by_ip: HashMap<IpAddr, usize>,
 }
 
 impl std::fmt::Debug for IngestAuth {
@@ -105,18 +150,36 @@ impl std::fmt::Debug for IngestAuth {
             .field("channels_with_keys", &self.keys.keys().collect::<Vec<_>>())
             .field("tokens", &self.token_secret.is_some())
             .field("allow_anonymous", &self.allow_anonymous)
-            .field("max_connections", &self.max_connections)
+            .field("limits", &self.limits)
             .finish()
     }
 }
 
 /// Holds one of [`IngestAuth`]'s connection slots until dropped.
 #[derive(Debug)]
-pub struct ConnectionPermit(Arc<AtomicUsize>);
+pub struct ConnectionPermit {
+    counts: Arc<Mutex<ConnectionCounts>>,
+    protocol: Option<&'static str>,
+    ip: Option<IpAddr>,
+}
 
 impl Drop for ConnectionPermit {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        let mut c = lock(&self.counts);
+        c.total -= 1;
+        if let Some(p) = self.protocol {
+            if let Some(n) = c.by_protocol.get_mut(p) {
+                *n -= 1;
+            }
+        }
+        if let Some(ip) = self.ip {
+            if let Some(n) = c.by_ip.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    c.by_ip.remove(&ip);
+                }
+            }
+        }
     }
 }
 
@@ -139,6 +202,14 @@ fn refusal_hint(channel: &str, no_keys: bool) -> String {
     }
 }
 
+// A std Mutex: held for a few counter updates, never across `.await`; a
+// panic while holding it cannot leave the counts torn, so poison is ignored.
+fn lock(counts: &Mutex<ConnectionCounts>) -> MutexGuard<'_, ConnectionCounts> {
+    counts
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 impl IngestAuth {
     pub fn new(
         keys: HashMap<String, Vec<String>>,
@@ -150,9 +221,22 @@ impl IngestAuth {
             keys,
             token_secret,
             allow_anonymous,
-            max_connections,
-            connections: Arc::new(AtomicUsize::new(0)),
+            limits: IngestLimits {
+                max_connections,
+                ..IngestLimits::default()
+            },
+            counts: Arc::default(),
         }
+    }
+
+    /// Replaces the connection limits.
+    pub fn with_limits(mut self, limits: IngestLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    pub fn limits(&self) -> &IngestLimits {
+        &self.limits
     }
 
     /// Anyone may publish anything: for `strata up` on loopback and tests.
@@ -162,9 +246,62 @@ impl IngestAuth {
 
     /// Takes a connection slot, or `None` when `max_connections` are open.
     pub fn admit(&self) -> Option<ConnectionPermit> {
-        let prev = self.connections.fetch_add(1, Ordering::AcqRel);
-        let permit = ConnectionPermit(self.connections.clone());
-        (prev < self.max_connections).then_some(permit)
+        let mut c = lock(&self.counts);
+        if c.total >= self.limits.max_connections {
+            return None;
+        }
+        c.total += 1;
+        Some(ConnectionPermit {
+            counts: self.counts.clone(),
+            protocol: None,
+            ip: None,
+        })
+    }
+
+    /// Takes a slot for a `protocol` (`rtmp`, `srt`) connection from `ip`,
+    /// or names the cap that is full (a refusals metric label).
+    pub fn admit_from(
+        &self,
+        protocol: &'static str,
+        ip: IpAddr,
+    ) -> Result<ConnectionPermit, &'static str> {
+        let l = &self.limits;
+        let protocol_max = match protocol {
+            "rtmp" => l.rtmp_max_connections,
+            "srt" => l.srt_max_connections,
+            _ => l.max_connections,
+        };
+        let c = lock(&self.counts);
+        if c.total >= l.max_connections {
+            return Err("max_connections");
+        }
+        if c.by_protocol.get(protocol).copied().unwrap_or(0) >= protocol_max {
+            return Err("max_protocol_connections");
+        }
+        if c.by_ip.get(&ip).copied().unwrap_or(0) >= l.max_connections_per_ip {
+            return Err("max_address_connections");
+        }
+        drop(c);
+        Ok(self.admit_in_place_of_evicted(protocol, ip))
+    }
+
+    /// Takes a slot whatever the caps say: only for a connection that
+    /// replaces one just closed to make room (whose slot is released when its
+    /// task ends), so the counts exceed a cap by at most the evictions in flight.
+    pub fn admit_in_place_of_evicted(
+        &self,
+        protocol: &'static str,
+        ip: IpAddr,
+    ) -> ConnectionPermit {
+        let mut c = lock(&self.counts);
+        c.total += 1;
+        *c.by_protocol.entry(protocol).or_default() += 1;
+        *c.by_ip.entry(ip).or_default() += 1;
+        ConnectionPermit {
+            counts: self.counts.clone(),
+            protocol: Some(protocol),
+            ip: Some(ip),
+        }
     }
 
     /// Checks a publish request at time `now`.
@@ -334,6 +471,38 @@ mod tests {
         assert!(a.admit().is_none());
         drop(p1);
         assert!(a.admit().is_some());
+    }
+
+    #[test]
+    fn per_protocol_and_per_address_caps() {
+        let a = IngestAuth::open().with_limits(IngestLimits {
+            max_connections: 5,
+            rtmp_max_connections: 3,
+            srt_max_connections: 3,
+            max_connections_per_ip: 2,
+            ..IngestLimits::default()
+        });
+        let (one, two, three) = (
+            IpAddr::from([10, 0, 0, 1]),
+            IpAddr::from([10, 0, 0, 2]),
+            IpAddr::from([10, 0, 0, 3]),
+        );
+        let r1 = a.admit_from("rtmp", one).expect("first");
+        let _r2 = a.admit_from("rtmp", one).expect("second from one");
+        assert_eq!(
+            a.admit_from("srt", one).err(),
+            Some("max_address_connections")
+        );
+        let _r3 = a.admit_from("rtmp", two).expect("third RTMP");
+        assert_eq!(
+            a.admit_from("rtmp", three).err(),
+            Some("max_protocol_connections")
+        );
+        let _s1 = a.admit_from("srt", three).expect("SRT has its own cap");
+        let _s2 = a.admit_from("srt", two).expect("fifth");
+        assert_eq!(a.admit_from("srt", three).err(), Some("max_connections"));
+        drop(r1);
+        assert!(a.admit_from("srt", one).is_ok());
     }
 
     #[test]

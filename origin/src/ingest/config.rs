@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{is_valid_name_part, IngestAuth};
+use super::{is_valid_name_part, IngestAuth, IngestLimits};
 
 /// Publishing: RTMP and SRT listeners and who may publish.
 ///
@@ -43,6 +43,23 @@ pub struct IngestConfig {
     pub allow_anonymous: bool,
     /// Most concurrent RTMP plus SRT connections; more are closed at once.
     pub max_connections: usize,
+    /// Most concurrent RTMP connections.
+    pub rtmp_max_connections: usize,
+    /// Most concurrent SRT connections.
+    pub srt_max_connections: usize,
+    /// Most concurrent connections from one IP address (RTMP and SRT).
+    pub max_connections_per_ip: usize,
+    /// Most connections per protocol that have not yet started an authorised
+    /// publish; when full, the oldest is closed to make room for a new one.
+    pub max_pending_connections: usize,
+    /// Time from accepting a connection to an authorised publish (RTMP
+    /// handshake and commands, SRT handshake); slower peers are closed.
+    #[serde(with = "humantime_serde")]
+    pub publish_deadline: Duration,
+    /// Largest RTMP message (bytes) an authorised publisher may send, checked
+    /// on its chunk header before anything is buffered; before the publish is
+    /// authorised the limit is 64 KiB.
+    pub rtmp_max_message_size: usize,
 }
 
 impl std::fmt::Debug for IngestConfig {
@@ -60,6 +77,12 @@ impl std::fmt::Debug for IngestConfig {
             )
             .field("allow_anonymous", &self.allow_anonymous)
             .field("max_connections", &self.max_connections)
+            .field("rtmp_max_connections", &self.rtmp_max_connections)
+            .field("srt_max_connections", &self.srt_max_connections)
+            .field("max_connections_per_ip", &self.max_connections_per_ip)
+            .field("max_pending_connections", &self.max_pending_connections)
+            .field("publish_deadline", &self.publish_deadline)
+            .field("rtmp_max_message_size", &self.rtmp_max_message_size)
             .finish()
     }
 }
@@ -80,6 +103,7 @@ impl std::fmt::Debug for ChannelKeys {
 
 impl Default for IngestConfig {
     fn default() -> Self {
+        let limits = IngestLimits::default();
         Self {
             rtmp_listen: SocketAddr::from(([0, 0, 0, 0], 1935)),
             srt_listen: SocketAddr::from(([0, 0, 0, 0], 9000)),
@@ -88,7 +112,13 @@ impl Default for IngestConfig {
             channels: BTreeMap::new(),
             publish_token_secret: None,
             allow_anonymous: false,
-            max_connections: 256,
+            max_connections: limits.max_connections,
+            rtmp_max_connections: limits.rtmp_max_connections,
+            srt_max_connections: limits.srt_max_connections,
+            max_connections_per_ip: limits.max_connections_per_ip,
+            max_pending_connections: limits.max_pending_connections,
+            publish_deadline: limits.publish_deadline,
+            rtmp_max_message_size: limits.rtmp_max_message_size,
         }
     }
 }
@@ -104,11 +134,26 @@ pub enum IngestConfigError {
     TokenSecret(String),
     #[error("ingest.srt_passphrase: SRT needs 10 to 79 characters")]
     Passphrase,
-    #[error("ingest.max_connections: must be at least 1")]
-    MaxConnections,
+    #[error("ingest.{0}: must be at least 1")]
+    Limit(&'static str),
+    #[error("ingest.rtmp_max_message_size: from 65536 to 16777215 bytes")]
+    MessageSize,
 }
 
 impl IngestConfig {
+    /// The connection limits of this section.
+    pub fn limits(&self) -> IngestLimits {
+        IngestLimits {
+            max_connections: self.max_connections,
+            rtmp_max_connections: self.rtmp_max_connections,
+            srt_max_connections: self.srt_max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            max_pending_connections: self.max_pending_connections,
+            publish_deadline: self.publish_deadline,
+            rtmp_max_message_size: self.rtmp_max_message_size,
+        }
+    }
+
     /// Binds the RTMP (TCP) and SRT (UDP) listen addresses, for
     /// [`super::rtmp::serve`] and [`super::srt::serve`].
     pub async fn bind(&self) -> std::io::Result<(tokio::net::TcpListener, tokio::net::UdpSocket)> {
@@ -151,15 +196,31 @@ impl IngestConfig {
                 return Err(IngestConfigError::Passphrase);
             }
         }
-        if self.max_connections == 0 {
-            return Err(IngestConfigError::MaxConnections);
+        for (key, value) in [
+            ("max_connections", self.max_connections),
+            ("rtmp_max_connections", self.rtmp_max_connections),
+            ("srt_max_connections", self.srt_max_connections),
+            ("max_connections_per_ip", self.max_connections_per_ip),
+            ("max_pending_connections", self.max_pending_connections),
+        ] {
+            if value == 0 {
+                return Err(IngestConfigError::Limit(key));
+            }
+        }
+        if self.publish_deadline.is_zero() {
+            return Err(IngestConfigError::Limit("publish_deadline"));
+        }
+        // RTMP message lengths are 24-bit (RTMP spec §5.3.1.2.1).
+        if !(64 * 1024..=0xff_ffff).contains(&self.rtmp_max_message_size) {
+            return Err(IngestConfigError::MessageSize);
         }
         Ok(IngestAuth::new(
             keys,
             token_secret,
             self.allow_anonymous,
             self.max_connections,
-        ))
+        )
+        .with_limits(self.limits()))
     }
 }
 
@@ -193,5 +254,31 @@ mod tests {
             ..IngestConfig::default()
         };
         assert!(matches!(bad.init(), Err(IngestConfigError::TokenSecret(_))));
+        let c: IngestConfig = toml::from_str(
+            r#"
+            publish_deadline = "5s"
+            rtmp_max_connections = 10
+            max_connections_per_ip = 4
+            rtmp_max_message_size = 1048576
+            "#,
+        )
+        .expect("valid");
+        let auth = c.init().expect("valid");
+        assert_eq!(auth.limits().publish_deadline, Duration::from_secs(5));
+        assert_eq!(auth.limits().rtmp_max_connections, 10);
+        assert_eq!(auth.limits().srt_max_connections, 128);
+        let bad = IngestConfig {
+            rtmp_max_message_size: 16 << 20,
+            ..IngestConfig::default()
+        };
+        assert_eq!(bad.init().err(), Some(IngestConfigError::MessageSize));
+        let bad = IngestConfig {
+            max_connections_per_ip: 0,
+            ..IngestConfig::default()
+        };
+        assert_eq!(
+            bad.init().err(),
+            Some(IngestConfigError::Limit("max_connections_per_ip"))
+        );
     }
 }

@@ -6,9 +6,11 @@
 //! offered. Every failure — garbage bytes, truncated chunks, a refused name,
 //! an unsupported codec — ends that connection only, with one log line.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::BytesMut;
@@ -19,13 +21,16 @@ use rml_rtmp::sessions::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinSet};
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::log_budget::LogBudget;
+use super::rtmp_chunks::{ChunkError, ChunkGate};
 use super::rtmp_guard::RtmpGuard;
 use super::{
-    IngestAuth, IngestMetrics, MediaSink, PublishRefused, PublishRequest, PublishTarget,
-    PublisherInfo, SinkError, APP,
+    ConnectionPermit, IngestAuth, IngestMetrics, MediaSink, PublishRefused, PublishRequest,
+    PublishTarget, PublisherInfo, SinkError, APP,
 };
 use crate::media::flv::FlvDemuxer;
 use crate::media::{MediaError, MediaEvent};
@@ -35,6 +40,9 @@ const PROTOCOL: &str = "rtmp";
 /// audio every ~20 ms).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest RTMP message before a publish is authorised: commands are a few
+/// hundred bytes.
+const PRE_PUBLISH_MAX_MESSAGE: usize = 64 * 1024;
 
 /// Why one RTMP connection ended.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +57,10 @@ enum ConnectionEnd {
     Handshake(String),
     #[error("RTMP protocol error: {0}")]
     Protocol(String),
+    #[error("{0}")]
+    Chunk(ChunkError),
+    #[error("no authorised publish within {0:?} of connecting")]
+    PublishDeadline(Duration),
     #[error("publish refused: {0}")]
     Refused(PublishRefused),
     #[error("media refused: {0}")]
@@ -64,6 +76,9 @@ impl ConnectionEnd {
     fn refusal_reason(&self) -> Option<&'static str> {
         match self {
             ConnectionEnd::Handshake(_) | ConnectionEnd::Protocol(_) => Some("protocol_error"),
+            ConnectionEnd::Chunk(ChunkError::TooLarge { .. }) => Some("message_too_large"),
+            ConnectionEnd::Chunk(_) => Some("protocol_error"),
+            ConnectionEnd::PublishDeadline(_) => Some("publish_deadline"),
             ConnectionEnd::Refused(r) => Some(r.reason()),
             ConnectionEnd::Media(MediaError::UnsupportedCodec(_)) => Some("unsupported_codec"),
             ConnectionEnd::Media(_) => Some("malformed_media"),
@@ -76,6 +91,52 @@ struct Shared {
     target: Arc<dyn PublishTarget>,
     auth: Arc<IngestAuth>,
     metrics: IngestMetrics,
+    /// Lines about connections that never published: anyone can provoke
+    /// them. A std Mutex, held to count one line, never across `.await`.
+    unpublished_log: Mutex<LogBudget>,
+}
+
+/// A connection that has not started an authorised publish yet.
+struct Pending {
+    task: AbortHandle,
+    progress: Arc<Progress>,
+    remote: SocketAddr,
+}
+
+/// How far a connection got, for choosing whom to close to make room.
+#[derive(Default)]
+struct Progress {
+    /// Set once a publish is authorised: no longer pending.
+    publishing: AtomicBool,
+    /// Complete RTMP messages received. A real encoder sends its first
+    /// (`connect`) within a round trip of the handshake; a slow-loris client
+    /// trickling bytes has none.
+    messages: AtomicU64,
+}
+
+/// Connections without a publish, oldest first; see [`Pending`].
+#[derive(Default)]
+struct PendingPool(VecDeque<Pending>);
+
+impl PendingPool {
+    fn prune(&mut self) {
+        self.0
+            .retain(|p| !p.task.is_finished() && !p.progress.publishing.load(Ordering::Acquire));
+    }
+
+    /// Closes the pending connection (from `ip` only, when given) that got
+    /// least far, the oldest of those; its address, if there was one.
+    fn evict(&mut self, ip: Option<std::net::IpAddr>) -> Option<SocketAddr> {
+        let (i, _) = self
+            .0
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| ip.is_none_or(|ip| p.remote.ip() == ip))
+            .min_by_key(|(i, p)| (p.progress.messages.load(Ordering::Acquire), *i))?;
+        let p = self.0.remove(i)?;
+        p.task.abort();
+        Some(p.remote)
+    }
 }
 
 /// Accepts RTMP publishers on `listener` until `shutdown` resolves, then
@@ -91,9 +152,12 @@ pub async fn serve(
         target,
         auth,
         metrics,
+        unpublished_log: Mutex::new(LogBudget::new(20, Duration::from_secs(10))),
     });
+    let max_pending = shared.auth.limits().max_pending_connections;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
+    let mut pending = PendingPool::default();
     tokio::pin!(shutdown);
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, "RTMP ingest listening");
@@ -111,21 +175,25 @@ pub async fn serve(
                         continue;
                     }
                 };
-                let Some(permit) = shared.auth.admit() else {
-                    warn!(%remote, reason = "max_connections", "RTMP connection refused");
-                    shared.metrics.refused(PROTOCOL, "max_connections");
+                let Some(permit) = admit(&shared, &mut pending, max_pending, remote) else {
                     continue;
                 };
-                let shared = shared.clone();
-                let stop = stop_rx.clone();
-                connections.spawn(async move {
-                    let _permit = permit;
-                    connection(stream, remote, &shared, stop).await;
-                });
+                let progress = Arc::new(Progress::default());
+                let task = {
+                    let (shared, stop, progress) = (shared.clone(), stop_rx.clone(), progress.clone());
+                    connections.spawn(async move {
+                        let _permit = permit;
+                        connection(stream, remote, &shared, stop, progress).await;
+                    })
+                };
+                pending.0.push_back(Pending { task, progress, remote });
             }
             Some(done) = connections.join_next(), if !connections.is_empty() => {
                 if let Err(e) = done {
-                    tracing::error!(error = %e, "RTMP connection task failed");
+                    // Cancelled: closed to make room (see above).
+                    if e.is_panic() {
+                        tracing::error!(error = %e, "RTMP connection task failed");
+                    }
                 }
             }
         }
@@ -134,13 +202,81 @@ pub async fn serve(
     while connections.join_next().await.is_some() {}
 }
 
+/// A slot for a new connection from `remote`. When the pending pool or a
+/// connection cap is full, the pending connection that got least far (fewest
+/// RTMP messages, then oldest) is closed and the newcomer takes its slot (for
+/// the per-address cap, only one from the same address). A real encoder
+/// completes a message within a round trip of its handshake, so trickling
+/// clients go first, and a newcomer is the last of its rank to go.
+fn admit(
+    shared: &Shared,
+    pending: &mut PendingPool,
+    max_pending: usize,
+    remote: SocketAddr,
+) -> Option<ConnectionPermit> {
+    pending.prune();
+    let evicted = |shared: &Shared, victim: SocketAddr| {
+        shared.metrics.refused(PROTOCOL, "pending_evicted");
+        shared.log_unpublished(
+            || debug!(remote = %victim, "RTMP connection without a publish closed to make room"),
+        );
+    };
+    if pending.0.len() >= max_pending {
+        if let Some(victim) = pending.evict(None) {
+            evicted(shared, victim);
+        }
+    }
+    match shared.auth.admit_from(PROTOCOL, remote.ip()) {
+        Ok(permit) => Some(permit),
+        Err(cap) => {
+            let same_address = (cap == "max_address_connections").then_some(remote.ip());
+            match pending.evict(same_address) {
+                Some(victim) => {
+                    evicted(shared, victim);
+                    // The evicted task releases its slot when it next runs.
+                    Some(shared.auth.admit_in_place_of_evicted(PROTOCOL, remote.ip()))
+                }
+                None => {
+                    shared.metrics.refused(PROTOCOL, cap);
+                    shared.log_unpublished(
+                        || warn!(%remote, reason = cap, "RTMP connection refused"),
+                    );
+                    None
+                }
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// Runs `log` if the budget for lines about unpublished connections allows.
+    fn log_unpublished(&self, log: impl FnOnce()) {
+        let allowed = self
+            .unpublished_log
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .allow(std::time::Instant::now());
+        if let Some(held_back) = allowed {
+            if held_back > 0 {
+                warn!(
+                    held_back,
+                    "RTMP: log lines about unpublished connections held back"
+                );
+            }
+            log();
+        }
+    }
+}
+
 async fn connection(
     stream: TcpStream,
     remote: SocketAddr,
     shared: &Shared,
     stop: watch::Receiver<bool>,
+    progress: Arc<Progress>,
 ) {
     let _ = stream.set_nodelay(true);
+    let deadline = Instant::now() + shared.auth.limits().publish_deadline;
     let mut conn = Connection {
         remote,
         shared,
@@ -150,6 +286,9 @@ async fn connection(
         publish: None,
         requested: None,
         guard: RtmpGuard::new(),
+        chunks: ChunkGate::default(),
+        deadline,
+        progress,
     };
     let end = conn.run(stop).await;
     let requested = conn.requested.take();
@@ -165,12 +304,14 @@ async fn connection(
             info!(%remote, stream = %name, reason = %end, "RTMP publisher disconnected");
         }
         (ConnectionEnd::Eof, None) => debug!(%remote, "RTMP connection closed"),
-        (_, name) => {
-            let stream = name
-                .map(|n| n.to_string())
-                .or(requested)
-                .unwrap_or_default();
-            warn!(%remote, stream, reason = %end, "RTMP connection closed");
+        (_, Some(name)) => {
+            warn!(%remote, stream = %name, reason = %end, "RTMP connection closed");
+        }
+        (_, None) => {
+            let stream = requested.unwrap_or_default();
+            shared.log_unpublished(
+                || warn!(%remote, stream, reason = %end, "RTMP connection closed"),
+            );
         }
     }
 }
@@ -195,15 +336,22 @@ struct Connection<'a> {
     /// holds credentials), for logs.
     requested: Option<String>,
     guard: RtmpGuard,
+    chunks: ChunkGate,
+    /// When an authorised publish must have started.
+    deadline: Instant,
+    /// Read by the pending-connection pool.
+    progress: Arc<Progress>,
 }
 
 impl Connection<'_> {
     async fn run(&mut self, mut stop: watch::Receiver<bool>) -> ConnectionEnd {
         let mut buf = BytesMut::with_capacity(64 * 1024);
+        let handshake_deadline = self.deadline.min(Instant::now() + HANDSHAKE_TIMEOUT);
         let remaining =
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.handshake(&mut buf)).await {
+            match tokio::time::timeout_at(handshake_deadline, self.handshake(&mut buf)).await {
                 Ok(Ok(rest)) => rest,
                 Ok(Err(e)) => return e,
+                Err(_) if handshake_deadline == self.deadline => return self.deadline_passed(),
                 Err(_) => return ConnectionEnd::Timeout(HANDSHAKE_TIMEOUT),
             };
         let (session, results) = match ServerSession::new(ServerSessionConfig::new()) {
@@ -230,12 +378,20 @@ impl Connection<'_> {
                     None => std::future::pending::<()>().await,
                 }
             };
+            let idle_until = Instant::now() + IDLE_TIMEOUT;
+            let until = match &self.publish {
+                Some(_) => idle_until,
+                None => idle_until.min(self.deadline),
+            };
             let read = tokio::select! {
-                r = tokio::time::timeout(IDLE_TIMEOUT, self.stream.read_buf(&mut buf)) => r,
+                r = tokio::time::timeout_at(until, self.stream.read_buf(&mut buf)) => r,
                 () = kicked_fut => return ConnectionEnd::Kicked,
                 _ = stop.wait_for(|&s| s) => return ConnectionEnd::Shutdown,
             };
             match read {
+                Err(_) if self.publish.is_none() && Instant::now() >= self.deadline => {
+                    return self.deadline_passed()
+                }
                 Err(_) => return ConnectionEnd::Timeout(IDLE_TIMEOUT),
                 Ok(Err(e)) => return ConnectionEnd::Io(e),
                 Ok(Ok(0)) => return ConnectionEnd::Eof,
@@ -295,16 +451,36 @@ impl Connection<'_> {
             .ok_or_else(|| ConnectionEnd::Protocol("no session".into()))
     }
 
-    fn input(&mut self, bytes: &[u8]) -> Result<(), ConnectionEnd> {
-        if bytes.is_empty() {
-            return Ok(());
+    fn deadline_passed(&self) -> ConnectionEnd {
+        ConnectionEnd::PublishDeadline(self.shared.auth.limits().publish_deadline)
+    }
+
+    /// Hands `bytes` to `rml_rtmp` one message at a time, each checked by the
+    /// [`ChunkGate`] (size, before anything is buffered) and the
+    /// [`RtmpGuard`] (AMF nesting) first.
+    fn input(&mut self, mut bytes: &[u8]) -> Result<(), ConnectionEnd> {
+        while !bytes.is_empty() {
+            let limit = match self.publish {
+                Some(_) => self.shared.auth.limits().rtmp_max_message_size,
+                None => PRE_PUBLISH_MAX_MESSAGE,
+            };
+            let n = self
+                .chunks
+                .advance(bytes, limit)
+                .map_err(ConnectionEnd::Chunk)?;
+            let (now, rest) = bytes.split_at(n);
+            bytes = rest;
+            self.progress
+                .messages
+                .store(self.chunks.messages(), Ordering::Release);
+            self.guard.check(now).map_err(ConnectionEnd::Protocol)?;
+            let results = self
+                .session()?
+                .handle_input(now)
+                .map_err(|e| ConnectionEnd::Protocol(e.to_string()))?;
+            self.handle_results(results)?;
         }
-        self.guard.check(bytes).map_err(ConnectionEnd::Protocol)?;
-        let results = self
-            .session()?
-            .handle_input(bytes)
-            .map_err(|e| ConnectionEnd::Protocol(e.to_string()))?;
-        self.handle_results(results)
+        Ok(())
     }
 
     fn handle_results(&mut self, results: Vec<ServerSessionResult>) -> Result<(), ConnectionEnd> {
@@ -346,7 +522,10 @@ impl Connection<'_> {
                 if app_name.split('?').next() == Some(APP) {
                     self.accept(request_id)
                 } else {
-                    let why = format!("unknown application {app_name:?}, expected {APP:?}");
+                    let why = format!(
+                        "unknown application {:?}, expected {APP:?}",
+                        super::redact(&app_name)
+                    );
                     self.reject(request_id, "NetConnection.Connect.Rejected", &why)?;
                     Err(ConnectionEnd::Refused(PublishRefused::BadName(why)))
                 }
@@ -394,7 +573,7 @@ impl Connection<'_> {
 
     fn publish(&mut self, request_id: u32, stream_key: &str) -> Result<(), ConnectionEnd> {
         let shared = self.shared;
-        self.requested = stream_key.split('?').next().map(str::to_owned);
+        self.requested = Some(super::redact(stream_key));
         let attempt = if self.publish.is_some() {
             Err(PublishRefused::BadName(
                 "this connection already publishes a stream".into(),
@@ -415,6 +594,7 @@ impl Connection<'_> {
                 self.accept(request_id)?;
                 info!(remote = %self.remote, stream = %name, "RTMP publish started");
                 shared.metrics.connected(PROTOCOL);
+                self.progress.publishing.store(true, Ordering::Release);
                 self.publish = Some(Publishing {
                     name,
                     sink,

@@ -4,8 +4,14 @@
 //! and AAC in ADTS (0x0f). Sections must fit one packet (they do for a PAT
 //! and a two-stream PMT). Lost sync is regained by scanning for two sync
 //! bytes 188 apart; a continuity gap drops the PES it falls in.
+//!
+//! A PES that declares no length (video may) ends only at the next PES start
+//! on its PID, so an open PES is bounded here: past [`MAX_PES_BYTES`], or
+//! open longer than [`MAX_PES_AGE`] of wall time (a publisher trickling one
+//! packet of it now and then), it is dropped and counted.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -18,6 +24,10 @@ const SYNC: u8 = 0x47;
 const PAT_PID: u16 = 0;
 /// 33-bit PTS/DTS (ISO/IEC 13818-1 §2.4.3.7).
 const PTS_MODULO: i64 = 1 << 33;
+/// Largest PES kept: a 4K H.264 keyframe at 50 Mbit/s is about 2 MB.
+pub const MAX_PES_BYTES: usize = 8 << 20;
+/// Longest a PES may stay open; live encoders finish one per frame.
+pub const MAX_PES_AGE: Duration = Duration::from_secs(5);
 
 /// Counters for what the demuxer had to skip.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -26,8 +36,11 @@ pub struct TsStats {
     pub resyncs: u64,
     /// Continuity counter gaps (lost packets).
     pub discontinuities: u64,
-    /// Access units or frames dropped: corrupt, untimed, or before parameters.
+    /// Access units or frames dropped: corrupt, untimed, before parameters,
+    /// or over [`MAX_PES_BYTES`] / [`MAX_PES_AGE`].
     pub dropped_frames: u64,
+    /// Of those, PES dropped for their size or age.
+    pub oversized_pes: u64,
     /// Samples re-timed because their timestamps went backwards (late).
     pub late_frames: u64,
 }
@@ -44,6 +57,8 @@ struct Pes {
     /// PES_packet_length + 6, when the header gave one (0 = unbounded video).
     expected: Option<usize>,
     corrupt: bool,
+    /// Wall time of its first packet.
+    opened: Instant,
 }
 
 #[derive(Debug)]
@@ -93,8 +108,10 @@ struct AudioTrack {
 }
 
 /// A push-style MPEG-TS demuxer: feed it bytes in any chunking.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct TsDemuxer {
+    /// Arrival time of the bytes being demuxed.
+    now: Instant,
     pending: Vec<u8>,
     pmt_pid: Option<u16>,
     streams: HashMap<u16, Elementary>,
@@ -119,6 +136,21 @@ fn stream_type_name(t: u8) -> Option<&'static str> {
     })
 }
 
+impl Default for TsDemuxer {
+    fn default() -> Self {
+        Self {
+            now: Instant::now(),
+            pending: Vec::new(),
+            pmt_pid: None,
+            streams: HashMap::new(),
+            continuity: HashMap::new(),
+            video: VideoTrack::default(),
+            audio: AudioTrack::default(),
+            stats: TsStats::default(),
+        }
+    }
+}
+
 impl TsDemuxer {
     pub fn new() -> Self {
         Self::default()
@@ -133,6 +165,12 @@ impl TsDemuxer {
 
     /// Feeds bytes; returns what completed. Fails only on unsupported codecs.
     pub fn push(&mut self, data: &[u8]) -> Result<Vec<MediaEvent>, MediaError> {
+        self.push_at(data, Instant::now())
+    }
+
+    /// [`push`](Self::push) with bytes that arrived at `now`.
+    pub fn push_at(&mut self, data: &[u8], now: Instant) -> Result<Vec<MediaEvent>, MediaError> {
+        self.now = now;
         self.pending.extend_from_slice(data);
         let mut events = Vec::new();
         let mut pos = 0;
@@ -237,9 +275,21 @@ impl TsDemuxer {
                     data: payload.to_vec(),
                     expected,
                     corrupt: false,
+                    opened: self.now,
                 });
             }
         } else if let Some(pes) = self.streams.get_mut(&pid).and_then(|s| s.pes.as_mut()) {
+            let too_big = pes.data.len() + payload.len() > MAX_PES_BYTES;
+            let too_old = self.now.saturating_duration_since(pes.opened) > MAX_PES_AGE;
+            if too_big || too_old {
+                // Dropped now; what follows up to the next PES start is ignored.
+                if let Some(s) = self.streams.get_mut(&pid) {
+                    s.pes = None;
+                }
+                self.stats.dropped_frames += 1;
+                self.stats.oversized_pes += 1;
+                return Ok(());
+            }
             pes.data.extend_from_slice(payload);
         }
         let complete = self
@@ -497,6 +547,84 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    /// One TS packet on `pid` carrying `payload` padded with 0xff.
+    fn ts_packet(pid: u16, pusi: bool, cc: u8, payload: &[u8]) -> Vec<u8> {
+        let mut p = vec![
+            SYNC,
+            (pid >> 8) as u8 | if pusi { 0x40 } else { 0 },
+            pid as u8,
+            0x10 | (cc & 0x0f),
+        ];
+        p.extend_from_slice(payload);
+        p.resize(PACKET, 0xff);
+        p
+    }
+
+    /// A demuxer that has seen the clip's PAT and PMT, and its video PID.
+    fn demuxer_with_program() -> (TsDemuxer, u16) {
+        let mut d = TsDemuxer::new();
+        for packet in CLIP.chunks(PACKET) {
+            d.push(packet).expect("supported");
+            if let Some((&pid, _)) = d.streams.iter().find(|(_, s)| s.kind == EsKind::H264) {
+                return (d, pid);
+            }
+        }
+        panic!("the clip has no H.264 stream")
+    }
+
+    /// A video PES start with PES_packet_length 0 (unbounded).
+    const UNBOUNDED_PES: [u8; 14] = [0, 0, 1, 0xe0, 0, 0, 0x80, 0x80, 5, 0x21, 0, 1, 0, 1];
+
+    #[test]
+    fn an_unbounded_pes_is_bounded_by_bytes() {
+        let (mut d, pid) = demuxer_with_program();
+        let t0 = Instant::now();
+        let mut cc = 0u8;
+        let mut next_cc = || {
+            cc = cc.wrapping_add(1);
+            cc
+        };
+        d.push_at(&ts_packet(pid, true, next_cc(), &UNBOUNDED_PES), t0)
+            .expect("ok");
+        for _ in 0..MAX_PES_BYTES / 184 + 10 {
+            d.push_at(&ts_packet(pid, false, next_cc(), &[]), t0)
+                .expect("ok");
+            let held = d.streams[&pid].pes.as_ref().map_or(0, |p| p.data.len());
+            assert!(held <= MAX_PES_BYTES, "{held} bytes held");
+        }
+        assert_eq!(d.stats().oversized_pes, 1);
+        assert!(d.streams[&pid].pes.is_none(), "the rest of it is ignored");
+        // The next PES starts afresh.
+        d.push_at(&ts_packet(pid, true, next_cc(), &UNBOUNDED_PES), t0)
+            .expect("ok");
+        assert_eq!(
+            d.streams[&pid].pes.as_ref().map(|p| p.data.len()),
+            Some(184)
+        );
+    }
+
+    #[test]
+    fn an_unbounded_pes_is_bounded_by_wall_time() {
+        let (mut d, pid) = demuxer_with_program();
+        let t0 = Instant::now();
+        d.push_at(&ts_packet(pid, true, 1, &UNBOUNDED_PES), t0)
+            .expect("ok");
+        d.push_at(&ts_packet(pid, false, 2, &[]), t0 + Duration::from_secs(1))
+            .expect("ok");
+        assert_eq!(
+            d.streams[&pid].pes.as_ref().map(|p| p.data.len()),
+            Some(368)
+        );
+        // One packet of it every few seconds: dropped once it is too old.
+        d.push_at(
+            &ts_packet(pid, false, 3, &[]),
+            t0 + MAX_PES_AGE + Duration::from_secs(1),
+        )
+        .expect("ok");
+        assert!(d.streams[&pid].pes.is_none());
+        assert_eq!(d.stats().oversized_pes, 1);
     }
 
     #[test]

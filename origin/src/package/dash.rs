@@ -49,7 +49,7 @@ pub fn manifest(w: &ChannelWindow) -> Option<String> {
             " minimumUpdatePeriod=\"{}\" timeShiftBufferDepth=\"{}\" suggestedPresentationDelay=\"{}\"",
             format_duration(target),
             format_duration(w.time_shift_buffer.as_secs_f64()),
-            format_duration(target * 3.0),
+            format_duration(w.presentation_delay().as_secs_f64()),
         );
     }
     let _ = writeln!(out, " minBufferTime=\"{}\">", format_duration(target));
@@ -57,13 +57,40 @@ pub fn manifest(w: &ChannelWindow) -> Option<String> {
     for period in periods {
         write_period(&mut out, w, period, audio_source);
     }
-    // §5.8.4.11: UTCTiming comes after the Periods in the MPD schema.
+    // §5.8.4.11: UTCTiming comes after the Periods in the MPD schema. The
+    // configured clock URL first (relative by default, so it resolves against
+    // the MPD's own URL on every edge host name); `with_direct_clock` adds
+    // the time itself for clients that cannot resolve it.
     let _ = writeln!(
         out,
         "  <UTCTiming schemeIdUri=\"urn:mpeg:dash:utc:http-iso:2014\" value=\"{}\"/>",
         xml_escape(&w.utc_timing_url)
     );
     out.push_str("</MPD>\n");
+    Some(out)
+}
+
+/// A dynamic MPD with a second `UTCTiming`, `urn:mpeg:dash:utc:direct:2014`
+/// carrying `now`, for clients that fail on the http-iso URL: some resolve a
+/// relative URL against the page rather than the MPD (ISO/IEC 23009-1
+/// §5.6.4), others not at all. It goes after the http-iso one, so a client
+/// that can fetch the clock does (§5.8.4.11: clients use the first scheme
+/// they support); a cached copy's `direct` time is as stale as the copy (the
+/// MPD's `max-age`), which is why it is only the fallback. `None` for a
+/// static MPD or one without `</MPD>`.
+pub fn with_direct_clock(mpd: &str, now: SystemTime) -> Option<String> {
+    if !mpd.contains(" type=\"dynamic\"") {
+        return None;
+    }
+    let end = mpd.rfind("</MPD>")?;
+    let mut out = String::with_capacity(mpd.len() + 96);
+    out.push_str(&mpd[..end]);
+    let _ = writeln!(
+        out,
+        "  <UTCTiming schemeIdUri=\"urn:mpeg:dash:utc:direct:2014\" value=\"{}\"/>",
+        format_datetime(now)
+    );
+    out.push_str(&mpd[end..]);
     Some(out)
 }
 
@@ -249,6 +276,52 @@ fn xml_escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// DASH-IF Content Steering: `mpd` with one MPD-level
+/// `<BaseURL serviceLocation=…>` per pathway (best first, each the pathway's
+/// `{base_url}/live/{channel}/`), one `<Location serviceLocation=…>` per
+/// pathway for MPD updates, and `<ContentSteering>` naming the steering
+/// server, right after the `MPD` start tag (ahead of every Period).
+pub fn with_steering(mpd: &str, tags: &crate::steering::Tags) -> String {
+    let Some(open) = mpd
+        .find("<MPD")
+        .and_then(|at| mpd[at..].find('>').map(|e| at + e + 1))
+    else {
+        return mpd.to_owned();
+    };
+    let mut out = String::with_capacity(mpd.len() + 512);
+    out.push_str(&mpd[..open]);
+    out.push('\n');
+    for (id, base) in &tags.pathways {
+        let _ = writeln!(
+            out,
+            "  <BaseURL serviceLocation=\"{}\">{}</BaseURL>",
+            xml_escape(id),
+            xml_escape(base)
+        );
+    }
+    // MPD updates follow steering too, so a dead CDN never holds the MPD.
+    for (id, base) in &tags.pathways {
+        let _ = writeln!(
+            out,
+            "  <Location serviceLocation=\"{}\">{}manifest.mpd</Location>",
+            xml_escape(id),
+            xml_escape(base)
+        );
+    }
+    let _ = write!(
+        out,
+        "  <ContentSteering defaultServiceLocation=\"{}\" queryBeforeStart=\"true\">{}</ContentSteering>",
+        xml_escape(&tags.default_pathway),
+        xml_escape(&tags.server_uri)
+    );
+    let rest = &mpd[open..];
+    if !rest.starts_with('\n') {
+        out.push('\n');
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,6 +330,22 @@ mod tests {
     fn frame_rates_are_integers_or_fractions() {
         assert_eq!(frame_rate(25.0), "25");
         assert_eq!(frame_rate(29.97003), "29970/1000");
+    }
+
+    #[test]
+    fn direct_clock_follows_the_http_clock_in_dynamic_mpds_only() {
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_764_063_000_123);
+        let mpd = "<MPD type=\"dynamic\">\n  <UTCTiming schemeIdUri=\"urn:mpeg:dash:utc:http-iso:2014\" value=\"/time\"/>\n</MPD>\n";
+        let out = with_direct_clock(mpd, at).expect("dynamic");
+        let http = out.find("http-iso").expect("http-iso kept");
+        let direct = out
+            .find("<UTCTiming schemeIdUri=\"urn:mpeg:dash:utc:direct:2014\" value=\"2025-11-25T09:30:00.123Z\"/>\n</MPD>\n")
+            .expect("direct before </MPD>");
+        assert!(http < direct, "{out}");
+        assert_eq!(
+            with_direct_clock(&mpd.replace("dynamic", "static"), at),
+            None
+        );
     }
 
     #[test]

@@ -22,6 +22,28 @@
 //! immutable URLs (and `init-{n}`, drawn from the same numbers) stay unique
 //! even when a removed channel is published again under the same name.
 //! Numbers stay below 2^32 until 2106, as DASH `startNumber` requires.
+//!
+//! # A channel's first playlist: published once it can honour its delay
+//!
+//! Every live output tells players how far behind the live edge to play:
+//! the MPD's `suggestedPresentationDelay` is three target durations
+//! ([`presentation_delay`]), and HLS players hold back three target durations
+//! on their own (RFC 8216bis §6.3.3; hls.js `liveSyncDurationCount`, Shaka,
+//! AVPlayer). A channel's outputs are therefore published only once some
+//! rendition holds that much media ([`presentable`]); until then the HTTP
+//! layer holds playlist and MPD requests (bounded) rather than answer.
+//!
+//! Why hold rather than publish early: an MPD listing one 2 s segment
+//! promises `availabilityStartTime` two seconds ago and a 6 s delay that no
+//! media can honour. dash.js (default settings) caps its delay to the media
+//! that exists, starts ~2 s behind live, and then waits on every segment as it
+//! is cut ("Buffer is empty! Stalling!" each segment, sometimes for good);
+//! hls.js and Shaka start at the first segment with too little buffer in the
+//! same way. Lowering the delay the MPD promises would keep players at the
+//! edge for the life of the channel, and shifting `availabilityStartTime`
+//! would misstate when segments exist. Holding the first playlist for a few
+//! seconds costs a viewer who joins in the channel's first seconds only that
+//! wait, and every player starts where it would an hour later.
 
 pub mod dash;
 pub mod hls;
@@ -457,6 +479,36 @@ pub fn measure<'a>(
     }
 }
 
+/// Target durations a player stays behind the live edge: what the MPD
+/// suggests (`suggestedPresentationDelay`) and HLS players do by default.
+pub const PRESENTATION_DELAY_TARGETS: u32 = 3;
+
+/// The delay players are told to keep for a channel whose longest rendition
+/// target duration is `target` seconds.
+pub fn presentation_delay(target: u64) -> Duration {
+    Duration::from_secs(target.max(1) * u64::from(PRESENTATION_DELAY_TARGETS))
+}
+
+/// Whether a channel's playlists and MPD can be published: it has ended, or
+/// some rendition holds media for the whole presentation delay (or for the
+/// whole DVR window, when that is shorter). `renditions` gives each
+/// rendition's seconds of media and target duration.
+pub fn presentable(
+    ended: bool,
+    renditions: impl IntoIterator<Item = (f64, u64)>,
+    dvr_window: Duration,
+) -> bool {
+    ended
+        || renditions.into_iter().any(|(media, target)| {
+            let need = presentation_delay(target).min(dvr_window).as_secs_f64();
+            media > 0.0 && media + MEDIA_SLACK >= need
+        })
+}
+
+/// Segment durations come from sample timestamps: three 2 s GOPs may add up
+/// to a few milliseconds under 6 s.
+const MEDIA_SLACK: f64 = 0.05;
+
 /// What the packagers read of one rendition.
 #[derive(Clone, Debug)]
 pub struct RenditionWindow {
@@ -489,6 +541,19 @@ pub struct ChannelWindow {
 }
 
 impl ChannelWindow {
+    /// DASH `suggestedPresentationDelay`: [`presentation_delay`] of the
+    /// longest target duration (the configured one before any segment).
+    pub fn presentation_delay(&self) -> Duration {
+        let target = self
+            .renditions
+            .iter()
+            .map(|r| r.target_duration)
+            .max()
+            .unwrap_or(0)
+            .max(self.target_duration.as_secs_f64().round() as u64);
+        presentation_delay(target)
+    }
+
     /// The rendition whose audio serves every variant: `main` when it has
     /// audio, else the first rendition (by name) that does.
     pub fn audio_source(&self) -> Option<&RenditionWindow> {
@@ -637,6 +702,21 @@ mod tests {
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
         assert_eq!(format_datetime(leap), "2000-02-29T00:00:00.000Z");
         assert_eq!(format_duration(2.0), "PT2.000S");
+    }
+
+    #[test]
+    fn presentable_once_a_rendition_covers_the_delay() {
+        let dvr = Duration::from_secs(60);
+        assert_eq!(presentation_delay(2), Duration::from_secs(6));
+        assert!(!presentable(false, [], dvr));
+        assert!(!presentable(false, [(4.0, 2), (0.0, 2)], dvr));
+        assert!(presentable(false, [(4.0, 2), (5.99, 2)], dvr));
+        // Longer segments: a longer delay to honour.
+        assert!(!presentable(false, [(8.0, 4)], dvr));
+        // A DVR window shorter than the delay: the whole window will do.
+        assert!(presentable(false, [(4.0, 2)], Duration::from_secs(4)));
+        // An ended channel publishes whatever it has.
+        assert!(presentable(true, [(2.0, 2)], dvr));
     }
 
     #[test]

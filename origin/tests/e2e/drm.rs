@@ -652,41 +652,66 @@ async fn players_take_rotating_licences_from_the_origin() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A player (or an edge) asking for a live channel's playlist before its
-/// first segment is complete is held until the segment is there, not sent a
-/// 404 that caches keep for a second; a playlist that never comes still gets
-/// its 404 after the bound.
+/// A player (or an edge) asking for a live channel's playlist before the
+/// channel can honour its presentation delay (three 2 s target durations of
+/// media) is held until it can, not sent a 404 that caches keep for a
+/// second nor a one-segment playlist that players start at the live edge
+/// of; a playlist that never comes still gets its 404 after the bound.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_playlist_asked_for_before_the_first_segment_waits_for_it() {
+async fn a_playlist_asked_for_before_the_presentation_delay_waits_for_it() {
     let dir = scratch_dir("hold");
-    let (params, samples) = source(&dir, 4);
+    let (params, samples) = source(&dir, 10);
     let clock = ManualClock::new(SystemTime::now());
     let store = Store::with_clock(StoreConfig::default(), Arc::new(clock.clone()));
     let (mut sink, ms) = publish_main(&store, "plain", &params);
+    let mut samples = samples.into_iter().peekable();
+    let mut feed_until = |limit_ms: i64| {
+        while let Some((kind, s)) = samples.next_if(|(k, s)| ms(*k, s) < limit_ms) {
+            clock.set(SystemTime::now());
+            sink.sample(kind, s).expect("sample");
+        }
+    };
     // Everything before the second keyframe (2 s GOP): no complete segment.
-    let (first, rest): (Vec<_>, Vec<_>) = samples.into_iter().partition(|(k, s)| ms(*k, s) < 1900);
-    for (kind, s) in first {
-        sink.sample(kind, s).expect("sample");
-    }
+    feed_until(1900);
     let drm = Arc::new(drm(&dir.join("state")));
     let addr = serve(store.clone(), drm).await;
-    let asked = std::time::Instant::now();
-    let held = tokio::spawn(get(addr, "/live/plain/main/video.m3u8"));
+    let playlist = tokio::spawn(get(addr, "/live/plain/main/video.m3u8"));
+    let mpd = tokio::spawn(get(addr, "/live/plain/manifest.mpd"));
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert!(!held.is_finished(), "answered before there was a segment");
-    for (kind, s) in rest {
-        clock.set(SystemTime::now());
-        sink.sample(kind, s).expect("sample");
-    }
-    let (status, body) = held.await.expect("join");
+    assert!(
+        !playlist.is_finished(),
+        "answered before there was a segment"
+    );
+    // Two segments, 4 s: still short of the 6 s delay.
+    feed_until(5900);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        !playlist.is_finished() && !mpd.is_finished(),
+        "answered with two segments, short of the presentation delay"
+    );
+    feed_until(i64::MAX);
+    let (status, body) = playlist.await.expect("join");
     assert_eq!(status, 200, "{body}");
-    assert!(asked.elapsed() >= Duration::from_millis(400));
-    assert!(body.contains("#EXTINF"), "{body}");
+    assert!(body.matches("#EXTINF").count() >= 3, "{body}");
+    let (status, body) = mpd.await.expect("join");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("suggestedPresentationDelay=\"PT6.000S\""),
+        "{body}"
+    );
+    // The clock: /time relative to the MPD first, then the time itself for
+    // clients that cannot resolve it.
+    let http_iso = body.find("urn:mpeg:dash:utc:http-iso:2014\" value=\"/time\"");
+    let direct = body.find("urn:mpeg:dash:utc:direct:2014\" value=\"20");
+    assert!(
+        matches!((http_iso, direct), (Some(h), Some(d)) if h < d),
+        "{body}"
+    );
     // A rendition nobody publishes: the same wait, then the usual 404.
     let started = std::time::Instant::now();
     let (status, _) = get(addr, "/live/plain/nope/video.m3u8").await;
     assert_eq!(status, 404);
-    assert!(started.elapsed() < Duration::from_secs(6));
+    assert!(started.elapsed() < Duration::from_secs(10));
     drop(sink);
     let _ = std::fs::remove_dir_all(&dir);
 }

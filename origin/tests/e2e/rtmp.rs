@@ -1,17 +1,19 @@
 //! ffmpeg publishes over RTMP to `ingest::rtmp::serve`.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::registry::Registry;
-use strata_origin::ingest::{rtmp, IngestAuth, IngestMetrics};
+use strata_origin::ingest::{rtmp, IngestAuth, IngestLimits, IngestMetrics};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
 use crate::support::{
-    assert_ffmpeg_stream, ffmpeg_exit, ffmpeg_publish, ffmpeg_publish_with, init_logs, Collector,
+    assert_ffmpeg_stream, ffmpeg_exit, ffmpeg_publish, ffmpeg_publish_with, init_logs,
+    logged_lines, Collector,
 };
 
 struct Server {
@@ -334,5 +336,170 @@ async fn abr_ladder_is_several_publishes_into_one_channel() {
             ("news".to_owned(), "480p".to_owned()),
             ("news".to_owned(), "720p".to_owned())
         ]
+    );
+}
+
+/// Issue 11: refused RTMP publishes are logged without the keys and tokens
+/// their names or application query strings carry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_log_line_carries_a_stream_key() {
+    let server = start(keyed_auth()).await;
+    let port = server.port;
+    for path in [
+        "live/news?key=RTMP-SECRET-1",
+        "live/news?token=RTMP-SECRET-2",
+        "vod?key=RTMP-SECRET-3/news",
+        "live/bad;key=RTMP-SECRET-4",
+    ] {
+        let url = format!("rtmp://127.0.0.1:{port}/{path}");
+        let (ok, _) = ffmpeg_exit(ffmpeg_publish(&url, "flv", 1), Duration::from_secs(10)).await;
+        assert!(!ok, "publish to {path} should be refused");
+    }
+    let text = metrics_text(&server.registry);
+    assert!(text.contains("ingest_publish_refusals_total"), "{text}");
+    let lines = logged_lines();
+    assert!(
+        lines.iter().any(|l| l.contains("RTMP connection closed")),
+        "the refusals were logged"
+    );
+    let leaks: Vec<&String> = lines.iter().filter(|l| l.contains("RTMP-SECRET")).collect();
+    assert!(leaks.is_empty(), "secrets in logs: {leaks:#?}");
+}
+
+/// One slow-loris RTMP client from `source`: completes the handshake, then
+/// sends one byte of a chunk header every `every` until the server hangs
+/// up, and reconnects after a pause. Returns how many connections it made;
+/// counts its completed handshakes in `handshakes`.
+async fn trickle(
+    server: SocketAddr,
+    source: std::net::IpAddr,
+    every: Duration,
+    handshakes: Arc<std::sync::atomic::AtomicUsize>,
+    mut done: tokio::sync::watch::Receiver<bool>,
+) -> usize {
+    let mut connections = 0;
+    while !*done.borrow_and_update() {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(SocketAddr::new(source, 0))
+            .expect("bind a loopback source");
+        let Ok(mut s) = socket.connect(server).await else {
+            continue;
+        };
+        connections += 1;
+        let mut hs = rml_rtmp::handshake::Handshake::new(rml_rtmp::handshake::PeerType::Client);
+        let c0c1 = hs.generate_outbound_p0_and_p1().expect("C0C1");
+        let mut buf = vec![0u8; 4096];
+        let held = async {
+            s.write_all(&c0c1).await?;
+            loop {
+                let n = s.read(&mut buf).await?;
+                if n == 0 {
+                    return Ok::<(), std::io::Error>(());
+                }
+                if let Ok(rml_rtmp::handshake::HandshakeProcessResult::Completed {
+                    response_bytes,
+                    ..
+                }) = hs.process_bytes(&buf[..n])
+                {
+                    s.write_all(&response_bytes).await?;
+                    handshakes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    break;
+                }
+            }
+            // A type 0 chunk header, one byte at a time.
+            for byte in [0x03u8, 0, 0, 0, 0, 0, 0x40, 20, 0, 0, 0, 0].iter().cycle() {
+                tokio::select! {
+                    r = s.read(&mut buf) => if r? == 0 { return Ok(()) },
+                    () = tokio::time::sleep(every) => s.write_all(&[*byte]).await?,
+                }
+            }
+            Ok(())
+        };
+        tokio::select! {
+            _ = held => {}
+            _ = done.wait_for(|d| *d) => break,
+        }
+        // Pacing before reconnecting, as a patient attacker would.
+        tokio::time::sleep(every).await;
+    }
+    connections
+}
+
+/// Issue 11: 300 connections that complete the handshake and then trickle a
+/// byte every few seconds, from 100 addresses, do not keep a real publisher out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trickling_connections_do_not_keep_a_publisher_out() {
+    // Default limits (256 connections, 128 RTMP, 64 without a publish).
+    let server = start(keyed_auth().with_limits(IngestLimits::default())).await;
+    let addr = SocketAddr::from(([127, 0, 0, 1], server.port));
+    let (stop, done) = tokio::sync::watch::channel(false);
+    let handshakes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tricklers = Vec::new();
+    for i in 0..300u32 {
+        let source = std::net::IpAddr::from([127, 0, 0, 2 + (i % 100) as u8]);
+        let every = Duration::from_secs(3);
+        tricklers.push(tokio::spawn(trickle(
+            addr,
+            source,
+            every,
+            handshakes.clone(),
+            done.clone(),
+        )));
+    }
+    // Wait until they hold the server: 250 handshakes done (counting
+    // reconnects; without a fix, 256 get in and hold their slots for ever).
+    let waited = tokio::time::timeout(Duration::from_secs(30), async {
+        while handshakes.load(std::sync::atomic::Ordering::Relaxed) < 250 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(
+        waited.is_ok(),
+        "the tricklers never got in: {}",
+        metrics_text(&server.registry)
+    );
+
+    let url = format!("rtmp://127.0.0.1:{}/live/news?key=s3cret", server.port);
+    let (ok, stderr) = ffmpeg_exit(ffmpeg_publish(&url, "flv", 3), Duration::from_secs(20)).await;
+    assert!(ok, "the publisher was kept out: {stderr}");
+    let _ = stop.send(true);
+    let mut made = 0;
+    for t in tricklers {
+        made += t.await.expect("trickler");
+    }
+    assert!(made >= 300, "{made} trickling connections");
+    server
+        .collector
+        .wait_for(Duration::from_secs(5), "the publish to end", |p| {
+            p.len() == 1 && p[0].closed
+        })
+        .await;
+    assert_ffmpeg_stream(&server.collector.snapshot()[0], 3, false);
+}
+
+/// Issue 11: a chunk header declaring a 16 MiB message before any publish
+/// is refused on the header, before the server buffers its payload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_16_mib_message_header_is_refused() {
+    let server = start(keyed_auth()).await;
+    let addr = format!("127.0.0.1:{}", server.port);
+    let mut s = TcpStream::connect(&addr).await.expect("connect");
+    client_handshake(&mut s).await;
+    // Type 0 header, chunk stream 3, AMF0 command of 16 MiB - 1 bytes, and
+    // one default-size chunk of it.
+    let mut wire = vec![0x03, 0, 0, 0, 0xff, 0xff, 0xff, 20, 0, 0, 0, 0];
+    wire.extend_from_slice(&[0x02; 128]);
+    s.write_all(&wire).await.expect("write");
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the server hangs up");
+    let text = metrics_text(&server.registry);
+    assert!(
+        text.contains(
+            r#"ingest_publish_refusals_total{protocol="rtmp",reason="message_too_large"} 1"#
+        ),
+        "{text}"
     );
 }

@@ -1,0 +1,384 @@
+//! RTMP chunk headers read before `rml_rtmp` buffers anything.
+//!
+//! `rml_rtmp` 0.8's chunk deserializer reserves the whole declared message
+//! length (up to 16 MiB) as soon as the first chunk of a message arrives, and
+//! [`RtmpGuard`](super::rtmp_guard::RtmpGuard) runs a second one. [`ChunkGate`]
+//! follows the same chunk framing (RTMP spec §5.3) without keeping payload
+//! bytes, refuses a message longer than the limit the caller gives when its
+//! header arrives, and hands input on one message at a time, so a limit that
+//! changes with a message (once a publish is authorised) applies from the
+//! next one. Its state is a few header bytes and one entry per chunk stream.
+
+use std::collections::HashMap;
+
+/// Real encoders use chunk streams 2 to 8 or so.
+const MAX_CHUNK_STREAMS: usize = 64;
+/// RTMP's default chunk size until the peer sends Set Chunk Size.
+const DEFAULT_CHUNK_SIZE: usize = 128;
+/// Timestamps of 0xFFFFFF mean an extended timestamp follows (§5.3.1.3).
+const EXTENDED_TIMESTAMP: u32 = 0xFF_FFFF;
+const SET_CHUNK_SIZE: u8 = 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ChunkError {
+    #[error("RTMP message of {declared} bytes declared, limit is {limit}")]
+    TooLarge { declared: usize, limit: usize },
+    #[error("RTMP chunk on stream {0} continues a message that was never started")]
+    NoPreviousChunk(u32),
+    #[error("RTMP chunk header disagrees with the message in progress")]
+    Inconsistent,
+    #[error("more than {MAX_CHUNK_STREAMS} RTMP chunk streams")]
+    TooManyStreams,
+    #[error("RTMP chunk size {0} is out of range")]
+    BadChunkSize(u32),
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Header {
+    message_length: usize,
+    type_id: u8,
+    /// The 24-bit timestamp (or delta) field; decides whether an extended
+    /// timestamp follows, also on type 3 chunks that reuse it.
+    timestamp_field: u32,
+}
+
+#[derive(Debug)]
+enum Stage {
+    /// Collecting a chunk's header bytes.
+    Header,
+    /// Skipping `left` payload bytes of the current chunk.
+    Payload { left: usize, chunk: usize },
+}
+
+/// Follows RTMP chunking over a connection's input; see the module docs.
+#[derive(Debug)]
+pub struct ChunkGate {
+    stage: Stage,
+    header_bytes: Vec<u8>,
+    current: Option<(u32, Header)>,
+    previous: HashMap<u32, Header>,
+    /// Payload bytes of the message in progress. `rml_rtmp` keeps one such
+    /// buffer for all chunk streams; mirrored so both agree on boundaries.
+    received: usize,
+    max_chunk: usize,
+    /// First bytes of a Set Chunk Size message in progress.
+    chunk_size_bytes: Vec<u8>,
+    messages: u64,
+}
+
+impl Default for ChunkGate {
+    fn default() -> Self {
+        Self {
+            stage: Stage::Header,
+            header_bytes: Vec::with_capacity(18),
+            current: None,
+            previous: HashMap::new(),
+            received: 0,
+            max_chunk: DEFAULT_CHUNK_SIZE,
+            chunk_size_bytes: Vec::with_capacity(4),
+            messages: 0,
+        }
+    }
+}
+
+impl ChunkGate {
+    /// Messages completed so far.
+    pub fn messages(&self) -> u64 {
+        self.messages
+    }
+
+    /// Reads `input` up to and including the end of the first message it
+    /// completes (all of it if none), refusing any header that declares a
+    /// message longer than `limit`. Returns how many bytes were read: the
+    /// caller hands exactly those to `rml_rtmp`, then calls again with the
+    /// rest and the limit that now applies.
+    pub fn advance(&mut self, input: &[u8], limit: usize) -> Result<usize, ChunkError> {
+        let mut pos = 0;
+        while pos < input.len() {
+            match self.stage {
+                Stage::Header => {
+                    self.header_bytes.push(input[pos]);
+                    pos += 1;
+                    if let Some((csid, header)) = self.parse_header()? {
+                        self.header_bytes.clear();
+                        self.start_chunk(csid, header, limit)?;
+                        if self.finish_chunk_if_empty()? {
+                            return Ok(pos);
+                        }
+                    }
+                }
+                Stage::Payload { left, chunk } => {
+                    let take = left.min(input.len() - pos);
+                    self.note_payload(&input[pos..pos + take]);
+                    pos += take;
+                    self.stage = Stage::Payload {
+                        left: left - take,
+                        chunk,
+                    };
+                    if left == take && self.end_chunk(chunk)? {
+                        return Ok(pos);
+                    }
+                }
+            }
+        }
+        Ok(pos)
+    }
+
+    /// A complete header from `header_bytes`, or `None` if more are needed.
+    fn parse_header(&self) -> Result<Option<(u32, Header)>, ChunkError> {
+        let b = &self.header_bytes;
+        let format = b[0] >> 6;
+        let (csid, basic) = match b[0] & 0x3f {
+            0 if b.len() < 2 => return Ok(None),
+            0 => (u32::from(b[1]) + 64, 2),
+            1 if b.len() < 3 => return Ok(None),
+            1 => (u32::from(b[2]) * 256 + u32::from(b[1]) + 64, 3),
+            n => (u32::from(n), 1),
+        };
+        let message_header = [11, 7, 3, 0][usize::from(format)];
+        if b.len() < basic + message_header {
+            return Ok(None);
+        }
+        let previous = self.previous.get(&csid).copied();
+        let h = &b[basic..];
+        let u24 = |i: usize| u32::from_be_bytes([0, h[i], h[i + 1], h[i + 2]]);
+        let header = match (format, previous) {
+            (0, _) => Header {
+                timestamp_field: u24(0),
+                message_length: u24(3) as usize,
+                type_id: h[6],
+            },
+            (_, None) => return Err(ChunkError::NoPreviousChunk(csid)),
+            (1, Some(_)) => Header {
+                timestamp_field: u24(0),
+                message_length: u24(3) as usize,
+                type_id: h[6],
+            },
+            (2, Some(p)) => Header {
+                timestamp_field: u24(0),
+                ..p
+            },
+            (_, Some(p)) => p,
+        };
+        let extended = if header.timestamp_field >= EXTENDED_TIMESTAMP {
+            4
+        } else {
+            0
+        };
+        if b.len() < basic + message_header + extended {
+            return Ok(None);
+        }
+        Ok(Some((csid, header)))
+    }
+
+    fn start_chunk(&mut self, csid: u32, header: Header, limit: usize) -> Result<(), ChunkError> {
+        if header.message_length > limit {
+            return Err(ChunkError::TooLarge {
+                declared: header.message_length,
+                limit,
+            });
+        }
+        if !self.previous.contains_key(&csid) && self.previous.len() >= MAX_CHUNK_STREAMS {
+            return Err(ChunkError::TooManyStreams);
+        }
+        // `rml_rtmp` subtracts what it holds from the declared length.
+        if self.received > header.message_length {
+            return Err(ChunkError::Inconsistent);
+        }
+        let chunk = if header.message_length > self.max_chunk {
+            (header.message_length - self.received).min(self.max_chunk)
+        } else {
+            header.message_length
+        };
+        self.current = Some((csid, header));
+        self.stage = Stage::Payload { left: chunk, chunk };
+        Ok(())
+    }
+
+    fn finish_chunk_if_empty(&mut self) -> Result<bool, ChunkError> {
+        match self.stage {
+            Stage::Payload { left: 0, chunk } => self.end_chunk(chunk),
+            _ => Ok(false),
+        }
+    }
+
+    fn note_payload(&mut self, bytes: &[u8]) {
+        if let Some((_, h)) = self.current {
+            if h.type_id == SET_CHUNK_SIZE && self.chunk_size_bytes.len() < 4 {
+                let room = 4 - self.chunk_size_bytes.len();
+                self.chunk_size_bytes
+                    .extend_from_slice(&bytes[..room.min(bytes.len())]);
+            }
+        }
+    }
+
+    /// Ends the current chunk; `true` if it completed a message.
+    fn end_chunk(&mut self, chunk: usize) -> Result<bool, ChunkError> {
+        self.stage = Stage::Header;
+        let Some((csid, header)) = self.current.take() else {
+            return Ok(false);
+        };
+        self.previous.insert(csid, header);
+        self.received += chunk;
+        if self.received != header.message_length {
+            return Ok(false);
+        }
+        self.received = 0;
+        self.messages += 1;
+        let size_bytes = std::mem::take(&mut self.chunk_size_bytes);
+        if header.type_id == SET_CHUNK_SIZE {
+            if let Ok(b) = <[u8; 4]>::try_from(size_bytes.as_slice()) {
+                let size = u32::from_be_bytes(b);
+                if size == 0 || size > 0x7fff_ffff {
+                    return Err(ChunkError::BadChunkSize(size));
+                }
+                self.max_chunk = size as usize;
+            }
+        }
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rml_rtmp::chunk_io::{ChunkDeserializer, ChunkSerializer};
+    use rml_rtmp::messages::MessagePayload;
+    use rml_rtmp::time::RtmpTimestamp;
+
+    use super::*;
+
+    fn message(type_id: u8, csid_hint: u32, len: usize, ts: u32) -> MessagePayload {
+        MessagePayload {
+            timestamp: RtmpTimestamp::new(ts),
+            type_id,
+            message_stream_id: csid_hint,
+            data: bytes::Bytes::from(vec![7u8; len]),
+        }
+    }
+
+    /// Feeds `input` through the gate in pieces of `step` and returns the
+    /// byte offsets where it said messages end.
+    fn boundaries(input: &[u8], step: usize, limit: usize) -> Result<Vec<usize>, ChunkError> {
+        let mut gate = ChunkGate::default();
+        let mut ends = Vec::new();
+        let mut offset = 0;
+        for piece in input.chunks(step) {
+            let mut rest = piece;
+            while !rest.is_empty() {
+                let n = gate.advance(rest, limit)?;
+                offset += n;
+                rest = &rest[n..];
+                if gate.received == 0
+                    && matches!(gate.stage, Stage::Header)
+                    && gate.header_bytes.is_empty()
+                {
+                    ends.push(offset);
+                }
+            }
+        }
+        ends.dedup();
+        Ok(ends)
+    }
+
+    #[test]
+    fn agrees_with_rml_rtmp_on_message_boundaries() {
+        let mut serializer = ChunkSerializer::new();
+        let mut wire = Vec::new();
+        let mut expected = Vec::new();
+        let push = |wire: &mut Vec<u8>, p: rml_rtmp::chunk_io::Packet| {
+            wire.extend_from_slice(&p.bytes);
+        };
+        // Small messages at the default chunk size, then a larger chunk size,
+        // a big video message and an extended timestamp.
+        for (i, len) in [30usize, 200, 129].into_iter().enumerate() {
+            let p = serializer
+                .serialize(&message(20, 1, len, i as u32 * 40), false, false)
+                .expect("serializes");
+            push(&mut wire, p);
+            expected.push(wire.len());
+        }
+        let p = serializer
+            .set_max_chunk_size(4096, RtmpTimestamp::new(200))
+            .expect("chunk size");
+        push(&mut wire, p);
+        expected.push(wire.len());
+        for (len, ts) in [
+            (100_000usize, 240u32),
+            (5000, 0x0100_0000),
+            (20, 0x0100_0040),
+        ] {
+            let p = serializer
+                .serialize(&message(9, 1, len, ts), false, false)
+                .expect("serializes");
+            push(&mut wire, p);
+            expected.push(wire.len());
+        }
+        // The real deserializer sees the same messages.
+        let mut rml = ChunkDeserializer::new();
+        let mut count = 0;
+        let mut input: &[u8] = &wire;
+        while let Some(m) = rml.get_next_message(input).expect("valid") {
+            input = &[];
+            count += 1;
+            if m.type_id == 1 {
+                rml.set_max_chunk_size(4096).expect("size");
+            }
+        }
+        assert_eq!(count, expected.len());
+        for step in [1, 7, 128, 4096, wire.len()] {
+            assert_eq!(
+                boundaries(&wire, step, 1 << 20),
+                Ok(expected.clone()),
+                "step {step}"
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_a_16_mib_header_before_its_payload() {
+        // Type 0 header on chunk stream 3: AMF0 command, 16 MiB - 1 bytes.
+        let mut wire = vec![0x03, 0, 0, 0, 0xff, 0xff, 0xff, 20, 0, 0, 0, 0];
+        wire.extend_from_slice(&[0u8; 128]);
+        let mut gate = ChunkGate::default();
+        assert_eq!(
+            gate.advance(&wire, 64 * 1024),
+            Err(ChunkError::TooLarge {
+                declared: 0xff_ffff,
+                limit: 64 * 1024
+            })
+        );
+        // All it held was the 12 header bytes.
+        assert!(gate.header_bytes.capacity() <= 64 && gate.previous.is_empty());
+    }
+
+    #[test]
+    fn refuses_continuations_and_chunk_sizes_rml_rtmp_would_choke_on() {
+        let mut gate = ChunkGate::default();
+        assert_eq!(
+            gate.advance(&[0xc5], 1 << 16),
+            Err(ChunkError::NoPreviousChunk(5))
+        );
+        let mut gate = ChunkGate::default();
+        let set_zero = [0x02, 0, 0, 0, 0, 0, 4, 1, 0, 0, 0, 0, 0, 0, 0, 0];
+        assert_eq!(
+            gate.advance(&set_zero, 1 << 16),
+            Err(ChunkError::BadChunkSize(0))
+        );
+        // A second message header on another stream mid-message, declaring
+        // less than is already buffered.
+        let mut gate = ChunkGate::default();
+        let mut wire = vec![0x04, 0, 0, 0, 0, 1, 0, 9, 1, 0, 0, 0];
+        wire.extend_from_slice(&[0u8; 128]);
+        wire.extend_from_slice(&[0x05, 0, 0, 0, 0, 0, 10, 9, 1, 0, 0, 0]);
+        let mut rest: &[u8] = &wire;
+        let mut result = Ok(0);
+        while !rest.is_empty() {
+            result = gate.advance(rest, 1 << 16);
+            match result {
+                Ok(n) => rest = &rest[n..],
+                Err(_) => break,
+            }
+        }
+        assert_eq!(result, Err(ChunkError::Inconsistent));
+    }
+}
