@@ -11,6 +11,7 @@
 //!   fetch per object ([`cache::fill`]) streamed to every waiting client while
 //!   it is stored, freshness ([`cache::freshness`]), response headers.
 //! - [`upstream`] — origin/shield pool: consistent hashing, health, retries.
+//! - [`qoe`] — CMCD on every request and the QoE beacon → `strata_qoe_*`.
 //! - [`metrics`], [`admin`] — Prometheus metrics and the admin listener,
 //!   whose control API purges ([`cache::purge`]) and changes geo rules,
 //!   token keys and TTL overrides at run time (`api/openapi.yaml`).
@@ -25,6 +26,7 @@ pub mod frontend;
 pub mod logging;
 pub mod metrics;
 pub mod policy;
+pub mod qoe;
 pub mod request;
 pub mod response;
 pub mod upstream;
@@ -124,6 +126,17 @@ pub async fn run(
         policy,
     )
     .map_err(|e| invalid("server.node_id", e))?;
+    let qoe = config.qoe.enabled.then(|| {
+        let geo = policy_geo(&edge);
+        Arc::new(qoe::Qoe::new(
+            config.qoe.clone(),
+            &mut registry,
+            geo.0,
+            geo.1,
+        ))
+    });
+    let qoe_expiry = qoe.clone().map(qoe::Qoe::expire_forever);
+    edge.set_qoe(qoe);
     if let Some(quic) = listeners.quic.first() {
         let port = quic
             .local_addr()
@@ -247,10 +260,20 @@ pub async fn run(
     }
     health.abort();
     sighup.abort();
+    if let Some(task) = qoe_expiry {
+        task.abort();
+    }
     if let Some(watch) = geo_watch {
         watch.abort();
     }
     Ok(())
+}
+
+/// The edge's geo database and trusted proxies, for QoE's country label.
+fn policy_geo(edge: &Edge) -> (Option<Arc<policy::GeoDb>>, Vec<ipnet::IpNet>) {
+    edge.policy()
+        .map(|p| (p.geo_db(), p.trusted_proxies()))
+        .unwrap_or_default()
 }
 
 /// SIGHUP reloads the geo database; a bad file keeps the old one.
