@@ -238,6 +238,7 @@ impl Qoe {
                 signals.push(Signal::Request {
                     su: false,
                     bs: false,
+                    media: true,
                     video_bitrate: Some(kbps),
                 });
             }

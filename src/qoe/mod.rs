@@ -305,7 +305,13 @@ impl Qoe {
         }
         signals.push(Signal::Request {
             su: cmcd.su,
-            bs: cmcd.bs,
+            bs: cmcd.bs && cmcd.bl.is_none_or(|bl| bl < 1000),
+            media: cmcd.ot.is_none_or(|ot| {
+                matches!(
+                    ot,
+                    ObjectType::Audio | ObjectType::Video | ObjectType::Muxed
+                )
+            }),
             video_bitrate: cmcd.br.filter(|_| video),
         });
         if !self.sessions.update(sid, now, &cell, &signals) {

@@ -7,7 +7,9 @@
 //! buffering to start or to recover, and `bs` on the first request after it
 //! ran dry. So startup ends at the first request of a session no longer
 //! flagged `su`, and a stall runs from a `bs` request to the next request
-//! flagged neither. v2 keys (`msd`, `sta`, `bsd`) and beacons say it outright
+//! flagged neither. A `bs` whose `bl` says a second or more is buffered is not
+//! taken as a stall: dash.js flags `bs,su` again after a manifest refresh
+//! with a full buffer, while the picture never stopped. v2 keys (`msd`, `sta`, `bsd`) and beacons say it outright
 //! and win.
 
 use std::collections::HashMap;
@@ -29,7 +31,11 @@ pub enum Signal {
     /// A request's CMCD flags, and its encoded bitrate if it is video.
     Request {
         su: bool,
+        /// `bs` on a request whose buffer (`bl`) is under a second or not given.
         bs: bool,
+        /// The object is media (audio, video or unknown), not a manifest,
+        /// init segment or key: only media requests end startup.
+        media: bool,
         video_bitrate: Option<u64>,
     },
     /// Playback began; with the player's own measure of startup, if given.
@@ -208,14 +214,15 @@ impl Session {
             Signal::Request {
                 su,
                 bs,
+                media,
                 video_bitrate,
             } => {
                 match self.startup {
-                    Startup::Pending { flagged } if su => {
-                        self.startup = Startup::Pending {
-                            flagged: flagged || su,
-                        }
+                    Startup::Pending { .. } if su => {
+                        self.startup = Startup::Pending { flagged: true }
                     }
+                    // dash.js asks for the MPD without `su`, then flags the rest.
+                    Startup::Pending { .. } if !media => {}
                     Startup::Pending { flagged: true } => {
                         self.started(now.saturating_duration_since(self.first_seen), sid)
                     }
@@ -288,6 +295,7 @@ mod tests {
         Signal::Request {
             su,
             bs,
+            media: true,
             video_bitrate: Some(800),
         }
     }
@@ -307,7 +315,14 @@ mod tests {
         let sessions = Sessions::new(10, Duration::from_secs(60));
         let t0 = Instant::now();
         let at = |s: u64| t0 + Duration::from_secs(s);
-        // Startup: two su requests, then playing at t=2.
+        // Startup: the manifest, two su requests, then playing at t=2.
+        let manifest = Signal::Request {
+            su: false,
+            bs: false,
+            media: false,
+            video_bitrate: None,
+        };
+        sessions.update("s1", at(0), &cell, &[manifest]);
         sessions.update("s1", at(0), &cell, &[request(true, false)]);
         sessions.update("s1", at(1), &cell, &[request(true, false)]);
         sessions.update("s1", at(2), &cell, &[request(false, false)]);
