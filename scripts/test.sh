@@ -3,7 +3,7 @@
 #   1. scripts/install-test-deps.sh   (apt, .venv, tests/browser/node_modules)
 #   2. cargo test --workspace --all-targets   (debug profile)
 #   3. the non-cargo checks that exist: promtool on prometheus*.yml and
-#      *.rules.yml, JSON validity of grafana/**/*.json, ansible-lint on ansible/
+#      *.rules.yml, `promtool test rules` on *.rules.test.yml, JSON validity of grafana/**/*.json, ansible-lint on ansible/
 # Exits non-zero when any step failed; the last line is a summary.
 set -uo pipefail
 
@@ -56,6 +56,11 @@ if ((${#prom_configs[@]})); then
 fi
 if ((${#prom_rules[@]})); then
     step promtool-rules promtool check rules "${prom_rules[@]}"
+fi
+# Alerting rules' unit tests (*.rules.test.yml beside the rules).
+mapfile -t prom_rule_tests < <(repo_files -name '*.rules.test.yml' -o -name '*.rules.test.yaml')
+if ((${#prom_rule_tests[@]})); then
+    step promtool-rule-tests promtool test rules "${prom_rule_tests[@]}"
 fi
 
 # Grafana dashboards must at least be valid JSON.
