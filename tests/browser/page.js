@@ -108,6 +108,7 @@
       config.emeEnabled = true;
       config.drmSystems = { 'org.w3.clearkey': { licenseUrl: cfg.licenseUrl } };
     }
+    if (cfg.cmcd) config.cmcd = cfg.cmcd === 'headers' ? { useHeaders: true } : {};
     const hls = new Hls(config);
     window.strataPlayer = hls;
     hls.on(Hls.Events.ERROR, (_, d) => {
@@ -141,6 +142,7 @@
         },
       },
     });
+    if (cfg.cmcd) player.updateSettings({ streaming: { cmcd: { enabled: true, mode: cfg.cmcd } } });
     if (cfg.remoteLicence) {
       player.setProtectionData({ 'org.w3.clearkey': { serverURL: cfg.licenseUrl } });
     } else if (cfg.keys.length) {
@@ -174,6 +176,7 @@
     const player = new shaka.Player();
     window.strataPlayer = player;
     await player.attach(video);
+    if (cfg.cmcd) player.configure({ cmcd: { enabled: true, useHeaders: cfg.cmcd === 'headers' } });
     if (cfg.remoteLicence) {
       player.configure({ drm: { servers: { 'org.w3.clearkey': cfg.licenseUrl } } });
     } else if (cfg.keys.length) {

@@ -17,6 +17,7 @@ mod live;
 mod matrix;
 mod policy;
 mod prometheus;
+mod qoe;
 mod quic_client;
 mod signed;
 mod tls;
