@@ -37,11 +37,7 @@ const CLIENTS: usize = 32;
 
 fn geoip_db() -> PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .skip(1)
-        .map(|dir| dir.join("shared/fixtures/geoip/GeoIP2-Country-Test.mmdb"))
-        .find(|path| path.exists())
-        .expect("shared/fixtures/geoip/GeoIP2-Country-Test.mmdb beside the checkout")
+        .join("tests/fixtures/geoip/GeoIP2-Country-Test.mmdb")
 }
 
 fn token_config(require: &str) -> TokenConfig {

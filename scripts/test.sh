@@ -2,8 +2,11 @@
 # The one command that runs all of Strata's tests (CI runs it via .ci/run):
 #   1. scripts/install-test-deps.sh   (apt, .venv, tests/browser/node_modules)
 #   2. cargo test --workspace --all-targets   (debug profile)
-#   3. the non-cargo checks that exist: promtool on prometheus*.yml and
-#      *.rules.yml, `promtool test rules` on *.rules.test.yml, JSON validity of grafana/**/*.json, ansible-lint on ansible/
+#   3. scripts/fuzz-short.sh: seconds of each cargo-fuzz target; a short
+#      benches/chaos.py (network namespaces; needs root)
+#   4. the non-cargo checks that exist: promtool on prometheus*.yml and
+#      *.rules.yml, `promtool test rules` on *.rules.test.yml, JSON validity
+#      of grafana/**/*.json, ansible-lint on ansible/
 # Exits non-zero when any step failed; the last line is a summary.
 set -uo pipefail
 
@@ -35,6 +38,11 @@ if ! bash scripts/install-test-deps.sh; then
     exit 1
 fi
 
+# Node >= 20 from PyPI when the machine's is older (see install-test-deps.sh).
+if [[ -x .venv/node/bin/node ]]; then
+    export PATH=$PWD/.venv/node/bin:$PATH
+fi
+
 # cargo's own "test result:" lines are summed into the final summary.
 cargo_log=$(mktemp)
 trap 'rm -f "$cargo_log"' EXIT
@@ -42,9 +50,17 @@ step cargo-test bash -c 'cargo test --workspace --all-targets 2>&1 | tee "$0"; e
 tests_passed=$(awk '/^test result:/ { for (i = 1; i < NF; i++) if ($(i+1) ~ /^passed/) n += $i } END { print n + 0 }' "$cargo_log")
 tests_failed=$(awk '/^test result:/ { for (i = 1; i < NF; i++) if ($(i+1) ~ /^failed/) n += $i } END { print n + 0 }' "$cargo_log")
 
+# Every cargo-fuzz target for FUZZ_SECONDS (default 10) from its seed corpus;
+# the long runs and their figures are in benches/README.md.
+step fuzz-short bash scripts/fuzz-short.sh
+
+# The chaos run, short (benches/README.md has the long one): a publisher in its
+# own network namespace over a degraded link, a shield and the origin killed.
+step chaos-short python3 benches/chaos.py --bin target/debug/strata --seconds 15
+
 # Repo files by glob, outside build output and installed deps.
 repo_files() {
-    find . \( -path ./target -o -path './target-*' -o -path ./.venv -o -path '*/node_modules' -o -path ./.git \) -prune \
+    find . \( -path ./target -o -path './target-*' -o -path ./.venv -o -path ./fuzz/target -o -path '*/node_modules' -o -path ./.git \) -prune \
         -o -type f \( "$@" \) -print | sort
 }
 

@@ -109,6 +109,8 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// HTTP/3 on UDP at each `tls_listen` address, and its limits.
     pub h3: H3Config,
+    /// Connection caps and request-head deadlines (`[server.limits]`).
+    pub limits: crate::frontend::admission::LimitsConfig,
 }
 
 impl Default for ServerConfig {
@@ -124,6 +126,7 @@ impl Default for ServerConfig {
             proxy_protocol_from: Vec::new(),
             shutdown_grace: Duration::from_secs(10),
             h3: H3Config::default(),
+            limits: Default::default(),
         }
     }
 }
@@ -189,13 +192,33 @@ pub enum ConfigError {
     Invalid { key: String, message: String },
 }
 
+impl ConfigError {
+    /// The key an `Invalid` error names (`upstream.urls[0]`), if any.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::Invalid { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+}
+
 impl EdgeConfig {
+    /// Read and validate a file, for `strata check` and callers without flags.
     pub fn load(path: &Path) -> Result<EdgeConfig, ConfigError> {
+        let config = Self::read(path)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Read a file without validating it: the command line merges its flags
+    /// on top first, then validates once ([`EdgeConfig::validate`]), so a
+    /// flag can supply what the file lacks.
+    pub fn read(path: &Path) -> Result<EdgeConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
             source,
         })?;
-        Self::parse(&text).map_err(|e| match e {
+        Self::from_toml(&text).map_err(|e| match e {
             ConfigError::Parse { message, .. } => ConfigError::Parse {
                 path: path.display().to_string(),
                 message,
@@ -204,13 +227,19 @@ impl EdgeConfig {
         })
     }
 
+    /// Parse and validate.
     pub fn parse(text: &str) -> Result<EdgeConfig, ConfigError> {
-        let config: EdgeConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: "<config>".into(),
-            message: e.to_string(),
-        })?;
+        let config = Self::from_toml(text)?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Parse without validating (see [`EdgeConfig::read`]).
+    pub fn from_toml(text: &str) -> Result<EdgeConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: "<config>".into(),
+            message: e.to_string(),
+        })
     }
 
     /// The access policy, if `[token]` or `[geo]` is configured.
@@ -265,6 +294,10 @@ impl EdgeConfig {
                 "must be non-empty, without spaces or commas".into(),
             ));
         }
+        self.server
+            .limits
+            .check()
+            .map_err(|(key, message)| invalid(key, message))?;
         self.server
             .h3
             .validate()

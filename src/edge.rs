@@ -203,6 +203,21 @@ impl Edge {
         (response, log)
     }
 
+    /// Counts a request head the front door could not parse (and answered
+    /// with 400 itself): a request like any other in the metrics, with the
+    /// reason `unreadable-head`.
+    pub fn count_unreadable_head(&self, protocol: Protocol) {
+        let m = &self.metrics.requests;
+        let labels = RequestLabels {
+            status: "4xx",
+            cache: "error",
+            protocol: protocol.as_str(),
+        };
+        self.counters.record(m, labels, 0, 0.0);
+        let reason = "unreadable-head";
+        m.errors.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
     /// Answer one request. Never fails: errors become responses here.
     pub async fn handle(
         self: &Arc<Self>,

@@ -1,6 +1,8 @@
 //! Front doors: thin adapters from a wire protocol to [`crate::edge::Edge`].
 
+pub mod admission;
 pub mod coalesce;
+pub mod h1;
 pub mod h3;
 pub mod pingora;
 pub mod tls;

@@ -148,10 +148,13 @@ pub async fn run(
     let sighup = tokio::spawn(reload_on_sighup(edge.clone()));
     let health = tokio::spawn(pool.clone().check_health_forever());
 
+    let admission =
+        frontend::admission::Admission::new(config.server.limits.clone(), &mut registry);
     let app = Arc::new(PingoraApp::new(
         edge.clone(),
         config.server.h2c,
         config.server.proxy_protocol_nets()?,
+        admission,
     ));
     let tls = if listeners.tls.is_empty() {
         None

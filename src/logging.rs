@@ -229,7 +229,7 @@ impl AccessLine<'_> {
                 status = self.status,
                 cache = self.cache,
                 bytes = self.bytes,
-                ms = self.elapsed.as_secs_f64() * 1000.0,
+                ms = %Millis(self.elapsed),
                 upstream = self.upstream,
                 protocol = self.protocol,
                 complete = self.complete,
@@ -254,12 +254,23 @@ impl AccessLine<'_> {
             self.status,
             self.cache,
             self.bytes,
-            self.elapsed.as_secs_f64() * 1000.0,
+            Millis(self.elapsed),
             self.upstream,
             self.protocol,
             self.complete,
             self.reason,
         );
+    }
+}
+
+/// A duration in milliseconds with fixed precision (`0.727`, `1250.000`):
+/// microseconds, the resolution worth reading, and never float noise.
+struct Millis(Duration);
+
+impl std::fmt::Display for Millis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let micros = self.0.as_micros();
+        write!(f, "{}.{:03}", micros / 1000, micros % 1000)
     }
 }
 
@@ -322,6 +333,37 @@ mod tests {
             &mut leap,
         );
         assert_eq!(leap, "2000-02-29T00:00:00.000000Z");
+    }
+
+    /// Issue 13: `ms=0.7273820000000001` was float noise; three decimals, always.
+    #[test]
+    fn durations_have_fixed_precision() {
+        let line = AccessLine {
+            client: [127, 0, 0, 1].into(),
+            method: "GET",
+            path: "/a.m3u8",
+            status: 200,
+            cache: "hit",
+            bytes: 1,
+            elapsed: Duration::from_nanos(727_382),
+            upstream: "-",
+            protocol: "h1",
+            complete: true,
+            reason: "-",
+        };
+        let mut out = String::new();
+        line.format(std::time::UNIX_EPOCH, &mut out);
+        assert!(out.contains(" ms=0.727 "), "{out}");
+        for (elapsed, ms) in [
+            (Duration::from_nanos(727_382), "0.727"),
+            (Duration::from_nanos(727_999), "0.727"),
+            (Duration::from_micros(1), "0.001"),
+            (Duration::ZERO, "0.000"),
+            (Duration::from_millis(1250), "1250.000"),
+            (Duration::from_micros(12_345_678), "12345.678"),
+        ] {
+            assert_eq!(Millis(elapsed).to_string(), ms, "{elapsed:?}");
+        }
     }
 
     #[test]

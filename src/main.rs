@@ -142,7 +142,7 @@ struct OriginArgs {
 impl OriginArgs {
     fn into_config(self) -> anyhow::Result<OriginConfig> {
         let mut config = match &self.config {
-            Some(path) => OriginConfig::load(path)?,
+            Some(path) => OriginConfig::read(path)?,
             None => OriginConfig::default(),
         };
         if let Some(http) = self.http {
@@ -165,7 +165,7 @@ impl OriginArgs {
 impl EdgeArgs {
     fn into_config(self) -> Result<EdgeConfig, strata::config::ConfigError> {
         let mut config = match &self.config {
-            Some(path) => EdgeConfig::load(path)?,
+            Some(path) => EdgeConfig::read(path)?,
             None => EdgeConfig::default(),
         };
         if !self.listen.is_empty() {
@@ -279,13 +279,62 @@ fn check(path: &std::path::Path, role: Option<&str>) -> anyhow::Result<()> {
             if origin { "origin" } else { "edge" }.to_owned()
         }
     };
-    if role == "origin" {
-        OriginConfig::load(path)?;
+    // `check` has no flags to merge: when a key a flag could supply is what
+    // is missing, say so, since `strata ROLE --config FILE --flag` would start.
+    let error = if role == "origin" {
+        OriginConfig::load(path).err().map(|e| e.to_string())
     } else {
-        EdgeConfig::load(path)?;
+        EdgeConfig::load(path).err().map(|e| e.to_string())
+    };
+    if let Some(error) = error {
+        let flags = if role == "origin" {
+            ORIGIN_FLAGS
+        } else {
+            EDGE_FLAGS
+        };
+        return Err(match flag_for(&error, flags) {
+            Some(flag) => anyhow::anyhow!(
+                "{error}\n(no flags are merged by `check`; at start, `strata {role} --config {} {flag}` supplies this key)",
+                path.display()
+            ),
+            None => anyhow::anyhow!("{error}"),
+        });
     }
     println!("{}: ok ({role} configuration)", path.display());
     Ok(())
+}
+
+/// Config keys the `strata edge` flags set (the flags go on top of the file).
+const EDGE_FLAGS: &[(&str, &str)] = &[
+    ("upstream.urls", "--upstream URL"),
+    ("server.listen", "--listen ADDR"),
+    (
+        "server.tls_listen",
+        "--tls-listen ADDR --cert PEM --key PEM",
+    ),
+    ("server.certificates", "--cert PEM --key PEM"),
+    ("server.admin_token", "--admin-token TOKEN"),
+    ("server.admin", "--admin ADDR"),
+    ("server.node_id", "--node-id NAME"),
+    ("cache.size", "--cache-size SIZE"),
+    ("cache.max_object_size", "--cache-size SIZE"),
+];
+
+/// Config keys the `strata origin` flags set.
+const ORIGIN_FLAGS: &[(&str, &str)] = &[
+    ("server.http", "--http ADDR"),
+    ("server.admin", "--admin ADDR"),
+    ("ingest.rtmp_listen", "--rtmp ADDR"),
+    ("ingest.srt_listen", "--srt ADDR"),
+];
+
+/// The flag that sets the key an error message starts with, if one does.
+fn flag_for(error: &str, flags: &[(&str, &'static str)]) -> Option<&'static str> {
+    let key = error.split(':').next()?.trim();
+    flags
+        .iter()
+        .find(|(k, _)| key == *k || key.starts_with(&format!("{k}[")))
+        .map(|(_, flag)| *flag)
 }
 
 fn origin(args: OriginArgs) -> anyhow::Result<()> {

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::drm::EncryptionConfig;
 use crate::ingest::IngestConfig;
 use crate::keys::KeysConfig;
+use crate::steering::SteeringConfig;
 use crate::store::StoreConfig;
 
 /// The `[server]` section: the origin's HTTP listeners.
@@ -42,6 +43,8 @@ pub struct OriginConfig {
     pub store: StoreConfig,
     pub keys: KeysConfig,
     pub encryption: EncryptionConfig,
+    /// Multi-CDN content steering; absent: no steering tags, no steering service.
+    pub steering: Option<SteeringConfig>,
 }
 
 /// A configuration problem, naming the file or key.
@@ -59,17 +62,24 @@ pub enum OriginConfigError {
 }
 
 impl OriginConfig {
+    /// Read and validate a file, for `strata check` and callers without flags.
     pub fn load(path: &Path) -> Result<OriginConfig, OriginConfigError> {
+        let config = Self::read(path)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Read a file without validating it: the command line merges its flags
+    /// on top first, then validates once, so a flag can supply what the file lacks.
+    pub fn read(path: &Path) -> Result<OriginConfig, OriginConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| OriginConfigError::Read {
             path: path.display().to_string(),
             source,
         })?;
-        let config: OriginConfig = toml::from_str(&text).map_err(|e| OriginConfigError::Parse {
+        toml::from_str(&text).map_err(|e| OriginConfigError::Parse {
             path: path.display().to_string(),
             message: e.to_string(),
-        })?;
-        config.validate()?;
-        Ok(config)
+        })
     }
 
     pub fn parse(text: &str) -> Result<OriginConfig, OriginConfigError> {
@@ -89,6 +99,11 @@ impl OriginConfig {
         self.encryption
             .validate(&self.keys)
             .map_err(OriginConfigError::Invalid)?;
+        if let Some(steering) = &self.steering {
+            steering
+                .validate(self.server.http)
+                .map_err(OriginConfigError::Invalid)?;
+        }
         let store = &self.store;
         if store.target_duration.is_zero() {
             return Err(OriginConfigError::Invalid(

@@ -6,6 +6,7 @@
 //! - `package::{hls,dash}` — window → playlists, MPDs and segments, just in time
 //! - `http` — playback, channel API, metrics
 //! - `keys`, `drm` — content keys (CPIX), encryption per channel, key and licence delivery
+//! - `steering` — multi-CDN content steering: tags, steering manifests, probes, rankings
 
 pub mod ingest;
 pub mod media;
@@ -17,3 +18,4 @@ pub mod drm;
 pub mod http;
 pub mod keys;
 pub mod server;
+pub mod steering;

@@ -152,15 +152,41 @@ pub async fn run(
 
     listeners.http.set_nonblocking(true).map_err(io)?;
     let http = tokio::net::TcpListener::from_std(listeners.http).map_err(io)?;
-    tracing::info!(addr = %http.local_addr().map_err(io)?, "origin playback listening");
-    let playback = playback_router(Arc::new(PlaybackState {
+    let playback_addr = http.local_addr().map_err(io)?;
+    tracing::info!(addr = %playback_addr, "origin playback listening");
+    let mut playback = playback_router(Arc::new(PlaybackState {
         store: store.clone(),
         metrics: http_metrics,
         drm: drm.clone(),
     }));
+    let steering = match config.steering.clone() {
+        Some(section) => Some(Arc::new(
+            section
+                .init(
+                    playback_addr,
+                    crate::steering::metrics::SteeringMetrics::register(&mut registry),
+                )
+                .map_err(OriginConfigError::Invalid)?,
+        )),
+        None => None,
+    };
+    if let Some(steering) = &steering {
+        playback = playback
+            .merge(crate::steering::http::playback_routes(steering.clone()))
+            .layer(axum::middleware::from_fn_with_state(
+                steering.clone(),
+                crate::steering::http::tag_manifests,
+            ));
+        tasks.push(tokio::spawn(crate::steering::probe::run(
+            steering.clone(),
+            store.clone(),
+            stopped(stop_rx.clone()),
+        )));
+    }
     let stop = stopped(stop_rx.clone());
     tasks.push(tokio::spawn(async move {
-        let _ = axum::serve(http, playback)
+        let service = playback.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let _ = axum::serve(http, service)
             .with_graceful_shutdown(stop)
             .await;
     }));
@@ -177,6 +203,13 @@ pub async fn run(
             drm.clone(),
             config.server.api_token.clone(),
         ));
+        let router = match &steering {
+            Some(s) => router.merge(crate::steering::http::admin_routes(
+                s.clone(),
+                config.server.api_token.clone(),
+            )),
+            None => router,
+        };
         let stop = stopped(stop_rx.clone());
         tasks.push(tokio::spawn(async move {
             let _ = axum::serve(admin, router)

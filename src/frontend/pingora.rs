@@ -26,6 +26,7 @@ use tokio::time::Instant;
 
 use crate::edge::Edge;
 use crate::error::EdgeError;
+use crate::frontend::admission::{Admission, ConnectionPermit, OVERLOADED_RESPONSE};
 use crate::frontend::coalesce::Coalesced;
 use crate::request::Protocol;
 use crate::response::Body;
@@ -36,16 +37,26 @@ pub struct PingoraApp {
     options: HttpServerOptions,
     /// Peers that must open each connection with a PROXY protocol header.
     proxy_from: Vec<ipnet::IpNet>,
+    admission: Arc<Admission>,
 }
 
 impl PingoraApp {
-    pub fn new(edge: Arc<Edge>, h2c: bool, proxy_from: Vec<ipnet::IpNet>) -> Self {
+    pub fn new(
+        edge: Arc<Edge>,
+        h2c: bool,
+        proxy_from: Vec<ipnet::IpNet>,
+        admission: Arc<Admission>,
+    ) -> Self {
         let mut options = HttpServerOptions::default();
         options.h2c = h2c;
+        // An HTTP/2 connection with no stream open is idle; close it like
+        // an idle HTTP/1.1 one.
+        options.h2_idle_timeout = Some(admission.config().keepalive_timeout);
         PingoraApp {
             edge,
             options,
             proxy_from,
+            admission,
         }
     }
 }
@@ -57,13 +68,32 @@ impl HttpServerApp for PingoraApp {
         mut session: ServerSession,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
-        match session.read_request().await {
+        // A kept-alive HTTP/1.1 stream carries a marker over from the request
+        // before; a fresh connection (and every HTTP/2 stream) has none.
+        let kept_alive = session.take_connection_user_context().is_some();
+        let deadline = self.admission.head_deadline(kept_alive);
+        let read = match tokio::time::timeout(deadline, session.read_request()).await {
+            Ok(read) => read,
+            Err(_) => {
+                // Slowloris or an idle connection: the slot goes back now.
+                tracing::debug!(?deadline, kept_alive, "request head timed out");
+                self.admission.head_timed_out();
+                return None;
+            }
+        };
+        match read {
             Ok(true) => {}
             Ok(false) => return None,
             Err(e) => {
                 // Malformed or oversized request head: answer 400 where the
                 // connection still allows it, then close.
                 tracing::debug!(error = %e, "unreadable request");
+                let protocol = if session.is_http2() {
+                    Protocol::Http2
+                } else {
+                    Protocol::Http1
+                };
+                self.edge.count_unreadable_head(protocol);
                 let _ = session.respond_error(400).await;
                 return None;
             }
@@ -80,8 +110,29 @@ impl HttpServerApp for PingoraApp {
             .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
         if *shutdown.borrow() {
             session.set_keepalive(None);
+        } else if session.get_keepalive().is_some() {
+            // Pingora's idle allowance is 60 s, or forever once a client asks
+            // for keep-alive; ours is `server.limits.keepalive_timeout`.
+            let idle = self.admission.config().keepalive_timeout;
+            session.set_keepalive(Some(idle.as_secs().max(1)));
         }
-        let (response, log) = if session.req_header().method == http::Method::POST {
+        let framing = match protocol {
+            Protocol::Http1 => {
+                crate::frontend::h1::framing_error(session.req_header(), &session.to_h1_raw())
+            }
+            _ => None,
+        };
+        let (response, log) = if let Some(why) = framing {
+            // The rest of the stream cannot be trusted to start where this
+            // request ends: answer and close (RFC 9112 §6.1).
+            session.set_keepalive(None);
+            self.edge.refuse(
+                session.req_header(),
+                EdgeError::BadRequest(why),
+                client,
+                protocol,
+            )
+        } else if session.req_header().method == http::Method::POST {
             match read_body(&mut session).await {
                 Ok(body) => {
                     self.edge
@@ -172,7 +223,8 @@ impl HttpServerApp for PingoraApp {
         if !finished {
             return None;
         }
-        let settings = HttpPersistentSettings::for_session(&session);
+        let mut settings = HttpPersistentSettings::for_session(&session);
+        settings.set_user_context(Box::new(KeptAlive));
         let reusable = session.finish().await.ok().flatten()?;
         Some(ReusedHttpStream::from_reusable_stream(reusable, settings))
     }
@@ -181,6 +233,25 @@ impl HttpServerApp for PingoraApp {
         Some(&self.options)
     }
 }
+
+/// Reads into `buf` until it holds the 24 bytes of an HTTP/2 preface, a
+/// complete (tiny) HTTP/1 head, or the client stops sending.
+async fn read_prefix(tcp: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    use tokio::io::AsyncReadExt;
+    const H2_PREFACE_LEN: usize = 24;
+    while buf.len() < H2_PREFACE_LEN && !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let mut chunk = [0u8; H2_PREFACE_LEN];
+        let n = tcp.read(&mut chunk[..H2_PREFACE_LEN - buf.len()]).await?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Ok(())
+}
+
+/// Carried from one request to the next on a kept-alive HTTP/1.1 connection.
+struct KeptAlive;
 
 /// The first write of a streamed (fill) body: as large as what `Coalesced`
 /// holds back, so the head leaves with it at once; small enough to be cheap.
@@ -228,6 +299,47 @@ async fn read_proxy_header(
     }
 }
 
+/// A slot for a connection from `client`, or `None` when it is over a cap
+/// (then a cleartext client is told 503 first, by [`turn_away`]).
+fn admit(
+    app: &PingoraApp,
+    tcp: &mut Option<tokio::net::TcpStream>,
+    client: SocketAddr,
+    tls: bool,
+) -> Option<ConnectionPermit> {
+    match app.admission.admit(client.ip()) {
+        Ok(permit) => Some(permit),
+        Err(refusal) => {
+            tracing::debug!(%client, ?refusal, "connection refused: over the limit");
+            if let (false, Some(tcp)) = (tls, tcp.take()) {
+                tokio::spawn(turn_away(tcp));
+            }
+            None
+        }
+    }
+}
+
+/// Answers 503 with `Retry-After` and closes without a reset: what the
+/// client sent is read and dropped (at most 16 KiB, for at most 1 s), since
+/// closing with unread bytes would send RST and could destroy the answer.
+async fn turn_away(mut tcp: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let linger = async {
+        tcp.write_all(OVERLOADED_RESPONSE).await?;
+        tcp.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        let mut drained = 0;
+        while drained < 16 * 1024 {
+            match tcp.read(&mut sink).await? {
+                0 => break,
+                n => drained += n,
+            }
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), linger).await;
+}
+
 /// Accept connections on `listener` until `shutdown` turns true; connections
 /// already open finish their current request (HTTP/2 gets GOAWAY).
 pub async fn serve(
@@ -251,20 +363,43 @@ pub async fn serve(
                 continue;
             }
         };
+        // A proxy's connections are admitted under the client address its
+        // PROXY header names, once it is read.
+        let from_proxy = app.proxy_from.iter().any(|net| net.contains(&peer.ip()));
+        let permit = if from_proxy {
+            None
+        } else {
+            let mut slot = Some(tcp);
+            match admit(&app, &mut slot, peer, tls.is_some()) {
+                Some(permit) => {
+                    tcp = slot.take().expect("kept when admitted");
+                    Some(permit)
+                }
+                None => continue,
+            }
+        };
         let _ = tcp.set_nodelay(true);
         let app = app.clone();
         let tls = tls.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
+            // Held (not read) until the connection ends.
+            let mut _permit = permit;
             let mut client = peer;
             let mut replay = Vec::new();
-            if app.proxy_from.iter().any(|net| net.contains(&peer.ip())) {
+            if from_proxy {
                 match tokio::time::timeout(Duration::from_secs(5), read_proxy_header(&mut tcp))
                     .await
                 {
                     Ok(Ok((source, rest))) => {
                         client = source.unwrap_or(peer);
                         replay = rest;
+                        let mut slot = Some(tcp);
+                        _permit = admit(&app, &mut slot, client, tls.is_some());
+                        match slot {
+                            Some(kept) if _permit.is_some() => tcp = kept,
+                            _ => return,
+                        }
                     }
                     Ok(Err(why)) => {
                         tracing::warn!(%peer, why, "refusing connection: bad PROXY protocol header");
@@ -272,6 +407,20 @@ pub async fn serve(
                     }
                     Err(_) => {
                         tracing::warn!(%peer, "refusing connection: no PROXY protocol header within 5s");
+                        return;
+                    }
+                }
+            }
+            if tls.is_none() {
+                // Pingora waits, unbounded, for 24 bytes to tell h2c from
+                // HTTP/1.1: give them the head deadline here, then replay.
+                let deadline = app.admission.config().request_head_timeout;
+                match tokio::time::timeout(deadline, read_prefix(&mut tcp, &mut replay)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return,
+                    Err(_) => {
+                        tracing::debug!(%client, "no request within the head deadline");
+                        app.admission.head_timed_out();
                         return;
                     }
                 }

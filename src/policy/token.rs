@@ -174,6 +174,17 @@ impl Token {
     fn body(&self) -> &[u8] {
         &self.text.as_bytes()[..self.body_len]
     }
+
+    /// One text per signed token: the signed fields as signed, then the HMAC
+    /// in lower-case hex. Every re-encoding of a token (percent-encoded
+    /// separators, upper-case hex digits) has the same canonical form.
+    fn canonical(&self) -> String {
+        let mut text = String::with_capacity(self.body_len + 70);
+        text.push_str(&self.text[..self.body_len]);
+        text.push_str("~hmac=");
+        text.push_str(&hex::encode(self.hmac));
+        text
+    }
 }
 
 impl FromStr for Token {
@@ -459,16 +470,19 @@ pub struct TokenVerifier {
 }
 
 /// ACL tokens whose signature already checked out under this verifier's keys,
-/// by their text as received, parsed.
+/// by their canonical text ([`Token::canonical`]), parsed.
 ///
 /// A player sends the same token with every playlist and segment request, so
 /// after the first one parsing and the HMAC (~0.7 µs together) become a hash
 /// lookup. Only the parse and the signature are remembered: validity window,
-/// client binding and ACL are checked on every request. The whole token text
-/// (its HMAC included) is the key, so a forged token never matches a
-/// remembered one, and only tokens with a valid signature are ever inserted,
-/// so nobody can fill the map with keys of their choosing (which is also why
-/// a fast unkeyed-by-request hasher is fine here). A clone (what every key
+/// client binding and ACL are checked on every request. The whole canonical
+/// token (its HMAC included) is the key, so a forged token never matches a
+/// remembered one; only tokens with a valid signature are ever inserted, and
+/// only under their canonical text, so nobody can fill the map with keys of
+/// their choosing, not even by re-encoding one valid token in many ways
+/// (which is also why a fast unkeyed-by-request hasher is fine here). A token
+/// that arrives in its canonical form, as generators write it, is found
+/// without being parsed; another encoding is parsed, then found. A clone (what every key
 /// change makes) starts empty, so a retired key's tokens are checked again,
 /// and fail.
 #[derive(Default)]
@@ -488,6 +502,10 @@ impl Clone for Verified {
 }
 
 impl Verified {
+    fn len(&self) -> usize {
+        self.0.lock().len()
+    }
+
     fn get(&self, raw: &str) -> Option<Arc<Token>> {
         self.0.lock().get(raw).cloned()
     }
@@ -520,6 +538,11 @@ impl TokenVerifier {
             bind_ip,
             verified: Verified::default(),
         }
+    }
+
+    /// How many verified tokens are remembered now.
+    pub fn remembered(&self) -> usize {
+        self.verified.len()
     }
 
     /// The ids of the keys, in the order they are tried.
@@ -590,13 +613,19 @@ impl TokenVerifier {
             return self.check_claims(&token, path, client_ip, now);
         }
         let token: Token = raw.parse()?;
+        let canonical = token.canonical();
+        if canonical != raw {
+            if let Some(known) = self.verified.get(&canonical) {
+                return self.check_claims(&known, path, client_ip, now);
+            }
+        }
         if !self.signature_matches(&token, path) {
             return Err(Rejection::Signature);
         }
         let token = Arc::new(token);
         // url= tokens cover one path each: not worth remembering.
         if token.acl.is_some() {
-            self.verified.insert(raw, token.clone());
+            self.verified.insert(&canonical, token.clone());
         }
         self.check_claims(&token, path, client_ip, now)
     }

@@ -170,13 +170,14 @@ pub fn rewrite_hls_playlist_for_host(
 
 fn rewrite_hls(text: &str, param: &str, value: &str, own_host: Option<&str>) -> String {
     let value = query_value(value);
+    let steered = text.contains("#EXT-X-CONTENT-STEERING:");
     let mut out = String::with_capacity(text.len() + text.len() / 4);
     for line in text.split_inclusive('\n') {
         let body = line.trim_end_matches(['\r', '\n']);
         let ending = &line[body.len()..];
         if body.starts_with('#') {
-            rewrite_uri_attributes(&mut out, body, param, &value, own_host);
-        } else if is_ours(body, own_host) {
+            rewrite_uri_attributes(&mut out, body, param, &value, own_host, steered);
+        } else if is_ours(body, own_host) || steered && is_http(body) {
             let trimmed = body.trim();
             push_with_token(&mut out, trimmed, param, &value, "&");
         } else {
@@ -193,20 +194,26 @@ fn rewrite_uri_attributes(
     param: &str,
     value: &str,
     own_host: Option<&str>,
+    steered: bool,
 ) {
     if !tag.starts_with("#EXT") {
         out.push_str(tag);
         return;
     }
+    let name = if tag.starts_with("#EXT-X-CONTENT-STEERING:") {
+        "SERVER-URI=\""
+    } else {
+        "URI=\""
+    };
     let mut rest = tag;
-    while let Some(at) = find_attribute(rest, "URI=\"") {
-        let value_start = at + "URI=\"".len();
+    while let Some(at) = find_attribute(rest, name) {
+        let value_start = at + name.len();
         let Some(len) = rest[value_start..].find('"') else {
             break;
         };
         let uri = &rest[value_start..value_start + len];
         out.push_str(&rest[..value_start]);
-        if is_ours(uri, own_host) {
+        if is_ours(uri, own_host) || steered && is_http(uri) {
             push_with_token(out, uri, param, value, "&");
         } else {
             out.push_str(uri);
@@ -214,6 +221,16 @@ fn rewrite_uri_attributes(
         rest = &rest[value_start + len..];
     }
     out.push_str(rest);
+}
+
+/// Content Steering (issue 9): a manifest that carries steering tags names
+/// every CDN of the service (pathways) and its steering server by absolute
+/// URL; the viewer's token goes to those too, or a player moved to another
+/// CDN would be refused there.
+fn is_http(uri: &str) -> bool {
+    let uri = uri.trim().as_bytes();
+    let starts = |p: &[u8]| uri.len() > p.len() && uri[..p.len()].eq_ignore_ascii_case(p);
+    starts(b"http://") || starts(b"https://")
 }
 
 /// Position of attribute `name` (e.g. `URI="`) at an attribute boundary, so
@@ -261,6 +278,7 @@ fn rewrite_dash(
     } else {
         query_value(token_value)
     };
+    let steered = text.contains("<ContentSteering");
     let mut out = String::with_capacity(text.len() + 256);
     let mut rest = text;
     while let Some(lt) = rest.find('<') {
@@ -285,11 +303,12 @@ fn rewrite_dash(
             rewrite_xml_attributes(&mut out, element, attributes, token_param, &value, own_host);
         }
         rest = &rest[gt + 1..];
-        if matches!(local, "BaseURL" | "Location") && !element.ends_with("/>") {
+        if matches!(local, "BaseURL" | "Location" | "ContentSteering") && !element.ends_with("/>") {
             let Some(end) = rest.find('<') else { continue };
             let url = &rest[..end];
             let trimmed = url.trim();
-            if is_ours(trimmed, own_host) {
+            let pathway = steered && is_http(trimmed);
+            if is_ours(trimmed, own_host) || pathway {
                 push_with_token(&mut out, trimmed, token_param, &value, "&amp;");
             } else {
                 out.push_str(url);

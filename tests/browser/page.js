@@ -153,7 +153,12 @@
     const ev = dashjs.MediaPlayer.events;
     player.on(ev.ERROR, (e) => {
       const err = e.error || {};
-      error(true, 'dash', `${err.code !== undefined ? err.code + ' ' : ''}${err.message || JSON.stringify(e.error)}`);
+      // 27/28: a media or init segment download failed after dash.js's own
+      // retries; dash.js blocks that BaseURL's service location and carries
+      // on from the next (another CDN under content steering). Whether
+      // playback suffered is judged by stalls and progress.
+      const recoverable = err.code === 27 || err.code === 28;
+      error(!recoverable, 'dash', `${err.code !== undefined ? err.code + ' ' : ''}${err.message || JSON.stringify(e.error)}`);
     });
     player.on(ev.PLAYBACK_ERROR, (e) => error(true, 'dash', `playback: ${e.error && (e.error.message || e.error)}`));
     player.on(ev.STREAM_INITIALIZED, () => {

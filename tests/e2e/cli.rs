@@ -9,6 +9,12 @@ fn strata() -> Command {
     Command::new(env!("CARGO_BIN_EXE_strata"))
 }
 
+/// A loopback port nothing listens on right now, for the child to bind.
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
 #[test]
 fn check_accepts_the_shipped_configs_and_names_the_bad_key() {
     let root = env!("CARGO_MANIFEST_DIR");
@@ -82,14 +88,7 @@ fn sign_prints_a_token_and_refuses_a_bad_secret() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edge_runs_with_only_listen_and_upstream_and_stops_on_sigterm() {
     let origin = start_origin().await;
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
-    let admin = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
+    let (port, admin) = (free_port(), free_port());
     let mut child = strata()
         .args([
             "edge",
@@ -159,4 +158,69 @@ async fn edge_runs_with_only_listen_and_upstream_and_stops_on_sigterm() {
             access[0]
         );
     }
+}
+
+/// Issue 13: file first, flags on top, then one validation. A file with no
+/// `[upstream]` (here one with `[token]`, as a real deployment has) starts
+/// when `--upstream` supplies it; `check`, which merges no flags, names the flag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flag_supplies_what_the_config_file_lacks() {
+    let origin = start_origin().await;
+    let dir = std::env::temp_dir().join(format!("strata-merge-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("edge.toml");
+    std::fs::write(
+        &file,
+        "[cache]\nsize = \"64MiB\"\n\n[token]\nrequire = [\"/private/\"]\n\n\
+         [[token.keys]]\nid = \"k1\"\nsecret = \"00112233445566778899aabbccddeeff\"\n",
+    )
+    .expect("write config");
+
+    let out = strata()
+        .args(["check", "--config"])
+        .arg(&file)
+        .output()
+        .expect("run check");
+    assert!(!out.status.success(), "check has no flags to merge");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("upstream.urls") && err.contains("--upstream URL"),
+        "check names the key and the flag that supplies it: {err}"
+    );
+
+    let (port, admin) = (free_port(), free_port());
+    let mut child = strata()
+        .arg("edge")
+        .arg("--config")
+        .arg(&file)
+        .args([
+            "--upstream",
+            &origin.url(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--admin",
+            &format!("127.0.0.1:{admin}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn strata edge");
+    let url = format!("http://127.0.0.1:{port}/obj/merge.m4s?size=10");
+    let mut status = None;
+    for _ in 0..100 {
+        if let Ok(r) = client().get(&url).send().await {
+            status = Some(r.status());
+            break;
+        }
+        if let Ok(Some(exit)) = child.try_wait() {
+            let mut err = String::new();
+            let _ =
+                std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err);
+            panic!("strata edge --config FILE --upstream URL exited ({exit}): {err}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(status, Some(reqwest::StatusCode::OK));
 }

@@ -306,15 +306,10 @@ pub fn token_and_geo(config: &mut EdgeConfig) {
     );
 }
 
-/// The MaxMind test database from `shared/fixtures/geoip/`, beside the
-/// checkout (CI) or beside the folder of worktrees (development).
+/// The MaxMind test database from `tests/fixtures/geoip/` (licences beside it).
 pub fn geoip_test_db() -> String {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .skip(1)
-        .map(|dir| dir.join("shared/fixtures/geoip/GeoIP2-Country-Test.mmdb"))
-        .find(|path| path.exists())
-        .expect("shared/fixtures/geoip/GeoIP2-Country-Test.mmdb beside the checkout")
+        .join("tests/fixtures/geoip/GeoIP2-Country-Test.mmdb")
         .display()
         .to_string()
 }

@@ -13,12 +13,12 @@ use crate::harness::{client, start_edge, start_origin, TestEdge};
 
 const METHODS: [&str; 5] = ["get", "put", "post", "delete", "patch"];
 
-fn spec() -> Value {
+pub(crate) fn spec() -> Value {
     serde_yaml::from_str(strata::admin::OPENAPI_YAML).expect("api/openapi.yaml is YAML")
 }
 
 /// `(path, method)` of every operation in the spec.
-fn operations(spec: &Value) -> BTreeSet<(String, String)> {
+pub(crate) fn operations(spec: &Value) -> BTreeSet<(String, String)> {
     let paths = spec["paths"].as_object().expect("paths");
     paths
         .iter()

@@ -238,7 +238,7 @@ pub fn geo_rules(toml_text: &str) -> Vec<GeoRuleConfig> {
 pub fn geo_config(rules: Vec<GeoRuleConfig>, status: u16) -> GeoConfig {
     let database = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/fixtures/geoip/GeoIP2-Country-Test.mmdb"
+        "/tests/fixtures/geoip/GeoIP2-Country-Test.mmdb"
     );
     let mut config: GeoConfig = toml::from_str(&format!(
         "database = \"{database}\"\ntrusted_proxies = [\"127.0.0.1/32\"]\nstatus = {status}\n"
@@ -307,10 +307,7 @@ async fn a_corrupt_geo_database_is_a_config_error_naming_the_key() {
         "invalid-data-record-offset.mmdb",
         "missing.mmdb",
     ] {
-        let database = format!(
-            "{}/../shared/fixtures/geoip/{file}",
-            env!("CARGO_MANIFEST_DIR")
-        );
+        let database = format!("{}/tests/fixtures/geoip/{file}", env!("CARGO_MANIFEST_DIR"));
         let text = format!("[upstream]\nurls = [\"http://127.0.0.1:1\"]\n[geo]\ndatabase = \"{database}\"\nrules = []\n");
         let err = strata::config::EdgeConfig::parse(&text).expect_err(file);
         assert!(err.to_string().starts_with("geo.database"), "{file}: {err}");

@@ -67,7 +67,7 @@ impl FromStr for PublishRequest {
             Some((super::APP, rest)) => Self::from_key(rest),
             _ => Err(PublishRefused::BadName(format!(
                 "{:?}: expected {}/{{channel}}[.{{rendition}}]",
-                s.split('?').next().unwrap_or_default(),
+                super::redact(s.split('?').next().unwrap_or_default()),
                 super::APP
             ))),
         }
@@ -117,6 +117,25 @@ pub struct ConnectionPermit(Arc<AtomicUsize>);
 impl Drop for ConnectionPermit {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Why a publisher without credentials was refused, naming the config key
+/// that lets it in (the operator reads this in the log, not the encoder).
+fn refusal_hint(channel: &str, no_keys: bool) -> String {
+    if no_keys {
+        format!(
+            "channel {channel} needs a stream key or publish token: anonymous publishing is off \
+             (set ingest.allow_anonymous = true to allow it for channels without keys, give the \
+             channel keys in [ingest.channels.{channel}] keys = [...], or sign publish tokens \
+             with ingest.publish_token_secret)"
+        )
+    } else {
+        format!(
+            "channel {channel} needs a stream key or publish token: it has keys \
+             (ingest.channels.{channel}.keys; publish with ?key=KEY), or sign a publish token \
+             with ingest.publish_token_secret"
+        )
     }
 }
 
@@ -172,8 +191,9 @@ impl IngestAuth {
         if self.allow_anonymous && channel_keys.is_empty() {
             return Ok(());
         }
-        Err(PublishRefused::Unauthorised(format!(
-            "channel {channel} needs a stream key or publish token"
+        Err(PublishRefused::Unauthorised(refusal_hint(
+            channel,
+            channel_keys.is_empty(),
         )))
     }
 
@@ -282,6 +302,28 @@ mod tests {
             .check(&req(&format!("live/sport?token={forged}")), now)
             .is_err());
         assert!(a.check(&req("live/sport?token=garbage"), now).is_err());
+    }
+
+    /// Issue 13: the quick start's origin refuses every publisher (a good
+    /// default); the refusal names the config keys that open the door.
+    #[test]
+    fn a_refusal_names_the_key_that_opens_the_door() {
+        let a = auth();
+        let now = SystemTime::now();
+        let Err(PublishRefused::Unauthorised(why)) = a.check(&req("live/sport"), now) else {
+            panic!("anonymous publishing is off by default");
+        };
+        for key in [
+            "ingest.allow_anonymous",
+            "[ingest.channels.sport]",
+            "ingest.publish_token_secret",
+        ] {
+            assert!(why.contains(key), "{key} missing from {why:?}");
+        }
+        let Err(PublishRefused::Unauthorised(why)) = a.check(&req("live/news"), now) else {
+            panic!("news has keys");
+        };
+        assert!(why.contains("ingest.channels.news.keys"), "{why}");
     }
 
     #[test]

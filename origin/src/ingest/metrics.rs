@@ -35,6 +35,7 @@ pub struct IngestMetrics {
     bytes: Family<ProtocolLabels, Counter>,
     dropped: Family<ReasonLabels, Counter>,
     late: Family<ProtocolLabels, Counter>,
+    dropped_packets: Family<ReasonLabels, Counter>,
 }
 
 impl IngestMetrics {
@@ -77,7 +78,20 @@ impl IngestMetrics {
             "Samples whose timestamps went backwards and were re-timed to keep decode order",
             m.late.clone(),
         );
+        r.register(
+            "dropped_packets",
+            "Datagrams dropped before any protocol state saw them (malformed, unknown peer), by protocol and reason",
+            m.dropped_packets.clone(),
+        );
         m
+    }
+
+    /// `reason`: `short`, `long`, `unparsable`, `parser_panic`, `suspicious`,
+    /// `unsupported_control`, `unknown_peer` or `relay_full`.
+    pub fn packet_dropped(&self, protocol: &'static str, reason: &'static str) {
+        self.dropped_packets
+            .get_or_create(&ReasonLabels { protocol, reason })
+            .inc();
     }
 
     pub fn connected(&self, protocol: &'static str) {

@@ -16,6 +16,7 @@
 pub mod auth;
 pub mod config;
 pub mod demo;
+mod log_budget;
 pub mod metrics;
 pub mod rtmp;
 mod rtmp_guard;
@@ -70,7 +71,8 @@ impl StreamName {
         };
         if !is_valid_name_part(channel) || !is_valid_name_part(rendition) {
             return Err(PublishRefused::BadName(format!(
-                "{key:?}: expected {{channel}} or {{channel}}.{{rendition}}, each [A-Za-z0-9_-]{{1,64}}"
+                "{:?}: expected {{channel}} or {{channel}}.{{rendition}}, each [A-Za-z0-9_-]{{1,64}}",
+                redact(key)
             )));
         }
         Ok(StreamName {
@@ -89,7 +91,8 @@ impl FromStr for StreamName {
         match s.trim_start_matches('/').split_once('/') {
             Some((APP, key)) => StreamName::from_key(key),
             _ => Err(PublishRefused::BadName(format!(
-                "{s:?}: expected {APP}/{{channel}}[.{{rendition}}]"
+                "{:?}: expected {APP}/{{channel}}[.{{rendition}}]",
+                redact(s)
             ))),
         }
     }
@@ -121,6 +124,87 @@ pub trait MediaSink: Send {
     /// Resolves when an operator kicked this publisher: ingest must then
     /// close the connection.
     fn kicked(&self) -> tokio::sync::watch::Receiver<bool>;
+}
+
+/// Fields of a stream id or query string whose values are secrets.
+const SECRET_FIELDS: &[&str] = &[
+    "s",
+    "key",
+    "token",
+    "passphrase",
+    "pass",
+    "password",
+    "pwd",
+    "secret",
+    "auth",
+    "sig",
+    "signature",
+];
+
+/// Longest stream id or name a log line shows.
+const LOGGED_NAME_MAX: usize = 200;
+
+/// A stream id, RTMP stream name or tcUrl as a log line may show it: every
+/// credential value (`s=`, `key=`, `token=`, … in an SRT stream id or a query
+/// string, %-encoded or not) replaced by `…`, and cut to a sane length.
+pub fn redact(s: &str) -> String {
+    let decoded = percent_decode(s);
+    let text = decoded.as_deref().unwrap_or(s);
+    let mut out = String::with_capacity(text.len().min(LOGGED_NAME_MAX));
+    for piece in text.split_inclusive([',', '?', '&', ';']) {
+        let (body, sep) = match piece.char_indices().last() {
+            Some((i, c)) if [',', '?', '&', ';'].contains(&c) => (&piece[..i], &piece[i..]),
+            _ => (piece, ""),
+        };
+        match body.split_once('=') {
+            Some((field, _)) if is_secret_field(field) => {
+                out.push_str(field);
+                out.push_str("=…");
+            }
+            _ => out.push_str(body),
+        }
+        out.push_str(sep);
+    }
+    if out.len() > LOGGED_NAME_MAX {
+        let mut cut = LOGGED_NAME_MAX;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push('…');
+    }
+    out
+}
+
+/// `#!::s` → `s`, `live/news?key` → `key`.
+fn is_secret_field(field: &str) -> bool {
+    let name = field.rsplit([':', '/', '?']).next().unwrap_or(field);
+    SECRET_FIELDS
+        .iter()
+        .any(|secret| name.trim().eq_ignore_ascii_case(secret))
+}
+
+/// Decodes `%XX` escapes (RFC 3986 §2.1); `None` when one is broken or the
+/// result is not UTF-8.
+pub fn percent_decode(s: &str) -> Option<String> {
+    if !s.contains('%') {
+        return Some(s.to_owned());
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            let hex = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -155,6 +239,31 @@ impl PublishRefused {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redacts_credentials_in_any_spelling() {
+        for (raw, shown) in [
+            ("#!::s=SECRET,r=live/x", "#!::s=…,r=live/x"),
+            (
+                "#!::r=live/x,m=publish,key=SECRET",
+                "#!::r=live/x,m=publish,key=…",
+            ),
+            ("%23!::r=live/x,token=SECRET", "#!::r=live/x,token=…"),
+            ("%23%21%3A%3As%3DSECRET%2Cr%3Dlive%2Fx", "#!::s=…,r=live/x"),
+            ("live/x?key=SECRET&token=SECRET", "live/x?key=…&token=…"),
+            (
+                "live/x?KEY=SECRET;Passphrase=SECRET",
+                "live/x?KEY=…;Passphrase=…",
+            ),
+            ("live/x?user=bob", "live/x?user=bob"),
+        ] {
+            assert_eq!(redact(raw), shown, "{raw}");
+        }
+        let long = "live/".to_owned() + &"é".repeat(300);
+        assert!(redact(&long).len() <= LOGGED_NAME_MAX + 3);
+        assert_eq!(percent_decode("%2"), None);
+        assert_eq!(percent_decode("%ff"), None);
+    }
 
     #[test]
     fn stream_names() {

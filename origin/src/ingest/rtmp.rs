@@ -346,7 +346,10 @@ impl Connection<'_> {
                 if app_name.split('?').next() == Some(APP) {
                     self.accept(request_id)
                 } else {
-                    let why = format!("unknown application {app_name:?}, expected {APP:?}");
+                    let why = format!(
+                        "unknown application {:?}, expected {APP:?}",
+                        super::redact(&app_name)
+                    );
                     self.reject(request_id, "NetConnection.Connect.Rejected", &why)?;
                     Err(ConnectionEnd::Refused(PublishRefused::BadName(why)))
                 }
@@ -394,7 +397,7 @@ impl Connection<'_> {
 
     fn publish(&mut self, request_id: u32, stream_key: &str) -> Result<(), ConnectionEnd> {
         let shared = self.shared;
-        self.requested = stream_key.split('?').next().map(str::to_owned);
+        self.requested = Some(super::redact(stream_key));
         let attempt = if self.publish.is_some() {
             Err(PublishRefused::BadName(
                 "this connection already publishes a stream".into(),

@@ -16,7 +16,12 @@
 //! length, `pbkeylen=16|24|32`); without one they must not encrypt. A wrong
 //! passphrase fails the SRT handshake (`BadSecret`).
 
+pub mod guard;
+mod relay;
+
 use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -24,28 +29,33 @@ use futures::{SinkExt, StreamExt};
 use srt_protocol::settings::KeySettings;
 use srt_tokio::access::{RejectReason, ServerRejectReason};
 use srt_tokio::options::{KeySize, Passphrase};
-use srt_tokio::{ConnectionRequest, SrtIncoming, SrtListener, SrtSocket};
+use srt_tokio::{ConnectionRequest, SrtListener, SrtSocket};
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use super::rtmp::deliver;
 use super::{
-    IngestAuth, IngestConfig, IngestMetrics, PublishRefused, PublishRequest, PublishTarget,
-    PublisherInfo, StreamName,
+    percent_decode, redact, IngestAuth, IngestConfig, IngestMetrics, PublishRefused,
+    PublishRequest, PublishTarget, PublisherInfo, StreamName,
 };
 use crate::media::ts_demux::{TsDemuxer, TsStats};
 use crate::media::MediaError;
 
+pub use relay::RelayLimits;
+
 const PROTOCOL: &str = "srt";
 const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a refused peer's listener stays to repeat its rejection.
+const REJECT_LINGER: Duration = Duration::from_secs(1);
 
 /// SRT transport settings (from [`IngestConfig`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SrtSettings {
     pub latency: Duration,
     pub passphrase: Option<String>,
+    /// Bounds on peers still in handshake.
+    pub limits: RelayLimits,
 }
 
 impl Default for SrtSettings {
@@ -53,6 +63,7 @@ impl Default for SrtSettings {
         Self {
             latency: Duration::from_millis(120),
             passphrase: None,
+            limits: RelayLimits::default(),
         }
     }
 }
@@ -62,12 +73,23 @@ impl IngestConfig {
         SrtSettings {
             latency: self.srt_latency,
             passphrase: self.srt_passphrase.clone(),
+            limits: RelayLimits::default(),
         }
     }
 }
 
 /// Parses an SRT stream id into a publish request (see the module docs).
 pub fn parse_stream_id(stream_id: &str) -> Result<PublishRequest, PublishRefused> {
+    // Some tools send the whole id %-encoded (`%23!::r=…`); a key may hold a
+    // `%` of its own, so only an id that is not already `#!::` is decoded.
+    let decoded;
+    let stream_id = match percent_decode(stream_id) {
+        Some(d) if !stream_id.starts_with("#!::") && d.starts_with("#!::") => {
+            decoded = d;
+            decoded.as_str()
+        }
+        _ => stream_id,
+    };
     let Some(pairs) = stream_id.strip_prefix("#!::") else {
         return stream_id.parse();
     };
@@ -111,10 +133,12 @@ struct Shared {
     auth: Arc<IngestAuth>,
     metrics: IngestMetrics,
     passphrase: Option<String>,
+    latency: Duration,
 }
 
 /// Takes SRT publishers on `socket` (already bound; tests use
-/// `127.0.0.1:0`) until `shutdown` resolves.
+/// `127.0.0.1:0`) until `shutdown` resolves. Every remote peer gets its own
+/// protocol state (see [`relay`]), so no packet can disconnect another peer.
 pub async fn serve(
     socket: UdpSocket,
     settings: SrtSettings,
@@ -129,60 +153,46 @@ pub async fn serve(
         auth,
         metrics,
         passphrase: settings.passphrase,
+        latency: settings.latency,
     });
-    tokio::pin!(shutdown);
-    let mut socket = Some(socket);
-    loop {
-        let socket = match socket.take() {
-            Some(s) => s,
-            None => UdpSocket::bind(local).await?,
-        };
-        let (mut listener, incoming) = SrtListener::builder()
-            .latency(settings.latency)
-            .socket(socket)
-            .bind(local)
-            .await?;
-        info!(addr = %local, "SRT ingest listening");
-        if listen(incoming, &shared, &mut shutdown).await {
-            listener.close().await;
-            return Ok(());
-        }
-        // srt-protocol 0.4 handles every handshake in one task and has
-        // `todo!()`s a peer can reach; when that task dies, start over.
-        tracing::error!(addr = %local, "SRT listener task died; restarting it in 1 s");
-        shared.metrics.refused(PROTOCOL, "listener_restart");
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    info!(addr = %local, "SRT ingest listening");
+    relay::run(socket, shared, settings.limits, shutdown).await;
+    Ok(())
 }
 
-/// Serves connection requests; `true` on shutdown, `false` if the
-/// listener task stopped by itself.
-async fn listen(
-    mut incoming: SrtIncoming,
-    shared: &Arc<Shared>,
-    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
-) -> bool {
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut connections = JoinSet::new();
-    let clean = loop {
-        tokio::select! {
-            () = shutdown.as_mut() => break true,
-            request = incoming.incoming().next() => {
-                let Some(request) = request else { break false };
-                let shared = shared.clone();
-                let stop = stop_rx.clone();
-                connections.spawn(async move { handle_request(request, &shared, stop).await });
-            }
-            Some(done) = connections.join_next(), if !connections.is_empty() => {
-                if let Err(e) = done {
-                    tracing::error!(error = %e, "SRT connection task failed");
-                }
-            }
-        }
+/// One remote peer: its own srt-tokio listener on `socket` (fed by the
+/// relay), one connection request, and its publish. `remote` is the peer's
+/// real address, for logs, auth and limits.
+async fn serve_peer(
+    remote: SocketAddr,
+    socket: UdpSocket,
+    shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
+    publishing: Arc<AtomicBool>,
+) {
+    let local = match socket.local_addr() {
+        Ok(a) => a,
+        Err(_) => return,
     };
-    let _ = stop_tx.send(true);
-    while connections.join_next().await.is_some() {}
-    clean
+    let bound = SrtListener::builder()
+        .latency(shared.latency)
+        .socket(socket)
+        .bind(local)
+        .await;
+    let Ok((listener, mut incoming)) = bound else {
+        return;
+    };
+    // `None`: the listener's task ended (srt-protocol panicked on this peer).
+    if let Some(request) = incoming.incoming().next().await {
+        handle_request(request, remote, &shared, stop, &publishing).await;
+        if !publishing.load(Ordering::Acquire) {
+            // Refused: let the listener send its rejection and answer the
+            // caller's repeated conclusions with it before it goes away.
+            tokio::time::sleep(REJECT_LINGER).await;
+        }
+    }
+    // Dropping (not `close()`, which unwraps the task's result) ends its task.
+    drop(listener);
 }
 
 /// Decides a connection request before the SRT handshake completes: the
@@ -224,11 +234,16 @@ fn admit_request(
     Ok((req, keys))
 }
 
-async fn handle_request(request: ConnectionRequest, shared: &Shared, stop: watch::Receiver<bool>) {
-    let remote = request.remote();
+async fn handle_request(
+    request: ConnectionRequest,
+    remote: SocketAddr,
+    shared: &Shared,
+    stop: watch::Receiver<bool>,
+    publishing: &AtomicBool,
+) {
     let stream_id = request
         .stream_id()
-        .map(|s| s.split(['?', ',']).next().unwrap_or_default().to_owned())
+        .map(|s| redact(s.as_str()))
         .unwrap_or_default();
     let Some(_permit) = shared.auth.admit() else {
         warn!(%remote, reason = "max_connections", "SRT connection refused");
@@ -256,6 +271,7 @@ async fn handle_request(request: ConnectionRequest, shared: &Shared, stop: watch
             return;
         }
     };
+    publishing.store(true, Ordering::Release);
     // Publish only after the handshake, so a caller with a wrong passphrase
     // can never displace the live publisher.
     let info = PublisherInfo {
@@ -357,6 +373,12 @@ mod tests {
         assert_eq!(r.credentials.key.as_deref(), Some("s3cret"));
         let r = parse_stream_id("#!::u=bob,r=live/news,token=1.ab").expect("valid");
         assert_eq!(r.credentials.token.as_deref(), Some("1.ab"));
+        let r = parse_stream_id("%23!::r=live/news,m=publish").expect("%-encoded #");
+        assert_eq!(r.name.channel, "news");
+        let r = parse_stream_id("%23%21%3A%3Ar%3Dlive%2Fnews%2Cs%3Dk%25").expect("all encoded");
+        assert_eq!(r.credentials.key.as_deref(), Some("k%"));
+        let r = parse_stream_id("#!::r=live/news,s=50%off").expect("raw % in a key");
+        assert_eq!(r.credentials.key.as_deref(), Some("50%off"));
         let r = parse_stream_id("live/news?key=k").expect("valid");
         assert_eq!(r.credentials.key.as_deref(), Some("k"));
         for bad in [

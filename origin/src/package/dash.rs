@@ -249,6 +249,52 @@ fn xml_escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// DASH-IF Content Steering: `mpd` with one MPD-level
+/// `<BaseURL serviceLocation=…>` per pathway (best first, each the pathway's
+/// `{base_url}/live/{channel}/`), one `<Location serviceLocation=…>` per
+/// pathway for MPD updates, and `<ContentSteering>` naming the steering
+/// server, right after the `MPD` start tag (ahead of every Period).
+pub fn with_steering(mpd: &str, tags: &crate::steering::Tags) -> String {
+    let Some(open) = mpd
+        .find("<MPD")
+        .and_then(|at| mpd[at..].find('>').map(|e| at + e + 1))
+    else {
+        return mpd.to_owned();
+    };
+    let mut out = String::with_capacity(mpd.len() + 512);
+    out.push_str(&mpd[..open]);
+    out.push('\n');
+    for (id, base) in &tags.pathways {
+        let _ = writeln!(
+            out,
+            "  <BaseURL serviceLocation=\"{}\">{}</BaseURL>",
+            xml_escape(id),
+            xml_escape(base)
+        );
+    }
+    // MPD updates follow steering too, so a dead CDN never holds the MPD.
+    for (id, base) in &tags.pathways {
+        let _ = writeln!(
+            out,
+            "  <Location serviceLocation=\"{}\">{}manifest.mpd</Location>",
+            xml_escape(id),
+            xml_escape(base)
+        );
+    }
+    let _ = write!(
+        out,
+        "  <ContentSteering defaultServiceLocation=\"{}\" queryBeforeStart=\"true\">{}</ContentSteering>",
+        xml_escape(&tags.default_pathway),
+        xml_escape(&tags.server_uri)
+    );
+    let rest = &mpd[open..];
+    if !rest.starts_with('\n') {
+        out.push('\n');
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -235,6 +235,118 @@ fn codecs(video: Option<&TrackParams>, audio: Option<&TrackParams>) -> String {
         .join(",")
 }
 
+/// HLS Content Steering (RFC 8216bis §4.4.6.6, Apple Content Steering 1.2):
+/// `master` with `EXT-X-CONTENT-STEERING` after its header tags, and its
+/// variants and renditions listed once per pathway, best first: each
+/// `EXT-X-STREAM-INF` gets that pathway's `PATHWAY-ID`, rendition groups are
+/// renamed `{group}-{pathway}` so each pathway has its own, and every URI
+/// becomes absolute on that pathway's base (`{base_url}/live/{channel}/`).
+pub fn with_steering(master: &str, tags: &crate::steering::Tags) -> String {
+    let lines: Vec<&str> = master.lines().collect();
+    let variants = lines
+        .iter()
+        .position(|l| {
+            [
+                "#EXT-X-MEDIA:",
+                "#EXT-X-STREAM-INF:",
+                "#EXT-X-I-FRAME-STREAM-INF:",
+            ]
+            .iter()
+            .any(|t| l.starts_with(t))
+        })
+        .unwrap_or(lines.len());
+    let mut out = String::with_capacity(master.len() * (tags.pathways.len() + 1));
+    for line in &lines[..variants] {
+        out.push_str(line);
+        out.push('\n');
+    }
+    let _ = writeln!(
+        out,
+        "#EXT-X-CONTENT-STEERING:SERVER-URI=\"{}\",PATHWAY-ID=\"{}\"",
+        tags.server_uri, tags.default_pathway
+    );
+    for (id, base) in &tags.pathways {
+        for line in &lines[variants..] {
+            if let Some(attrs) = line.strip_prefix("#EXT-X-MEDIA:") {
+                out.push_str("#EXT-X-MEDIA:");
+                out.push_str(&steer_attributes(attrs, id, base, &["GROUP-ID"]));
+            } else if let Some(attrs) = line.strip_prefix("#EXT-X-STREAM-INF:") {
+                out.push_str("#EXT-X-STREAM-INF:");
+                let groups = ["AUDIO", "VIDEO", "SUBTITLES", "CLOSED-CAPTIONS"];
+                out.push_str(&steer_attributes(attrs, id, base, &groups));
+                let _ = write!(out, ",PATHWAY-ID=\"{id}\"");
+            } else if let Some(attrs) = line.strip_prefix("#EXT-X-I-FRAME-STREAM-INF:") {
+                out.push_str("#EXT-X-I-FRAME-STREAM-INF:");
+                out.push_str(&steer_attributes(attrs, id, base, &["VIDEO"]));
+                let _ = write!(out, ",PATHWAY-ID=\"{id}\"");
+            } else if line.starts_with('#') || line.trim().is_empty() {
+                out.push_str(line);
+            } else {
+                out.push_str(&absolute(base, line.trim()));
+            }
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// `URI="…"` made absolute on `base`; the quoted group attributes in
+/// `groups` (not `NONE`) suffixed with `-{pathway}`.
+fn steer_attributes(attrs: &str, pathway: &str, base: &str, groups: &[&str]) -> String {
+    let mut out = String::with_capacity(attrs.len() + 64);
+    let mut rest = attrs;
+    while let Some((name, after)) = rest.split_once('=') {
+        // A quoted value runs to its closing quote, an unquoted one to the comma.
+        let (value, quoted, tail) = match after.strip_prefix('"') {
+            Some(q) => {
+                let end = q.find('"').unwrap_or(q.len());
+                (&q[..end], true, q.get(end + 1..).unwrap_or(""))
+            }
+            None => {
+                let end = after.find(',').unwrap_or(after.len());
+                (&after[..end], false, &after[end..])
+            }
+        };
+        let _ = write!(out, "{name}=");
+        match (quoted, name) {
+            (true, "URI") => {
+                let _ = write!(out, "\"{}\"", absolute(base, value));
+            }
+            (true, _) if groups.contains(&name) && value != "NONE" => {
+                let _ = write!(out, "\"{value}-{pathway}\"");
+            }
+            (true, _) => {
+                let _ = write!(out, "\"{value}\"");
+            }
+            (false, _) => out.push_str(value),
+        }
+        match tail.strip_prefix(',') {
+            Some(t) => {
+                out.push(',');
+                rest = t;
+            }
+            None => return out,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `uri` resolved against `base` (which ends in `/`); absolute URIs stay.
+fn absolute(base: &str, uri: &str) -> String {
+    if uri.contains("://") {
+        return uri.to_owned();
+    }
+    if let Some(path) = uri.strip_prefix('/') {
+        let scheme_end = base.find("://").map_or(0, |i| i + 3);
+        let host_end = base[scheme_end..]
+            .find('/')
+            .map_or(base.len(), |i| scheme_end + i);
+        return format!("{}/{path}", &base[..host_end]);
+    }
+    format!("{base}{uri}")
+}
+
 /// Checks shared by the store's tests: playlist structure per RFC 8216bis.
 #[cfg(test)]
 pub(crate) mod check {

@@ -11,7 +11,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
 use crate::support::{
-    assert_ffmpeg_stream, ffmpeg_exit, ffmpeg_publish, ffmpeg_publish_with, init_logs, Collector,
+    assert_ffmpeg_stream, ffmpeg_exit, ffmpeg_publish, ffmpeg_publish_with, init_logs,
+    logged_lines, Collector,
 };
 
 struct Server {
@@ -335,4 +336,31 @@ async fn abr_ladder_is_several_publishes_into_one_channel() {
             ("news".to_owned(), "720p".to_owned())
         ]
     );
+}
+
+/// Issue 11: refused RTMP publishes are logged without the keys and tokens
+/// their names or application query strings carry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_log_line_carries_a_stream_key() {
+    let server = start(keyed_auth()).await;
+    let port = server.port;
+    for path in [
+        "live/news?key=RTMP-SECRET-1",
+        "live/news?token=RTMP-SECRET-2",
+        "vod?key=RTMP-SECRET-3/news",
+        "live/bad;key=RTMP-SECRET-4",
+    ] {
+        let url = format!("rtmp://127.0.0.1:{port}/{path}");
+        let (ok, _) = ffmpeg_exit(ffmpeg_publish(&url, "flv", 1), Duration::from_secs(10)).await;
+        assert!(!ok, "publish to {path} should be refused");
+    }
+    let text = metrics_text(&server.registry);
+    assert!(text.contains("ingest_publish_refusals_total"), "{text}");
+    let lines = logged_lines();
+    assert!(
+        lines.iter().any(|l| l.contains("RTMP connection closed")),
+        "the refusals were logged"
+    );
+    let leaks: Vec<&String> = lines.iter().filter(|l| l.contains("RTMP-SECRET")).collect();
+    assert!(leaks.is_empty(), "secrets in logs: {leaks:#?}");
 }

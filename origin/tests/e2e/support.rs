@@ -192,14 +192,54 @@ pub async fn ffmpeg_exit(child: Child, limit: Duration) -> (bool, String) {
     )
 }
 
+/// Logs to the test's output and to [`logged_lines`]; srt-protocol's and
+/// srt-tokio's warnings are on, as they are in the binary.
 pub fn init_logs() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "strata_origin=info".into()),
+                .unwrap_or_else(|_| "strata_origin=info,srt_protocol=warn,srt_tokio=warn".into()),
         )
-        .with_test_writer()
+        .with_ansi(false)
+        .with_writer(CapturedLog)
         .try_init();
+}
+
+/// Every log line written since the first [`init_logs`], from every test in
+/// this binary (tests filter by what they look for).
+pub fn logged_lines() -> Vec<String> {
+    let log = LOG.lock().expect("not poisoned");
+    String::from_utf8_lossy(&log)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+// Test double: appended to under a brief lock by whichever thread logs.
+static LOG: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+#[derive(Clone, Copy)]
+struct CapturedLog;
+
+impl std::io::Write for CapturedLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOG.lock().expect("not poisoned").extend_from_slice(buf);
+        // Like the test writer: shown for failing tests only.
+        print!("{}", String::from_utf8_lossy(buf));
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLog {
+    type Writer = CapturedLog;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        *self
+    }
 }
 
 /// Checks what an ffmpeg publish of [`ffmpeg_publish`] must have delivered.

@@ -1,6 +1,6 @@
 //! Unit tests for the access policy. Fixtures: `tests/fixtures/tokens.json`
 //! (vectors made by akamai-edgeauth) and the MaxMind test databases in
-//! `../shared/fixtures/geoip/`.
+//! `tests/fixtures/geoip/` (with their licences).
 
 mod client;
 mod geo;
@@ -19,10 +19,7 @@ pub(super) fn at(secs: u64) -> SystemTime {
 }
 
 pub(super) fn geoip(file: &str) -> String {
-    format!(
-        "{}/../shared/fixtures/geoip/{file}",
-        env!("CARGO_MANIFEST_DIR")
-    )
+    format!("{}/tests/fixtures/geoip/{file}", env!("CARGO_MANIFEST_DIR"))
 }
 
 /// The Python that has akamai-edgeauth: `$STRATA_PYTHON` (scripts/test.sh

@@ -253,6 +253,42 @@ fn a_remembered_token_still_has_its_window_acl_and_ip_checked() {
 }
 
 #[test]
+fn re_encodings_of_one_token_share_one_remembered_entry() {
+    let token = "st=1700000000~exp=4070908800~acl=/live/*~hmac=e2bac91ac3155eb6a9e28836547361297d4e3231874ba34815e01b01f88ecfcc";
+    let v = verifier(Duration::ZERO);
+    let now = at(1795600000);
+    assert_eq!(outcome_raw(&v, token, "/live/a", "192.0.2.1", now), "ok");
+    assert_eq!(v.remembered(), 1);
+    // Upper-case hex digits in every combination an attacker could cycle
+    // through, and percent-encoded separators: all the same token.
+    let (body, hmac) = token.split_once("~hmac=").expect("hmac");
+    for mask in 0u32..64 {
+        let hex: String = hmac
+            .chars()
+            .enumerate()
+            .map(|(i, c)| {
+                if i < 6 && mask & (1 << i) != 0 {
+                    c.to_ascii_uppercase()
+                } else {
+                    c
+                }
+            })
+            .collect();
+        let variant = format!("{body}~hmac={hex}");
+        assert_eq!(
+            outcome_raw(&v, &variant, "/live/a", "192.0.2.1", now),
+            "ok",
+            "{variant}"
+        );
+    }
+    let encoded = token.replace('=', "%3D").replace('~', "%7E");
+    assert_eq!(outcome_raw(&v, &encoded, "/live/a", "192.0.2.1", now), "ok");
+    assert_eq!(v.remembered(), 1, "re-encodings must not churn the map");
+    // A re-encoding is still checked for its claims.
+    assert_eq!(outcome_raw(&v, &encoded, "/vod/a", "192.0.2.1", now), "acl");
+}
+
+#[test]
 fn clock_skew_is_allowed_both_ways() {
     let token = edgeauth(
         "acl",

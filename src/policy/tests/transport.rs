@@ -227,3 +227,35 @@ fn cookie_carries_the_token() {
         "token=a=b~c; Path=/; HttpOnly"
     );
 }
+
+#[test]
+fn steered_manifests_carry_the_token_to_every_pathway_and_the_steering_server() {
+    let master = "#EXTM3U\n#EXT-X-CONTENT-STEERING:SERVER-URI=\"http://o.example/steering/c.json\",PATHWAY-ID=\"a\"\n\
+#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio-a\",NAME=\"main\",URI=\"http://a.example/live/c/main/audio.m3u8\"\n\
+#EXT-X-STREAM-INF:BANDWIDTH=1,CODECS=\"avc1.64001f\",AUDIO=\"audio-a\",PATHWAY-ID=\"a\"\n\
+http://a.example/live/c/main/video.m3u8\n\
+#EXT-X-STREAM-INF:BANDWIDTH=1,CODECS=\"avc1.64001f\",AUDIO=\"audio-b\",PATHWAY-ID=\"b\"\n\
+https://b.example/live/c/main/video.m3u8\n";
+    let out = rewrite_hls_playlist(master, "token", "t1");
+    assert!(
+        out.contains("SERVER-URI=\"http://o.example/steering/c.json?token=t1\",PATHWAY-ID=\"a\"")
+    );
+    assert!(out.contains("URI=\"http://a.example/live/c/main/audio.m3u8?token=t1\""));
+    assert!(out.contains("\nhttp://a.example/live/c/main/video.m3u8?token=t1\n"));
+    assert!(out.contains("\nhttps://b.example/live/c/main/video.m3u8?token=t1\n"));
+    // Without steering tags, other hosts still never see the token.
+    let plain = master.replace("#EXT-X-CONTENT-STEERING", "#EXT-X-SOMETHING");
+    assert!(!rewrite_hls_playlist(&plain, "token", "t1").contains("video.m3u8?token"));
+
+    let mpd = "<MPD>\n  <BaseURL serviceLocation=\"a\">http://a.example/live/c/</BaseURL>\n\
+  <Location serviceLocation=\"a\">http://a.example/live/c/manifest.mpd</Location>\n\
+  <ContentSteering defaultServiceLocation=\"a\" queryBeforeStart=\"true\">http://o.example/steering/c/dash.json</ContentSteering>\n\
+  <Period><SegmentTemplate media=\"main/video/$Number$.m4s\"/></Period>\n</MPD>\n";
+    let out = rewrite_dash_mpd(mpd, "token", "t1");
+    assert!(
+        out.contains(">http://a.example/live/c/?token=t1</BaseURL>"),
+        "{out}"
+    );
+    assert!(out.contains(">http://o.example/steering/c/dash.json?token=t1</ContentSteering>"));
+    assert!(out.contains("media=\"main/video/$Number$.m4s?token=t1\""));
+}
