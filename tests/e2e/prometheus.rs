@@ -39,7 +39,7 @@ async fn prometheus_scrapes_the_edge_metrics() {
     assert!(targets.status().is_success());
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()

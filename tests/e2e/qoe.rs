@@ -20,7 +20,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::harness::client;
-use crate::prometheus::Prometheus;
+use crate::prometheus::{free_port, Prometheus};
 use crate::stack::{require_peers, start_play_with, Publisher};
 
 /// `strata up`, as a child process, with every port picked by the kernel.
@@ -389,4 +389,163 @@ async fn players_with_cmcd_fill_the_qoe_metrics_and_every_dashboard_panel() {
         panels += assert_panels_have_data(&prometheus, file).await;
     }
     eprintln!("{panels} panel queries, all with data");
+}
+
+/// The steering dashboard against a real steering origin: two CDNs that work
+/// (a Strata edge reading CMCD, and the origin's own playback listener) and
+/// one that is dead, scraped by Prometheus while hls.js and dash.js play
+/// through steering with CMCD on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn players_through_steering_fill_every_steering_panel() {
+    use strata_origin::steering::{PathwayConfig, SteeringConfig, SteeringGeoConfig};
+    require_peers();
+    let tcp = || std::net::TcpListener::bind("127.0.0.1:0").expect("bind tcp");
+    let (http, admin, rtmp) = (tcp(), tcp(), tcp());
+    let addr = |l: &std::net::TcpListener| l.local_addr().expect("addr");
+    let (http_addr, admin_addr, rtmp_addr) = (addr(&http), addr(&admin), addr(&rtmp));
+    let edge = crate::harness::start_edge(&[format!("http://{http_addr}")], "cdn-a-edge", |c| {
+        c.qoe.pathway = "cdn-a".into();
+        c.qoe.pathways = vec!["cdn-b".into(), "cdn-dead".into()];
+    })
+    .await;
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let pathway = |id: &str, base_url: String| PathwayConfig {
+        id: id.into(),
+        base_url,
+        weight: None,
+        countries: Vec::new(),
+        probe_path: None,
+    };
+    let mut config = strata_origin::config::OriginConfig::default();
+    config.ingest.allow_anonymous = true;
+    config.server.api_token = Some(crate::stack::API_TOKEN.into());
+    config.server.http = http_addr;
+    config.server.admin = Some(admin_addr);
+    config.ingest.rtmp_listen = rtmp_addr;
+    config.steering = Some(SteeringConfig {
+        ttl: Duration::from_secs(2),
+        server: None,
+        probe_interval: Duration::from_millis(500),
+        pathways: vec![
+            pathway("cdn-a", edge.url("").trim_end_matches('/').to_owned()),
+            pathway("cdn-b", format!("http://{http_addr}")),
+            pathway("cdn-dead", dead),
+        ],
+        geo: Some(SteeringGeoConfig {
+            database: format!(
+                "{}/tests/fixtures/geoip/GeoIP2-Country-Test.mmdb",
+                env!("CARGO_MANIFEST_DIR")
+            )
+            .into(),
+            trusted_proxies: vec!["127.0.0.1/32".into()],
+        }),
+    });
+    let listeners = strata_origin::server::OriginListeners {
+        http,
+        admin: Some(admin),
+        rtmp: Some(rtmp),
+        srt: None,
+    };
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        strata_origin::server::run(
+            config,
+            listeners,
+            strata_origin::server::RunOptions::default(),
+            async move {
+                let _ = stopped.await;
+            },
+        )
+        .await
+        .expect("origin run");
+    });
+    let edge_admin = edge.admin.to_string();
+    let origin_admin = admin_addr.to_string();
+    let prometheus = Prometheus::start(&[
+        ("strata-edge", &edge_admin),
+        ("strata-origin", &origin_admin),
+    ]);
+    let publisher = Publisher::start(&format!("rtmp://{rtmp_addr}/live/steer"), "flv", "320x180");
+    let master = edge.url("/live/steer/master.m3u8");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let text = loop {
+        let response = client().get(&master).send().await.expect("master");
+        if response.status().is_success() {
+            break response.text().await.expect("master text");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the steered channel never came up"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    // The steering server a player calls, with garbage a player might send.
+    let server_uri = text
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-CONTENT-STEERING:"))
+        .and_then(|attrs| attrs.split("SERVER-URI=\"").nth(1))
+        .and_then(|rest| rest.split('"').next())
+        .expect("the master playlist names its steering server")
+        .to_owned();
+    let joiner = if server_uri.contains('?') { '&' } else { '?' };
+    let garbage = client()
+        .get(format!(
+            "{server_uri}{joiner}_HLS_pathway=%00%FF&_HLS_throughput=lots"
+        ))
+        .send()
+        .await
+        .expect("garbage steering request");
+    assert!(
+        garbage.status().as_u16() < 500,
+        "garbage steering input: {}",
+        garbage.status()
+    );
+    // An operator (or automation reading strata_qoe_*) sets a QoE penalty.
+    let penalty = client()
+        .put(format!(
+            "http://{admin_addr}/api/steering/pathways/cdn-b/qoe_penalty"
+        ))
+        .bearer_auth(crate::stack::API_TOKEN)
+        .body(r#"{"penalty":0.0}"#)
+        .send()
+        .await
+        .expect("qoe penalty");
+    assert!(
+        penalty.status().is_success(),
+        "qoe penalty: {}",
+        penalty.status()
+    );
+
+    for (player, url, mode) in [
+        ("hls", master.clone(), "query"),
+        ("dash", edge.url("/live/steer/manifest.mpd"), "headers"),
+    ] {
+        let report = start_play_with(player, &url, 8, &["--cmcd".into(), mode.into()])
+            .await
+            .finish()
+            .await;
+        eprintln!("{player} ({mode}) through steering: {report}");
+    }
+    publisher.stop().await;
+    let limit = Duration::from_secs(60);
+    for (what, promql) in [
+        ("steering answers", "sum(strata_steering_decisions_total)"),
+        (
+            "throughput players reported",
+            "sum(strata_steering_reported_throughput_bits_per_second_count)",
+        ),
+        (
+            "the dead CDN taken out",
+            "sum(strata_steering_pathway_transitions_total{pathway=\"cdn-dead\",to=\"down\"})",
+        ),
+        (
+            "sessions on the edge's pathway",
+            "sum(strata_qoe_sessions_started_total{cdn=\"cdn-a\"})",
+        ),
+    ] {
+        let value = prometheus.wait_for(promql, 1.0, limit).await;
+        eprintln!("{what}: {value}");
+    }
+    let panels = assert_panels_have_data(&prometheus, "grafana/strata-steering.json").await;
+    eprintln!("{panels} steering panel queries, all with data");
 }
