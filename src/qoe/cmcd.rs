@@ -332,9 +332,7 @@ impl Cmcd {
                 self.error = true;
             }
             // Typed keys whose values are checked but not used.
-            "cid" | "nor" | "nrr" | "h" | "url" | "cs" | "cen" => {
-                value.string()?;
-            }
+            "cid" | "nor" | "nrr" | "h" | "url" | "cs" | "cen" => value.check_string()?,
             "pr" | "rtp" | "ltc" | "sn" | "dfa" | "ts" | "pt" | "rc" | "ttfb" | "ttfbb"
             | "ttlb" => {
                 value.decimal()?;
@@ -455,12 +453,26 @@ impl<'a> Value<'a> {
         Ok(text)
     }
 
+    /// A string within the length limit, not copied (for keys only checked).
+    fn check_string(self) -> Result<(), Malformed> {
+        match self {
+            Value::String(raw) if raw.len() <= 2 * MAX_STRING => {
+                if raw.len() <= MAX_STRING || raw.chars().count() <= MAX_STRING {
+                    Ok(())
+                } else {
+                    self.string().map(drop)
+                }
+            }
+            _ => Err(Malformed::Value),
+        }
+    }
+
     fn string_list(self) -> Result<(), Malformed> {
         let Value::List(inner) = self else {
-            return self.string().map(drop);
+            return self.check_string();
         };
         for item in list_items(inner) {
-            item?.0.string()?;
+            item?.0.check_string()?;
         }
         Ok(())
     }

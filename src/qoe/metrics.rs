@@ -423,14 +423,14 @@ impl Cell {
 pub struct Cells {
     pathways: Vec<String>,
     // Read on every request, written once per new place.
-    cells: RwLock<HashMap<Place, Arc<Cell>>>,
+    cells: RwLock<HashMap<Place, Arc<Cell>, foldhash::fast::RandomState>>,
 }
 
 impl Cells {
     pub fn new(pathways: Vec<String>) -> Cells {
         Cells {
             pathways,
-            cells: RwLock::new(HashMap::new()),
+            cells: RwLock::new(HashMap::default()),
         }
     }
 

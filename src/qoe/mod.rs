@@ -286,7 +286,7 @@ impl Qoe {
             return;
         };
         // What the player states outright goes before what its flags imply.
-        let mut signals = Vec::with_capacity(4);
+        let mut signals = Signals::default();
         if let Some(msd) = cmcd.msd {
             signals.push(Signal::Started(Some(cmcd::ms(msd))));
         }
@@ -314,9 +314,37 @@ impl Qoe {
             }),
             video_bitrate: cmcd.br.filter(|_| video),
         });
-        if !self.sessions.update(sid, now, &cell, &signals) {
+        if !self.sessions.update(sid, now, &cell, signals.as_slice()) {
             self.metrics.sessions_untracked.inc();
         }
+    }
+}
+
+/// The few signals one report can carry, without a heap allocation.
+struct Signals {
+    items: [Signal; 6],
+    len: usize,
+}
+
+impl Default for Signals {
+    fn default() -> Self {
+        Signals {
+            items: [Signal::End; 6],
+            len: 0,
+        }
+    }
+}
+
+impl Signals {
+    fn push(&mut self, signal: Signal) {
+        if let Some(slot) = self.items.get_mut(self.len) {
+            *slot = signal;
+            self.len += 1;
+        }
+    }
+
+    fn as_slice(&self) -> &[Signal] {
+        &self.items[..self.len]
     }
 }
 

@@ -74,7 +74,7 @@ struct Session {
 /// The live sessions.
 pub struct Sessions {
     // Held for one lookup-and-update of a map entry, never across `.await`.
-    map: Mutex<HashMap<Box<str>, Session>>,
+    map: Mutex<HashMap<Box<str>, Session, foldhash::fast::RandomState>>,
     max: usize,
     idle: Duration,
 }
@@ -82,7 +82,7 @@ pub struct Sessions {
 impl Sessions {
     pub fn new(max: usize, idle: Duration) -> Sessions {
         Sessions {
-            map: Mutex::new(HashMap::new()),
+            map: Mutex::new(HashMap::default()),
             max,
             idle,
         }
@@ -149,7 +149,11 @@ impl Sessions {
     }
 }
 
-fn expire_locked(map: &mut HashMap<Box<str>, Session>, now: Instant, idle: Duration) {
+fn expire_locked(
+    map: &mut HashMap<Box<str>, Session, foldhash::fast::RandomState>,
+    now: Instant,
+    idle: Duration,
+) {
     map.retain(|_, s| {
         let keep = now.saturating_duration_since(s.last_seen) < idle;
         if !keep {
