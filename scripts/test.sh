@@ -5,9 +5,10 @@
 #   3. scripts/fuzz-short.sh: seconds of each cargo-fuzz target; a short
 #      benches/chaos.py (network namespaces; needs root)
 #   4. the non-cargo checks that exist: promtool on prometheus*.yml and
-#      *.rules.yml, JSON validity of grafana/**/*.json, ansible-lint on ansible/,
-#      the browser harness's self-test (tests/browser/selftest.sh) and the
-#      benchmark peers' check (benches/load/peers/verify.sh)
+#      *.rules.yml, `promtool test rules` on *.rules.test.yml, JSON validity
+#      of grafana/**/*.json, ansible-lint on ansible/, the browser harness's
+#      self-test (tests/browser/selftest.sh) and the benchmark peers' check
+#      (benches/load/peers/verify.sh)
 # Exits non-zero when any step failed; the last line is a summary.
 set -uo pipefail
 
@@ -73,6 +74,11 @@ if ((${#prom_configs[@]})); then
 fi
 if ((${#prom_rules[@]})); then
     step promtool-rules promtool check rules "${prom_rules[@]}"
+fi
+# Alerting rules' unit tests (*.rules.test.yml beside the rules).
+mapfile -t prom_rule_tests < <(repo_files -name '*.rules.test.yml' -o -name '*.rules.test.yaml')
+if ((${#prom_rule_tests[@]})); then
+    step promtool-rule-tests promtool test rules "${prom_rule_tests[@]}"
 fi
 
 # Grafana dashboards must at least be valid JSON.

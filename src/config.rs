@@ -117,6 +117,8 @@ pub struct EdgeConfig {
     pub token: Option<TokenConfig>,
     /// Country rules from a MaxMind database; absent: no geo checks.
     pub geo: Option<GeoConfig>,
+    /// CMCD and beacons → `strata_qoe_*` metrics.
+    pub qoe: crate::qoe::QoeConfig,
 }
 
 impl EdgeConfig {
@@ -238,6 +240,9 @@ impl EdgeConfig {
                 "larger than cache.size".into(),
             ));
         }
+        self.qoe
+            .validate()
+            .map_err(|(key, message)| invalid(&key, message))?;
         crate::cache::freshness::TtlOverrides::new(
             &self.cache.ttl_overrides,
             "cache.ttl_overrides",

@@ -71,6 +71,7 @@ pub struct Edge {
     purges: PurgeLog,
     // Read once per fill, swapped whole by the admin API.
     ttl_overrides: parking_lot::RwLock<Arc<TtlOverrides>>,
+    qoe: Option<Arc<crate::qoe::Qoe>>,
 }
 
 impl Edge {
@@ -113,6 +114,7 @@ impl Edge {
             via,
             alt_svc: None,
             policy,
+            qoe: None,
         })
     }
 
@@ -125,6 +127,11 @@ impl Edge {
     /// Advertise another front door (HTTP/3) on every response.
     pub fn set_alt_svc(&mut self, value: Option<HeaderValue>) {
         self.alt_svc = value;
+    }
+
+    /// Read CMCD and serve the QoE beacon ([`crate::qoe`]).
+    pub fn set_qoe(&mut self, qoe: Option<Arc<crate::qoe::Qoe>>) {
+        self.qoe = qoe;
     }
 
     pub fn cache(&self) -> &Cache {
@@ -206,6 +213,23 @@ impl Edge {
         client: SocketAddr,
         protocol: Protocol,
     ) -> (EdgeResponse, RequestLog) {
+        if let Some(qoe) = &self.qoe {
+            qoe.observe(parts, client, protocol);
+            if let Some(mut response) = qoe.beacon(parts, &body, client, protocol) {
+                self.finish_headers(&mut response.head.headers, protocol);
+                let target = parts.uri.path().to_owned();
+                let method = parts.method.clone();
+                return (
+                    response,
+                    RequestLog {
+                        method,
+                        target,
+                        protocol,
+                        client,
+                    },
+                );
+            }
+        }
         let parsed = MediaRequest::parse(
             parts,
             client,

@@ -16,6 +16,7 @@
 //!   waiting client through [`cache::fill`] while they are stored),
 //!   freshness ([`cache::freshness`]), response headers, POST pass-through.
 //! - [`upstream`] — origin/shield pool: consistent hashing, health, retries.
+//! - [`qoe`] — CMCD on every request and the QoE beacon → `strata_qoe_*`.
 //! - [`response`] — what the core hands a front door: head, streaming body,
 //!   and the [`response::Outcome`] (cache status, upstream, reason) that
 //!   [`metrics`] and the access log ([`logging`]) record.
@@ -39,6 +40,7 @@ pub mod frontend;
 pub mod logging;
 pub mod metrics;
 pub mod policy;
+pub mod qoe;
 pub mod request;
 pub mod response;
 pub mod server;

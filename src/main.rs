@@ -42,6 +42,9 @@ enum Command {
         /// The edge's admin listener.
         #[arg(long, default_value = "127.0.0.1:9091")]
         admin: SocketAddr,
+        /// The origin's admin listener (its /metrics, the channel API).
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        origin_admin: SocketAddr,
         /// RTMP publish listener.
         #[arg(long, default_value = "127.0.0.1:1935")]
         rtmp: SocketAddr,
@@ -228,9 +231,10 @@ fn main() -> ExitCode {
         Command::Up {
             listen,
             admin,
+            origin_admin,
             rtmp,
             srt,
-        } => up(listen, admin, rtmp, srt),
+        } => up(listen, [admin, origin_admin], rtmp, srt),
         Command::Sign {
             secret,
             acl,
@@ -353,9 +357,10 @@ fn tcp_or_any(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
         .or_else(|_| std::net::TcpListener::bind(SocketAddr::new(addr.ip(), 0)))
 }
 
+/// `admin`: the edge's and the origin's admin listeners.
 fn up(
     listen: SocketAddr,
-    admin: SocketAddr,
+    [admin, origin_admin]: [SocketAddr; 2],
     rtmp: SocketAddr,
     srt: SocketAddr,
 ) -> anyhow::Result<()> {
@@ -365,9 +370,11 @@ fn up(
     let srt = std::net::UdpSocket::bind(srt)
         .or_else(|_| std::net::UdpSocket::bind(SocketAddr::new(srt.ip(), 0)))?;
     let (rtmp_addr, srt_addr) = (rtmp.local_addr()?, srt.local_addr()?);
+    let origin_admin = tcp_or_any(origin_admin)?;
+    let origin_admin_addr = origin_admin.local_addr()?;
     let origin_listeners = OriginListeners {
         http: origin_http,
-        admin: None,
+        admin: Some(origin_admin),
         rtmp: Some(rtmp),
         srt: Some(srt),
     };
@@ -396,7 +403,7 @@ fn up(
     println!("Publish your own channel (then play /live/{{channel}}/master.m3u8):");
     println!("  ffmpeg -re -i INPUT -c:v libx264 -g 50 -c:a aac -f flv rtmp://{rtmp_addr}/live/mychannel");
     println!("  srt://{srt_addr}?streamid=#!::r=live/mychannel,m=publish");
-    println!("Metrics  http://{admin_addr}/metrics   (Ctrl-C to stop)");
+    println!("Metrics  http://{admin_addr}/metrics (edge)  http://{origin_admin_addr}/metrics (origin)   (Ctrl-C to stop)");
 
     runtime()?.block_on(async move {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

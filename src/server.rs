@@ -97,6 +97,17 @@ pub async fn run(
         metrics,
         policy,
     )?;
+    let qoe = config.qoe.enabled.then(|| {
+        let (geo, trusted) = policy_geo(&edge);
+        Arc::new(crate::qoe::Qoe::new(
+            config.qoe.clone(),
+            &mut registry,
+            geo,
+            trusted,
+        ))
+    });
+    let qoe_expiry = qoe.clone().map(crate::qoe::Qoe::expire_forever);
+    edge.set_qoe(qoe);
     if let Some(quic) = listeners.quic.first() {
         let port = quic
             .local_addr()
@@ -223,10 +234,20 @@ pub async fn run(
     }
     health.abort();
     sighup.abort();
+    if let Some(task) = qoe_expiry {
+        task.abort();
+    }
     if let Some(watch) = geo_watch {
         watch.abort();
     }
     Ok(())
+}
+
+/// The edge's geo database and trusted proxies, for QoE's country label.
+fn policy_geo(edge: &Edge) -> (Option<Arc<crate::policy::GeoDb>>, Vec<ipnet::IpNet>) {
+    edge.policy()
+        .map(|p| (p.geo_db(), p.trusted_proxies()))
+        .unwrap_or_default()
 }
 
 /// SIGHUP reloads the geo database; a bad file keeps the old one.

@@ -160,7 +160,10 @@ pub(super) fn preflight() -> EdgeResponse {
     );
     h.insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("Range, If-None-Match, If-Modified-Since, Origin, Content-Type"),
+        HeaderValue::from_static(
+            "Range, If-None-Match, If-Modified-Since, Origin, Content-Type, \
+             CMCD-Object, CMCD-Request, CMCD-Session, CMCD-Status",
+        ),
     );
     h.insert(
         header::ACCESS_CONTROL_MAX_AGE,

@@ -138,6 +138,7 @@
       config.emeEnabled = true;
       config.drmSystems = { 'org.w3.clearkey': { licenseUrl: cfg.licenseUrl } };
     }
+    if (cfg.cmcd) config.cmcd = cfg.cmcd === 'headers' ? { useHeaders: true } : {};
     const hls = new Hls(config);
     window.strataPlayer = hls;
     hls.on(Hls.Events.ERROR, (_, d) => {
@@ -159,6 +160,7 @@
   function startDash() {
     const player = dashjs.MediaPlayer().create();
     window.strataPlayer = player;
+    if (cfg.cmcd) player.updateSettings({ streaming: { cmcd: { enabled: true, mode: cfg.cmcd } } });
     if (cfg.remoteLicence) {
       player.setProtectionData({ 'org.w3.clearkey': { serverURL: cfg.licenseUrl } });
     } else if (cfg.keys.length) {
@@ -197,6 +199,7 @@
     const player = new shaka.Player();
     window.strataPlayer = player;
     await player.attach(video);
+    if (cfg.cmcd) player.configure({ cmcd: { enabled: true, useHeaders: cfg.cmcd === 'headers' } });
     if (cfg.remoteLicence) {
       player.configure({ drm: { servers: { 'org.w3.clearkey': cfg.licenseUrl } } });
     } else if (cfg.keys.length) {

@@ -7,7 +7,7 @@
 //   node tests/browser/play.mjs --player hls|dash|shaka --url URL
 //        [--player P --url U ...]
 //        [--seconds 10] [--timeout 60] [--h3 HOST:PORT [--h3-cert PEM | --h3-spki B64]]
-//        [--clearkey KID_HEX:KEY_HEX ... | --licence-url URL] [--verbose]
+//        [--clearkey KID_HEX:KEY_HEX ... | --licence-url URL] [--cmcd query|headers] [--verbose]
 //
 // Several --player/--url pairs play at once, one page each in one Chromium.
 // Exit 0 when every play's currentTime advanced by at least 0.8 × --seconds
@@ -38,7 +38,7 @@ function usage(msg) {
     `play.mjs: ${msg}\n` +
       'usage: node play.mjs --player hls|dash|shaka --url URL [--player P --url U ...] [--seconds N] [--timeout N]\n' +
       '                     [--h3 HOST:PORT [--h3-cert PEM | --h3-spki BASE64]]\n' +
-      '                     [--clearkey KID_HEX:KEY_HEX ... | --licence-url URL] [--verbose]\n',
+      '                     [--clearkey KID_HEX:KEY_HEX ... | --licence-url URL] [--cmcd query|headers] [--verbose]\n',
   );
   process.exit(2);
 }
@@ -64,6 +64,7 @@ function parseArgs(argv) {
       case '--h3-spki': opts.h3Spki = value(); break;
       case '--verbose': opts.verbose = true; break;
       case '--licence-url': opts.licenceUrl = value(); break;
+      case '--cmcd': opts.cmcd = value(); break;
       case '--clearkey':
         // One or more KID:KEY pairs, as repeated flags or as a list.
         opts.clearkeys.push(value());
@@ -88,6 +89,7 @@ function parseArgs(argv) {
   }
   if (!(opts.seconds > 0)) usage('--seconds must be a positive number');
   if (!(opts.timeout > 0)) usage('--timeout must be a positive number');
+  if (opts.cmcd !== undefined && !['query', 'headers'].includes(opts.cmcd)) usage('--cmcd must be query or headers');
   if (opts.h3 && !/^[^:\s]+:\d+$/.test(opts.h3)) usage('--h3 must be HOST:PORT');
   if ((opts.h3Cert || opts.h3Spki) && !opts.h3) usage('--h3-cert and --h3-spki go with --h3');
   if (opts.h3Cert) {
@@ -175,6 +177,8 @@ function pageHtml(port, i) {
     clearkey: opts.keys.length > 0 || Boolean(opts.licenceUrl),
     remoteLicence: Boolean(opts.licenceUrl),
     licenseUrl: opts.licenceUrl || `http://127.0.0.1:${port}/clearkey`,
+    // CMCD on, as a site turns it on: the player's defaults, in query or header mode.
+    cmcd: opts.cmcd || null,
   };
   return `<!doctype html>
 <html><head><meta charset="utf-8"><title>strata play ${play.player}</title></head>

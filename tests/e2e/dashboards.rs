@@ -44,7 +44,8 @@ async fn dashboards_chart_only_exported_metrics() {
     wait_for_segments(&stack, "dash", "main", 1).await;
     for path in [
         "/live/dash/master.m3u8",
-        "/live/dash/master.m3u8",
+        // A player with CMCD on: the QoE families get their first samples.
+        "/live/dash/master.m3u8?CMCD=bl%3D4000%2Cbr%3D800%2Cdl%3D3000%2Cmtp%3D9000%2Cot%3Dv%2Csf%3Dh%2Csid%3D%22d%22%2Csu",
         "/live/nope/master.m3u8",
     ] {
         client()
@@ -78,6 +79,7 @@ async fn dashboards_chart_only_exported_metrics() {
     for (file, have) in [
         ("grafana/strata-edge.json", &edge),
         ("grafana/strata-origin.json", &origin),
+        ("grafana/strata-qoe.json", &edge),
     ] {
         let text = std::fs::read_to_string(format!("{root}/{file}")).expect("dashboard");
         let _: serde_json::Value = serde_json::from_str(&text).expect("dashboard is JSON");

@@ -19,6 +19,7 @@ mod live;
 mod matrix;
 mod policy;
 mod prometheus;
+mod qoe;
 mod quic_client;
 mod schemathesis;
 mod signed;
