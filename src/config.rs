@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use crate::cache::CacheConfig;
+pub use crate::error::ConfigError;
 use crate::frontend::h3::H3Config;
 use crate::policy::{GeoConfig, Policy, PolicyConfig, PolicyMetrics, TokenConfig};
 pub use crate::units::ByteSize;
@@ -120,30 +121,6 @@ pub struct EdgeConfig {
     pub qoe: crate::qoe::QoeConfig,
 }
 
-/// A configuration problem, naming the key.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("{path}: {message}")]
-    Parse { path: String, message: String },
-    #[error("{key}: {message}")]
-    Invalid { key: String, message: String },
-}
-
-impl ConfigError {
-    /// The key an `Invalid` error names (`upstream.urls[0]`), if any.
-    pub fn key(&self) -> Option<&str> {
-        match self {
-            ConfigError::Invalid { key, .. } => Some(key),
-            _ => None,
-        }
-    }
-}
-
 impl EdgeConfig {
     /// Read and validate a file, for `strata check` and callers without flags.
     pub fn load(path: &Path) -> Result<EdgeConfig, ConfigError> {
@@ -200,10 +177,6 @@ impl EdgeConfig {
         Policy::init(PolicyConfig {
             token: self.token.clone(),
             geo: self.geo.clone(),
-        })
-        .map_err(|e| ConfigError::Invalid {
-            key: e.key,
-            message: e.message,
         })
     }
 

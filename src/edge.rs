@@ -19,7 +19,7 @@ use crate::cache::purge::PurgeLog;
 pub use crate::cache::CacheConfig;
 use crate::cache::{Cache, CachedObject, Staleness};
 use crate::clock::Clock;
-use crate::error::EdgeError;
+use crate::error::{ConfigError, EdgeError};
 use crate::metrics::{status_class, EdgeMetrics, ReasonLabels, RequestLabels};
 use crate::policy::{Policy, Propagate};
 use crate::request::{MediaRequest, ObjectKind, Protocol};
@@ -81,7 +81,7 @@ impl Edge {
         upstreams: Arc<UpstreamPool>,
         metrics: Arc<EdgeMetrics>,
         policy: Option<Policy>,
-    ) -> Result<Edge, String> {
+    ) -> Result<Edge, ConfigError> {
         // A token never splits the cache, whatever its parameter is called.
         if let Some(param) = policy.as_ref().and_then(|p| p.token_param()) {
             if !cache_config
@@ -92,10 +92,14 @@ impl Edge {
                 cache_config.ignore_params.push(param.to_owned());
             }
         }
-        let via = HeaderValue::from_str(&format!("1.1 {node_id}"))
-            .map_err(|_| format!("node id {node_id:?} is not a valid header value"))?;
+        let via = HeaderValue::from_str(&format!("1.1 {node_id}")).map_err(|_| {
+            ConfigError::new(
+                "server.node_id",
+                format!("{node_id:?} is not a valid header value"),
+            )
+        })?;
         let ttl_overrides = TtlOverrides::new(&cache_config.ttl_overrides, "cache.ttl_overrides")
-            .map_err(|(key, message)| format!("{key}: {message}"))?;
+            .map_err(|(key, message)| ConfigError::new(key, message))?;
         Ok(Edge {
             purges: PurgeLog::default(),
             ttl_overrides: parking_lot::RwLock::new(Arc::new(ttl_overrides)),
@@ -361,11 +365,17 @@ impl Edge {
         let stale = match self.cache.get(&request.key).await {
             Some(object) => match object.staleness(now) {
                 Staleness::Fresh => {
-                    return Ok(self.from_object(request, &object, now, CacheStatus::Hit, "hit"))
+                    return Ok(self.respond_from_object(
+                        request,
+                        &object,
+                        now,
+                        CacheStatus::Hit,
+                        "hit",
+                    ))
                 }
                 Staleness::Revalidate => {
                     self.join_or_start(request, Some(object.clone()));
-                    return Ok(self.from_object(
+                    return Ok(self.respond_from_object(
                         request,
                         &object,
                         now,
@@ -397,7 +407,9 @@ impl Edge {
                         format!("fwd=miss; {note}; collapsed"),
                     ),
                 };
-                let mut response = self.from_fill(request, &head, &fill, cache, &detail).await;
+                let mut response = self
+                    .respond_from_fill(request, &head, &fill, cache, &detail)
+                    .await;
                 response.outcome.upstream = fill.upstream().map(|u| u.to_string());
                 Ok(response)
             }
@@ -406,7 +418,7 @@ impl Edge {
                     stale.filter(|o| o.staleness(Instant::now()) != Staleness::Expired)
                 {
                     tracing::warn!(path = %request.key, why = %failure.why, "upstream failed, serving stale");
-                    let mut response = self.from_object(
+                    let mut response = self.respond_from_object(
                         request,
                         &object,
                         Instant::now(),
@@ -612,7 +624,7 @@ impl Edge {
             .unwrap_or(HeaderValue::from_static("strata"))
     }
 
-    fn from_object(
+    fn respond_from_object(
         &self,
         request: &MediaRequest,
         object: &CachedObject,
@@ -646,7 +658,7 @@ impl Edge {
         )
     }
 
-    async fn from_fill(
+    async fn respond_from_fill(
         &self,
         request: &MediaRequest,
         head: &ResponseHead,
@@ -670,5 +682,81 @@ impl Edge {
             reason: None,
         };
         shape(request, head, BodySource::Fill(fill.clone()), len, outcome)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::policy::PolicyConfig;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    /// Token windows move with the edge's clock, not the machine's: a
+    /// token's whole life is checked here without sleeping.
+    #[tokio::test]
+    async fn token_windows_follow_the_injected_clock() {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_600_000);
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = Arc::new(EdgeMetrics::register(&mut registry));
+        let upstream = crate::upstream::UpstreamConfig {
+            urls: vec!["http://127.0.0.1:1".into()],
+            ..Default::default()
+        };
+        let pool =
+            Arc::new(UpstreamPool::new(upstream, metrics.upstream.clone()).expect("upstream pool"));
+        let token = toml::from_str(&format!(
+            "keys = [{{ id = \"k\", secret = \"{SECRET}\" }}]\nrequire = [\"/live/\"]\n"
+        ))
+        .expect("token config");
+        let policy = Policy::init(PolicyConfig {
+            token: Some(token),
+            geo: None,
+        })
+        .expect("policy");
+        let mut edge = Edge::new(
+            "clock-edge".into(),
+            CacheConfig::default(),
+            pool,
+            metrics,
+            Some(policy),
+        )
+        .expect("edge");
+        let clock = Clock::manual(start);
+        edge.set_clock(clock.clone());
+        let edge = Arc::new(edge);
+        let signed = crate::policy::sign(
+            SECRET,
+            "/live/a/*",
+            Duration::from_secs(60),
+            start,
+            None,
+            None,
+        )
+        .expect("sign");
+        let parts = http::Request::get(format!("/live/a/1.m4s?token={signed}"))
+            .body(())
+            .expect("request")
+            .into_parts()
+            .0;
+        let client = SocketAddr::from(([192, 0, 2, 1], 40000));
+        let reason = |response: &EdgeResponse| {
+            response
+                .head
+                .header_str(crate::policy::REJECT_REASON_HEADER)
+                .map(str::to_owned)
+        };
+
+        // Valid now: past the policy (the upstream is unreachable: 502).
+        let (response, _) = edge.handle(&parts, client, Protocol::Http1).await;
+        assert_eq!(reason(&response), None);
+        assert_eq!(response.head.status, StatusCode::BAD_GATEWAY);
+        // An hour later it has expired (clock skew allowance included).
+        clock.advance(Duration::from_secs(3600));
+        let (response, _) = edge.handle(&parts, client, Protocol::Http1).await;
+        assert_eq!(response.head.status, StatusCode::FORBIDDEN);
+        assert_eq!(reason(&response).as_deref(), Some("expired"));
     }
 }

@@ -4,6 +4,52 @@ use http::StatusCode;
 
 use crate::response::{EdgeResponse, Outcome};
 
+/// A configuration problem, naming the key: the crate's one config error,
+/// from the file (`Read`, `Parse`) or a value no module can use (`Invalid`,
+/// `key` its path in the TOML, e.g. `token.keys[0].secret`).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+impl ConfigError {
+    /// An error about `key`.
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The same error under a parent key: `id` under `token.keys[0]` is `token.keys[0].id`.
+    pub fn under(self, parent: &str) -> Self {
+        match self {
+            ConfigError::Invalid { key, message } => ConfigError::Invalid {
+                key: format!("{parent}.{key}"),
+                message,
+            },
+            other => other,
+        }
+    }
+
+    /// The key an `Invalid` error names (`upstream.urls[0]`), if any.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::Invalid { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+}
+
+/// A request the edge cannot serve, by whose fault.
 #[derive(Debug, thiserror::Error)]
 pub enum EdgeError {
     /// The client's fault: malformed headers.

@@ -136,9 +136,10 @@ pub struct MediaRequest {
     /// The one normalised path ([`path`]): what policy decides on, what the
     /// cache key, the upstream request and purges use.
     pub path: String,
-    /// The path as received, for what must see it verbatim (a `url=`
-    /// token's signature covers it); nothing else reads it.
-    pub raw_path: String,
+    /// The path as received when it differs from `path`, for what must see
+    /// it verbatim (a `url=` token's signature covers it; see
+    /// [`MediaRequest::signed_path`]); nothing else reads it.
+    pub raw_path: Option<String>,
     /// The original query, token included.
     pub query: Option<String>,
     /// The token as received (query parameter first, then cookie), when
@@ -173,8 +174,10 @@ impl MediaRequest {
         if head_bytes > MAX_HEADER_BYTES {
             return Err(EdgeError::HeadersTooLarge(head_bytes));
         }
-        let raw_path = parts.uri.path();
-        let path = path::canonical(raw_path)?.into_owned();
+        let (path, raw_path) = match path::canonical(parts.uri.path())? {
+            std::borrow::Cow::Borrowed(path) => (path.to_owned(), None),
+            std::borrow::Cow::Owned(path) => (path, Some(parts.uri.path().to_owned())),
+        };
         let query = parts.uri.query().map(str::to_owned);
         let header = |name: header::HeaderName| {
             parts
@@ -210,13 +213,18 @@ impl MediaRequest {
                 .flat_map(|v| v.split(','))
                 .map(|v| v.trim().to_owned())
                 .collect(),
-            raw_path: raw_path.to_owned(),
+            raw_path,
             path,
             query,
             token,
             client,
             protocol,
         })
+    }
+
+    /// The path as received, which a `url=` token's signature covers.
+    pub fn signed_path(&self) -> &str {
+        self.raw_path.as_deref().unwrap_or(&self.path)
     }
 
     /// The normalised path with every escape decoded, for matching ACLs and

@@ -96,8 +96,7 @@ pub async fn run(
         pool.clone(),
         metrics,
         policy,
-    )
-    .map_err(|e| invalid("server.node_id", e))?;
+    )?;
     let qoe = config.qoe.enabled.then(|| {
         let (geo, trusted) = policy_geo(&edge);
         Arc::new(crate::qoe::Qoe::new(

@@ -283,11 +283,8 @@ pub async fn add_token_key(
     }
     // Errors are `key.id: …` / `key.secret: …`; the secret itself is never echoed.
     policy.add_key(&key.id, &key.secret).map_err(|e| {
-        ApiError::Invalid(format!(
-            "{}: {}",
-            e.key.trim_start_matches("key."),
-            e.message
-        ))
+        let text = e.to_string();
+        ApiError::Invalid(text.strip_prefix("key.").unwrap_or(&text).to_owned())
     })?;
     tracing::info!(id = %key.id, "token key added");
     Ok((StatusCode::CREATED, Json(key_list(policy))))

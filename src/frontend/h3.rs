@@ -20,9 +20,9 @@ use tokio::time::Instant;
 
 use crate::edge::{Edge, RequestLog};
 use crate::error::EdgeError;
+use crate::frontend::ResponseSink;
 use crate::metrics::{H3Metrics, OutcomeLabels};
 use crate::request::{path, ObjectKind, Protocol};
-use crate::response::Body;
 use crate::units::ByteSize;
 use quic::BodyChunk;
 
@@ -514,47 +514,60 @@ async fn serve_request(
     } else {
         edge.handle(&parts, client, Protocol::Http3).await
     };
-    let status = response.head.status;
-    let outcome = response.outcome;
-    let mut head = http::Response::new(());
-    *head.status_mut() = status;
-    *head.headers_mut() = response.head.headers;
-    if let Err(e) = stream.send_response(head).await {
-        log_stream_error(&log, &e);
-        edge.record(&log, &outcome, status, 0, started.elapsed(), false);
-        return;
-    }
-    let (sent, complete) = send_body(&mut stream, response.body, &log).await;
-    let finished = complete && stream.finish().await.is_ok();
-    // We never read request bodies. If the client's FIN has not arrived yet,
-    // stop it with H3_NO_ERROR (RFC 9114 §4.1) rather than quinn's implicit 0.
-    stream.stop_sending(h3::error::Code::H3_NO_ERROR);
-    edge.record(&log, &outcome, status, sent, started.elapsed(), finished);
+    let mut sink = H3Sink {
+        stream: &mut stream,
+        log: &log,
+    };
+    crate::frontend::deliver(&edge, &mut sink, response, &log, started).await;
 }
 
-/// Write the body; `(bytes sent, whether all of it was)`.
-async fn send_body(stream: &mut Stream, mut body: Body, log: &RequestLog) -> (u64, bool) {
-    let mut sent = 0u64;
-    while let Some(chunk) = body.next_chunk().await {
-        match chunk {
-            Ok(bytes) => {
-                let len = bytes.len() as u64;
-                if let Err(e) = stream.send_data(BodyChunk::from(bytes)).await {
-                    log_stream_error(log, &e);
-                    return (sent, false);
-                }
-                sent += len;
-            }
-            Err(why) => {
-                // Upstream cut the body short: reset the stream so the client
-                // sees a truncated response, never a short one that looks whole.
-                tracing::warn!(path = %log.target, why, "aborting response: upstream body cut short");
-                stream.stop_stream(h3::error::Code::H3_INTERNAL_ERROR);
-                return (sent, false);
+/// HTTP/3 through one h3 request stream.
+struct H3Sink<'a> {
+    stream: &'a mut Stream,
+    log: &'a RequestLog,
+}
+
+impl ResponseSink for H3Sink<'_> {
+    const FIRST_PIECE: Option<usize> = None;
+
+    async fn send_head(&mut self, status: http::StatusCode, headers: http::HeaderMap) -> bool {
+        let mut head = http::Response::new(());
+        *head.status_mut() = status;
+        *head.headers_mut() = headers;
+        match self.stream.send_response(head).await {
+            Ok(()) => true,
+            Err(e) => {
+                log_stream_error(self.log, &e);
+                false
             }
         }
     }
-    (sent, true)
+
+    async fn send_chunk(&mut self, bytes: Bytes) -> bool {
+        match self.stream.send_data(BodyChunk::from(bytes)).await {
+            Ok(()) => true,
+            Err(e) => {
+                log_stream_error(self.log, &e);
+                false
+            }
+        }
+    }
+
+    async fn abort(&mut self, cut: bool, _streamed: bool) {
+        // Reset the stream so the client sees a truncated response.
+        if cut {
+            self.stream.stop_stream(h3::error::Code::H3_INTERNAL_ERROR);
+        }
+        self.stream.stop_sending(h3::error::Code::H3_NO_ERROR);
+    }
+
+    async fn finish(&mut self) -> bool {
+        let finished = self.stream.finish().await.is_ok();
+        // We never read request bodies. If the client's FIN has not arrived yet,
+        // stop it with H3_NO_ERROR (RFC 9114 §4.1) rather than quinn's implicit 0.
+        self.stream.stop_sending(h3::error::Code::H3_NO_ERROR);
+        finished
+    }
 }
 
 fn log_stream_error(log: &RequestLog, e: &StreamError) {

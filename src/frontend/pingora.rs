@@ -28,8 +28,8 @@ use crate::edge::Edge;
 use crate::error::EdgeError;
 use crate::frontend::admission::{Admission, ConnectionPermit, OVERLOADED_RESPONSE};
 use crate::frontend::write_buffer::WriteBuffered;
+use crate::frontend::ResponseSink;
 use crate::request::Protocol;
-use crate::response::Body;
 
 /// Pingora's view of the edge.
 pub struct PingoraApp {
@@ -146,81 +146,8 @@ impl HttpServerApp for PingoraApp {
                 .handle(session.req_header(), client, protocol)
                 .await
         };
-        let status = response.head.status;
-        let outcome = response.outcome;
-        // The core's header map moves into Pingora's head as it is: no copy
-        // of each name and value (and no case map: names go out lower-case,
-        // as HTTP/2 and HTTP/3 send them anyway).
-        let (mut parts, ()) = http::Response::new(()).into_parts();
-        parts.status = status;
-        parts.headers = response.head.headers;
-        let header = ResponseHeader::from(parts);
-        if session
-            .write_response_header(Box::new(header))
-            .await
-            .is_err()
-        {
-            self.edge
-                .record(&log, &outcome, status, 0, started.elapsed(), false);
-            return None;
-        }
-        let mut body = response.body;
-        let mut sent = 0u64;
-        let mut since_yield = 0usize;
-        let mut complete = true;
-        // A follower joining a fill gets its head and a first small piece
-        // before anyone's bulk: when a herd's requests all wait on one
-        // upstream head, every client's first byte then leaves within a few
-        // writes of the leader's, not after 200 writes of the backlog.
-        let mut first_piece = matches!(body, Body::Fill(_));
-        while let Some(chunk) = body.next_chunk().await {
-            match chunk {
-                Ok(mut bytes) => {
-                    if std::mem::take(&mut first_piece) && bytes.len() > FIRST_PIECE {
-                        let rest = bytes.split_off(FIRST_PIECE);
-                        sent += bytes.len() as u64;
-                        if session.write_response_body(bytes, false).await.is_err() {
-                            complete = false;
-                            break;
-                        }
-                        tokio::task::yield_now().await;
-                        bytes = rest;
-                    }
-                    sent += bytes.len() as u64;
-                    since_yield += bytes.len();
-                    if session.write_response_body(bytes, false).await.is_err() {
-                        complete = false;
-                        break;
-                    }
-                    if since_yield >= crate::frontend::YIELD_AFTER {
-                        // A follower catching up on a fill (or a big hit into
-                        // a fast reader) could otherwise write megabytes in
-                        // one poll while new requests wait in the run queue.
-                        since_yield = 0;
-                        tokio::task::yield_now().await;
-                    }
-                }
-                Err(why) => {
-                    // Upstream cut the body short: abort so the client sees a
-                    // truncated response, never a short one that looks whole.
-                    tracing::warn!(path = %log.target, why, "aborting response: upstream body cut short");
-                    complete = false;
-                    break;
-                }
-            }
-        }
-        if !complete {
-            if let Body::Fill(_) = body {
-                session.shutdown().await;
-            }
-            self.edge
-                .record(&log, &outcome, status, sent, started.elapsed(), false);
-            return None;
-        }
-        let finished = session.finish_body().await.is_ok();
-        self.edge
-            .record(&log, &outcome, status, sent, started.elapsed(), finished);
-        if !finished {
+        let mut sink = PingoraSink(&mut session);
+        if !crate::frontend::deliver(&self.edge, &mut sink, response, &log, started).await {
             return None;
         }
         let mut settings = HttpPersistentSettings::for_session(&session);
@@ -231,6 +158,42 @@ impl HttpServerApp for PingoraApp {
 
     fn server_options(&self) -> Option<&HttpServerOptions> {
         Some(&self.options)
+    }
+}
+
+/// HTTP/1.1 and HTTP/2 through Pingora's session.
+struct PingoraSink<'a>(&'a mut ServerSession);
+
+impl ResponseSink for PingoraSink<'_> {
+    /// As large as what `WriteBuffered` holds back, so the head leaves with
+    /// it at once; small enough to be cheap.
+    const FIRST_PIECE: Option<usize> = Some(crate::frontend::write_buffer::WRITE_BUFFER);
+
+    async fn send_head(&mut self, status: http::StatusCode, headers: http::HeaderMap) -> bool {
+        // The core's header map moves into Pingora's head as it is: no copy
+        // of each name and value (and no case map: names go out lower-case,
+        // as HTTP/2 and HTTP/3 send them anyway).
+        let (mut parts, ()) = http::Response::new(()).into_parts();
+        parts.status = status;
+        parts.headers = headers;
+        let header = ResponseHeader::from(parts);
+        self.0.write_response_header(Box::new(header)).await.is_ok()
+    }
+
+    async fn send_chunk(&mut self, bytes: bytes::Bytes) -> bool {
+        self.0.write_response_body(bytes, false).await.is_ok()
+    }
+
+    async fn abort(&mut self, _cut: bool, streamed: bool) {
+        // A streamed body has no length the client can check against on
+        // every protocol: close the connection so it cannot look whole.
+        if streamed {
+            self.0.shutdown().await;
+        }
+    }
+
+    async fn finish(&mut self) -> bool {
+        self.0.finish_body().await.is_ok()
     }
 }
 
@@ -252,10 +215,6 @@ async fn read_prefix(tcp: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> std:
 
 /// Carried from one request to the next on a kept-alive HTTP/1.1 connection.
 struct KeptAlive;
-
-/// The first write of a streamed (fill) body: as large as what `WriteBuffered`
-/// holds back, so the head leaves with it at once; small enough to be cheap.
-const FIRST_PIECE: usize = crate::frontend::write_buffer::WRITE_BUFFER;
 
 /// Largest request body the edge forwards (licence requests are small).
 const MAX_REQUEST_BODY: usize = 64 * 1024;

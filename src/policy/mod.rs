@@ -47,34 +47,7 @@ pub use transport::{
 /// Header naming why a request was refused.
 pub const REJECT_REASON_HEADER: &str = "strata-reject-reason";
 
-/// A config value that cannot be used; `key` is its path in the TOML
-/// (`token.keys[0].secret`).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{key}: {message}")]
-pub struct ConfigError {
-    /// Where in the config the bad value is.
-    pub key: String,
-    /// What is wrong with it.
-    pub message: String,
-}
-
-impl ConfigError {
-    /// An error about `key`.
-    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError {
-            key: key.into(),
-            message: message.into(),
-        }
-    }
-
-    /// The same error under a parent key: `id` under `token.keys[0]` is `token.keys[0].id`.
-    pub fn under(self, parent: &str) -> Self {
-        ConfigError {
-            key: format!("{parent}.{}", self.key),
-            message: self.message,
-        }
-    }
-}
+pub use crate::error::ConfigError;
 
 /// The `[token]` and `[geo]` sections; either may be absent (no check).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -285,7 +258,7 @@ impl Policy {
         }
         let raw = request.token.as_deref().ok_or(Rejection::Missing)?;
         let verifier = Arc::clone(&gate.verifier.read());
-        verifier.verify_normalised(raw, &request.raw_path, &path, client_ip, now)?;
+        verifier.verify_normalised(raw, request.signed_path(), &path, client_ip, now)?;
         Ok(Grant {
             token: (gate.propagate != Propagate::Off).then(|| raw.to_owned()),
             propagate: gate.propagate,
