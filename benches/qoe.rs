@@ -25,11 +25,7 @@ const FULL_QUERY: &str = "/live/news/v720/seg-1234.m4s?token=abc&CMCD=bl%3D21300
 
 fn geoip_db() -> PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .skip(1)
-        .map(|dir| dir.join("shared/fixtures/geoip/GeoIP2-Country-Test.mmdb"))
-        .find(|path| path.exists())
-        .expect("shared/fixtures/geoip/GeoIP2-Country-Test.mmdb beside the checkout")
+        .join("tests/fixtures/geoip/GeoIP2-Country-Test.mmdb")
 }
 
 fn parts(uri: &str, headers: &[(&str, &str)]) -> Parts {
