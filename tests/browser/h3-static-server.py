@@ -97,6 +97,12 @@ class StaticH3(QuicConnectionProtocol):
         if method == b"OPTIONS":
             self.send(ev.stream_id, 204, base + [(b"access-control-allow-headers", b"*")], b"")
             return
+        if path == "/time":
+            # The clock the test content's MPDs name (ffmpeg -utc_timing_url /time).
+            now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
+            body = now.replace("+00:00", "Z").encode()
+            self.send(ev.stream_id, 200, base + [(b"content-type", b"text/plain"), (b"cache-control", b"no-store")], body)
+            return
         file = os.path.realpath(os.path.join(self.root, path.lstrip("/")))
         if not file.startswith(self.root + os.sep) or not os.path.isfile(file):
             self.send(ev.stream_id, 404, base, b"not found")

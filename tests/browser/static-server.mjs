@@ -35,6 +35,12 @@ const server = http.createServer((req, res) => {
     return res.end();
   }
   const rel = decodeURIComponent(new URL(req.url, 'http://x').pathname);
+  // The clock the test content's MPDs name (ffmpeg -utc_timing_url /time), as
+  // an origin serves one: ISO 8601 UTC with milliseconds.
+  if (rel === '/time') {
+    res.writeHead(200, { ...headers, 'content-type': 'text/plain', 'cache-control': 'no-store' });
+    return res.end(new Date().toISOString());
+  }
   const file = path.join(root, path.normalize(rel));
   if (!file.startsWith(root)) {
     res.writeHead(403, headers);
