@@ -474,10 +474,18 @@ impl Connection<'_> {
                 .messages
                 .store(self.chunks.messages(), Ordering::Release);
             self.guard.check(now).map_err(ConnectionEnd::Protocol)?;
-            let results = self
-                .session()?
-                .handle_input(now)
-                .map_err(|e| ConnectionEnd::Protocol(e.to_string()))?;
+            let session = self.session()?;
+            // rml_rtmp can still panic on input the chunk gate lets through
+            // (a capacity overflow in its deserializer, found by the
+            // rtmp_chunks fuzz target): that ends this connection, as any
+            // protocol error does, never the task or the process.
+            let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                session.handle_input(now)
+            }))
+            .map_err(|_| {
+                ConnectionEnd::Protocol("malformed RTMP input (rml_rtmp panicked)".into())
+            })?
+            .map_err(|e| ConnectionEnd::Protocol(e.to_string()))?;
             self.handle_results(results)?;
         }
         Ok(())
