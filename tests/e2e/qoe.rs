@@ -446,19 +446,7 @@ async fn players_through_steering_fill_every_steering_panel() {
         rtmp: Some(rtmp),
         srt: None,
     };
-    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        strata_origin::server::run(
-            config,
-            listeners,
-            strata_origin::server::RunOptions::default(),
-            async move {
-                let _ = stopped.await;
-            },
-        )
-        .await
-        .expect("origin run");
-    });
+    let _stop = crate::stack::spawn_origin(config, listeners);
     let edge_admin = edge.admin.to_string();
     let origin_admin = admin_addr.to_string();
     let prometheus = Prometheus::start(&[

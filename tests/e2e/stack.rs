@@ -142,19 +142,7 @@ pub async fn start_stack_with(
         rtmp: Some(rtmp),
         srt: Some(srt),
     };
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(async move {
-        strata_origin::server::run(
-            config,
-            listeners,
-            strata_origin::server::RunOptions::default(),
-            async move {
-                let _ = stopped.await;
-            },
-        )
-        .await
-        .expect("origin run");
-    });
+    let stop = crate::stack::spawn_origin(config, listeners);
     let edge = start_edge(&[format!("http://{origin_http}")], "live-edge", edge_tweak).await;
     Stack {
         origin_http,
@@ -488,4 +476,26 @@ fn assert_played(what: &str, report: &serde_json::Value, stderr: &str) {
         "{what}: playback failed: {report}\nstderr:\n{stderr}"
     );
     assert_eq!(report["stalls"], 0, "{what}: stalled: {report}");
+}
+
+/// Runs an origin on `listeners` in the background until the returned
+/// sender is sent to or dropped.
+pub fn spawn_origin(
+    config: strata_origin::config::OriginConfig,
+    listeners: strata_origin::server::OriginListeners,
+) -> oneshot::Sender<()> {
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        strata_origin::server::run(
+            config,
+            listeners,
+            strata_origin::server::RunOptions::default(),
+            async move {
+                let _ = stopped.await;
+            },
+        )
+        .await
+        .expect("origin run");
+    });
+    stop
 }

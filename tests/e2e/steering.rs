@@ -182,19 +182,7 @@ async fn start_origin(
         rtmp: Some(rtmp),
         srt: None,
     };
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(async move {
-        strata_origin::server::run(
-            config,
-            listeners,
-            strata_origin::server::RunOptions::default(),
-            async move {
-                let _ = stopped.await;
-            },
-        )
-        .await
-        .expect("origin run");
-    });
+    let stop = crate::stack::spawn_origin(config, listeners);
     Origin {
         http: http_addr,
         admin: admin_addr,
