@@ -48,7 +48,7 @@ fi
 # cargo's own "test result:" lines are summed into the final summary.
 cargo_log=$(mktemp)
 trap 'rm -f "$cargo_log"' EXIT
-step cargo-test bash -c 'cargo test --workspace --all-targets 2>&1 | tee "$0"; exit "${PIPESTATUS[0]}"' "$cargo_log"
+step cargo-test bash -c 'cargo test --workspace --all-targets --no-fail-fast 2>&1 | tee "$0"; exit "${PIPESTATUS[0]}"' "$cargo_log"
 tests_passed=$(awk '/^test result:/ { for (i = 1; i < NF; i++) if ($(i+1) ~ /^passed/) n += $i } END { print n + 0 }' "$cargo_log")
 tests_failed=$(awk '/^test result:/ { for (i = 1; i < NF; i++) if ($(i+1) ~ /^failed/) n += $i } END { print n + 0 }' "$cargo_log")
 
@@ -110,6 +110,18 @@ for name in "${failed[@]}"; do
     fi
 done
 summary="$n_passed passed, $n_failed failed"
+# CI shows the tail of this output: the failing tests are named here, last.
+failed_tests=$(grep -E '^test .* \.\.\. FAILED$' "$cargo_log" | sed -E 's/^test (.*) \.\.\. FAILED$/\1/' | sort -u)
+if [[ -n $failed_tests ]]; then
+    echo "test.sh: failed cargo tests:"
+    sed 's/^/    /' <<<"$failed_tests"
+    echo "test.sh: their panics (first lines):"
+    grep -E -A2 "panicked at" "$cargo_log" | head -40 | sed 's/^/    /'
+fi
+if grep -q '^RETRY' "$cargo_log"; then
+    echo "test.sh: retries during the cargo tests:"
+    grep '^RETRY' "$cargo_log" | head -20 | sed 's/^/    /'
+fi
 if ((${#failed[@]})); then
     echo "test.sh: failed steps: ${failed[*]}"
     echo "test.sh: $summary"
