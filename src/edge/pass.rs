@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use http::{header, request::Parts, HeaderMap, HeaderValue};
 
-use super::{Edge, NOT_FORWARDED};
+use super::forward::NOT_FORWARDED;
+use super::Edge;
 use crate::cache::fill::{Fill, FillFailure, FillOutcome, Forwarded};
 use crate::cache::inflight::{pump_body, BodyError};
 use crate::error::EdgeError;

@@ -1,0 +1,183 @@
+//! The fill task: one upstream fetch per key, its body fed to every
+//! reader as it arrives, the object stored before the key is freed.
+
+use std::sync::Arc;
+
+use http::{header, HeaderMap, HeaderValue};
+use tokio::time::Instant;
+
+use super::control::surrogate_keys;
+use super::forward::NOT_FORWARDED;
+use super::shape::age_header;
+use super::Edge;
+use crate::cache::fill::{Fill, FillFailure, FillOutcome, Forwarded};
+use crate::cache::freshness::freshness;
+use crate::cache::inflight::{merge_not_modified, pump_body, BodyError, FillPermit};
+use crate::cache::key::CacheKey;
+use crate::cache::CachedObject;
+use crate::error::EdgeError;
+use crate::request::{MediaRequest, ObjectKind};
+use crate::response::ResponseHead;
+use crate::upstream::UpstreamResponse;
+
+impl Edge {
+    pub(super) fn start_fill(
+        self: &Arc<Self>,
+        request: &MediaRequest,
+        permit: FillPermit,
+        stale: Option<Arc<CachedObject>>,
+    ) {
+        let edge = self.clone();
+        let kind = request.kind;
+        let mut via = request.via.clone();
+        via.push(format!("1.1 {}", self.node_id));
+        tokio::spawn(async move { edge.run_fill(permit, kind, stale, via).await });
+    }
+
+    async fn run_fill(
+        self: Arc<Self>,
+        permit: FillPermit,
+        kind: ObjectKind,
+        stale: Option<Arc<CachedObject>>,
+        via: Vec<String>,
+    ) {
+        let key = permit.key().clone();
+        let fill = permit.fill().clone();
+        match self
+            .fill_from_upstream(&key, kind, &fill, stale.as_deref(), &via)
+            .await
+        {
+            Ok(object) => {
+                if let Some(object) = object {
+                    // Stored before the permit frees the key, so a request
+                    // that finds neither cannot exist (see `serve`).
+                    self.store_unless_purged(&key, Arc::new(object), &fill)
+                        .await;
+                } else if stale.is_some() {
+                    self.cache.remove(&key).await;
+                }
+                permit.finish(FillOutcome::Complete);
+            }
+            Err(failure) => {
+                tracing::warn!(path = %key, why = %failure.why, "upstream fetch failed");
+                permit.finish(FillOutcome::Failed(failure));
+            }
+        }
+    }
+
+    /// Fetch `key` into `fill`; returns the object to store, if storable.
+    async fn fill_from_upstream(
+        &self,
+        key: &CacheKey,
+        kind: ObjectKind,
+        fill: &Fill,
+        stale: Option<&CachedObject>,
+        via: &[String],
+    ) -> Result<Option<CachedObject>, FillFailure> {
+        let mut headers = HeaderMap::new();
+        if let Ok(via) = HeaderValue::from_str(&via.join(", ")) {
+            headers.insert(header::VIA, via);
+        }
+        if let Some(stale) = stale {
+            if let Some(etag) = stale.head.headers.get(header::ETAG) {
+                headers.insert(header::IF_NONE_MATCH, etag.clone());
+            }
+            if let Some(lm) = stale.head.headers.get(header::LAST_MODIFIED) {
+                headers.insert(header::IF_MODIFIED_SINCE, lm.clone());
+            }
+        }
+        let UpstreamResponse { upstream, response } = self
+            .upstreams
+            .fetch(key.as_str(), &headers)
+            .await
+            .map_err(|e| {
+                FillFailure::new(
+                    e.to_string(),
+                    matches!(e, EdgeError::Upstream { timeout: true, .. }),
+                )
+            })?;
+        let (parts, body) = response.into_parts();
+        let received_at = Instant::now();
+        let forwarded = Forwarded::from_status(parts.status);
+
+        if let (Forwarded::NotModified, Some(stale)) = (forwarded, stale) {
+            let mut head = merge_not_modified(&stale.head, &parts.headers);
+            let fresh = freshness(
+                head.status,
+                &head.headers,
+                kind,
+                &self.cache_config.ttl,
+                self.ttl_override(key),
+                self.clock.now(),
+            );
+            let initial_age = age_header(&head.headers);
+            head.headers.remove(header::AGE);
+            fill.set_head(head.clone(), forwarded, Some(upstream.name.as_str().into()));
+            fill.push(stale.body.clone());
+            return Ok(fresh.storable.then(|| CachedObject {
+                head,
+                body: stale.body.clone(),
+                stored_at: received_at,
+                initial_age,
+                freshness: fresh,
+                surrogate_keys: stale.surrogate_keys.clone(),
+            }));
+        }
+
+        let fresh = freshness(
+            parts.status,
+            &parts.headers,
+            kind,
+            &self.cache_config.ttl,
+            self.ttl_override(key),
+            self.clock.now(),
+        );
+        let initial_age = age_header(&parts.headers);
+        let mut head = ResponseHead::new(parts.status);
+        for (name, value) in &parts.headers {
+            if !NOT_FORWARDED.contains(name) {
+                head.headers.append(name.clone(), value.clone());
+            }
+        }
+        let expected = head.content_length();
+        let forwarded = match forwarded {
+            // A 304 to an unconditional request: pass it on as it is.
+            Forwarded::NotModified => Forwarded::Other,
+            other => other,
+        };
+        fill.set_head(head.clone(), forwarded, Some(upstream.name.as_str().into()));
+
+        let body_timeout = self.upstreams.config().body_timeout;
+        if let Err(e) = pump_body(fill, body, body_timeout).await {
+            self.upstreams.failed(&upstream, "body");
+            return Err(match e {
+                BodyError::Cut(e) => {
+                    FillFailure::new(format!("{}: body cut short: {e}", upstream.name), false)
+                }
+                BodyError::Stalled(after) => FillFailure::new(
+                    format!("{}: body stalled for {after:?}", upstream.name),
+                    true,
+                ),
+            });
+        }
+        let received = fill.received();
+        if expected.is_some_and(|e| e != received) {
+            return Err(FillFailure::new(
+                format!("{}: body ended after {received} bytes", upstream.name),
+                false,
+            ));
+        }
+        if !fresh.storable || received > self.cache_config.max_object_size.0 {
+            return Ok(None);
+        }
+        let surrogate_keys = surrogate_keys(&head);
+        Ok(Some(CachedObject {
+            head,
+            body: fill.body(),
+            stored_at: received_at,
+            initial_age,
+            freshness: fresh,
+            surrogate_keys,
+        }))
+    }
+}
