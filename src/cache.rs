@@ -7,6 +7,7 @@ pub mod freshness;
 pub mod inflight;
 pub mod key;
 pub mod purge;
+pub mod vary;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +20,7 @@ use tokio::time::Instant;
 use crate::cache::freshness::{Freshness, TtlDefaults, TtlOverride};
 use crate::cache::key::CacheKey;
 use crate::cache::purge::PurgeTarget;
+use crate::cache::vary::Variant;
 use crate::metrics::CacheMetrics;
 use crate::response::head::ResponseHead;
 use crate::units::ByteSize;
@@ -36,8 +38,11 @@ pub struct CacheConfig {
     pub ignore_params: Vec<String>,
     /// Lifetimes when the upstream sends no Cache-Control or Expires.
     pub ttl: TtlDefaults,
-    /// Path prefixes where POST is proxied to the upstream, never cached
-    /// (DRM licence requests such as the origin's `/drm/clearkey`).
+    /// Path prefixes where methods other than GET, HEAD and OPTIONS (POST,
+    /// PUT, DELETE, PATCH, …) are proxied to the upstream, never cached nor
+    /// coalesced (DRM licence requests such as the origin's `/drm/clearkey`);
+    /// a success invalidates what the edge stored for that URL (RFC 9111
+    /// §4.4). Elsewhere such methods get 405.
     pub pass_through: Vec<String>,
     /// `[[cache.ttl_overrides]]`: per-prefix lifetimes that win over the
     /// upstream's (see [`freshness::TtlOverrides`]); changeable at run time.
@@ -68,6 +73,8 @@ pub struct CachedObject {
     pub freshness: Freshness,
     /// From `Surrogate-Key`, for purge by tag.
     pub surrogate_keys: Vec<String>,
+    /// Which requests this response answers, when it has a `Vary`.
+    pub variant: Option<Arc<Variant>>,
 }
 
 /// Where a stored object stands now.
@@ -134,6 +141,11 @@ impl CachedObject {
     }
 }
 
+/// How long a stale object with a validator (`ETag`, `Last-Modified`) is
+/// kept past its servable life, for a conditional request to revalidate;
+/// size-based eviction still removes it first when memory is short.
+pub const REVALIDATION_GRACE: Duration = Duration::from_secs(300);
+
 /// Keeps an entry in moka while it can still be served (fresh, or stale under
 /// swr/sie), so stale copies survive for `stale-if-error`.
 struct ServableLifetime;
@@ -146,7 +158,15 @@ impl moka::Expiry<CacheKey, Arc<CachedObject>> for ServableLifetime {
         _created_at: std::time::Instant,
     ) -> Option<Duration> {
         let f = &value.freshness;
-        Some(f.ttl + f.stale_while_revalidate.max(f.stale_if_error) + Duration::from_secs(1))
+        let servable = f.ttl + f.stale_while_revalidate.max(f.stale_if_error);
+        // A stale copy with a validator still saves a body transfer: the
+        // next request revalidates it (304) instead of fetching it again.
+        let grace = if value.etag().is_some() || value.last_modified().is_some() {
+            REVALIDATION_GRACE
+        } else {
+            Duration::from_secs(1)
+        };
+        Some(servable + grace)
     }
 }
 
@@ -207,6 +227,15 @@ impl Cache {
                     if let Some(object) = self.objects.get(key).await {
                         found.push((key.clone(), object));
                     }
+                }
+                // Other variants of a varying response sit under their own keys.
+                if found.iter().any(|(_, object)| object.variant.is_some()) {
+                    found.extend(
+                        self.objects
+                            .iter()
+                            .filter(|(key, _)| key.is_variant() && target.matches(key, &[]))
+                            .map(|(key, object)| (CacheKey::clone(&key), object)),
+                    );
                 }
                 found
             }

@@ -136,7 +136,8 @@ impl Edge {
         self.policy.as_ref()
     }
 
-    /// Answer one request that carries a body (POST under `cache.pass_through`).
+    /// Answer one request that carries a body (a method other than GET,
+    /// HEAD and OPTIONS, passed through under `cache.pass_through`).
     pub async fn handle_with_body(
         self: &Arc<Self>,
         parts: &Parts,
@@ -237,7 +238,7 @@ impl Edge {
                 match self.admit(parts, &request) {
                     Err(denied) => denied_response(denied),
                     // Licence answers are per viewer already: nothing to propagate.
-                    Ok(_) if request.method == Method::POST => {
+                    Ok(_) if crate::request::passes_through(&request.method) => {
                         match self.pass(&request, parts, body).await {
                             Ok(response) => response,
                             Err(e) => e.into_response(),
@@ -253,7 +254,7 @@ impl Edge {
                             // `bytes=0-`); RFC 9110 lets us answer 200.
                             request.range = None;
                         }
-                        let response = match self.serve(&request).await {
+                        let response = match self.serve(&request, &parts.headers).await {
                             Ok(response) => response,
                             Err(e) => e.into_response(),
                         };

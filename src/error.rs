@@ -63,7 +63,7 @@ pub enum EdgeError {
     HeadersTooLarge(usize),
     #[error("request body larger than {0} bytes")]
     BodyTooLarge(usize),
-    #[error("method not allowed: the edge serves GET, HEAD and OPTIONS (and POST under cache.pass_through)")]
+    #[error("method not allowed: the edge serves GET, HEAD and OPTIONS (and other methods under cache.pass_through)")]
     MethodNotAllowed,
     /// This node's name is already in the request's `Via`: tiers point at each other.
     #[error("request loop detected: this node already handled this request (Via)")]

@@ -118,6 +118,13 @@ impl ByteRange {
     }
 }
 
+/// Whether `method` is one the edge never answers from its cache: passed
+/// through on `cache.pass_through` prefixes (its body read first), refused
+/// elsewhere. GET and HEAD are served, OPTIONS is the CORS preflight.
+pub fn passes_through(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
 /// Largest request head (URI plus header names and values) the edge accepts.
 pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 

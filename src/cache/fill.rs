@@ -12,6 +12,7 @@ use http::StatusCode;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
+use crate::cache::vary::Variant;
 use crate::response::head::ResponseHead;
 
 /// What the upstream answered a fill, for `Cache-Status` (RFC 9211 `fwd-status`).
@@ -80,6 +81,8 @@ struct FillState {
     forwarded: Forwarded,
     /// Which upstream answered, for the access log.
     upstream: Option<Arc<str>>,
+    /// Which requests the response answers, when it has a `Vary`.
+    variant: Option<Arc<Variant>>,
     chunks: Vec<Bytes>,
     len: u64,
     outcome: Option<FillOutcome>,
@@ -137,6 +140,16 @@ impl Fill {
             state.upstream = upstream;
         }
         self.bump();
+    }
+
+    /// Say which requests the response answers (before [`Fill::set_head`],
+    /// so a reader that has the head also has this).
+    pub fn set_variant(&self, variant: Option<Arc<Variant>>) {
+        self.state.lock().variant = variant;
+    }
+
+    pub fn variant(&self) -> Option<Arc<Variant>> {
+        self.state.lock().variant.clone()
     }
 
     pub fn forwarded(&self) -> Forwarded {

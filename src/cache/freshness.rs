@@ -141,6 +141,8 @@ struct CacheControl {
     no_store: bool,
     no_cache: bool,
     private: bool,
+    public: bool,
+    must_revalidate: bool,
     max_age: Option<u64>,
     s_maxage: Option<u64>,
     swr: Option<u64>,
@@ -164,6 +166,8 @@ fn parse_cache_control(headers: &HeaderMap) -> CacheControl {
                 // shared cache may treat it as the unqualified form (safer).
                 "no-cache" => cc.no_cache = true,
                 "private" => cc.private = true,
+                "public" => cc.public = true,
+                "must-revalidate" => cc.must_revalidate = true,
                 "max-age" => cc.max_age = arg.or(Some(0)),
                 "s-maxage" => cc.s_maxage = arg.or(Some(0)),
                 "stale-while-revalidate" => cc.swr = arg,
@@ -173,6 +177,14 @@ fn parse_cache_control(headers: &HeaderMap) -> CacheControl {
         }
     }
     cc
+}
+
+/// RFC 9111 §3.5: whether a response to a request with `Authorization`
+/// may be stored and reused by a shared cache (`public`, `s-maxage` or
+/// `must-revalidate` say so).
+pub fn shared_despite_authorization(headers: &HeaderMap) -> bool {
+    let cc = parse_cache_control(headers);
+    cc.public || cc.must_revalidate || cc.s_maxage.is_some()
 }
 
 /// RFC 9110 §15.1: statuses a cache may store without explicit freshness.
@@ -226,15 +238,23 @@ pub fn freshness(
     } else {
         kind.default_ttl(defaults)
     };
-    let age = headers
-        .get(header::AGE)
-        .and_then(|a| a.to_str().ok())
-        .and_then(|a| a.trim().parse::<u64>().ok())
-        .map(Duration::from_secs)
-        .unwrap_or(Duration::ZERO);
+    // RFC 9111 §5.1: one non-negative integer. Anything else (a list, two
+    // lines, a sign, a fraction, a parameter) is an Age we cannot trust:
+    // the response is treated as stale, so it is revalidated.
+    let mut ages = headers.get_all(header::AGE).iter();
+    let age = match (ages.next(), ages.next()) {
+        (None, _) => Some(Duration::ZERO),
+        (Some(age), None) => age
+            .to_str()
+            .ok()
+            .map(str::trim)
+            .filter(|a| !a.is_empty() && a.bytes().all(|b| b.is_ascii_digit()))
+            .map(|a| a.parse::<u64>().map_or(Duration::MAX, Duration::from_secs)),
+        (Some(_), Some(_)) => None,
+    };
     Freshness {
         storable: true,
-        ttl: lifetime.saturating_sub(age),
+        ttl: age.map_or(Duration::ZERO, |age| lifetime.saturating_sub(age)),
         stale_while_revalidate: cc
             .swr
             .map(Duration::from_secs)
@@ -302,6 +322,56 @@ mod tests {
         assert!(f.storable);
         assert_eq!(f.ttl, Duration::ZERO);
         assert!(!fresh(500, &[], ObjectKind::Segment).storable);
+    }
+
+    #[test]
+    fn an_age_that_is_not_one_integer_makes_the_response_stale() {
+        for age in ["abc", "-7200", "7200.0", "0,7200", "0, 0", "7200;foo=1", ""] {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("max-age=3600"),
+            );
+            headers.insert(header::AGE, HeaderValue::from_str(age).expect("value"));
+            let f = freshness(
+                StatusCode::OK,
+                &headers,
+                ObjectKind::Other,
+                &TtlDefaults::default(),
+                None,
+                SystemTime::UNIX_EPOCH,
+            );
+            assert_eq!(f.ttl, Duration::ZERO, "Age: {age:?}");
+        }
+        let two = fresh(
+            200,
+            &[
+                ("cache-control", "max-age=3600"),
+                ("age", "0"),
+                ("age", "0"),
+            ],
+            ObjectKind::Other,
+        );
+        assert_eq!(two.ttl, Duration::ZERO);
+        let ok = fresh(
+            200,
+            &[("cache-control", "max-age=3600"), ("age", " 600 ")],
+            ObjectKind::Other,
+        );
+        assert_eq!(ok.ttl, Duration::from_secs(3000));
+    }
+
+    #[test]
+    fn authorized_responses_are_shared_only_when_they_say_so() {
+        let with = |cc: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cc));
+            shared_despite_authorization(&headers)
+        };
+        assert!(!with("max-age=3600"));
+        assert!(with("max-age=3600, public"));
+        assert!(with("max-age=3600, must-revalidate"));
+        assert!(with("s-maxage=60"));
     }
 
     #[test]

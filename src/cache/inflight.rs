@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header;
 use parking_lot::Mutex;
 
 pub use crate::cache::fill::Forwarded;
@@ -66,6 +65,18 @@ impl Inflight {
             table: self.fills.clone(),
             finished: false,
         })
+    }
+
+    /// A fill for `key` that nobody can join: for a request whose response
+    /// may be its own (credentials, `Vary: *`). What it fetches is still
+    /// stored under `key` when that is allowed.
+    pub fn alone(&self, key: &CacheKey, generation: u64) -> FillPermit {
+        FillPermit {
+            fill: Arc::new(Fill::starting_at(generation)),
+            key: key.clone(),
+            table: self.fills.clone(),
+            finished: false,
+        }
     }
 
     /// Keep only the fills `keep` selects (purges drop the ones they match:
@@ -133,24 +144,33 @@ impl Drop for FillPermit {
     }
 }
 
-/// A stale object's head updated by a 304 (RFC 9111 §4.3.4): the validators
-/// and freshness headers the 304 carries replace the stored ones.
+/// A stale object's head updated by a 304 (RFC 9111 §3.2, §4.3.4): every
+/// field the 304 carries replaces the stored one, except those that
+/// describe the stored body itself ([`BODY_FIELDS`]: the 304 has none).
+/// `not_modified` must already be without hop-by-hop fields.
 pub fn merge_not_modified(stale: &ResponseHead, not_modified: &http::HeaderMap) -> ResponseHead {
     let mut head = stale.clone();
-    for name in [
-        header::CACHE_CONTROL,
-        header::EXPIRES,
-        header::DATE,
-        header::ETAG,
-        header::LAST_MODIFIED,
-        header::AGE,
-    ] {
-        if let Some(value) = not_modified.get(&name) {
-            head.headers.insert(name, value.clone());
+    for name in not_modified.keys() {
+        if BODY_FIELDS.contains(&name.as_str()) {
+            continue;
+        }
+        head.headers.remove(name);
+        for value in not_modified.get_all(name) {
+            head.headers.append(name.clone(), value.clone());
         }
     }
     head
 }
+
+/// Fields a 304 does not update: they describe the bytes stored, which the
+/// 304 confirms rather than replaces.
+const BODY_FIELDS: [&str; 5] = [
+    "content-length",
+    "content-encoding",
+    "content-range",
+    "content-md5",
+    "etag",
+];
 
 /// Why pumping an upstream body into a fill stopped early.
 pub enum BodyError {
@@ -217,6 +237,34 @@ mod tests {
         permit.finish(FillOutcome::Complete);
         assert_eq!(fill.outcome().await, FillOutcome::Complete);
         assert!(inflight.is_empty());
+    }
+
+    #[test]
+    fn a_304_updates_the_stored_fields_but_not_those_of_the_body() {
+        let mut stored = ResponseHead::new(http::StatusCode::OK);
+        for (k, v) in [
+            ("etag", "\"a\""),
+            ("content-length", "5"),
+            ("x-a", "1"),
+            ("set-cookie", "a=b"),
+        ] {
+            stored.headers.append(k, http::HeaderValue::from_static(v));
+        }
+        let mut update = http::HeaderMap::new();
+        for (k, v) in [
+            ("etag", "\"b\""),
+            ("content-length", "0"),
+            ("x-a", "2"),
+            ("cache-control", "max-age=9"),
+        ] {
+            update.append(k, http::HeaderValue::from_static(v));
+        }
+        let merged = merge_not_modified(&stored, &update);
+        assert_eq!(merged.header_str("etag"), Some("\"a\""));
+        assert_eq!(merged.header_str("content-length"), Some("5"));
+        assert_eq!(merged.header_str("x-a"), Some("2"));
+        assert_eq!(merged.header_str("cache-control"), Some("max-age=9"));
+        assert_eq!(merged.header_str("set-cookie"), Some("a=b"));
     }
 
     #[test]

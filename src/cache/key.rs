@@ -3,7 +3,10 @@
 use std::fmt;
 
 /// Query parameters that never change the bytes of a response (`token`,
-/// `CMCD`, …) are left out, so every viewer shares one cached copy.
+/// `CMCD`, …) are left out, so every viewer shares one cached copy. A key
+/// may also name one *variant* of a response that varies on request
+/// headers (RFC 9111 §4.1, see [`super::vary`]): stored and filled apart,
+/// but the same URL upstream and for purges.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct CacheKey(String);
 
@@ -18,19 +21,35 @@ impl CacheKey {
         }
     }
 
+    /// This key's variant for the request header values `selected` (a
+    /// [`super::vary::Vary::select`] result).
+    pub fn with_variant(&self, selected: &str) -> CacheKey {
+        CacheKey(format!("{}{VARIANT}{selected}", self.as_str()))
+    }
+
+    /// Whether this key names one variant of a varying response.
+    pub fn is_variant(&self) -> bool {
+        self.0.contains(VARIANT)
+    }
+
     /// Path and kept query: also what the edge asks its upstream for.
     pub fn as_str(&self) -> &str {
-        &self.0
+        self.0.split(VARIANT).next().unwrap_or(&self.0)
     }
 
     pub fn path(&self) -> &str {
-        self.0.split('?').next().unwrap_or(&self.0)
+        let url = self.as_str();
+        url.split('?').next().unwrap_or(url)
     }
 }
 
+/// Separates a URL from its variant: a line break never occurs in a
+/// request target.
+const VARIANT: char = '\n';
+
 impl fmt::Display for CacheKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
@@ -65,5 +84,10 @@ mod tests {
         let c = CacheKey::new("/vod/x.m3u8", Some("b=2&a=1&token=t"), &ignored);
         assert_eq!(c.as_str(), "/vod/x.m3u8?a=1&b=2");
         assert_eq!(c.path(), "/vod/x.m3u8");
+        let v = c.with_variant("accept-language=fr");
+        assert_ne!(v, c);
+        assert!(v.is_variant() && !c.is_variant());
+        assert_eq!(v.as_str(), "/vod/x.m3u8?a=1&b=2");
+        assert_eq!(v.path(), "/vod/x.m3u8");
     }
 }

@@ -37,7 +37,7 @@ impl PurgeTarget {
     /// Whether an object stored under `key` with `surrogate_keys` is selected.
     pub fn matches(&self, key: &CacheKey, surrogate_keys: &[String]) -> bool {
         match self {
-            PurgeTarget::Keys(keys) => keys.contains(key),
+            PurgeTarget::Keys(keys) => keys.iter().any(|k| k.as_str() == key.as_str()),
             PurgeTarget::Prefix(prefix) => key.path().starts_with(prefix.as_str()),
             PurgeTarget::SurrogateKeys(tags) => surrogate_keys.iter().any(|s| tags.contains(s)),
         }

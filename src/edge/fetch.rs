@@ -7,44 +7,60 @@ use http::{header, HeaderMap, HeaderValue};
 use tokio::time::Instant;
 
 use super::control::surrogate_keys;
-use super::forward::NOT_FORWARDED;
+use super::forward::{client_headers, upstream_headers, Purpose};
 use super::shape::age_header;
 use super::Edge;
 use crate::cache::fill::{Fill, FillFailure, FillOutcome, Forwarded};
-use crate::cache::freshness::freshness;
+use crate::cache::freshness::{freshness, shared_despite_authorization};
 use crate::cache::inflight::{merge_not_modified, pump_body, BodyError, FillPermit};
 use crate::cache::key::CacheKey;
+use crate::cache::vary::Variant;
 use crate::cache::CachedObject;
 use crate::error::EdgeError;
 use crate::request::{MediaRequest, ObjectKind};
 use crate::response::ResponseHead;
 use crate::upstream::UpstreamResponse;
 
+/// What a fill needs of the request that started it.
+struct Leader {
+    kind: ObjectKind,
+    /// The request's `Via` hops, this node's last.
+    via: Vec<String>,
+    /// The client's request headers: what goes upstream is chosen from them
+    /// ([`upstream_headers`]), and they select the variant of a varying
+    /// response.
+    headers: HeaderMap,
+}
+
 impl Edge {
     pub(super) fn start_fill(
         self: &Arc<Self>,
         request: &MediaRequest,
+        headers: &HeaderMap,
         permit: FillPermit,
         stale: Option<Arc<CachedObject>>,
     ) {
         let edge = self.clone();
-        let kind = request.kind;
         let mut via = request.via.clone();
         via.push(format!("1.1 {}", self.node_id));
-        tokio::spawn(async move { edge.run_fill(permit, kind, stale, via).await });
+        let leader = Leader {
+            kind: request.kind,
+            via,
+            headers: headers.clone(),
+        };
+        tokio::spawn(async move { edge.run_fill(permit, leader, stale).await });
     }
 
     async fn run_fill(
         self: Arc<Self>,
         permit: FillPermit,
-        kind: ObjectKind,
+        leader: Leader,
         stale: Option<Arc<CachedObject>>,
-        via: Vec<String>,
     ) {
         let key = permit.key().clone();
         let fill = permit.fill().clone();
         match self
-            .fill_from_upstream(&key, kind, &fill, stale.as_deref(), &via)
+            .fill_from_upstream(&key, &leader, &fill, stale.as_deref())
             .await
         {
             Ok(object) => {
@@ -69,13 +85,15 @@ impl Edge {
     async fn fill_from_upstream(
         &self,
         key: &CacheKey,
-        kind: ObjectKind,
+        leader: &Leader,
         fill: &Fill,
         stale: Option<&CachedObject>,
-        via: &[String],
     ) -> Result<Option<CachedObject>, FillFailure> {
-        let mut headers = HeaderMap::new();
-        if let Ok(via) = HeaderValue::from_str(&via.join(", ")) {
+        let kind = leader.kind;
+        let mut headers = upstream_headers(&leader.headers, Purpose::Fill);
+        // RFC 9111 §3.5: kept for others only when the response allows it.
+        let authorized = leader.headers.contains_key(header::AUTHORIZATION);
+        if let Ok(via) = HeaderValue::from_str(&leader.via.join(", ")) {
             headers.insert(header::VIA, via);
         }
         if let Some(stale) = stale {
@@ -90,18 +108,17 @@ impl Edge {
             .upstreams
             .fetch(key.as_str(), &headers)
             .await
-            .map_err(|e| {
-                FillFailure::new(
-                    e.to_string(),
-                    matches!(e, EdgeError::Upstream { timeout: true, .. }),
-                )
+            .map_err(|e| match e {
+                // Said once: the client's error names "all upstreams failed".
+                EdgeError::Upstream { why, timeout } => FillFailure::new(why, timeout),
+                other => FillFailure::new(other.to_string(), false),
             })?;
         let (parts, body) = response.into_parts();
         let received_at = Instant::now();
         let forwarded = Forwarded::from_status(parts.status);
 
         if let (Forwarded::NotModified, Some(stale)) = (forwarded, stale) {
-            let mut head = merge_not_modified(&stale.head, &parts.headers);
+            let mut head = merge_not_modified(&stale.head, &client_headers(&parts.headers));
             let fresh = freshness(
                 head.status,
                 &head.headers,
@@ -112,15 +129,19 @@ impl Edge {
             );
             let initial_age = age_header(&head.headers);
             head.headers.remove(header::AGE);
+            let storable =
+                fresh.storable && (!authorized || shared_despite_authorization(&head.headers));
+            fill.set_variant(stale.variant.clone());
             fill.set_head(head.clone(), forwarded, Some(upstream.name.as_str().into()));
             fill.push(stale.body.clone());
-            return Ok(fresh.storable.then(|| CachedObject {
+            return Ok(storable.then(|| CachedObject {
                 head,
                 body: stale.body.clone(),
                 stored_at: received_at,
                 initial_age,
                 freshness: fresh,
                 surrogate_keys: stale.surrogate_keys.clone(),
+                variant: stale.variant.clone(),
             }));
         }
 
@@ -134,17 +155,20 @@ impl Edge {
         );
         let initial_age = age_header(&parts.headers);
         let mut head = ResponseHead::new(parts.status);
-        for (name, value) in &parts.headers {
-            if !NOT_FORWARDED.contains(name) {
-                head.headers.append(name.clone(), value.clone());
-            }
-        }
+        head.headers = client_headers(&parts.headers);
         let expected = head.content_length();
         let forwarded = match forwarded {
             // A 304 to an unconditional request: pass it on as it is.
             Forwarded::NotModified => Forwarded::Other,
             other => other,
         };
+        let variant = Variant::of(&head.headers, &leader.headers).map(Arc::new);
+        // `Vary: *` matches no later request; credentials keep a response
+        // private unless it says otherwise (RFC 9111 §3.5).
+        let storable = fresh.storable
+            && variant.as_ref().is_none_or(|v| v.selected.is_some())
+            && (!authorized || shared_despite_authorization(&head.headers));
+        fill.set_variant(variant.clone());
         fill.set_head(head.clone(), forwarded, Some(upstream.name.as_str().into()));
 
         let body_timeout = self.upstreams.config().body_timeout;
@@ -167,7 +191,7 @@ impl Edge {
                 false,
             ));
         }
-        if !fresh.storable || received > self.cache_config.max_object_size.0 {
+        if !storable || received > self.cache_config.max_object_size.0 {
             return Ok(None);
         }
         let surrogate_keys = surrogate_keys(&head);
@@ -178,6 +202,7 @@ impl Edge {
             initial_age,
             freshness: fresh,
             surrogate_keys,
+            variant,
         }))
     }
 }

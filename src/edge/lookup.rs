@@ -1,24 +1,27 @@
 //! The cache lookup: a fresh hit, a stale copy served while it is
 //! revalidated, or a place in the one coalesced fill for the key.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
-use http::Method;
+use http::{header, HeaderMap, Method};
 use tokio::time::Instant;
 
 use super::shape::preflight;
 use super::Edge;
 use crate::cache::fill::{Fill, FillOutcome, Forwarded};
 use crate::cache::inflight::Joined;
+use crate::cache::key::CacheKey;
 use crate::cache::{CachedObject, Staleness};
 use crate::error::EdgeError;
 use crate::request::MediaRequest;
-use crate::response::{CacheStatus, EdgeResponse};
+use crate::response::{CacheStatus, EdgeResponse, ResponseHead};
 
 impl Edge {
     pub(super) async fn serve(
         self: &Arc<Self>,
         request: &MediaRequest,
+        headers: &HeaderMap,
     ) -> Result<EdgeResponse, EdgeError> {
         match request.method {
             Method::GET | Method::HEAD => {}
@@ -33,39 +36,101 @@ impl Edge {
             return Err(EdgeError::Loop);
         }
 
-        let now = Instant::now();
-        let stale = match self.cache.get(&request.key).await {
-            Some(object) => match object.staleness(now) {
-                Staleness::Fresh => {
-                    return Ok(self.respond_from_object(
-                        request,
-                        &object,
-                        now,
-                        CacheStatus::Hit,
-                        "hit",
-                    ))
+        // RFC 9111 §3.5: the answer to a request with credentials is that
+        // client's alone unless it says otherwise, so such a request never
+        // joins another's fill, nobody joins its, and it is not answered
+        // with what another client's request stored (which its credentials
+        // might have changed): it always reaches the upstream.
+        let authorized = headers.contains_key(header::AUTHORIZATION);
+        let mut alone = authorized;
+        let mut key = Cow::Borrowed(&request.key);
+        let mut rejoined = false;
+        loop {
+            let now = Instant::now();
+            let mut cached = if authorized {
+                None
+            } else {
+                self.cache.get(&key).await
+            };
+            // A varying response answers only requests that select what its
+            // own request selected; others look under their variant's key.
+            if let Some(variant) = cached.as_ref().and_then(|o| o.variant.clone()) {
+                if let Err(selected) = variant.answers(headers) {
+                    cached = None;
+                    match selected {
+                        Some(selected) if !key.is_variant() => {
+                            let variant_key = request.key.with_variant(&selected);
+                            cached = self.cache.get(&variant_key).await.filter(|o| {
+                                o.variant
+                                    .as_ref()
+                                    .is_none_or(|v| v.answers(headers).is_ok())
+                            });
+                            key = Cow::Owned(variant_key);
+                        }
+                        _ => alone = true,
+                    }
                 }
-                Staleness::Revalidate => {
-                    self.join_or_start(request, Some(object.clone()));
-                    return Ok(self.respond_from_object(
-                        request,
-                        &object,
-                        now,
-                        CacheStatus::Stale,
-                        "hit; detail=stale-while-revalidate",
-                    ));
-                }
-                Staleness::IfError | Staleness::Expired => Some(object),
-            },
-            None => None,
-        };
+            }
+            let stale = match cached {
+                Some(object) => match object.staleness(now) {
+                    Staleness::Fresh => {
+                        return Ok(self.respond_from_object(
+                            request,
+                            &object,
+                            now,
+                            CacheStatus::Hit,
+                            "hit",
+                        ))
+                    }
+                    Staleness::Revalidate => {
+                        self.join_or_start(request, &key, headers, Some(object.clone()), alone);
+                        return Ok(self.respond_from_object(
+                            request,
+                            &object,
+                            now,
+                            CacheStatus::Stale,
+                            "hit; detail=stale-while-revalidate",
+                        ));
+                    }
+                    Staleness::IfError | Staleness::Expired => Some(object),
+                },
+                None => None,
+            };
 
-        let (fill, leader) = self.join_or_start(request, stale.clone());
-        if !leader {
-            self.metrics.requests.coalesced_followers.inc();
+            let (fill, leader) = self.join_or_start(request, &key, headers, stale.clone(), alone);
+            if !leader {
+                self.metrics.requests.coalesced_followers.inc();
+            }
+            let head = fill.head().await;
+            // A follower shares the leader's response only when it selects
+            // the same variant: otherwise it fills its own (once).
+            if let (Ok(_), false, Some(variant)) = (&head, leader, fill.variant()) {
+                if let Err(selected) = variant.answers(headers) {
+                    match selected {
+                        Some(selected) if !rejoined && !key.is_variant() => {
+                            key = Cow::Owned(request.key.with_variant(&selected));
+                        }
+                        _ => alone = true,
+                    }
+                    rejoined = true;
+                    continue;
+                }
+            }
+            return self
+                .answer_from_fill(request, fill, leader, head, stale)
+                .await;
         }
+    }
 
-        match fill.head().await {
+    async fn answer_from_fill(
+        &self,
+        request: &MediaRequest,
+        fill: Arc<Fill>,
+        leader: bool,
+        head: Result<Arc<ResponseHead>, FillOutcome>,
+        stale: Option<Arc<CachedObject>>,
+    ) -> Result<EdgeResponse, EdgeError> {
+        match head {
             Ok(head) => {
                 let forwarded = fill.forwarded();
                 let note = forwarded.as_str();
@@ -112,20 +177,29 @@ impl Edge {
         }
     }
 
-    /// Join the in-flight fill for this request's key, or start one
-    /// (revalidating `stale` when there is one) if none runs: a leader's
-    /// permit goes to the task that drives the fill. Returns the fill to
-    /// read and whether this request leads it.
+    /// Join the in-flight fill for `key`, or start one (revalidating
+    /// `stale` when there is one) if none runs, or with `alone` start one
+    /// nobody joins: a leader's permit goes to the task that drives the
+    /// fill. Returns the fill to read and whether this request leads it.
     pub(super) fn join_or_start(
         self: &Arc<Self>,
         request: &MediaRequest,
+        key: &CacheKey,
+        headers: &HeaderMap,
         stale: Option<Arc<CachedObject>>,
+        alone: bool,
     ) -> (Arc<Fill>, bool) {
-        match self.inflight.join(&request.key, self.purges.generation()) {
+        let generation = self.purges.generation();
+        let joined = if alone {
+            Joined::Leader(self.inflight.alone(key, generation))
+        } else {
+            self.inflight.join(key, generation)
+        };
+        match joined {
             Joined::Follower(fill) => (fill, false),
             Joined::Leader(permit) => {
                 let fill = permit.fill().clone();
-                self.start_fill(request, permit, stale);
+                self.start_fill(request, headers, permit, stale);
                 (fill, true)
             }
         }

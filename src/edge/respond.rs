@@ -62,7 +62,8 @@ impl Edge {
         detail: &str,
     ) -> EdgeResponse {
         let mut head = head.clone();
-        head.headers.insert(header::AGE, 0.into());
+        // The upstream's own Age, if it sent one (RFC 9111 §5.1).
+        head.headers.entry(header::AGE).or_insert(0.into());
         head.headers
             .append("cache-status", self.cache_status(detail));
         let mut len = head.content_length();

@@ -502,8 +502,8 @@ async fn serve_request(
             client,
         };
         (EdgeError::TooEarly.into_response(), log)
-    } else if parts.method == http::Method::POST {
-        // Licence requests: the only bodies the edge forwards.
+    } else if crate::request::passes_through(&parts.method) {
+        // Passed through (licence requests): the only bodies the edge forwards.
         match read_body(&mut stream).await {
             Ok(body) => {
                 edge.handle_with_body(&parts, body, client, Protocol::Http3)

@@ -132,7 +132,7 @@ impl HttpServerApp for PingoraApp {
                 client,
                 protocol,
             )
-        } else if session.req_header().method == http::Method::POST {
+        } else if crate::request::passes_through(&session.req_header().method) {
             match read_body(&mut session).await {
                 Ok(body) => {
                     self.edge
