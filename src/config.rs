@@ -226,7 +226,7 @@ impl EdgeConfig {
         }
         for (i, url) in self.upstream.urls.iter().enumerate() {
             crate::upstream::Upstream::parse(url)
-                .map_err(|e| invalid(&format!("upstream.urls[{i}]"), e))?;
+                .map_err(|e| invalid(&format!("upstream.urls[{i}]"), e.to_string()))?;
         }
         if self.cache.size.0 < 1024 * 1024 {
             return Err(invalid(
@@ -247,7 +247,7 @@ impl EdgeConfig {
             &self.cache.ttl_overrides,
             "cache.ttl_overrides",
         )
-        .map_err(|(key, message)| invalid(&key, message))?;
+        .map_err(|e| invalid(&e.key, e.message))?;
         if self.token.is_some() || self.geo.is_some() {
             // Opens the geo database and parses keys: a bad file or key is a config error at start.
             self.init_policy()?;

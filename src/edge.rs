@@ -85,7 +85,7 @@ impl Edge {
             )
         })?;
         let ttl_overrides = TtlOverrides::new(&cache_config.ttl_overrides, "cache.ttl_overrides")
-            .map_err(|(key, message)| ConfigError::new(key, message))?;
+            .map_err(|e| ConfigError::new(e.key, e.message))?;
         Ok(Edge {
             purges: PurgeLog::default(),
             ttl_overrides: parking_lot::RwLock::new(Arc::new(ttl_overrides)),

@@ -58,6 +58,9 @@ pub enum EdgeError {
     /// The client's fault: a path with no normal form (`crate::request::path`).
     #[error("bad request: {0}")]
     BadPath(#[from] crate::request::path::PathError),
+    /// Neither an absolute URL nor a path (a purge target, a `Location`).
+    #[error("{0:?} is neither an absolute URL nor a path")]
+    NotAUrl(String),
     /// Request head larger than the edge accepts (RFC 6585 §5).
     #[error("request header fields too large: {0} bytes")]
     HeadersTooLarge(usize),
@@ -82,7 +85,9 @@ pub enum EdgeError {
 impl EdgeError {
     pub fn status(&self) -> StatusCode {
         match self {
-            EdgeError::BadRequest(_) | EdgeError::BadPath(_) => StatusCode::BAD_REQUEST,
+            EdgeError::BadRequest(_) | EdgeError::BadPath(_) | EdgeError::NotAUrl(_) => {
+                StatusCode::BAD_REQUEST
+            }
             EdgeError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             EdgeError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             EdgeError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -96,7 +101,9 @@ impl EdgeError {
     /// Short, stable label for metrics and the access log.
     pub fn reason(&self) -> &'static str {
         match self {
-            EdgeError::BadRequest(_) | EdgeError::BadPath(_) => "bad-request",
+            EdgeError::BadRequest(_) | EdgeError::BadPath(_) | EdgeError::NotAUrl(_) => {
+                "bad-request"
+            }
             EdgeError::MethodNotAllowed => "method",
             EdgeError::BodyTooLarge(_) => "body-too-large",
             EdgeError::HeadersTooLarge(_) => "headers-too-large",

@@ -73,8 +73,8 @@ async fn send_body<S: ResponseSink>(sink: &mut S, mut body: Body, log: &RequestL
     while let Some(chunk) = body.next_chunk().await {
         let mut bytes = match chunk {
             Ok(bytes) => bytes,
-            Err(why) => {
-                tracing::warn!(path = %log.target, why, "aborting response: upstream body cut short");
+            Err(failure) => {
+                tracing::warn!(path = %log.target, why = %failure, "aborting response: upstream body cut short");
                 sink.abort(true, streamed).await;
                 return (sent, false);
             }

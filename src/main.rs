@@ -188,10 +188,10 @@ impl EdgeArgs {
         }
         if let Some(token) = self.admin_token {
             config.server.admin_token =
-                Some(strata::admin::AdminToken::new(&token).map_err(|message| {
+                Some(strata::admin::AdminToken::new(&token).map_err(|e| {
                     strata::config::ConfigError::Invalid {
                         key: "server.admin_token".into(),
-                        message,
+                        message: e.to_string(),
                     }
                 })?);
         }

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 
-use crate::cache::fill::FillReader;
+use crate::cache::fill::{FillFailure, FillReader};
 
 pub mod head;
 
@@ -20,7 +20,7 @@ pub enum Body {
 impl Body {
     /// The next chunk; `Err` means the body is truncated and the front door
     /// must abort the response so the client can tell.
-    pub async fn next_chunk(&mut self) -> Option<Result<Bytes, String>> {
+    pub async fn next_chunk(&mut self) -> Option<Result<Bytes, FillFailure>> {
         match self {
             Body::Empty => None,
             Body::Full(bytes) => {

@@ -83,7 +83,7 @@ pub async fn run(
     let admin_metrics = admin::AdminMetrics::register(&mut registry);
     let pool = Arc::new(
         UpstreamPool::new(config.upstream.clone(), metrics.upstream.clone())
-            .map_err(|e| invalid("upstream.urls", e))?,
+            .map_err(|e| invalid("upstream.urls", e.to_string()))?,
     );
     let policy = config.policy(&mut registry)?;
     let geo_watch = policy

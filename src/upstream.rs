@@ -83,6 +83,19 @@ impl Default for HealthConfig {
     }
 }
 
+/// Why a configured upstream URL cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamUrlError {
+    #[error("{url}: {why}")]
+    Malformed { url: String, why: String },
+    #[error("{0}: no scheme")]
+    NoScheme(String),
+    #[error("{0}: only http:// upstreams are supported")]
+    NotHttp(String),
+    #[error("{0}: no host")]
+    NoHost(String),
+}
+
 /// One origin or shield.
 pub struct Upstream {
     /// As configured, for labels and logs.
@@ -98,19 +111,24 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn parse(url: &str) -> Result<Upstream, String> {
-        let uri: Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
+    pub fn parse(url: &str) -> Result<Upstream, UpstreamUrlError> {
+        let uri: Uri =
+            url.parse()
+                .map_err(|e: http::uri::InvalidUri| UpstreamUrlError::Malformed {
+                    url: url.to_owned(),
+                    why: e.to_string(),
+                })?;
         let scheme = uri
             .scheme()
             .cloned()
-            .ok_or_else(|| format!("{url}: no scheme"))?;
+            .ok_or_else(|| UpstreamUrlError::NoScheme(url.to_owned()))?;
         if scheme != http::uri::Scheme::HTTP {
-            return Err(format!("{url}: only http:// upstreams are supported"));
+            return Err(UpstreamUrlError::NotHttp(url.to_owned()));
         }
         let authority = uri
             .authority()
             .cloned()
-            .ok_or_else(|| format!("{url}: no host"))?;
+            .ok_or_else(|| UpstreamUrlError::NoHost(url.to_owned()))?;
         Ok(Upstream {
             name: url.trim_end_matches('/').to_owned(),
             scheme,
@@ -175,7 +193,7 @@ impl UpstreamPool {
     pub fn new(
         config: UpstreamConfig,
         metrics: Arc<UpstreamMetrics>,
-    ) -> Result<UpstreamPool, String> {
+    ) -> Result<UpstreamPool, UpstreamUrlError> {
         let upstreams = config
             .urls
             .iter()

@@ -333,7 +333,7 @@ pub async fn set_ttl_overrides(
     let applied = state
         .edge
         .set_ttl_overrides(&request.overrides, "overrides")
-        .map_err(|(key, message)| ApiError::Invalid(format!("{key}: {message}")))?;
+        .map_err(|e| ApiError::Invalid(e.to_string()))?;
     tracing::info!(
         overrides = applied.entries().len(),
         "TTL overrides replaced"

@@ -16,13 +16,22 @@ pub const MIN_TOKEN_LEN: usize = 16;
 #[derive(Clone)]
 pub struct AdminToken(String);
 
+/// Why a string cannot be the admin token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WeakAdminToken {
+    #[error("shorter than {MIN_TOKEN_LEN} characters")]
+    TooShort,
+    #[error("only visible ASCII characters, no spaces")]
+    NotVisibleAscii,
+}
+
 impl AdminToken {
-    pub fn new(token: &str) -> Result<AdminToken, String> {
+    pub fn new(token: &str) -> Result<AdminToken, WeakAdminToken> {
         if token.len() < MIN_TOKEN_LEN {
-            return Err(format!("shorter than {MIN_TOKEN_LEN} characters"));
+            return Err(WeakAdminToken::TooShort);
         }
         if !token.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err("only visible ASCII characters, no spaces".into());
+            return Err(WeakAdminToken::NotVisibleAscii);
         }
         Ok(AdminToken(token.to_owned()))
     }

@@ -59,7 +59,8 @@ pub enum FillOutcome {
 
 /// Why a fill failed, and whether it was for lack of an answer (504) rather
 /// than a bad one (502).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{why}")]
 pub struct FillFailure {
     pub why: String,
     pub timeout: bool,
@@ -259,7 +260,7 @@ pub struct FillReader {
 impl FillReader {
     /// The next piece of the window; `None` at its end; `Err` when the
     /// upstream failed before the window was complete.
-    pub async fn next(&mut self) -> Option<Result<Bytes, String>> {
+    pub async fn next(&mut self) -> Option<Result<Bytes, FillFailure>> {
         loop {
             if self.end.is_some_and(|end| self.pos >= end) {
                 return None;
@@ -295,12 +296,12 @@ impl FillReader {
                 }
                 match &state.outcome {
                     Some(FillOutcome::Complete) => return None,
-                    Some(FillOutcome::Failed(f)) => return Some(Err(f.why.clone())),
+                    Some(FillOutcome::Failed(f)) => return Some(Err(f.clone())),
                     None => {}
                 }
             }
             if self.rx.changed().await.is_err() {
-                return Some(Err("fill abandoned".into()));
+                return Some(Err(FillFailure::new("fill abandoned", false)));
             }
         }
     }

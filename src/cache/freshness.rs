@@ -65,6 +65,16 @@ pub struct TtlOverride {
     pub ttl: Duration,
 }
 
+/// A TTL override that cannot be used, naming the entry and field
+/// (`cache.ttl_overrides[1].prefix`); a config error at start, a 400 from
+/// the control API.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct InvalidOverride {
+    pub key: String,
+    pub message: String,
+}
+
 /// Validated TTL overrides; the longest matching prefix wins.
 ///
 /// An override *replaces* the lifetime from `s-maxage`, `max-age`, `Expires`,
@@ -83,16 +93,20 @@ impl TtlOverrides {
     pub const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 
     /// Checks every entry; errors name `<at>[i].<field>`.
-    pub fn new(entries: &[TtlOverride], at: &str) -> Result<TtlOverrides, (String, String)> {
+    pub fn new(entries: &[TtlOverride], at: &str) -> Result<TtlOverrides, InvalidOverride> {
+        let invalid = |key: String, message: String| InvalidOverride { key, message };
         for (i, entry) in entries.iter().enumerate() {
             if entry.ttl > Self::MAX_TTL {
-                return Err((format!("{at}[{i}].ttl"), "at most 365 days".into()));
+                return Err(invalid(format!("{at}[{i}].ttl"), "at most 365 days".into()));
             }
             if !entry.prefix.starts_with('/') {
-                return Err((format!("{at}[{i}].prefix"), "must start with '/'".into()));
+                return Err(invalid(
+                    format!("{at}[{i}].prefix"),
+                    "must start with '/'".into(),
+                ));
             }
             if let Some(j) = entries[..i].iter().position(|e| e.prefix == entry.prefix) {
-                return Err((
+                return Err(invalid(
                     format!("{at}[{i}].prefix"),
                     format!("{:?} is also given at {at}[{j}]", entry.prefix),
                 ));
@@ -462,14 +476,14 @@ mod tests {
             ttl: Duration::from_secs(1),
         };
         let err = TtlOverrides::new(&[entry("live/")], "cache.ttl_overrides").expect_err("slash");
-        assert_eq!(err.0, "cache.ttl_overrides[0].prefix");
+        assert_eq!(err.key, "cache.ttl_overrides[0].prefix");
         let err = TtlOverrides::new(&[entry("/a/"), entry("/a/")], "o").expect_err("duplicate");
-        assert_eq!(err.0, "o[1].prefix");
+        assert_eq!(err.key, "o[1].prefix");
         let forever = TtlOverride {
             prefix: "/vod/".into(),
             ttl: Duration::from_secs(400 * 24 * 3600),
         };
         let err = TtlOverrides::new(&[forever], "o").expect_err("too long");
-        assert_eq!(err.0, "o[0].ttl");
+        assert_eq!(err.key, "o[0].ttl");
     }
 }

@@ -63,10 +63,10 @@ impl Edge {
                 while let Some(chunk) = response.body.next_chunk().await {
                     match chunk {
                         Ok(bytes) => text.extend_from_slice(&bytes),
-                        Err(why) => {
+                        Err(failure) => {
                             return EdgeError::Upstream {
-                                why,
-                                timeout: false,
+                                why: failure.why,
+                                timeout: failure.timeout,
                             }
                             .into_response()
                         }

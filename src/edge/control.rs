@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cache::fill::Fill;
-use crate::cache::freshness::{TtlOverride, TtlOverrides};
+use crate::cache::freshness::{InvalidOverride, TtlOverride, TtlOverrides};
 use crate::cache::key::CacheKey;
 use crate::cache::purge::PurgeTarget;
 use crate::cache::CachedObject;
+use crate::error::EdgeError;
 use crate::request::path;
 use crate::response::ResponseHead;
 
@@ -66,14 +67,13 @@ impl Edge {
 
     /// The cache key a URL (`http://host/path?q`) or path (`/path?q`) is
     /// stored under.
-    pub fn cache_key_for(&self, url: &str) -> Result<CacheKey, String> {
-        let uri: http::Uri = url
-            .parse()
-            .map_err(|e| format!("{url:?} is not a URL or path: {e}"))?;
+    pub fn cache_key_for(&self, url: &str) -> Result<CacheKey, EdgeError> {
+        let not_a_url = || EdgeError::NotAUrl(url.to_owned());
+        let uri: http::Uri = url.parse().map_err(|_| not_a_url())?;
         if uri.path().is_empty() || (uri.scheme().is_none() && !url.starts_with('/')) {
-            return Err(format!("{url:?} is neither an absolute URL nor a path"));
+            return Err(not_a_url());
         }
-        let path = path::canonical(uri.path()).map_err(|e| format!("{url:?}: {e}"))?;
+        let path = path::canonical(uri.path())?;
         Ok(CacheKey::new(
             &path,
             uri.query(),
@@ -90,13 +90,13 @@ impl Edge {
         self.ttl_overrides.read().clone()
     }
 
-    /// Replace the TTL overrides, all or nothing; errors are
-    /// `(key, message)` with keys like `overrides[1].prefix`.
+    /// Replace the TTL overrides, all or nothing; errors name keys like
+    /// `overrides[1].prefix`.
     pub fn set_ttl_overrides(
         &self,
         entries: &[TtlOverride],
         at: &str,
-    ) -> Result<Arc<TtlOverrides>, (String, String)> {
+    ) -> Result<Arc<TtlOverrides>, InvalidOverride> {
         let next = Arc::new(TtlOverrides::new(entries, at)?);
         *self.ttl_overrides.write() = next.clone();
         Ok(next)
