@@ -3,7 +3,7 @@
 #   1. scripts/install-test-deps.sh   (apt, .venv, tests/browser/node_modules)
 #   2. cargo test --workspace --all-targets   (debug profile)
 #   3. scripts/fuzz-short.sh: seconds of each cargo-fuzz target; a short
-#      benches/chaos.py (network namespaces; needs root)
+#      benches/chaos.py (network namespaces; needs root) and benches/soak.py
 #   4. the non-cargo checks that exist: promtool on prometheus*.yml and
 #      *.rules.yml, `promtool test rules` on *.rules.test.yml, JSON validity
 #      of grafana/**/*.json, ansible-lint on ansible/, the browser harness's
@@ -59,6 +59,13 @@ step fuzz-short bash scripts/fuzz-short.sh
 # The chaos run, short (benches/README.md has the long one): a publisher in its
 # own network namespace over a degraded link, a shield and the origin killed.
 step chaos-short python3 benches/chaos.py --bin target/debug/strata --seconds 15
+
+# The soak, short (the 30-minute run and its figures: benches/README.md): two
+# live channels (RTMP, SRT), players, wrk on hits, purges and token-key
+# rotation at once; fails on a player/API/hit error, a panic, RSS over the
+# cache size + 100 MiB, or fd/thread growth.
+step soak-short python3 benches/soak.py --bin target/debug/strata --seconds 60 --players 4 \
+    --player-seconds 15 --rotate-every 25 --purge-every 5 --wrk-connections 2
 
 # Repo files by glob, outside build output and installed deps.
 repo_files() {

@@ -143,7 +143,16 @@ async fn slow_heads_are_cut_at_the_deadline_and_caps_answer_503() {
     .await;
     assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
 
-    let metrics = edge.metrics().await;
+    // A slot is released when the connection's task ends, just after the
+    // socket closes: poll (bounded) until every one is back, then assert.
+    let mut metrics = edge.metrics().await;
+    for _ in 0..50 {
+        if metric(&metrics, "strata_edge_connections_open") == Some(0.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        metrics = edge.metrics().await;
+    }
     assert_eq!(
         metric(&metrics, "strata_edge_request_head_timeouts_total"),
         Some(30.0),
