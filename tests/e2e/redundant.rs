@@ -15,8 +15,8 @@ use strata_origin::server::OriginListeners;
 use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 
-use crate::harness::client;
-use crate::stack::{require_peers, spawn_origin};
+use crate::harness::{client, start_edge};
+use crate::stack::{require_peers, spawn_origin, start_play};
 
 const KEY_SECRET: &str = "redundant-origins-e2e-secret-0123456789abcdef";
 
@@ -32,11 +32,16 @@ impl Drop for TempDir {
 struct Origin {
     http: SocketAddr,
     rtmp: SocketAddr,
-    _stop: oneshot::Sender<()>,
+    stop: Option<oneshot::Sender<()>>,
     _dir: TempDir,
 }
 
 impl Origin {
+    /// Stops the origin: listeners close, its publisher is cut off.
+    fn kill(&mut self) {
+        drop(self.stop.take());
+    }
+
     fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.http)
     }
@@ -71,7 +76,7 @@ fn start_origin(name: &str, scheme: EncryptionScheme, secret: Option<&str>) -> O
     Origin {
         http: http_addr,
         rtmp: rtmp_addr,
-        _stop: spawn_origin(config, listeners),
+        stop: Some(spawn_origin(config, listeners)),
         _dir: TempDir(dir),
     }
 }
@@ -283,4 +288,59 @@ async fn without_a_shared_secret_cbcs_keys_differ_per_origin() {
         }
     };
     assert_ne!(kid_of(&a).await, kid_of(&b).await);
+}
+
+/// The newest segment number in `playlist`.
+fn newest(playlist: &str) -> u64 {
+    media_uris(playlist)
+        .last()
+        .and_then(|u| u.rsplit('/').next()?.strip_suffix(".m4s")?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits until origin `at` has cut `n` more segments than `from`.
+async fn media_advanced(at: &Origin, from: u64, n: u64) {
+    let url = at.url("/live/twin/main/video.m3u8");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(body) = get(&url).await {
+            if newest(&String::from_utf8_lossy(&body)) >= from + n {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "{url} stopped moving");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// hls.js, dash.js and Shaka (default settings) play through an edge and a
+/// shield whose upstreams are the pair; origin A dies mid-play and each
+/// player goes on from origin B without an error or a stall.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn players_through_a_shield_survive_origin_a_dying() {
+    require_peers();
+    for (player, path) in [
+        ("hls", "/live/twin/master.m3u8"),
+        ("dash", "/live/twin/manifest.mpd"),
+        ("shaka", "/live/twin/manifest.mpd"),
+    ] {
+        let (mut a, b, _publisher) = publish_to_a_pair(EncryptionScheme::None, None).await;
+        let shield = start_edge(&[a.url(""), b.url("")], "twin-shield", |_| {}).await;
+        let edge = start_edge(&[shield.url("")], "twin-edge", |_| {}).await;
+        let playback = start_play(player, &edge.url(path), 24).await;
+        let video = get(&b.url("/live/twin/main/video.m3u8"))
+            .await
+            .expect("playlist");
+        let at_start = newest(&String::from_utf8_lossy(&video));
+        // Some 8 s into the stream: the player has fetched through A.
+        media_advanced(&b, at_start, 4).await;
+        a.kill();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while get(&a.url("/live/twin/master.m3u8")).await.is_some() {
+            assert!(Instant::now() < deadline, "origin A still serving");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let report = playback.finish().await;
+        assert_eq!(report["ok"], true, "{player}: {report}");
+    }
 }
