@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::ingest::{MediaSink, PublishRefused, PublishTarget, PublisherInfo, StreamName};
-use crate::keys::{ContentKey, KeyError, KeyLocation, KeyService, KeysConfig, AUDIO_GROUP};
+use crate::keys::{ContentKey, KeyError, KeyId, KeyLocation, KeyService, KeysConfig, AUDIO_GROUP};
 use crate::media::cenc::{self, Pssh, Scheme, TrackProtection};
 use crate::media::TrackKind;
 use crate::package::{valid_name, Object, RenderError, Rendered};
@@ -361,7 +361,48 @@ impl Drm {
         pruned
     }
 
-    /// The keys a licence for the rotating key at `at` also carries, the
+    /// A key by ID for a licence or key request. With derived keys
+    /// (`keys.key_secret`) a key this origin has not created yet, because a
+    /// redundant origin did and a player switched over, is created here when
+    /// it belongs to `channel`'s window: one of its key groups, in a key
+    /// period of its segments or the next one. Never further, so requests
+    /// cannot walk the key space. With `channel`, only that channel's keys.
+    pub fn locate_key(&self, kid: &KeyId, channel: Option<&str>) -> Option<KeyLocation> {
+        const MAX_PERIODS: u64 = 64;
+        if let Some(at) = self.keys.locate(kid) {
+            return channel.is_none_or(|c| at.channel == c).then_some(at);
+        }
+        let channel = channel?;
+        if self.config.scheme(channel) == EncryptionScheme::None {
+            return None;
+        }
+        for span in self.store.as_ref()?.segment_spans(channel) {
+            let periods: Vec<Option<u64>> = match (
+                self.keys.period_of(span.oldest),
+                self.keys.period_of(span.newest),
+            ) {
+                (Some(old), Some(new)) => {
+                    let old = old.max(new.saturating_sub(MAX_PERIODS));
+                    (old..=new.saturating_add(1)).map(Some).collect()
+                }
+                _ => vec![None],
+            };
+            for kind in [TrackKind::Video, TrackKind::Audio] {
+                let group = self.config.key_group(channel, &span.rendition, kind);
+                for period in &periods {
+                    let derived = self.keys.derived_key(channel, group, *period)?;
+                    if derived.kid == *kid {
+                        if let Err(e) = self.keys.group_key(channel, group, *period) {
+                            tracing::error!(channel, ?group, ?period, error = %e, "cannot keep a derived key");
+                        }
+                        return self.keys.locate(kid);
+                    }
+                }
+            }
+        }
+        None
+    }
+
     /// way commercial licence servers handle rotation: the same group's key
     /// for the period after it, and the group's current period key (the
     /// newest segment of each rendition in the group) and the next one, so

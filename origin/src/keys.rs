@@ -12,6 +12,15 @@
 //! window and not of the channel's lifetime.
 //!
 //! Keys never appear in logs: [`ContentKey`]'s `Debug` prints the key ID only.
+//!
+//! New keys are random, or with `key_secret` set derived from it
+//! ([`derive`]): redundant origins configured with one secret then create
+//! the same key for the same channel, group and period, with no shared disk.
+//! Keys already held (persisted, or imported from CPIX) are kept either way.
+
+mod derive;
+
+pub use derive::KeySecret;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -36,6 +45,12 @@ pub struct KeysConfig {
     /// New key every this many segments (key period = segment number /
     /// rotate_every), for every scheme; 0: never.
     pub rotate_every: u64,
+    /// Derive new content keys and key IDs from this secret (HKDF-SHA256 per
+    /// channel, key group and key period) instead of drawing them at random,
+    /// so every origin given the same secret holds the same keys. At least
+    /// 32 characters (`openssl rand -hex 32`); never logged or printed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_secret: Option<KeySecret>,
 }
 
 /// A 128-bit key ID (ISO/IEC 23001-7 KID), written as 32 hex digits or a UUID.
@@ -246,6 +261,7 @@ impl KeyState {
 pub struct KeyService {
     dir: Option<PathBuf>,
     rotate_every: u64,
+    secret: Option<KeySecret>,
     // std Mutex: held only for map updates and a small file write, never across .await.
     state: Arc<Mutex<KeyState>>,
 }
@@ -295,6 +311,7 @@ impl KeyService {
         Ok(KeyService {
             dir,
             rotate_every: config.rotate_every,
+            secret: config.key_secret.clone(),
             state: Arc::new(Mutex::new(state)),
         })
     }
@@ -329,13 +346,18 @@ impl KeyService {
     /// `cenc:default_KID`): with rotation, the group's first period key
     /// ever created (created for `period` if there is none), so every
     /// rendition of a group shares one default KID for good; without, the
-    /// group's only key.
+    /// group's only key. With derived keys, exactly the key of `period`
+    /// (the init segment's), whatever this origin created first, so
+    /// redundant origins write the same init segments.
     pub fn default_key(
         &self,
         channel: &str,
         group: Option<&str>,
         period: Option<u64>,
     ) -> Result<ContentKey, KeyError> {
+        if self.secret.is_some() {
+            return self.group_key(channel, group, period);
+        }
         self.find_or_create(
             channel,
             group,
@@ -366,15 +388,31 @@ impl KeyService {
         }) {
             return Ok(key);
         }
-        let key = ContentKey::generate()?;
+        let key = match &self.secret {
+            Some(secret) => secret.content_key(channel, group, period),
+            None => ContentKey::generate()?,
+        };
         let stored = StoredKey::new(group, period, &key);
         let mut keys = state.channels.get(channel).cloned().unwrap_or_default();
         keys.keys.push(stored.clone());
         self.persist(channel, &keys)?;
         state.channels.insert(channel.to_owned(), keys);
         state.index(channel, &stored, key);
-        tracing::info!(channel, ?group, kid = %key.kid, ?period, "content key created");
+        let derived = self.secret.is_some();
+        tracing::info!(channel, ?group, kid = %key.kid, ?period, derived, "content key created");
         Ok(key)
+    }
+
+    /// The key `group_key` would create for `channel`, `group` and
+    /// `period` when keys derive from a secret, without creating it; `None`
+    /// when keys are random.
+    pub fn derived_key(
+        &self,
+        channel: &str,
+        group: Option<&str>,
+        period: Option<u64>,
+    ) -> Option<ContentKey> {
+        Some(self.secret.as_ref()?.content_key(channel, group, period))
     }
 
     /// Any key this service holds, by ID (licence and key requests).

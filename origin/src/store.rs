@@ -18,10 +18,11 @@
 //! Timing: each rendition keeps an output timeline that never goes back.
 //! Publisher sessions and timestamp jumps are rebased onto it; renditions
 //! from one encoder share one offset (so an ABR ladder's segments align);
-//! late frames are dropped and counted. Program-date-time follows media time
-//! from the arrival clock at the first sample, re-anchored on discontinuities
-//! or when the two drift more than a second apart.
+//! late frames are dropped and counted. Program-date-time, DASH times and
+//! segment numbers follow media time from a quantised epoch ([`epoch`]), so
+//! redundant origins fed by one encoder agree on them.
 
+pub mod epoch;
 mod rendition;
 #[cfg(test)]
 mod tests;
@@ -251,11 +252,27 @@ impl Channel {
                 .collect(),
             ended: self.ended_at.is_some(),
             availability_start,
-            updated: self.timeline.updated,
+            updated: self.published(availability_start),
             time_shift_buffer: cfg.dvr_window,
             target_duration: cfg.target_duration,
             utc_timing_url: cfg.utc_timing_url.clone(),
         }
+    }
+}
+
+impl Channel {
+    /// DASH publishTime: the wall clock ([`epoch`]) of the newest media,
+    /// which a redundant origin computes alike, unlike the arrival clock.
+    fn published(&self, availability_start: SystemTime) -> SystemTime {
+        self.renditions
+            .values()
+            .filter_map(|r| r.segments.back())
+            .filter_map(|s| {
+                s.program_date_time
+                    .checked_add(Duration::try_from_secs_f64(s.duration).ok()?)
+            })
+            .max()
+            .unwrap_or(availability_start)
     }
 }
 

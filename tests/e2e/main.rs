@@ -21,6 +21,7 @@ mod policy;
 mod prometheus;
 mod qoe;
 mod quic_client;
+mod redundant;
 mod rfc9111;
 mod schemathesis;
 mod signed;

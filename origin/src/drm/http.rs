@@ -149,8 +149,9 @@ async fn hls_key(
     let found = file
         .strip_suffix(".key")
         .and_then(|kid| kid.parse::<KeyId>().ok())
-        .filter(|kid| drm.keys.channel_of(kid).as_deref() == Some(channel.as_str()))
-        .and_then(|kid| drm.keys.lookup(&kid));
+        .and_then(|kid| drm.locate_key(&kid, Some(&channel)))
+        .filter(|at| at.channel == channel)
+        .map(|at| at.entry.key);
     let Some(key) = found else {
         count(&drm.metrics.key_requests, "unknown_key");
         return Refusal(StatusCode::NOT_FOUND, "no such key").response();
@@ -231,7 +232,7 @@ async fn licence(drm: &Drm, channel: Option<&str>, body: Body) -> Result<Respons
         ))?;
     let asked: Vec<KeyLocation> = kids
         .iter()
-        .filter_map(|kid| drm.keys.locate(kid))
+        .filter_map(|kid| drm.locate_key(kid, channel))
         .filter(|at| channel.is_none_or(|c| at.channel == c))
         .collect();
     // The requested keys first, then their rotation companions.

@@ -17,6 +17,7 @@ fn drm(scheme: EncryptionScheme, rotate_every: u64) -> (Drm, Registry) {
     let keys = KeyService::open(&KeysConfig {
         state_dir: None,
         rotate_every,
+        ..KeysConfig::default()
     })
     .expect("keys");
     let config = EncryptionConfig {
@@ -1026,5 +1027,66 @@ fn pruning_follows_the_stores_window_and_keeps_the_default_key() {
     assert!(
         text.contains(&format!("strata_origin_drm_keys_pruned_total {pruned}")),
         "{text}"
+    );
+}
+
+fn derived(rotate_every: u64, secret: &str) -> Drm {
+    let mut drm = grouped(EncryptionScheme::Cbcs, rotate_every);
+    drm.keys = KeyService::open(&KeysConfig {
+        rotate_every,
+        key_secret: Some(crate::keys::KeySecret::new(secret).expect("secret")),
+        ..KeysConfig::default()
+    })
+    .expect("keys");
+    drm
+}
+
+#[test]
+fn a_redundant_origin_answers_for_keys_the_other_one_handed_out() {
+    const SECRET: &str = "shared-by-origin-a-and-origin-b-0123456789";
+    let (store, _sink) = live_store(12);
+    let a = derived(1, SECRET).with_store(store.clone());
+    let b = derived(1, SECRET).with_store(store.clone());
+    let span = store.segment_spans("news").pop().expect("segments");
+    // A served the live segment (creating its key); the player then
+    // switched to B, which never rendered that period.
+    let live = a
+        .segment_key("news", "720p", TrackKind::Video, span.newest)
+        .expect("a's key");
+    assert!(b.keys.lookup(&live.kid).is_none(), "not created on B yet");
+    let at = b.locate_key(&live.kid, Some("news")).expect("derived on B");
+    assert_eq!(at.entry.key, live);
+    assert_eq!(at.entry.group.as_deref(), Some("hd"));
+    assert_eq!(b.keys.lookup(&live.kid), Some(live), "and kept");
+    // Not for another channel, a period far ahead, or another secret.
+    assert!(b.locate_key(&live.kid, Some("sport")).is_none());
+    let ahead = b
+        .keys
+        .derived_key("news", Some("hd"), Some(span.newest + 50))
+        .expect("derivable");
+    assert!(b.locate_key(&ahead.kid, Some("news")).is_none());
+    let stranger = derived(1, "some-other-deployment-0123456789abcdef").with_store(store);
+    let theirs = stranger
+        .segment_key("news", "720p", TrackKind::Video, span.newest)
+        .expect("key");
+    assert_ne!(theirs, live);
+    assert!(b.locate_key(&theirs.kid, Some("news")).is_none());
+}
+
+#[test]
+fn without_a_secret_unknown_keys_stay_unknown() {
+    let (store, _sink) = live_store(6);
+    let a = grouped(EncryptionScheme::Cbcs, 1).with_store(store.clone());
+    let b = grouped(EncryptionScheme::Cbcs, 1).with_store(store.clone());
+    let span = store.segment_spans("news").pop().expect("segments");
+    let key = a
+        .segment_key("news", "720p", TrackKind::Video, span.newest)
+        .expect("key");
+    assert!(b.locate_key(&key.kid, Some("news")).is_none());
+    assert_ne!(
+        b.segment_key("news", "720p", TrackKind::Video, span.newest)
+            .expect("b's own"),
+        key,
+        "random keys differ per origin"
     );
 }

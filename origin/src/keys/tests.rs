@@ -79,6 +79,7 @@ fn on_disk(dir: &Path, rotate_every: u64) -> KeysConfig {
     KeysConfig {
         state_dir: Some(dir.to_owned()),
         rotate_every,
+        ..KeysConfig::default()
     }
 }
 
@@ -129,6 +130,7 @@ fn rotation_gives_each_period_its_own_key() {
     let service = KeyService::open(&KeysConfig {
         state_dir: None,
         rotate_every: 10,
+        ..KeysConfig::default()
     })
     .expect("memory");
     assert_eq!(service.period_of(1_700_000_019), Some(170_000_001));
@@ -331,4 +333,109 @@ fn pruning_keeps_the_window_and_default_keys_across_a_restart() {
     // An unknown channel has nothing to prune.
     assert_eq!(second.prune("nobody", 10).expect("nothing"), 0);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+const SECRET: &str = "redundant-origins-share-this-secret-0123456789";
+
+fn derived(dir: &Path, rotate_every: u64) -> KeysConfig {
+    KeysConfig {
+        key_secret: Some(KeySecret::new(SECRET).expect("secret")),
+        ..on_disk(dir, rotate_every)
+    }
+}
+
+#[test]
+fn two_origins_with_one_secret_hold_the_same_keys_without_sharing_a_disk() {
+    let (da, db) = (temp_dir("derived-a"), temp_dir("derived-b"));
+    let a = KeyService::open(&derived(&da, 0)).expect("a");
+    let b = KeyService::open(&derived(&db, 0)).expect("b");
+    assert_eq!(a.key_for("news", None).ok(), b.key_for("news", None).ok());
+    assert_eq!(
+        a.group_key("news", Some("hd"), None).ok(),
+        b.group_key("news", Some("hd"), None).ok()
+    );
+    assert_ne!(
+        a.key_for("news", None).ok(),
+        a.key_for("sport", None).ok(),
+        "each channel its own key"
+    );
+    // Each origin persisted what it created, and still holds it after a
+    // restart; B can answer a licence request for a key A handed out.
+    let kid = a.key_for("news", None).expect("key").kid;
+    drop(b);
+    let b = KeyService::open(&derived(&db, 0)).expect("b again");
+    assert_eq!(b.lookup(&kid), a.lookup(&kid));
+    assert_private_file(&db, "news");
+    for d in [da, db] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+/// An origin whose keys rotate every 10 segments, derived from [`SECRET`].
+fn rotating_derived() -> KeyService {
+    KeyService::open(&KeysConfig {
+        rotate_every: 10,
+        key_secret: Some(KeySecret::new(SECRET).expect("secret")),
+        ..KeysConfig::default()
+    })
+    .expect("keys")
+}
+
+#[test]
+fn derived_rotation_gives_each_group_and_period_the_same_key_on_both_origins() {
+    let (a, b) = (rotating_derived(), rotating_derived());
+    // B is asked in another order, for periods A never saw first.
+    let from_b: Vec<_> = [(Some("audio"), 9), (None, 8), (None, 7)]
+        .iter()
+        .map(|(g, p)| b.group_key("c", *g, Some(*p)).expect("b key"))
+        .collect();
+    let from_a: Vec<_> = [(Some("audio"), 9), (None, 8), (None, 7)]
+        .iter()
+        .map(|(g, p)| a.group_key("c", *g, Some(*p)).expect("a key"))
+        .collect();
+    assert_eq!(from_a, from_b);
+    assert_ne!(from_a[1], from_a[2], "a new key each period");
+    // Random keys stay the default without a secret.
+    let random = KeyService::open(&KeysConfig::default()).expect("random");
+    assert_ne!(random.key_for("c", Some(7)).ok(), Some(from_a[2]));
+}
+
+#[test]
+fn cpix_import_and_export_keep_working_with_a_secret() {
+    let service = KeyService::open(&KeysConfig {
+        key_secret: Some(KeySecret::new(SECRET).expect("secret")),
+        ..KeysConfig::default()
+    })
+    .expect("memory");
+    let kids = service.import_cpix("movie", CLEAR).expect("import");
+    assert_eq!(
+        service.key_for("movie", None).expect("imported").kid,
+        kids[0]
+    );
+    let live = service.key_for("live", None).expect("derived");
+    let exported = parse_cpix(&write_cpix(&service.keys_of("live"))).expect("export");
+    assert_eq!(exported, vec![live]);
+}
+
+#[test]
+fn the_secret_stays_out_of_config_dumps() {
+    let config: KeysConfig =
+        toml::from_str(&format!("key_secret = \"{SECRET}\"\n")).expect("parses");
+    assert!(config.key_secret.is_some());
+    assert!(!format!("{config:?}").contains(SECRET));
+    assert!(!toml::to_string(&config).expect("toml").contains(SECRET));
+    let short: Result<KeysConfig, _> = toml::from_str("key_secret = \"1234\"\n");
+    let e = short.expect_err("short secret").to_string();
+    assert!(e.contains("key_secret"), "{e}");
+}
+
+#[test]
+fn derived_default_keys_do_not_depend_on_what_was_created_first() {
+    let (a, b) = (rotating_derived(), rotating_derived());
+    // A rendered a segment of period 12 before the init (period 10); B
+    // the init first.
+    a.group_key("c", Some("hd"), Some(12)).expect("segment key");
+    let from_a = a.default_key("c", Some("hd"), Some(10)).expect("a");
+    let from_b = b.default_key("c", Some("hd"), Some(10)).expect("b");
+    assert_eq!(from_a, from_b, "one init segment on both origins");
 }

@@ -8,11 +8,11 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use tokio::sync::watch;
 
-use super::StoreConfig;
+use super::{epoch, StoreConfig};
 use crate::ingest::{PublisherInfo, SinkError};
 use crate::media::mpegts::Continuity;
 use crate::media::{Sample, TrackKind, TrackParams, VIDEO_TIMESCALE};
@@ -40,6 +40,8 @@ pub(super) struct Timeline {
     pub shared_offset: Option<i64>,
     /// Furthest output time (90 kHz) any rendition reached.
     pub output_edge: i64,
+    /// Wall clock of output time 0 ([`epoch`]), shared by the renditions.
+    pub epoch: Option<SystemTime>,
     /// Bumped on every change that playlists show.
     pub version: u64,
     pub updated: SystemTime,
@@ -56,6 +58,7 @@ impl Timeline {
             period_starts: std::collections::BTreeMap::new(),
             shared_offset: None,
             output_edge: 0,
+            epoch: None,
             version: 0,
             updated: now,
             updates: watch::channel(0).0,
@@ -67,6 +70,16 @@ impl Timeline {
         self.version += 1;
         self.updated = at;
         self.updates.send_replace(self.version);
+    }
+
+    /// The channel's epoch for a sample at output time `at` arriving at
+    /// `arrival`: the current one unless the two drifted apart, else a new
+    /// one derived from this sample ([`epoch`]).
+    pub fn epoch_for(&mut self, arrival: SystemTime, at: i64) -> SystemTime {
+        match self.epoch {
+            Some(e) if !epoch::drifted(arrival, epoch::wall_at(e, at)) => e,
+            _ => *self.epoch.insert(epoch::derive(arrival, at)),
+        }
     }
 }
 
@@ -105,8 +118,11 @@ pub(super) struct Rendition {
     /// Offset (90 kHz) applied to this publisher session; set by its first sample.
     session_offset: Option<i64>,
     period: u64,
-    /// Wall clock ↔ output time (90 kHz) for program-date-time.
-    wall_anchor: Option<(SystemTime, i64)>,
+    /// Wall clock of output time 0 for program-date-time ([`epoch`]).
+    epoch: Option<SystemTime>,
+    /// Whether the numbers (segments, init headers) follow the epoch yet:
+    /// they do from the rendition's first sample on.
+    numbered: bool,
     /// Arrival time of the open segment's first sample.
     open_since: Option<SystemTime>,
     pub max_segment: f64,
@@ -126,22 +142,6 @@ pub(crate) fn rescale(ts: i64, from: u32, to: u32) -> i64 {
         return ts;
     }
     (i128::from(ts) * i128::from(to)).div_euclid(i128::from(from.max(1))) as i64
-}
-
-fn add_seconds(t: SystemTime, secs: f64) -> SystemTime {
-    let d = Duration::from_secs_f64(secs.abs());
-    if secs >= 0.0 {
-        t.checked_add(d).unwrap_or(t)
-    } else {
-        t.checked_sub(d).unwrap_or(t)
-    }
-}
-
-fn seconds_between(a: SystemTime, b: SystemTime) -> f64 {
-    match b.duration_since(a) {
-        Ok(d) => d.as_secs_f64(),
-        Err(e) => -e.duration().as_secs_f64(),
-    }
 }
 
 impl Rendition {
@@ -164,7 +164,8 @@ impl Rendition {
             pending_discontinuity: false,
             session_offset: None,
             period,
-            wall_anchor: None,
+            epoch: None,
+            numbered: false,
             open_since: None,
             max_segment: 0.0,
             ts_continuity: Continuity::default(),
@@ -423,16 +424,58 @@ impl Rendition {
             .max(rescale(track.end, timescale, VIDEO_TIMESCALE));
         track.pending.push(Sample { dts, ..sample });
         self.open_since.get_or_insert(now);
+        if !self.numbered {
+            self.number_from_epoch(rescale(dts, timescale, VIDEO_TIMESCALE), now, cfg, tl);
+        }
         Ok(())
+    }
+
+    /// At the rendition's first sample (output time `at`, 90 kHz): take the
+    /// channel's epoch and number segments and init headers from it, so two
+    /// origins fed the same stream name them alike ([`epoch`]).
+    fn number_from_epoch(
+        &mut self,
+        at: i64,
+        now: SystemTime,
+        cfg: &StoreConfig,
+        tl: &mut Timeline,
+    ) {
+        self.numbered = true;
+        if !self.segments.is_empty() || self.next_sequence != self.first_sequence {
+            return;
+        }
+        let e = tl.epoch_for(now, at);
+        self.epoch = Some(e);
+        let first = epoch::first_sequence(e, at, cfg.target_duration);
+        self.first_sequence = first;
+        self.next_sequence = first;
+        // Headers are numbered from the epoch alone, so a late joiner names
+        // them as the origin that saw the start did.
+        let header = epoch::first_sequence(e, 0, cfg.target_duration);
+        for track in [&mut self.video, &mut self.audio] {
+            // Nothing has named a header before the first segment.
+            track.init = track
+                .init
+                .take()
+                .map(|init| Arc::new(Init::new(header, init.params.clone())));
+            track.next_init_id = header + u64::from(track.init.is_some());
+        }
     }
 
     /// The offset for a session whose first sample is at `first` (input,
     /// 90 kHz): the channel's shared one when it lands near the channel's
     /// edge without going back on this rendition, else one that continues
-    /// from the edge.
+    /// from the edge. The channel's very first session keeps the
+    /// publisher's timestamps as they are (offset 0): a redundant origin
+    /// that joins the same encoder later then lands on the same media times
+    /// ([`epoch`]).
     fn session_offset_for(&self, first: i64, tl: &mut Timeline) -> i64 {
         const SLACK: i64 = 5 * VIDEO_TIMESCALE as i64;
         let own_end = self.end_90k();
+        if tl.shared_offset.is_none() && own_end == 0 && tl.output_edge == 0 && first >= 0 {
+            tl.shared_offset = Some(0);
+            return 0;
+        }
         let fits = |offset: &i64| {
             let at = first + offset;
             at >= own_end && (tl.output_edge - SLACK..=tl.output_edge + SLACK).contains(&at)
@@ -468,22 +511,17 @@ impl Rendition {
             t.duration as f64 / f64::from(t.init.params.timescale())
         });
 
-        // Program-date-time follows media time from an anchor, so it agrees
-        // with EXTINF; re-anchored to the arrival clock on a discontinuity or
-        // when the two drift apart by more than a second.
+        // Program-date-time is the epoch plus media time, so it agrees with
+        // EXTINF and with a redundant origin; a new epoch only when arrival
+        // and media drifted apart (a publisher's absence, a fast encoder).
         let arrived = self.open_since.take().unwrap_or(now);
         let discontinuity = std::mem::take(&mut self.pending_discontinuity);
-        let pdt = match self.wall_anchor {
-            Some((wall, at)) if !discontinuity => {
-                let pdt = add_seconds(wall, (start_90k - at) as f64 / f64::from(VIDEO_TIMESCALE));
-                (seconds_between(arrived, pdt).abs() <= 1.0).then_some(pdt)
-            }
-            _ => None,
-        }
-        .unwrap_or_else(|| {
-            self.wall_anchor = Some((arrived, start_90k));
-            arrived
-        });
+        let e = match self.epoch {
+            Some(e) if !epoch::drifted(arrived, epoch::wall_at(e, start_90k)) => e,
+            _ => tl.epoch_for(arrived, start_90k),
+        };
+        self.epoch = Some(e);
+        let pdt = epoch::wall_at(e, start_90k);
 
         if discontinuity {
             if self.period == tl.period {
@@ -493,10 +531,17 @@ impl Rendition {
         }
         // Every rendition in a Period maps output time to presentation time
         // the same way, so the Period's Representations stay aligned.
-        let (period_start, period_media) = *tl
-            .period_starts
-            .entry(self.period)
-            .or_insert((pdt, start_90k));
+        // The first Period starts at output time 0 under the epoch, so an
+        // origin joining late writes the same Period as one that saw the
+        // start; later ones open at their first segment.
+        let (period_start, period_media) =
+            *tl.period_starts
+                .entry(self.period)
+                .or_insert(if self.period == 0 {
+                    (epoch::wall_at(e, 0), 0)
+                } else {
+                    (pdt, start_90k)
+                });
         let finish = |taken: Option<(TrackSegment, i64)>| {
             taken.map(|(mut seg, _)| {
                 let pto = rescale(period_media, VIDEO_TIMESCALE, seg.init.params.timescale());

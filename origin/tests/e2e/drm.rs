@@ -115,6 +115,7 @@ fn drm_rotating(state_dir: &Path, rotate_every: u64) -> Drm {
     let keys = KeyService::open(&KeysConfig {
         state_dir: Some(state_dir.to_owned()),
         rotate_every,
+        ..KeysConfig::default()
     })
     .expect("keys");
     let config = EncryptionConfig {

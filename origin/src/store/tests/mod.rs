@@ -154,4 +154,5 @@ fn tag_value<'a>(text: &'a str, tag: &str) -> &'a str {
 
 mod lifecycle;
 mod output;
+mod redundant;
 mod timing;

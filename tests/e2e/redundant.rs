@@ -1,0 +1,346 @@
+//! Redundant origins: one encoder (ffmpeg's `tee` muxer) publishes a channel
+//! to two origins, and both serve byte-identical playlists, MPDs, init and
+//! media segments — in the clear, and with cbcs keys derived from one shared
+//! `[keys] key_secret` — so a shield with both as upstreams can take any
+//! request from either.
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use strata_origin::config::OriginConfig;
+use strata_origin::drm::EncryptionScheme;
+use strata_origin::keys::{KeyId, KeySecret};
+use strata_origin::server::OriginListeners;
+use tokio::process::{Child, Command};
+use tokio::sync::oneshot;
+
+use crate::harness::{client, start_edge};
+use crate::stack::{require_peers, spawn_origin, start_play};
+
+const KEY_SECRET: &str = "redundant-origins-e2e-secret-0123456789abcdef";
+
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// One origin of the pair: playback and RTMP listeners.
+struct Origin {
+    http: SocketAddr,
+    rtmp: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    _dir: TempDir,
+}
+
+impl Origin {
+    /// Stops the origin: listeners close, its publisher is cut off.
+    fn kill(&mut self) {
+        drop(self.stop.take());
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+}
+
+/// An origin with its own key directory (no disk shared with the other),
+/// encrypting with `scheme` and, when given, deriving keys from `secret`.
+fn start_origin(name: &str, scheme: EncryptionScheme, secret: Option<&str>) -> Origin {
+    let dir = std::env::temp_dir().join(format!(
+        "strata-e2e-redundant-{}-{name}-{scheme:?}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut config = OriginConfig::default();
+    config.ingest.allow_anonymous = true;
+    config.keys.state_dir = Some(dir.clone());
+    config.keys.key_secret = secret.map(|s| KeySecret::new(s).expect("secret"));
+    config.encryption.default = scheme;
+    let tcp = || std::net::TcpListener::bind("127.0.0.1:0").expect("bind tcp");
+    let (http, rtmp) = (tcp(), tcp());
+    let http_addr = http.local_addr().expect("addr");
+    let rtmp_addr = rtmp.local_addr().expect("addr");
+    config.server.http = http_addr;
+    config.server.admin = None;
+    config.ingest.rtmp_listen = rtmp_addr;
+    let listeners = OriginListeners {
+        http,
+        admin: None,
+        rtmp: Some(rtmp),
+        srt: None,
+    };
+    Origin {
+        http: http_addr,
+        rtmp: rtmp_addr,
+        stop: Some(spawn_origin(config, listeners)),
+        _dir: TempDir(dir),
+    }
+}
+
+/// ffmpeg encodes once (test video + tone, 2 s GOPs) and publishes the same
+/// packets to every URL through the `tee` muxer.
+fn tee_publish(urls: &[String]) -> Child {
+    let outputs: Vec<String> = urls
+        .iter()
+        .map(|u| format!("[f=flv:onfail=ignore]{u}"))
+        .collect();
+    Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostats", "-v", "error", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args(["-map", "0:v", "-map", "1:a"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+        ])
+        .args(["-g", "50", "-keyint_min", "50", "-sc_threshold", "0"])
+        .args(["-c:a", "aac", "-b:a", "64k", "-flags", "+global_header"])
+        .args(["-f", "tee", &outputs.join("|")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn ffmpeg ({e}) — run scripts/install-test-deps.sh"))
+}
+
+async fn get(url: &str) -> Option<Vec<u8>> {
+    let response = client().get(url).send().await.ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    Some(response.bytes().await.ok()?.to_vec())
+}
+
+/// The MPD minus its `urn:mpeg:dash:utc:direct:2014` UTCTiming, which
+/// carries the serving clock's time of the request, not a timeline value.
+fn without_direct_clock(body: &[u8]) -> Vec<u8> {
+    String::from_utf8_lossy(body)
+        .lines()
+        .filter(|l| !l.contains("urn:mpeg:dash:utc:direct:2014"))
+        .map(|l| format!("{l}\n"))
+        .collect::<String>()
+        .into_bytes()
+}
+
+/// `path` from both origins once both hold the same version of it: A is
+/// read before and after B, and the three must agree (an origin may be a
+/// packet ahead of the other at any instant). Polls until `ready` holds
+/// and both agree; a disagreement seen along the way is printed as a retry.
+async fn same_on_both(a: &Origin, b: &Origin, path: &str, ready: impl Fn(&str) -> bool) -> String {
+    let normalise = |body: Vec<u8>| {
+        if path.ends_with(".mpd") {
+            without_direct_clock(&body)
+        } else {
+            body
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut last = String::new();
+    loop {
+        let first = get(&a.url(path)).await.map(normalise);
+        let other = get(&b.url(path)).await.map(normalise);
+        let again = get(&a.url(path)).await.map(normalise);
+        if let (Some(x), Some(y), Some(z)) = (first, other, again) {
+            let text = String::from_utf8_lossy(&x).into_owned();
+            if x == z && ready(&text) {
+                if x == y {
+                    return text;
+                }
+                last = format!("A:\n{text}\nB:\n{}", String::from_utf8_lossy(&y));
+                println!("RETRY {path}: the origins differ, reading again");
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path} never the same on both origins; last seen\n{last}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn media_uris(playlist: &str) -> Vec<String> {
+    playlist
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn map_uri(playlist: &str) -> Option<String> {
+    let line = playlist.lines().find(|l| l.starts_with("#EXT-X-MAP:"))?;
+    let at = line.find("URI=\"")? + 5;
+    Some(line[at..].split('"').next()?.to_owned())
+}
+
+/// Both origins serve the same bytes for a segment or header.
+async fn same_object(a: &Origin, b: &Origin, path: &str) {
+    let (x, y) = (get(&a.url(path)).await, get(&b.url(path)).await);
+    let x = x.unwrap_or_else(|| panic!("{path} on origin A"));
+    let y = y.unwrap_or_else(|| panic!("{path} on origin B"));
+    assert!(
+        x == y,
+        "{path}: {} vs {} bytes, not identical",
+        x.len(),
+        y.len()
+    );
+}
+
+/// Publishes with `tee` to a fresh pair and checks that every playlist, the
+/// MPD, the headers and the segments are byte-identical on both.
+async fn publish_to_a_pair(
+    scheme: EncryptionScheme,
+    secret: Option<&str>,
+) -> (Origin, Origin, Child) {
+    require_peers();
+    let a = start_origin("a", scheme, secret);
+    let b = start_origin("b", scheme, secret);
+    let publisher = tee_publish(&[
+        format!("rtmp://{}/live/twin", a.rtmp),
+        format!("rtmp://{}/live/twin", b.rtmp),
+    ]);
+    let three = |p: &str| media_uris(p).len() >= 3;
+    let video = same_on_both(&a, &b, "/live/twin/main/video.m3u8", three).await;
+    assert!(video.contains("#EXT-X-PROGRAM-DATE-TIME:"), "{video}");
+    let audio = same_on_both(&a, &b, "/live/twin/main/audio.m3u8", three).await;
+    for playlist in [&video, &audio] {
+        let init = map_uri(playlist).expect("EXT-X-MAP");
+        same_object(&a, &b, &format!("/live/twin/main/{init}")).await;
+        for uri in media_uris(playlist) {
+            same_object(&a, &b, &format!("/live/twin/main/{uri}")).await;
+        }
+    }
+    let mpd = same_on_both(&a, &b, "/live/twin/manifest.mpd", |m| m.contains("<S ")).await;
+    assert!(mpd.contains("availabilityStartTime=\""), "{mpd}");
+    same_on_both(&a, &b, "/live/twin/master.m3u8", |_| true).await;
+    (a, b, publisher)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tee_into_two_origins_serves_identical_clear_output() {
+    let (a, b, _publisher) = publish_to_a_pair(EncryptionScheme::None, None).await;
+    let ts = same_on_both(&a, &b, "/live/twin/main/ts.m3u8", |p| {
+        media_uris(p).len() >= 3
+    })
+    .await;
+    for uri in media_uris(&ts) {
+        same_object(&a, &b, &format!("/live/twin/main/{uri}")).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tee_into_two_origins_with_one_key_secret_serves_identical_cbcs_output() {
+    let (a, b, _publisher) = publish_to_a_pair(EncryptionScheme::Cbcs, Some(KEY_SECRET)).await;
+    let mpd = same_on_both(&a, &b, "/live/twin/manifest.mpd", |m| m.contains("<S ")).await;
+    let at = mpd.find("cenc:default_KID=\"").expect("default_KID") + 18;
+    let kid_uuid = &mpd[at..at + 36];
+    let kid = kid_uuid.parse::<KeyId>().expect("a key ID").base64url();
+    let licence = |origin: &Origin| {
+        let url = origin.url("/drm/clearkey/twin");
+        let body = format!("{{\"kids\":[\"{kid}\"],\"type\":\"temporary\"}}");
+        async move {
+            let response = client().post(url).body(body).send().await.expect("licence");
+            assert!(response.status().is_success(), "{}", response.status());
+            let jwks: serde_json::Value = response.json().await.expect("json");
+            jwks["keys"].clone()
+        }
+    };
+    let (from_a, from_b) = (licence(&a).await, licence(&b).await);
+    assert_eq!(from_a, from_b, "the same key from both key endpoints");
+    assert_eq!(from_a[0]["kid"], kid.as_str(), "{from_a}");
+    assert!(from_a[0]["k"].as_str().is_some_and(|k| k.len() == 22));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_shared_secret_cbcs_keys_differ_per_origin() {
+    // The default stays random keys: what the shared secret is for.
+    let a = start_origin("ra", EncryptionScheme::Cbcs, None);
+    let b = start_origin("rb", EncryptionScheme::Cbcs, None);
+    require_peers();
+    let _publisher = tee_publish(&[
+        format!("rtmp://{}/live/twin", a.rtmp),
+        format!("rtmp://{}/live/twin", b.rtmp),
+    ]);
+    let kid_of = |origin: &Origin| {
+        let url = origin.url("/live/twin/manifest.mpd");
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(40);
+            loop {
+                if let Some(m) = get(&url)
+                    .await
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                {
+                    if let Some(at) = m.find("cenc:default_KID=\"") {
+                        return m[at + 18..at + 54].to_owned();
+                    }
+                }
+                assert!(Instant::now() < deadline, "no default_KID in {url}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert_ne!(kid_of(&a).await, kid_of(&b).await);
+}
+
+/// The newest segment number in `playlist`.
+fn newest(playlist: &str) -> u64 {
+    media_uris(playlist)
+        .last()
+        .and_then(|u| u.rsplit('/').next()?.strip_suffix(".m4s")?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits until origin `at` has cut `n` more segments than `from`.
+async fn media_advanced(at: &Origin, from: u64, n: u64) {
+    let url = at.url("/live/twin/main/video.m3u8");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(body) = get(&url).await {
+            if newest(&String::from_utf8_lossy(&body)) >= from + n {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "{url} stopped moving");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// hls.js, dash.js and Shaka (default settings) play through an edge and a
+/// shield whose upstreams are the pair; origin A dies mid-play and each
+/// player goes on from origin B without an error or a stall.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn players_through_a_shield_survive_origin_a_dying() {
+    require_peers();
+    for (player, path) in [
+        ("hls", "/live/twin/master.m3u8"),
+        ("dash", "/live/twin/manifest.mpd"),
+        ("shaka", "/live/twin/manifest.mpd"),
+    ] {
+        let (mut a, b, _publisher) = publish_to_a_pair(EncryptionScheme::None, None).await;
+        let shield = start_edge(&[a.url(""), b.url("")], "twin-shield", |_| {}).await;
+        let edge = start_edge(&[shield.url("")], "twin-edge", |_| {}).await;
+        let playback = start_play(player, &edge.url(path), 24).await;
+        let video = get(&b.url("/live/twin/main/video.m3u8"))
+            .await
+            .expect("playlist");
+        let at_start = newest(&String::from_utf8_lossy(&video));
+        // Some 8 s into the stream: the player has fetched through A.
+        media_advanced(&b, at_start, 4).await;
+        a.kill();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while get(&a.url("/live/twin/master.m3u8")).await.is_some() {
+            assert!(Instant::now() < deadline, "origin A still serving");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let report = playback.finish().await;
+        assert_eq!(report["ok"], true, "{player}: {report}");
+    }
+}
