@@ -153,5 +153,6 @@ fn tag_value<'a>(text: &'a str, tag: &str) -> &'a str {
 }
 
 mod lifecycle;
+mod low_latency;
 mod output;
 mod timing;
