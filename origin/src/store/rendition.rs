@@ -612,17 +612,12 @@ impl Rendition {
             let Some(init) = track.init.clone() else {
                 continue;
             };
-            let timescale = init.params.timescale();
             let split = split_at(track, boundary);
             if split <= track.parted {
                 continue;
             }
             let mut samples = track.pending[track.parted..split].to_vec();
-            let next_dts = track.pending.get(split).map(|s| s.dts).or_else(|| {
-                boundary
-                    .filter(|_| kind == TrackKind::Video)
-                    .map(|b| rescale(b, VIDEO_TIMESCALE, timescale))
-            });
+            let next_dts = next_dts(track, split, boundary);
             close_last_sample(&mut samples, next_dts, track.last_duration, kind);
             let duration: u64 = samples.iter().map(|s| u64::from(s.duration)).sum();
             let part = Part::new(
@@ -658,6 +653,18 @@ fn split_at(track: &Track, boundary: Option<i64>) -> usize {
     }
 }
 
+/// Decode time of what follows a split of the pending samples at `split`:
+/// the next sample's, else (video) the boundary, which the cutting sample
+/// starts at.
+fn next_dts(track: &Track, split: usize, boundary: Option<i64>) -> Option<i64> {
+    let init = track.init.as_ref()?;
+    track.pending.get(split).map(|s| s.dts).or_else(|| {
+        boundary
+            .filter(|_| init.params.kind() == TrackKind::Video)
+            .map(|b| rescale(b, VIDEO_TIMESCALE, init.params.timescale()))
+    })
+}
+
 /// Give the last of `samples` its duration: up to the next sample's decode
 /// time when known, else its own, the track's last or a typical one.
 fn close_last_sample(samples: &mut [Sample], next_dts: Option<i64>, last: u32, kind: TrackKind) {
@@ -683,46 +690,20 @@ fn close_last_sample(samples: &mut [Sample], next_dts: Option<i64>, last: u32, k
 /// returns it with its first decode time.
 fn take_track(track: &mut Track, boundary: Option<i64>) -> Option<(TrackSegment, i64)> {
     let init = track.init.clone()?;
-    let timescale = init.params.timescale();
-    let split = match boundary {
-        Some(b) => track
-            .pending
-            .iter()
-            .position(|s| rescale(s.dts, timescale, VIDEO_TIMESCALE) >= b)
-            .unwrap_or(track.pending.len()),
-        None => track.pending.len(),
-    };
+    let split = split_at(track, boundary);
     if split == 0 {
         return None;
     }
+    let next_dts = next_dts(track, split, boundary);
     let rest = track.pending.split_off(split);
     let mut samples = std::mem::replace(&mut track.pending, rest);
     track.parted = track.parted.saturating_sub(split);
-    let next_dts = match (track.pending.first(), boundary) {
-        (Some(next), _) => Some(next.dts),
-        (None, Some(b))
-            if track.init.as_ref().map(|i| i.params.kind()) == Some(TrackKind::Video) =>
-        {
-            Some(rescale(b, VIDEO_TIMESCALE, timescale))
-        }
-        _ => None,
-    };
-    let default_duration = match init.params.kind() {
-        TrackKind::Video => 3600,
-        TrackKind::Audio => 1024,
-    };
-    if let Some(last) = samples.last_mut() {
-        last.duration = next_dts
-            .and_then(|n| u32::try_from(n - last.dts).ok())
-            .filter(|d| *d > 0)
-            .unwrap_or(if last.duration > 0 {
-                last.duration
-            } else if track.last_duration > 0 {
-                track.last_duration
-            } else {
-                default_duration
-            });
-    }
+    close_last_sample(
+        &mut samples,
+        next_dts,
+        track.last_duration,
+        init.params.kind(),
+    );
     let first = samples[0].dts;
     let duration: u64 = samples.iter().map(|s| u64::from(s.duration)).sum();
     let bytes = samples.iter().map(|s| s.data.len()).sum();
