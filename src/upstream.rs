@@ -249,7 +249,10 @@ impl UpstreamPool {
                 )
                 .await
             {
-                Ok(response) if response.status().is_server_error() => {
+                Ok(response)
+                    if response.status().is_server_error()
+                        && !held_too_long(path_and_query, response.status()) =>
+                {
                     self.failed(&upstream, "http-5xx");
                     last = EdgeError::Upstream {
                         why: format!("{} answered {}", upstream.name, response.status()),
@@ -442,6 +445,17 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+/// LL-HLS: a 503 to a blocking playlist reload (`_HLS_msn`) is the
+/// origin's answer that the part did not come within its hold (RFC 8216bis
+/// §6.2.5.2), not a fault: it goes to the player as it is, is not tried
+/// elsewhere (another hold) and does not count against the upstream.
+fn held_too_long(path_and_query: &str, status: http::StatusCode) -> bool {
+    status == http::StatusCode::SERVICE_UNAVAILABLE
+        && path_and_query
+            .split_once('?')
+            .is_some_and(|(_, q)| q.split('&').any(|p| p.starts_with("_HLS_msn=")))
 }
 
 #[cfg(test)]
