@@ -295,6 +295,11 @@ mod tests {
         assert!(err.to_string().contains("size"), "{err}");
         let err = EdgeConfig::parse("[cache]\nsiez = 1\n").expect_err("typo");
         assert!(err.to_string().contains("siez"), "{err}");
+        let err = EdgeConfig::parse(
+            "[upstream]\nurls = [\"http://127.0.0.1:1\"]\n[cache]\nignore_params = [\"token\", \"_hls_msn\"]\n",
+        )
+            .expect_err("LL-HLS directive ignored");
+        assert!(err.to_string().starts_with("cache.ignore_params"), "{err}");
     }
 
     #[test]

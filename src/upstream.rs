@@ -462,6 +462,21 @@ fn held_too_long(path_and_query: &str, status: http::StatusCode) -> bool {
 mod tests {
     use super::*;
 
+    #[test]
+    fn only_a_blocking_reloads_503_is_an_answer() {
+        let blocking = "/live/a/main/video.m3u8?_HLS_msn=7&_HLS_part=1";
+        assert!(held_too_long(blocking, StatusCode::SERVICE_UNAVAILABLE));
+        assert!(!held_too_long(blocking, StatusCode::BAD_GATEWAY));
+        assert!(!held_too_long(
+            "/live/a/main/video.m3u8",
+            StatusCode::SERVICE_UNAVAILABLE
+        ));
+        assert!(!held_too_long(
+            "/x?a_HLS_msn=1",
+            StatusCode::SERVICE_UNAVAILABLE
+        ));
+    }
+
     fn pool(urls: &[&str]) -> UpstreamPool {
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = crate::metrics::EdgeMetrics::register(&mut registry);
