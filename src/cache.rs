@@ -25,6 +25,9 @@ use crate::metrics::CacheMetrics;
 use crate::response::head::ResponseHead;
 use crate::units::ByteSize;
 
+/// LL-HLS delivery directives: always part of the cache key.
+pub const LL_HLS_PARAMS: [&str; 3] = ["_HLS_msn", "_HLS_part", "_HLS_skip"];
+
 /// The `[cache]` section.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]

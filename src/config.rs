@@ -240,6 +240,19 @@ impl EdgeConfig {
                 "larger than cache.size".into(),
             ));
         }
+        // LL-HLS delivery directives (RFC 8216bis §6.2.5) name different
+        // playlists: left out of the key, every blocking reload would get
+        // whatever playlist was cached last.
+        if let Some(p) = self.cache.ignore_params.iter().find(|p| {
+            crate::cache::LL_HLS_PARAMS
+                .iter()
+                .any(|ll| ll.eq_ignore_ascii_case(p))
+        }) {
+            return Err(invalid(
+                "cache.ignore_params",
+                format!("{p} must stay in the cache key (LL-HLS blocking reload)"),
+            ));
+        }
         self.qoe
             .validate()
             .map_err(|(key, message)| invalid(&key, message))?;
@@ -282,6 +295,11 @@ mod tests {
         assert!(err.to_string().contains("size"), "{err}");
         let err = EdgeConfig::parse("[cache]\nsiez = 1\n").expect_err("typo");
         assert!(err.to_string().contains("siez"), "{err}");
+        let err = EdgeConfig::parse(
+            "[upstream]\nurls = [\"http://127.0.0.1:1\"]\n[cache]\nignore_params = [\"token\", \"_hls_msn\"]\n",
+        )
+            .expect_err("LL-HLS directive ignored");
+        assert!(err.to_string().starts_with("cache.ignore_params"), "{err}");
     }
 
     #[test]

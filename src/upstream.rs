@@ -267,7 +267,10 @@ impl UpstreamPool {
                 )
                 .await
             {
-                Ok(response) if response.status().is_server_error() => {
+                Ok(response)
+                    if response.status().is_server_error()
+                        && !held_too_long(path_and_query, response.status()) =>
+                {
                     self.failed(&upstream, "http-5xx");
                     last = EdgeError::Upstream {
                         why: format!("{} answered {}", upstream.name, response.status()),
@@ -462,9 +465,35 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// LL-HLS: a 503 to a blocking playlist reload (`_HLS_msn`) is the
+/// origin's answer that the part did not come within its hold (RFC 8216bis
+/// §6.2.5.2), not a fault: it goes to the player as it is, is not tried
+/// elsewhere (another hold) and does not count against the upstream.
+fn held_too_long(path_and_query: &str, status: http::StatusCode) -> bool {
+    status == http::StatusCode::SERVICE_UNAVAILABLE
+        && path_and_query
+            .split_once('?')
+            .is_some_and(|(_, q)| q.split('&').any(|p| p.starts_with("_HLS_msn=")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_blocking_reloads_503_is_an_answer() {
+        let blocking = "/live/a/main/video.m3u8?_HLS_msn=7&_HLS_part=1";
+        assert!(held_too_long(blocking, StatusCode::SERVICE_UNAVAILABLE));
+        assert!(!held_too_long(blocking, StatusCode::BAD_GATEWAY));
+        assert!(!held_too_long(
+            "/live/a/main/video.m3u8",
+            StatusCode::SERVICE_UNAVAILABLE
+        ));
+        assert!(!held_too_long(
+            "/x?a_HLS_msn=1",
+            StatusCode::SERVICE_UNAVAILABLE
+        ));
+    }
 
     fn pool(urls: &[&str]) -> UpstreamPool {
         let mut registry = prometheus_client::registry::Registry::default();

@@ -105,6 +105,7 @@ impl OriginConfig {
                 .map_err(OriginConfigError::Invalid)?;
         }
         let store = &self.store;
+        store.validate().map_err(OriginConfigError::Invalid)?;
         if store.target_duration.is_zero() {
             return Err(OriginConfigError::Invalid(
                 "store.target_duration: must be above zero".into(),
@@ -114,6 +115,30 @@ impl OriginConfig {
             return Err(OriginConfigError::Invalid(
                 "store.dvr_window: must hold at least three target durations".into(),
             ));
+        }
+        // Parts are served as the store cuts them: no encryption applies.
+        let names = store.channels.keys().chain(self.encryption.channels.keys());
+        for name in std::iter::once("").chain(names.map(String::as_str)) {
+            let scheme = self.encryption.scheme(name);
+            if store.part_target(name).is_some() && scheme != crate::drm::EncryptionScheme::None {
+                let key = if store
+                    .channels
+                    .get(name)
+                    .is_some_and(|c| c.part_target.is_some())
+                {
+                    format!("store.channels.{name}.part_target")
+                } else {
+                    "store.part_target".to_owned()
+                };
+                let whose = if name.is_empty() {
+                    "encryption.default".to_owned()
+                } else {
+                    format!("channel {name}")
+                };
+                return Err(OriginConfigError::Invalid(format!(
+                    "{key}: low latency is not offered on encrypted channels yet ({whose} is {scheme:?}); set [store.channels.NAME] part_target = \"0s\" for them"
+                )));
+            }
         }
         if self
             .server
@@ -149,5 +174,38 @@ mod tests {
         assert!(err.to_string().contains("ingest.srt_passphrase"), "{err}");
         let err = OriginConfig::parse("[server]\nhttpp = \"1.2.3.4:1\"\n").expect_err("typo");
         assert!(err.to_string().contains("httpp"), "{err}");
+    }
+
+    #[test]
+    fn part_target_is_checked_globally_and_per_channel() {
+        let ok = OriginConfig::parse(
+            "[store]\npart_target = \"0.5s\"\n[store.channels.news]\npart_target = \"0s\"\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            ok.store.part_target("sport"),
+            Some(std::time::Duration::from_millis(500))
+        );
+        assert_eq!(ok.store.part_target("news"), None);
+        for (text, key) in [
+            ("[store]\npart_target = \"10ms\"\n", "store.part_target"),
+            ("[store]\npart_target = \"1.5s\"\n", "store.part_target"),
+            (
+                "[store.channels.news]\npart_target = \"3s\"\n",
+                "store.channels.news.part_target",
+            ),
+            ("[store.channels.\"a b\"]\n", "store.channels.a b"),
+            (
+                "[store]\npart_target = \"0.5s\"\n[encryption.channels.paid]\nscheme = \"cbcs\"\n[keys]\nstate_dir = \"/tmp\"\n",
+                "store.part_target",
+            ),
+        ] {
+            let err = OriginConfig::parse(text).expect_err(text);
+            assert!(err.to_string().starts_with(key), "{text}: {err}");
+        }
+        OriginConfig::parse(
+            "[store]\npart_target = \"0.5s\"\n[store.channels.paid]\npart_target = \"0s\"\n[encryption.channels.paid]\nscheme = \"cbcs\"\n[keys]\nstate_dir = \"/tmp\"\n",
+        )
+        .expect("LL off where encrypted");
     }
 }

@@ -1,10 +1,12 @@
 //! The origin's HTTP side: playback (`/live/{channel}/…`, `/time`) on the
 //! public listener; channel API, metrics and health on the admin listener.
 
+mod blocking;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -15,7 +17,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::package::{RenderError, Rendered};
+use crate::package::{Object, RenderError, Rendered};
 use crate::store::Store;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -169,17 +171,69 @@ where
     }
 }
 
+/// A plain-text answer that no cache keeps.
+fn refusal(status: StatusCode, reason: &str) -> Response {
+    let mut response = (status, format!("{reason}\n")).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
 async fn live(
     State(state): State<Arc<PlaybackState>>,
     method: Method,
     Path((channel, path)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
     request_headers: HeaderMap,
 ) -> Response {
+    let low_latency = state.store.part_target(&channel);
+    let object = low_latency.and_then(|_| Object::parse(&path));
+    // LL-HLS (RFC 8216bis §6.2.5): directives on media playlists, holds
+    // for blocking reloads and the preload-hinted part.
+    let mut skip = false;
+    let mut blocking = false;
+    if let Some(Object::MediaPlaylist { rendition, kind }) = &object {
+        let directives = match blocking::Directives::parse(query.as_deref()) {
+            Ok(d) => d,
+            Err(reason) => {
+                tracing::debug!(%channel, %path, %reason, "bad LL-HLS directive");
+                return finish(&state, refusal(StatusCode::BAD_REQUEST, &reason));
+            }
+        };
+        skip = directives.skip;
+        if let Some(msn) = directives.msn {
+            blocking = true;
+            let limit = state.store.reload_limit();
+            let held = blocking::reload(
+                &state.store,
+                &channel,
+                rendition,
+                *kind,
+                msn,
+                directives.part,
+                limit,
+            )
+            .await;
+            match held {
+                blocking::Held::Ready => {}
+                blocking::Held::TooFar => {
+                    let reason = "_HLS_msn: more than two segments past the playlist's last";
+                    return finish(&state, refusal(StatusCode::BAD_REQUEST, reason));
+                }
+                blocking::Held::TimedOut => {
+                    let reason =
+                        format!("the segment or part asked for did not appear within {limit:?}");
+                    return finish(&state, refusal(StatusCode::SERVICE_UNAVAILABLE, &reason));
+                }
+            }
+        }
+    }
     let render = || {
         let started = Instant::now();
         let rendered = state
             .store
-            .render(&channel, &path, SystemTime::now())
+            .render_with(&channel, &path, SystemTime::now(), skip)
             .and_then(|r| {
                 state
                     .drm
@@ -195,13 +249,39 @@ async fn live(
             .observe(started.elapsed().as_secs_f64());
         rendered
     };
-    let rendered = if lists_segments(&path) {
+    let rendered = if blocking {
+        render().map(|r| Rendered {
+            // RFC 8216bis §6.2.5.2 answers for this msn/part: caches may keep
+            // it for about a part (whole seconds in Cache-Control).
+            cache_control: format!(
+                "public, max-age={}",
+                low_latency
+                    .map_or(1, |p| p.as_secs_f64().ceil() as u64)
+                    .max(1)
+            ),
+            ..r
+        })
+    } else if lists_segments(&path) {
         first_playlist(&state, &channel, render).await
+    } else if matches!(object, Some(Object::Part { .. })) {
+        // The preload-hinted part (or one just past it): held until cut.
+        let not_yet = RenderError::not_yet();
+        let held = match state.store.updates(&channel) {
+            Some(updates) => {
+                blocking::until(updates, state.store.reload_limit(), || {
+                    let r = render();
+                    (r.as_ref().err() != Some(&not_yet)).then_some(r)
+                })
+                .await
+            }
+            None => None,
+        };
+        held.unwrap_or_else(render)
     } else {
         render()
     };
     let rendered = rendered.map(|r| with_direct_clock(&path, r));
-    let mut response = match rendered {
+    let response = match rendered {
         Ok(rendered) => {
             let not_modified = rendered.etag.as_deref().is_some_and(|etag| {
                 request_headers
@@ -253,6 +333,11 @@ async fn live(
             response
         }
     };
+    finish(&state, response)
+}
+
+/// CORS and the response count, for every playback answer.
+fn finish(state: &PlaybackState, mut response: Response) -> Response {
     cors(response.headers_mut());
     state
         .metrics

@@ -43,7 +43,8 @@ use crate::ingest::{
 };
 use crate::media::{Sample, TrackKind, TrackParams};
 use crate::package::{
-    self, dash, hls, measure, ChannelWindow, Object, RenderError, Rendered, RenditionWindow,
+    self, dash, hls, measure, ChannelWindow, LowLatency, Object, RenderError, Rendered,
+    RenditionWindow,
 };
 use rendition::{Publisher, Rendition, Timeline};
 
@@ -75,7 +76,27 @@ pub struct StoreConfig {
     /// `urn:mpeg:dash:utc:direct:2014` value after it for clients that cannot
     /// resolve it. Absolute, it names one clock for every viewer.
     pub utc_timing_url: String,
+    /// Low-latency HLS: each fMP4 segment is also offered as parts of about
+    /// this long (at most this long), with blocking playlist reload. `0s` (the
+    /// default) turns low latency off.
+    #[serde(with = "humantime_serde")]
+    pub part_target: Duration,
+    /// Per-channel settings, `[store.channels.NAME]`, over the ones above.
+    pub channels: BTreeMap<String, ChannelStoreConfig>,
 }
+
+/// `[store.channels.NAME]`: what one channel sets differently.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChannelStoreConfig {
+    /// This channel's `part_target` (`0s`: low latency off here).
+    #[serde(with = "humantime_serde")]
+    pub part_target: Option<Duration>,
+}
+
+/// Shortest part target taken: shorter parts cost more requests than the
+/// latency they save, and frames of 30 fps video are 33 ms.
+pub const MIN_PART_TARGET: Duration = Duration::from_millis(100);
 
 impl Default for StoreConfig {
     fn default() -> Self {
@@ -86,6 +107,8 @@ impl Default for StoreConfig {
             ended_retention: Duration::from_secs(3600),
             takeover: false,
             utc_timing_url: "/time".into(),
+            part_target: Duration::ZERO,
+            channels: BTreeMap::new(),
         }
     }
 }
@@ -94,6 +117,50 @@ impl StoreConfig {
     /// The live store this section configures.
     pub fn init(self) -> Store {
         Store::new(self)
+    }
+
+    /// The part target of `channel`; `None` when low latency is off there.
+    pub fn part_target(&self, channel: &str) -> Option<Duration> {
+        let part = self
+            .channels
+            .get(channel)
+            .and_then(|c| c.part_target)
+            .unwrap_or(self.part_target);
+        (!part.is_zero()).then_some(part)
+    }
+
+    /// Checks serde cannot express, naming the key.
+    pub fn validate(&self) -> Result<(), String> {
+        let check = |key: &str, part: Duration| {
+            if part.is_zero() {
+                return Ok(());
+            }
+            if part < MIN_PART_TARGET {
+                return Err(format!(
+                    "{key}: at least {}ms (or 0s to turn low latency off)",
+                    MIN_PART_TARGET.as_millis()
+                ));
+            }
+            if part * 2 > self.target_duration {
+                return Err(format!(
+                    "{key}: at most half of store.target_duration ({:?})",
+                    self.target_duration
+                ));
+            }
+            Ok(())
+        };
+        check("store.part_target", self.part_target)?;
+        for (name, channel) in &self.channels {
+            if !package::valid_name(name) {
+                return Err(format!(
+                    "store.channels.{name}: not a channel name (letters, digits, - and _)"
+                ));
+            }
+            if let Some(part) = channel.part_target {
+                check(&format!("store.channels.{name}.part_target"), part)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -179,8 +246,9 @@ struct Channel {
     renditions: BTreeMap<String, Rendition>,
     ended_at: Option<SystemTime>,
     timeline: Timeline,
-    /// Playlists and MPDs by object, with the timeline version they show.
-    memo: HashMap<Object, (u64, Rendered)>,
+    /// Playlists and MPDs by object (and whether a delta update), with the
+    /// timeline version they show.
+    memo: HashMap<(Object, bool), (u64, Rendered)>,
 }
 
 /// What became of a channel when it was last looked at.
@@ -248,6 +316,16 @@ impl Channel {
                     segments: r.segments.iter().cloned().collect(),
                     discontinuity_sequence: r.discontinuity_sequence,
                     target_duration: r.target_duration(cfg),
+                    low_latency: r.part_target.map(|part_target| {
+                        let (open_sequence, open_discontinuity) = r.open_segment();
+                        LowLatency {
+                            part_target,
+                            video: r.parts(TrackKind::Video).iter().cloned().collect(),
+                            audio: r.parts(TrackKind::Audio).iter().cloned().collect(),
+                            open_sequence,
+                            open_discontinuity,
+                        }
+                    }),
                 })
                 .collect(),
             ended: self.ended_at.is_some(),
@@ -431,6 +509,63 @@ impl Store {
         path: &str,
         now: SystemTime,
     ) -> Result<Rendered, RenderError> {
+        self.render_with(channel, path, now, false)
+    }
+
+    /// How long a blocking playlist reload or a hinted part is held before
+    /// a 503: three target durations (RFC 8216bis §6.2.5.2).
+    pub fn reload_limit(&self) -> Duration {
+        self.shared.config.target_duration * 3
+    }
+
+    /// The part target of `channel` (LL-HLS on), or `None`.
+    pub fn part_target(&self, channel: &str) -> Option<Duration> {
+        self.shared.config.part_target(channel)
+    }
+
+    /// Whether a blocking playlist reload (RFC 8216bis §6.2.5.2) for
+    /// `rendition`'s `kind` playlist can be answered: the playlist holds
+    /// segment `msn` whole or, with `part`, that part of it (or anything
+    /// later). `None`: no such channel or rendition.
+    pub fn reload(
+        &self,
+        channel: &str,
+        rendition: &str,
+        kind: TrackKind,
+        msn: u64,
+        part: Option<u32>,
+    ) -> Option<Reload> {
+        let ch = self.channel(channel, self.shared.clock.now())?;
+        let guard = lock(&ch);
+        let r = guard.renditions.get(rendition)?;
+        if guard.ended_at.is_some() {
+            return Some(Reload::Ready);
+        }
+        let (open, _) = r.open_segment();
+        // §6.2.5.2: more than two segments past the playlist's last one.
+        if msn > open.saturating_add(2) {
+            return Some(Reload::TooFar);
+        }
+        let ready = match part {
+            None => msn < open,
+            Some(part) => {
+                let parts = r.parts(kind);
+                let trimmed = parts.front().is_some_and(|p| msn < p.sequence);
+                trimmed || parts.iter().any(|p| (p.sequence, p.index) >= (msn, part))
+            }
+        };
+        Some(if ready { Reload::Ready } else { Reload::Wait })
+    }
+
+    /// [`Store::render`], and for a media playlist with `skip`, the delta
+    /// update (`_HLS_skip=YES`, RFC 8216bis §6.2.5.1).
+    pub fn render_with(
+        &self,
+        channel: &str,
+        path: &str,
+        now: SystemTime,
+        skip: bool,
+    ) -> Result<Rendered, RenderError> {
         let ch = self
             .channel(channel, now)
             .ok_or(RenderError::ChannelNotFound)?;
@@ -470,16 +605,42 @@ impl Store {
                 drop(guard);
                 Ok(segment.transport_stream())
             }
+            Object::Part {
+                rendition,
+                kind,
+                sequence,
+                index,
+            } => {
+                let r = guard
+                    .renditions
+                    .get(rendition)
+                    .ok_or_else(RenderError::not_yet)?;
+                let found = r
+                    .parts(*kind)
+                    .iter()
+                    .find(|p| p.sequence == *sequence && p.index == *index)
+                    .cloned();
+                let (open, _) = r.open_segment();
+                drop(guard);
+                match found {
+                    Some(part) => Ok(part.render()),
+                    // The open segment's next parts, or the next segment's.
+                    None if *sequence >= open => Err(RenderError::not_yet()),
+                    None => Err(RenderError::no_such_object()),
+                }
+            }
             _ => {
+                let skip = skip && matches!(object, Object::MediaPlaylist { .. });
                 let version = guard.timeline.version;
-                if let Some((v, r)) = guard.memo.get(&object) {
+                let key = (object, skip);
+                if let Some((v, r)) = guard.memo.get(&key) {
                     if *v == version {
                         return Ok(r.clone());
                     }
                 }
                 let window = guard.window(cfg);
-                let rendered = render_manifest(&window, &object)?;
-                guard.memo.insert(object, (version, rendered.clone()));
+                let rendered = render_manifest(&window, &key.0, skip)?;
+                guard.memo.insert(key, (version, rendered.clone()));
                 Ok(rendered)
             }
         }
@@ -503,7 +664,22 @@ fn find_segment(
     r.segment(sequence).ok_or_else(RenderError::no_such_object)
 }
 
-fn render_manifest(window: &ChannelWindow, object: &Object) -> Result<Rendered, RenderError> {
+/// Whether a blocking playlist reload can be answered now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reload {
+    /// The playlist holds what was asked for (or the channel ended).
+    Ready,
+    /// Not yet: wait for the store's next update.
+    Wait,
+    /// More than two segments ahead: a 400 (RFC 8216bis §6.2.5.2).
+    TooFar,
+}
+
+fn render_manifest(
+    window: &ChannelWindow,
+    object: &Object,
+    skip: bool,
+) -> Result<Rendered, RenderError> {
     const M3U8: &str = "application/vnd.apple.mpegurl";
     let rendition = |name: &str| window.renditions.iter().find(|r| r.name == name);
     let (text, content_type) = match object {
@@ -511,7 +687,7 @@ fn render_manifest(window: &ChannelWindow, object: &Object) -> Result<Rendered, 
         Object::MasterTs => (hls::master_ts(window), M3U8),
         Object::Manifest => (dash::manifest(window), "application/dash+xml"),
         Object::MediaPlaylist { rendition: r, kind } => (
-            rendition(r).and_then(|r| hls::media_playlist(window, r, *kind)),
+            rendition(r).and_then(|r| hls::media_playlist(window, r, *kind, skip)),
             M3U8,
         ),
         Object::TsPlaylist { rendition: r } => {
@@ -562,6 +738,7 @@ impl PublishTarget for Store {
                 .renditions
                 .entry(name.rendition.clone())
                 .or_insert_with(|| Rendition::new(first_sequence, period));
+            r.part_target = cfg.part_target(&name.channel).map(|d| d.as_secs_f64());
             if r.publisher.is_some() && !cfg.takeover {
                 self.shared.metrics.publishes_refused.inc();
                 return Err(PublishRefused::Busy(name.channel.clone()));

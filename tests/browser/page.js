@@ -121,6 +121,11 @@
       // Live latency as the player sees it: from the playhead to the end of
       // the seekable range (the live edge the player computed).
       latency: video.seekable.length ? video.seekable.end(video.seekable.length - 1) - video.currentTime : null,
+      // The latency the player itself reports (hls.js `latency`: seconds
+      // behind the live edge of the playlist it last loaded).
+      playerLatency: window.strataPlayer && typeof window.strataPlayer.latency === 'number' && window.strataPlayer.latency > 0
+        ? window.strataPlayer.latency
+        : null,
     };
   };
 

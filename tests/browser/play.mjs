@@ -130,6 +130,7 @@ const results = opts.plays.map((play) => ({
   stalls: 0,
   longestStall: 0,
   startLatency: null,
+  playerLatency: null, // {min, mean, max, samples} over the sampled seconds
   minBufferAhead: null,
   errors: [],
   levels: 0,
@@ -396,10 +397,21 @@ async function playOn(context, page, i, url, pageOrigin, left) {
   result.startLatency = s.latency === null ? null : round(s.latency);
   await page.evaluate(() => window.strataMarkStart());
   const until = Date.now() + opts.seconds * 1000;
+  const latencies = [];
   while (Date.now() < until && left() > 0) {
     await sleep(Math.min(500, until - Date.now()));
     s = await snapshot();
     absorb(s);
+    if (s.playerLatency !== null) {
+      latencies.push(s.playerLatency);
+      const sum = latencies.reduce((a, b) => a + b, 0);
+      result.playerLatency = {
+        min: round(Math.min(...latencies)),
+        mean: round(sum / latencies.length),
+        max: round(Math.max(...latencies)),
+        samples: latencies.length,
+      };
+    }
     debug(`${tag}t=${s.currentTime.toFixed(2)} buffered=${s.bufferedEnd.toFixed(2)} level=${JSON.stringify(s.level)}`);
     if (s.errors.some((e) => e.fatal)) break;
   }

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::{format_datetime, measure, ChannelWindow, RenditionWindow, Segment};
+use super::{format_datetime, measure, ChannelWindow, Part, RenditionWindow, Segment};
 use crate::media::{TrackKind, TrackParams};
 
 /// Audio rendition group shared by every CMAF variant.
@@ -95,8 +95,14 @@ pub fn master_ts(w: &ChannelWindow) -> Option<String> {
     any.then_some(out)
 }
 
-/// `{rendition}/video.m3u8` or `{rendition}/audio.m3u8` (CMAF).
-pub fn media_playlist(w: &ChannelWindow, r: &RenditionWindow, kind: TrackKind) -> Option<String> {
+/// `{rendition}/video.m3u8` or `{rendition}/audio.m3u8` (CMAF); with
+/// `skip`, the delta update a client asks for with `_HLS_skip=YES`.
+pub fn media_playlist(
+    w: &ChannelWindow,
+    r: &RenditionWindow,
+    kind: TrackKind,
+    skip: bool,
+) -> Option<String> {
     let dir = match kind {
         TrackKind::Video => "video",
         TrackKind::Audio => "audio",
@@ -110,14 +116,54 @@ pub fn media_playlist(w: &ChannelWindow, r: &RenditionWindow, kind: TrackKind) -
         .map(|s| &**s)
         .skip_while(|s| s.track(kind).is_none())
         .collect();
-    let mut out = header(7);
-    write_media_header(&mut out, r, segments.first()?.sequence);
-    out.push_str(
-        "#EXT-X-INDEPENDENT-SEGMENTS
-",
+    // An ended channel's playlist is complete: nothing to block on.
+    let ll = r.low_latency.as_ref().filter(|_| !w.ended);
+    let parts = ll.map_or(&[][..], |ll| ll.parts(kind));
+    let first = segments
+        .first()
+        .map(|s| s.sequence)
+        .or_else(|| parts.first().map(|p| p.sequence))?;
+    let mut out = header(if ll.is_some() { 9 } else { 7 });
+    let _ = writeln!(out, "#EXT-X-TARGETDURATION:{}", r.target_duration);
+    let skip_until = r.target_duration as f64 * CAN_SKIP_TARGETS;
+    if let Some(ll) = ll {
+        write_low_latency_header(&mut out, ll.part_target, skip_until);
+    }
+    let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{first}");
+    let _ = writeln!(
+        out,
+        "#EXT-X-DISCONTINUITY-SEQUENCE:{}",
+        r.discontinuity_sequence
     );
+    out.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");
+    let open_parts = parts
+        .iter()
+        .filter(|p| ll.is_some_and(|ll| p.sequence == ll.open_sequence));
+    let total: f64 = segments.iter().map(|s| s.duration).sum::<f64>()
+        + open_parts.map(|p| p.seconds()).sum::<f64>();
+    // RFC 8216bis §6.2.5.1: skip the segments that start more than
+    // CAN-SKIP-UNTIL before the playlist's end.
+    let skipped = if skip && ll.is_some() {
+        let mut start = 0.0;
+        segments
+            .iter()
+            .take_while(|s| {
+                let skippable = total - start > skip_until;
+                start += s.duration;
+                skippable
+            })
+            .count()
+    } else {
+        0
+    };
+    if skipped > 0 {
+        let _ = writeln!(out, "#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}");
+    }
+    // §4.4.4.9: parts only within three target durations of the end.
+    let parts_from = total - 3.0 * r.target_duration as f64;
+    let mut start: f64 = segments[..skipped].iter().map(|s| s.duration).sum();
     let mut current_init = None;
-    for s in segments {
+    for s in segments.iter().skip(skipped) {
         if s.discontinuity {
             out.push_str("#EXT-X-DISCONTINUITY\n");
         }
@@ -133,12 +179,128 @@ pub fn media_playlist(w: &ChannelWindow, r: &RenditionWindow, kind: TrackKind) -
             let _ = writeln!(out, "#EXT-X-MAP:URI=\"{dir}/init-{}.mp4\"", track.init.id);
             current_init = Some(track.init.id);
         }
+        if start + s.duration > parts_from {
+            for p in parts.iter().filter(|p| p.sequence == s.sequence) {
+                write_part(&mut out, dir, p);
+            }
+        }
+        start += s.duration;
         write_segment(&mut out, s, track.seconds(), &uri);
+    }
+    if let Some(ll) = ll {
+        let open: Vec<_> = parts
+            .iter()
+            .filter(|p| p.sequence == ll.open_sequence)
+            .collect();
+        if let Some(first) = open.first() {
+            if ll.open_discontinuity {
+                out.push_str("#EXT-X-DISCONTINUITY\n");
+            }
+            if current_init != Some(first.track.init.id) {
+                let _ = writeln!(
+                    out,
+                    "#EXT-X-MAP:URI=\"{dir}/init-{}.mp4\"",
+                    first.track.init.id
+                );
+            }
+        }
+        for p in open {
+            write_part(&mut out, dir, p);
+        }
+        let (sequence, index) = ll.next_part(kind);
+        let _ = writeln!(
+            out,
+            "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{dir}/{sequence}.{index}.m4s\""
+        );
+        write_rendition_reports(&mut out, w, r, kind);
     }
     if w.ended {
         out.push_str("#EXT-X-ENDLIST\n");
     }
     Some(out)
+}
+
+/// CAN-SKIP-UNTIL in target durations: the least RFC 8216bis §4.4.3.8 allows.
+const CAN_SKIP_TARGETS: f64 = 6.0;
+
+/// PART-HOLD-BACK in part targets: what RFC 8216bis §4.4.3.8 recommends
+/// (at least two are required).
+const PART_HOLD_BACK_TARGETS: f64 = 3.0;
+
+/// §4.4.3.8 EXT-X-SERVER-CONTROL and §4.4.3.7 EXT-X-PART-INF.
+fn write_low_latency_header(out: &mut String, part_target: f64, skip_until: f64) {
+    let _ = writeln!(
+        out,
+        "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL={skip_until:.3},PART-HOLD-BACK={:.3}",
+        part_target * PART_HOLD_BACK_TARGETS
+    );
+    let _ = writeln!(out, "#EXT-X-PART-INF:PART-TARGET={part_target:.3}");
+}
+
+/// §4.4.4.9 EXT-X-PART.
+fn write_part(out: &mut String, dir: &str, p: &Part) {
+    let _ = write!(
+        out,
+        "#EXT-X-PART:DURATION={:.3},URI=\"{dir}/{}.{}.m4s\"",
+        p.seconds(),
+        p.sequence,
+        p.index
+    );
+    if p.independent {
+        out.push_str(",INDEPENDENT=YES");
+    }
+    out.push('\n');
+}
+
+/// §4.4.5.4 EXT-X-RENDITION-REPORT for every other media playlist the
+/// multivariant playlist lists, with its last segment and part.
+fn write_rendition_reports(
+    out: &mut String,
+    w: &ChannelWindow,
+    me: &RenditionWindow,
+    my_kind: TrackKind,
+) {
+    let has = |r: &RenditionWindow, kind| r.segments.iter().any(|s| s.track(kind).is_some());
+    let any_video = w.renditions.iter().any(|r| has(r, TrackKind::Video));
+    let mut listed: Vec<(&RenditionWindow, TrackKind)> = Vec::new();
+    if any_video {
+        listed.extend(
+            w.renditions
+                .iter()
+                .filter(|r| has(r, TrackKind::Video))
+                .map(|r| (r, TrackKind::Video)),
+        );
+        listed.extend(w.audio_source().map(|a| (a, TrackKind::Audio)));
+    } else {
+        listed.extend(
+            w.renditions
+                .iter()
+                .filter(|r| has(r, TrackKind::Audio))
+                .map(|r| (r, TrackKind::Audio)),
+        );
+    }
+    for (r, kind) in listed {
+        if r.name == me.name && kind == my_kind {
+            continue;
+        }
+        let Some(last) = r.low_latency.as_ref().and_then(|ll| ll.parts(kind).last()) else {
+            continue;
+        };
+        let file = match kind {
+            TrackKind::Video => "video.m3u8",
+            TrackKind::Audio => "audio.m3u8",
+        };
+        let uri = if r.name == me.name {
+            file.to_owned()
+        } else {
+            format!("../{}/{file}", r.name)
+        };
+        let _ = writeln!(
+            out,
+            "#EXT-X-RENDITION-REPORT:URI=\"{uri}\",LAST-MSN={},LAST-PART={}",
+            last.sequence, last.index
+        );
+    }
 }
 
 /// `{rendition}/ts.m3u8`.

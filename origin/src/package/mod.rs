@@ -15,6 +15,7 @@
 //! | `{rendition}/video/init-{n}.mp4`, `{rendition}/audio/init-{n}.mp4` | CMAF headers; `n` changes whenever decoder parameters change, so caches never mix them |
 //! | `{rendition}/video/{seq}.m4s`, `{rendition}/audio/{seq}.m4s` | CMAF fragments |
 //! | `{rendition}/ts.m3u8`, `{rendition}/{seq}.ts` | MPEG-TS media playlist and segments, audio and video muxed |
+//! | `{rendition}/video/{seq}.{part}.m4s`, `{rendition}/audio/{seq}.{part}.m4s` | LL-HLS parts of segment `seq` (`store.part_target` set), from 0 |
 //!
 //! `{seq}` is the media sequence number, never reused for a channel name: a
 //! rendition's first number is the Unix time (seconds) at which it was
@@ -147,6 +148,13 @@ pub enum Object {
         rendition: String,
         sequence: u64,
     },
+    /// An LL-HLS part (EXT-X-PART) of segment `sequence`.
+    Part {
+        rendition: String,
+        kind: TrackKind,
+        sequence: u64,
+        index: u32,
+    },
 }
 
 impl Object {
@@ -190,7 +198,16 @@ impl Object {
                         id,
                     });
                 }
-                let sequence = parse_number(file.strip_suffix(".m4s")?)?;
+                let name = file.strip_suffix(".m4s")?;
+                if let Some((sequence, index)) = name.split_once('.') {
+                    return Some(Object::Part {
+                        rendition,
+                        kind,
+                        sequence: parse_number(sequence)?,
+                        index: u32::try_from(parse_number(index)?).ok()?,
+                    });
+                }
+                let sequence = parse_number(name)?;
                 Some(Object::Fragment {
                     rendition,
                     kind,
@@ -400,6 +417,56 @@ impl Segment {
     }
 }
 
+/// An LL-HLS partial segment (RFC 8216bis §4.4.4.9): one track's samples
+/// over at most a part target, as CMAF `moof`+`mdat`. A segment's parts
+/// together hold exactly the segment's samples.
+#[derive(Debug)]
+pub struct Part {
+    /// Media sequence number of the parent segment.
+    pub sequence: u64,
+    /// Position in the parent segment, from 0.
+    pub index: u32,
+    pub kind: TrackKind,
+    /// Starts with a sync sample (EXT-X-PART `INDEPENDENT=YES`).
+    pub independent: bool,
+    pub track: TrackSegment,
+    built: OnceLock<Rendered>,
+}
+
+impl Part {
+    pub fn new(sequence: u64, index: u32, kind: TrackKind, track: TrackSegment) -> Self {
+        Part {
+            sequence,
+            index,
+            kind,
+            independent: track.samples.first().is_some_and(|s| s.keyframe),
+            track,
+            built: OnceLock::new(),
+        }
+    }
+
+    /// Seconds of media (EXT-X-PART `DURATION`).
+    pub fn seconds(&self) -> f64 {
+        self.track.seconds()
+    }
+
+    /// The part's bytes, built once.
+    pub fn render(&self) -> Rendered {
+        self.built
+            .get_or_init(|| {
+                let (track_id, content_type) = track_file(self.kind);
+                let body = crate::media::fmp4::media_segment(
+                    self.sequence as u32,
+                    track_id,
+                    self.track.base_decode_time,
+                    &self.track.samples,
+                );
+                Rendered::new(body, content_type, IMMUTABLE.into())
+            })
+            .clone()
+    }
+}
+
 /// Measured figures of a rendition over its window, for manifests and the
 /// channel API.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -520,6 +587,39 @@ pub struct RenditionWindow {
     pub discontinuity_sequence: u64,
     /// EXT-X-TARGETDURATION, whole seconds.
     pub target_duration: u64,
+    /// LL-HLS state; `None` when low latency is off for the channel.
+    pub low_latency: Option<LowLatency>,
+}
+
+/// What LL-HLS playlists read of one rendition.
+#[derive(Clone, Debug)]
+pub struct LowLatency {
+    /// EXT-X-PART-INF `PART-TARGET`, seconds.
+    pub part_target: f64,
+    /// Parts of the last few segments and of the open one, oldest first.
+    pub video: Vec<Arc<Part>>,
+    pub audio: Vec<Arc<Part>>,
+    /// Media sequence number of the segment being cut (the open one).
+    pub open_sequence: u64,
+    /// The open segment follows a discontinuity.
+    pub open_discontinuity: bool,
+}
+
+impl LowLatency {
+    pub fn parts(&self, kind: TrackKind) -> &[Arc<Part>] {
+        match kind {
+            TrackKind::Video => &self.video,
+            TrackKind::Audio => &self.audio,
+        }
+    }
+
+    /// The next part a client can be told to preload: `(sequence, index)`.
+    pub fn next_part(&self, kind: TrackKind) -> (u64, u32) {
+        match self.parts(kind).last() {
+            Some(p) if p.sequence == self.open_sequence => (p.sequence, p.index + 1),
+            _ => (self.open_sequence, 0),
+        }
+    }
 }
 
 /// What the packagers read of one channel.
@@ -675,6 +775,15 @@ mod tests {
             })
         );
         assert_eq!(
+            Object::parse("main/audio/42.3.m4s"),
+            Some(Object::Part {
+                rendition: r(),
+                kind: TrackKind::Audio,
+                sequence: 42,
+                index: 3
+            })
+        );
+        assert_eq!(
             Object::parse("main/42.ts"),
             Some(Object::TsSegment {
                 rendition: r(),
@@ -688,6 +797,9 @@ mod tests {
             "../main/1.ts",
             "main/subs.m3u8",
             "main/video/init.mp4",
+            "main/video/4.01.m4s",
+            "main/video/4.1.2.m4s",
+            "main/video/4.99999999999.m4s",
             "a/b/c/d",
         ] {
             assert_eq!(Object::parse(bad), None, "{bad}");

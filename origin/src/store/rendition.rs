@@ -16,7 +16,7 @@ use super::{epoch, StoreConfig};
 use crate::ingest::{PublisherInfo, SinkError};
 use crate::media::mpegts::Continuity;
 use crate::media::{Sample, TrackKind, TrackParams, VIDEO_TIMESCALE};
-use crate::package::{Init, Segment, TrackSegment};
+use crate::package::{Init, Part, Segment, TrackSegment};
 
 /// A publisher holding a rendition.
 pub(super) struct Publisher {
@@ -97,7 +97,22 @@ struct Track {
     last_duration: u32,
     /// Rebase the next sample to `end` (after a timescale change).
     continue_at_end: bool,
+    /// LL-HLS: how many of `pending` are in parts already.
+    parted: usize,
+    /// Index of the open segment's next part.
+    next_part: u32,
+    /// Parts of the open segment and of the last [`PART_SEGMENTS`] segments.
+    pub parts: VecDeque<Arc<Part>>,
 }
+
+/// Segments whose parts are kept after they are cut: playlists list parts
+/// only within three target durations of their end (RFC 8216bis §4.4.4.9).
+const PART_SEGMENTS: u64 = 4;
+
+/// Video parts in a channel with audio end this much before the part target,
+/// so that the audio parts cut at the same instants (whole AAC frames,
+/// 21 ms at 48 kHz, 23 ms at 44.1 kHz) stay within it too.
+const AUDIO_FRAME_MARGIN: f64 = 0.025;
 
 impl Track {
     fn timescale(&self) -> Option<u32> {
@@ -131,6 +146,8 @@ pub(super) struct Rendition {
     pub late_frames: u64,
     pub dropped_frames: u64,
     pub discontinuities: u64,
+    /// LL-HLS part target, seconds; `None`: no parts.
+    pub part_target: Option<f64>,
 }
 
 /// Largest input timestamp magnitude taken: about 99 years at 90 kHz.
@@ -172,7 +189,18 @@ impl Rendition {
             late_frames: 0,
             dropped_frames: 0,
             discontinuities: 0,
+            part_target: None,
         }
+    }
+
+    /// This track's parts (LL-HLS), oldest first.
+    pub fn parts(&self, kind: TrackKind) -> &VecDeque<Arc<Part>> {
+        &self.track(kind).parts
+    }
+
+    /// The open segment's number and whether it follows a discontinuity.
+    pub fn open_segment(&self) -> (u64, bool) {
+        (self.next_sequence, self.pending_discontinuity)
     }
 
     fn track(&self, kind: TrackKind) -> &Track {
@@ -392,16 +420,35 @@ impl Rendition {
         };
         let span = pending_span(self.track(kind));
         let boundary = rescale(dts, timescale, VIDEO_TIMESCALE);
-        match kind {
-            TrackKind::Video => {
-                if (sample.keyframe && span >= target) || span >= target * 5.0 {
-                    self.cut(Some(boundary), now, cfg, tl);
-                }
-            }
-            TrackKind::Audio => {
-                let audio_only = self.video.init.is_none();
-                if (audio_only && span >= target) || span >= target * 5.0 {
-                    self.cut(Some(boundary), now, cfg, tl);
+        let audio_only = self.video.init.is_none();
+        let cut = match kind {
+            TrackKind::Video => (sample.keyframe && span >= target) || span >= target * 5.0,
+            TrackKind::Audio => (audio_only && span >= target) || span >= target * 5.0,
+        };
+        if cut {
+            self.cut(Some(boundary), now, cfg, tl);
+        } else if let Some(part_target) = self.part_target {
+            // Parts end before the sample that would take them past the
+            // target: a part may not be longer (RFC 8216bis §4.4.4.9). The
+            // track segments are cut by (video, or audio when alone) drives
+            // the parts of both.
+            let track = self.track(kind);
+            let drives = kind == TrackKind::Video || audio_only;
+            if let Some(first) = track.pending.get(track.parted).filter(|_| drives) {
+                let next = i64::from(if sample.duration > 0 {
+                    sample.duration
+                } else {
+                    track.last_duration
+                });
+                let margin = if kind == TrackKind::Video && self.audio.init.is_some() {
+                    AUDIO_FRAME_MARGIN
+                } else {
+                    0.0
+                };
+                let would_be = (dts + next - first.dts) as f64 / second as f64;
+                if would_be > part_target - margin {
+                    self.cut_parts(Some(boundary));
+                    tl.bump(now);
                 }
             }
         }
@@ -497,8 +544,19 @@ impl Rendition {
         cfg: &StoreConfig,
         tl: &mut Timeline,
     ) {
+        if self.part_target.is_some() {
+            // The segment's last parts: what it holds past the parts so far.
+            self.cut_parts(boundary);
+        }
         let video = take_track(&mut self.video, boundary);
         let audio = take_track(&mut self.audio, boundary);
+        let keep_from = self.next_sequence.saturating_sub(PART_SEGMENTS - 1);
+        for track in [&mut self.video, &mut self.audio] {
+            track.next_part = 0;
+            while track.parts.front().is_some_and(|p| p.sequence < keep_from) {
+                track.parts.pop_front();
+            }
+        }
         if video.is_none() && audio.is_none() {
             return;
         }
@@ -589,49 +647,108 @@ impl Rendition {
     }
 }
 
-/// Take a track's pending samples before `boundary` as a segment part;
-/// returns it with its first decode time.
-fn take_track(track: &mut Track, boundary: Option<i64>) -> Option<(TrackSegment, i64)> {
-    let init = track.init.clone()?;
-    let timescale = init.params.timescale();
-    let split = match boundary {
+impl Rendition {
+    /// Close a part of the open segment on each track: its pending samples
+    /// not yet in a part, up to `boundary` (90 kHz, exclusive; `None`: all).
+    fn cut_parts(&mut self, boundary: Option<i64>) {
+        let sequence = self.next_sequence;
+        for kind in [TrackKind::Video, TrackKind::Audio] {
+            let track = self.track_mut(kind);
+            let Some(init) = track.init.clone() else {
+                continue;
+            };
+            let split = split_at(track, boundary);
+            if split <= track.parted {
+                continue;
+            }
+            let mut samples = track.pending[track.parted..split].to_vec();
+            let next_dts = next_dts(track, split, boundary);
+            close_last_sample(&mut samples, next_dts, track.last_duration, kind);
+            let duration: u64 = samples.iter().map(|s| u64::from(s.duration)).sum();
+            let part = Part::new(
+                sequence,
+                track.next_part,
+                kind,
+                TrackSegment {
+                    init,
+                    base_decode_time: u64::try_from(samples[0].dts).unwrap_or(0),
+                    duration,
+                    period_offset: 0,
+                    bytes: samples.iter().map(|s| s.data.len()).sum(),
+                    samples,
+                },
+            );
+            track.next_part += 1;
+            track.parted = split;
+            track.parts.push_back(Arc::new(part));
+        }
+    }
+}
+
+/// Where `boundary` (90 kHz, exclusive) splits a track's pending samples.
+fn split_at(track: &Track, boundary: Option<i64>) -> usize {
+    let timescale = track.timescale().unwrap_or(VIDEO_TIMESCALE);
+    match boundary {
         Some(b) => track
             .pending
             .iter()
             .position(|s| rescale(s.dts, timescale, VIDEO_TIMESCALE) >= b)
             .unwrap_or(track.pending.len()),
         None => track.pending.len(),
-    };
-    if split == 0 {
-        return None;
     }
-    let rest = track.pending.split_off(split);
-    let mut samples = std::mem::replace(&mut track.pending, rest);
-    let next_dts = match (track.pending.first(), boundary) {
-        (Some(next), _) => Some(next.dts),
-        (None, Some(b))
-            if track.init.as_ref().map(|i| i.params.kind()) == Some(TrackKind::Video) =>
-        {
-            Some(rescale(b, VIDEO_TIMESCALE, timescale))
-        }
-        _ => None,
-    };
-    let default_duration = match init.params.kind() {
+}
+
+/// Decode time of what follows a split of the pending samples at `split`:
+/// the next sample's, else (video) the boundary, which the cutting sample
+/// starts at.
+fn next_dts(track: &Track, split: usize, boundary: Option<i64>) -> Option<i64> {
+    let init = track.init.as_ref()?;
+    track.pending.get(split).map(|s| s.dts).or_else(|| {
+        boundary
+            .filter(|_| init.params.kind() == TrackKind::Video)
+            .map(|b| rescale(b, VIDEO_TIMESCALE, init.params.timescale()))
+    })
+}
+
+/// Give the last of `samples` its duration: up to the next sample's decode
+/// time when known, else its own, the track's last or a typical one.
+fn close_last_sample(samples: &mut [Sample], next_dts: Option<i64>, last: u32, kind: TrackKind) {
+    let typical = match kind {
         TrackKind::Video => 3600,
         TrackKind::Audio => 1024,
     };
-    if let Some(last) = samples.last_mut() {
-        last.duration = next_dts
-            .and_then(|n| u32::try_from(n - last.dts).ok())
+    if let Some(s) = samples.last_mut() {
+        s.duration = next_dts
+            .and_then(|n| u32::try_from(n - s.dts).ok())
             .filter(|d| *d > 0)
-            .unwrap_or(if last.duration > 0 {
-                last.duration
-            } else if track.last_duration > 0 {
-                track.last_duration
+            .unwrap_or(if s.duration > 0 {
+                s.duration
+            } else if last > 0 {
+                last
             } else {
-                default_duration
+                typical
             });
     }
+}
+
+/// Take a track's pending samples before `boundary` as a segment part;
+/// returns it with its first decode time.
+fn take_track(track: &mut Track, boundary: Option<i64>) -> Option<(TrackSegment, i64)> {
+    let init = track.init.clone()?;
+    let split = split_at(track, boundary);
+    if split == 0 {
+        return None;
+    }
+    let next_dts = next_dts(track, split, boundary);
+    let rest = track.pending.split_off(split);
+    let mut samples = std::mem::replace(&mut track.pending, rest);
+    track.parted = track.parted.saturating_sub(split);
+    close_last_sample(
+        &mut samples,
+        next_dts,
+        track.last_duration,
+        init.params.kind(),
+    );
     let first = samples[0].dts;
     let duration: u64 = samples.iter().map(|s| u64::from(s.duration)).sum();
     let bytes = samples.iter().map(|s| s.data.len()).sum();

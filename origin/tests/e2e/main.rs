@@ -5,6 +5,7 @@ mod support;
 
 mod demo;
 mod drm;
+mod ll_hls;
 mod packaging;
 mod rtmp;
 mod srt;

@@ -153,6 +153,7 @@ fn tag_value<'a>(text: &'a str, tag: &str) -> &'a str {
 }
 
 mod lifecycle;
+mod low_latency;
 mod output;
 mod redundant;
 mod timing;
