@@ -8,3 +8,4 @@ mod drm;
 mod packaging;
 mod rtmp;
 mod srt;
+mod vod;
