@@ -25,3 +25,4 @@ mod schemathesis;
 mod signed;
 mod steering;
 mod tls;
+mod vod;
