@@ -57,9 +57,11 @@ impl TrackPlan {
     }
 }
 
-/// `t` ticks of `from` in `to`, rounded down (towards minus infinity).
+/// `t` ticks of `from` in `to`, rounded down (towards minus infinity),
+/// saturating at the ends of `i64` (only a lying sample table gets there).
 pub fn rescale(t: i64, from: u32, to: u32) -> i64 {
-    (i128::from(t) * i128::from(to)).div_euclid(i128::from(from.max(1))) as i64
+    let scaled = (i128::from(t) * i128::from(to)).div_euclid(i128::from(from.max(1)));
+    scaled.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
 }
 
 /// Cuts every track of `index`. The reference track (the first video track,
@@ -155,7 +157,9 @@ pub fn segment_samples(
         let dts = rescale(entry.dts as i64, from, to);
         let next = rescale(track.dts_at(i + 1) as i64, from, to);
         let pts = rescale(
-            entry.dts as i64 + i64::from(entry.cts) - track.presentation_shift,
+            (entry.dts as i64)
+                .saturating_add(i64::from(entry.cts))
+                .saturating_sub(track.presentation_shift),
             from,
             to,
         );
@@ -170,14 +174,14 @@ pub fn segment_samples(
         };
         out.push(Sample {
             dts,
-            cts: i32::try_from(pts - dts).map_err(|_| {
+            cts: i32::try_from(pts.saturating_sub(dts)).map_err(|_| {
                 Mp4Error::Corrupt(format!(
                     "track {} sample {}: composition offset out of range",
                     track.track_id,
                     i + 1
                 ))
             })?,
-            duration: u32::try_from(next - dts).unwrap_or(0),
+            duration: u32::try_from(next.saturating_sub(dts)).unwrap_or(0),
             keyframe: entry.sync,
             data,
         });
