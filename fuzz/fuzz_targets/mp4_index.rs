@@ -1,5 +1,5 @@
-//! A VOD library file as arbitrary bytes: indexing its `moov`, planning its
-//! segments and building every segment must return errors for bad input,
+//! A VOD library file as arbitrary bytes: indexing its `moov` (and `moof`s),
+//! planning its segments and building every segment must return errors for bad input,
 //! never panic, and never allocate beyond what the bytes justify.
 #![no_main]
 
@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use strata_origin::vod::{mp4, plan};
+use strata_origin::vod::{fragments, mp4, plan};
 
 fuzz_target!(|data: &[u8]| {
     let limits = mp4::IndexLimits {
@@ -20,8 +20,26 @@ fuzz_target!(|data: &[u8]| {
     }) else {
         return;
     };
-    let Ok(index) = mp4::parse_moov(&data[moov.start as usize..moov.end as usize], &limits) else {
-        return;
+    let moov = &data[moov.start as usize..moov.end as usize];
+    let index = match mp4::parse_moov(moov, &limits) {
+        Ok(index) => index,
+        Err(mp4::Mp4Error::Fragmented) => {
+            let Ok(moofs) = fragments::locate_moofs(data.len() as u64, &limits, |at, n| {
+                let at = at as usize;
+                Ok(data[at..(at + n).min(data.len())].to_vec())
+            }) else {
+                return;
+            };
+            let moofs: Vec<(u64, Vec<u8>)> = moofs
+                .into_iter()
+                .map(|r| (r.start, data[r.start as usize..r.end as usize].to_vec()))
+                .collect();
+            let Ok(index) = fragments::parse_fragmented(moov, &moofs, &limits) else {
+                return;
+            };
+            index
+        }
+        Err(_) => return,
     };
     let file = Bytes::copy_from_slice(data);
     for (track, plan) in index

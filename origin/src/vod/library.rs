@@ -128,7 +128,10 @@ impl Library {
         file.read_exact_at(&mut body, moov.start)
             .map_err(VodError::Io)?;
         self.metrics.bytes_read.inc_by(body.len() as u64);
-        let index = mp4::parse_moov(&body, &self.limits)?;
+        let index = match mp4::parse_moov(&body, &self.limits) {
+            Err(Mp4Error::Fragmented) => self.index_fragments(&file, len, &body)?,
+            other => other?,
+        };
         for t in &index.tracks {
             if let Some(s) = t
                 .samples
@@ -153,6 +156,29 @@ impl Library {
         });
         self.remember(path, title.clone());
         Ok(title)
+    }
+
+    /// A fragmented MP4: every `moof` is read (one read each) and indexed.
+    fn index_fragments(&self, file: &File, len: u64, moov: &[u8]) -> Result<Mp4Index, VodError> {
+        let moofs =
+            super::fragments::locate_moofs(len, &self.limits, |at, n| read_upto(file, at, n))
+                .map_err(|e| match e {
+                    mp4::LocateError::Mp4(e) => VodError::Mp4(e),
+                    mp4::LocateError::Io(e) => VodError::Io(e),
+                })?;
+        let mut boxes = Vec::with_capacity(moofs.len());
+        for range in moofs {
+            let mut body = vec![0u8; (range.end - range.start) as usize];
+            file.read_exact_at(&mut body, range.start)
+                .map_err(VodError::Io)?;
+            self.metrics.bytes_read.inc_by(body.len() as u64);
+            boxes.push((range.start, body));
+        }
+        Ok(super::fragments::parse_fragmented(
+            moov,
+            &boxes,
+            &self.limits,
+        )?)
     }
 
     fn remember(&self, path: PathBuf, title: Arc<Title>) {

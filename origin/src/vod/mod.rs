@@ -1,6 +1,7 @@
 //! Video on demand: HLS and DASH made on request from a local MP4 library.
 //!
 //! - `mp4` — a progressive MP4/MOV's `moov` → per-track sample tables (pure)
+//! - `fragments` — the same for fragmented MP4 (`moof` boxes) (pure)
 //! - `plan` — sample tables → segments cut at keyframes, output timing (pure)
 //! - `manifest` — plans → HLS VOD playlists and a static DASH MPD (pure)
 //! - `library` — the root directory, path checks, the bounded index cache, reads
@@ -20,6 +21,7 @@
 //! here and reached through them. The first path component whose name ends
 //! in `.mp4`, `.m4v`, `.m4a` or `.mov` ends `{path}`.
 
+pub mod fragments;
 pub mod http;
 pub mod library;
 pub mod manifest;
@@ -137,7 +139,9 @@ impl VodError {
             VodError::BadPath(_) => "bad_path",
             VodError::NotFound => "not_found",
             VodError::Mp4(mp4::Mp4Error::Corrupt(_)) => "corrupt",
-            VodError::Mp4(mp4::Mp4Error::Unsupported(_)) => "unsupported",
+            VodError::Mp4(mp4::Mp4Error::Unsupported(_) | mp4::Mp4Error::Fragmented) => {
+                "unsupported"
+            }
             VodError::Mp4(mp4::Mp4Error::TooLarge(_)) => "too_large",
             VodError::Io(_) => "io",
         }

@@ -1,4 +1,4 @@
-//! The index of a progressive MP4/MOV: per track, decoder parameters and a
+//! The index of an MP4/MOV: per track, decoder parameters and a
 //! sample table (offset, size, decode time, composition offset, sync flag),
 //! parsed once from `moov` (ISO/IEC 14496-12 §8.6–§8.7). Pure: the caller
 //! hands in `moov`'s bytes; [`locate_moov`] finds them with a few small reads.
@@ -20,12 +20,15 @@ pub enum Mp4Error {
     /// Well-formed, but not something Strata packages (yet).
     #[error("unsupported MP4: {0}")]
     Unsupported(String),
+    /// Samples live in `moof` boxes: index with [`super::fragments`].
+    #[error("fragmented MP4")]
+    Fragmented,
     /// More than the configured bounds (a huge `moov` or sample table).
     #[error("MP4 too large to index: {0}")]
     TooLarge(String),
 }
 
-fn corrupt(why: impl Into<String>) -> Mp4Error {
+pub(super) fn corrupt(why: impl Into<String>) -> Mp4Error {
     Mp4Error::Corrupt(why.into())
 }
 
@@ -72,6 +75,8 @@ pub struct TrackIndex {
     pub presentation_shift: i64,
     /// ISO 639-2/T language from `mdhd` (`und` when unset).
     pub language: String,
+    /// The first edit's media time (`elst`), 0 without one.
+    pub edit_media_time: i64,
     /// NAL length-prefix size of the samples (video; 4 for audio).
     pub nal_length_size: u8,
     pub samples: Vec<SampleEntry>,
@@ -191,7 +196,7 @@ pub fn locate_moov(
         at += header.size;
     }
     Err(if moof {
-        Mp4Error::Unsupported("fragmented MP4 without a moov before its fragments".into())
+        corrupt("moof boxes but no moov (an unfinished recording?)")
     } else {
         corrupt("no moov box (not an MP4, or truncated)")
     }
@@ -220,10 +225,10 @@ fn fourcc(kind: &[u8; 4]) -> String {
 }
 
 /// A box as `(type, body)`.
-type Child<'a> = ([u8; 4], &'a [u8]);
+pub(super) type Child<'a> = ([u8; 4], &'a [u8]);
 
 /// Child boxes of a container body.
-fn children(body: &[u8]) -> Result<Vec<Child<'_>>, Mp4Error> {
+pub(super) fn children(body: &[u8]) -> Result<Vec<Child<'_>>, Mp4Error> {
     let mut out = Vec::new();
     let mut rest = body;
     while !rest.is_empty() {
@@ -242,7 +247,7 @@ fn children(body: &[u8]) -> Result<Vec<Child<'_>>, Mp4Error> {
     Ok(out)
 }
 
-fn child<'a>(boxes: &[Child<'a>], kind: &[u8; 4]) -> Option<&'a [u8]> {
+pub(super) fn child<'a>(boxes: &[Child<'a>], kind: &[u8; 4]) -> Option<&'a [u8]> {
     boxes.iter().find(|(k, _)| k == kind).map(|(_, b)| *b)
 }
 
@@ -251,18 +256,18 @@ fn need<'a>(boxes: &[Child<'a>], kind: &[u8; 4]) -> Result<&'a [u8], Mp4Error> {
 }
 
 /// A cursor over a box body; every read is bounds-checked.
-struct Reader<'a> {
+pub(super) struct Reader<'a> {
     data: &'a [u8],
     pos: usize,
     what: &'static str,
 }
 
 impl<'a> Reader<'a> {
-    fn new(data: &'a [u8], what: &'static str) -> Self {
+    pub(super) fn new(data: &'a [u8], what: &'static str) -> Self {
         Reader { data, pos: 0, what }
     }
 
-    fn bytes(&mut self, n: usize) -> Result<&'a [u8], Mp4Error> {
+    pub(super) fn bytes(&mut self, n: usize) -> Result<&'a [u8], Mp4Error> {
         let end = self
             .pos
             .checked_add(n)
@@ -273,35 +278,35 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
-    fn u8(&mut self) -> Result<u8, Mp4Error> {
+    pub(super) fn u8(&mut self) -> Result<u8, Mp4Error> {
         Ok(self.bytes(1)?[0])
     }
 
-    fn u16(&mut self) -> Result<u16, Mp4Error> {
+    pub(super) fn u16(&mut self) -> Result<u16, Mp4Error> {
         Ok(u16::from_be_bytes(self.bytes(2)?.try_into().expect("2")))
     }
 
-    fn u32(&mut self) -> Result<u32, Mp4Error> {
+    pub(super) fn u32(&mut self) -> Result<u32, Mp4Error> {
         Ok(u32::from_be_bytes(self.bytes(4)?.try_into().expect("4")))
     }
 
-    fn u64(&mut self) -> Result<u64, Mp4Error> {
+    pub(super) fn u64(&mut self) -> Result<u64, Mp4Error> {
         Ok(u64::from_be_bytes(self.bytes(8)?.try_into().expect("8")))
     }
 
-    fn remaining(&self) -> usize {
+    pub(super) fn remaining(&self) -> usize {
         self.data.len() - self.pos
     }
 
     /// A full box's version and flags (§4.2).
-    fn full_box(&mut self) -> Result<(u8, u32), Mp4Error> {
+    pub(super) fn full_box(&mut self) -> Result<(u8, u32), Mp4Error> {
         let v = self.u32()?;
         Ok(((v >> 24) as u8, v & 0x00ff_ffff))
     }
 
     /// An entry count whose entries take `entry_bytes` each, checked against
     /// the bytes left before anything is allocated for it.
-    fn count(&mut self, entry_bytes: usize) -> Result<usize, Mp4Error> {
+    pub(super) fn count(&mut self, entry_bytes: usize) -> Result<usize, Mp4Error> {
         let n = self.u32()? as usize;
         if n.checked_mul(entry_bytes)
             .is_none_or(|need| need > self.remaining())
@@ -322,6 +327,18 @@ impl<'a> Reader<'a> {
 pub fn parse_moov(moov: &[u8], limits: &IndexLimits) -> Result<Mp4Index, Mp4Error> {
     let boxes = children(moov)?;
     let fragmented = child(&boxes, b"mvex").is_some();
+    let tracks = parse_traks(&boxes, limits)?;
+    if fragmented && tracks.iter().all(|t| t.samples.is_empty()) {
+        return Err(Mp4Error::Fragmented);
+    }
+    finish(tracks)
+}
+
+/// Every video and audio `trak` of `moov`, samples or not.
+pub(super) fn parse_traks(
+    boxes: &[Child<'_>],
+    limits: &IndexLimits,
+) -> Result<Vec<TrackIndex>, Mp4Error> {
     let mut tracks = Vec::new();
     let mut total = 0u64;
     for (_, trak) in boxes.iter().filter(|(k, _)| k == b"trak") {
@@ -331,11 +348,11 @@ pub fn parse_moov(moov: &[u8], limits: &IndexLimits) -> Result<Mp4Index, Mp4Erro
         total += track.samples.len() as u64;
         tracks.push(track);
     }
-    if fragmented && tracks.iter().all(|t| t.samples.is_empty()) {
-        return Err(Mp4Error::Unsupported(
-            "fragmented MP4 (samples in moof boxes): remux to a progressive MP4, e.g. ffmpeg -i in.mp4 -c copy -movflags +faststart out.mp4".into(),
-        ));
-    }
+    Ok(tracks)
+}
+
+/// Drops tracks without samples; video first, then by track ID.
+pub(super) fn finish(mut tracks: Vec<TrackIndex>) -> Result<Mp4Index, Mp4Error> {
     tracks.retain(|t| !t.samples.is_empty());
     if tracks.is_empty() {
         return Err(Mp4Error::Unsupported(
@@ -412,6 +429,7 @@ fn parse_trak(
         params,
         timescale,
         presentation_shift,
+        edit_media_time: edit_start,
         language,
         nal_length_size,
         samples,

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
 
+use super::fragments;
 use super::mp4::{self, IndexLimits, Mp4Error};
 use super::plan;
 use super::*;
@@ -590,4 +591,66 @@ fn the_vod_section_is_checked_with_the_rest_of_the_config() {
         let err = crate::config::OriginConfig::parse(text).expect_err(text);
         assert!(err.to_string().contains(key), "{text}: {err}");
     }
+}
+
+/// A `moof` with one `traf` for track 1: `tfhd`, `tfdt` and a `trun` of
+/// `count` samples of which `listed` are written out (duration, size, flags).
+fn moof(count: u32, listed: u32) -> Vec<u8> {
+    let mut b = BytesMut::new();
+    plain(&mut b, b"moof", |b| {
+        plain(b, b"traf", |b| {
+            let tfhd = begin_full_box(b, b"tfhd", 0, 0x02_0000);
+            b.put_u32(1);
+            end_box(b, tfhd);
+            full(b, b"tfdt", |b| b.put_u32(0));
+            let trun = begin_full_box(b, b"trun", 0, 0x01 | 0x100 | 0x200 | 0x400);
+            b.put_u32(count);
+            b.put_u32(200);
+            for i in 0..listed {
+                b.put_u32(512);
+                b.put_u32(10);
+                b.put_u32(if i == 0 { 0x0200_0000 } else { 0x0101_0000 });
+            }
+            end_box(b, trun);
+        });
+    });
+    b.to_vec()
+}
+
+#[test]
+fn indexes_fragments_and_refuses_lying_truns() {
+    let mut empty = video(1, 0, 1);
+    empty.samples.clear();
+    let file = mp4_file(&[empty]);
+    let moov_at = file.windows(4).rposition(|w| w == b"moov").expect("moov") + 4;
+    let moov = &file[moov_at..];
+    let limits = IndexLimits::default();
+    let index =
+        fragments::parse_fragmented(moov, &[(1000, moof(3, 3)), (2000, moof(3, 3))], &limits)
+            .expect("fragments");
+    let t = &index.tracks[0];
+    assert_eq!(t.samples.len(), 6);
+    assert_eq!(
+        (
+            t.samples[0].offset,
+            t.samples[1].offset,
+            t.samples[3].offset
+        ),
+        (1200, 1210, 2200)
+    );
+    assert!(t.samples[0].sync && !t.samples[1].sync && t.samples[3].sync);
+    // tfdt 0 in both fragments: decode times restart where the file says.
+    assert_eq!(
+        (t.samples[2].dts, t.samples[3].dts, t.end_dts),
+        (1024, 0, 1536)
+    );
+    match fragments::parse_fragmented(moov, &[(0, moof(u32::MAX, 2))], &limits) {
+        Err(Mp4Error::Corrupt(why)) => assert!(why.contains("claims"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    // A fragmented file indexed as progressive says so, for the library to follow up.
+    assert!(matches!(
+        mp4::parse_moov(moov, &limits),
+        Err(Mp4Error::Fragmented) | Err(Mp4Error::Unsupported(_))
+    ));
 }

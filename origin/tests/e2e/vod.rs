@@ -60,6 +60,23 @@ async fn make_library(name: &str) -> Library {
         "ffmpeg could not make the fixture: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The same media as a fragmented MP4 (moof per keyframe), as a packager
+    // or a recorder leaves it.
+    let out = Command::new(FFMPEG)
+        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-i"])
+        .arg(root.join("films/two.mp4"))
+        .args(["-map", "0", "-c", "copy"])
+        .args(["-movflags", "frag_keyframe+empty_moov+default_base_moof"])
+        .arg(root.join("films/fragmented.mp4"))
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("install ffmpeg: apt-get install ffmpeg");
+    assert!(
+        out.status.success(),
+        "ffmpeg could not fragment the fixture: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Library(root)
 }
 
@@ -268,12 +285,30 @@ async fn vod_mp4_plays_as_hls_and_dash() {
         );
     }
 
+    // A fragmented MP4 of the same media: the same playlists, the same decode.
+    let fragmented = format!("http://{addr}/vod/films/fragmented.mp4");
+    let parsed_fragmented = parse_with_m3u8(&format!("{fragmented}/master.m3u8")).await;
+    assert_eq!(
+        parsed_fragmented["variants"], parsed["variants"],
+        "{parsed_fragmented}"
+    );
+    for url in [
+        format!("{fragmented}/master.m3u8"),
+        format!("{fragmented}/manifest.mpd"),
+    ] {
+        let seconds = decoded_seconds(&url).await;
+        assert!(
+            (seconds - SECONDS).abs() < 0.5,
+            "{url}: decoded {seconds} s of {SECONDS}"
+        );
+    }
+
     let (status, metrics) = get(admin, "/metrics").await;
     assert_eq!(status, 200);
     let metrics = String::from_utf8(metrics).expect("utf-8");
     assert!(
-        metrics.contains("strata_origin_vod_index_cache_total{event=\"miss\"} 1\n"),
-        "parsed once: {metrics}"
+        metrics.contains("strata_origin_vod_index_cache_total{event=\"miss\"} 2\n"),
+        "each title parsed once: {metrics}"
     );
 }
 
