@@ -10,6 +10,7 @@ use crate::ingest::IngestConfig;
 use crate::keys::KeysConfig;
 use crate::steering::SteeringConfig;
 use crate::store::StoreConfig;
+use crate::vod::VodConfig;
 
 /// The `[server]` section: the origin's HTTP listeners.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +46,8 @@ pub struct OriginConfig {
     pub encryption: EncryptionConfig,
     /// Multi-CDN content steering; absent: no steering tags, no steering service.
     pub steering: Option<SteeringConfig>,
+    /// Video on demand from an MP4 library under `/vod/`; absent: no `/vod/` routes.
+    pub vod: Option<VodConfig>,
 }
 
 /// A configuration problem, naming the file or key.
@@ -103,6 +106,9 @@ impl OriginConfig {
             steering
                 .validate(self.server.http)
                 .map_err(OriginConfigError::Invalid)?;
+        }
+        if let Some(vod) = &self.vod {
+            vod.validate().map_err(OriginConfigError::Invalid)?;
         }
         let store = &self.store;
         store.validate().map_err(OriginConfigError::Invalid)?;

@@ -7,6 +7,7 @@
 //! - `http` — playback, channel API, metrics
 //! - `keys`, `drm` — content keys (CPIX), encryption per channel, key and licence delivery
 //! - `steering` — multi-CDN content steering: tags, steering manifests, probes, rankings
+//! - `vod` — video on demand: HLS/DASH made on request from an MP4 library (`/vod/`)
 
 pub mod ingest;
 pub mod media;
@@ -19,3 +20,4 @@ pub mod http;
 pub mod keys;
 pub mod server;
 pub mod steering;
+pub mod vod;

@@ -159,6 +159,12 @@ pub async fn run(
         metrics: http_metrics,
         drm: drm.clone(),
     }));
+    if let Some(section) = config.vod.clone() {
+        let metrics = crate::vod::http::VodMetrics::register(&mut registry);
+        let library =
+            crate::vod::Library::new(section, metrics).map_err(OriginConfigError::Invalid)?;
+        playback = playback.merge(crate::vod::http::routes(Arc::new(library)));
+    }
     let steering = match config.steering.clone() {
         Some(section) => Some(Arc::new(
             section

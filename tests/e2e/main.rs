@@ -28,3 +28,4 @@ mod schemathesis;
 mod signed;
 mod steering;
 mod tls;
+mod vod;

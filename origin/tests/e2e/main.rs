@@ -9,3 +9,4 @@ mod ll_hls;
 mod packaging;
 mod rtmp;
 mod srt;
+mod vod;

@@ -1,0 +1,233 @@
+//! Video on demand: HLS and DASH made on request from a local MP4 library.
+//!
+//! - `mp4` — a progressive MP4/MOV's `moov` → per-track sample tables (pure)
+//! - `fragments` — the same for fragmented MP4 (`moof` boxes) (pure)
+//! - `plan` — sample tables → segments cut at keyframes, output timing (pure)
+//! - `manifest` — plans → HLS VOD playlists and a static DASH MPD (pure)
+//! - `library` — the root directory, path checks, the bounded index cache, reads
+//! - `http` — `/vod/{path}/…` and the `strata_origin_vod_*` metrics
+//!
+//! # URL names under `/vod/{path}/`, `{path}` an MP4 relative to `vod.root`
+//!
+//! | path | what |
+//! | --- | --- |
+//! | `master.m3u8` | HLS multivariant playlist (fMP4/CMAF) |
+//! | `manifest.mpd` | DASH MPD, `type="static"`, SegmentTemplate + SegmentTimeline |
+//! | `t{track}.m3u8` | media playlist of the MP4's track `{track}` (its `tkhd` ID), `EXT-X-PLAYLIST-TYPE:VOD` |
+//! | `t{track}/init.mp4` | CMAF header of that track |
+//! | `t{track}/{n}.m4s` | CMAF fragment `n` (from 1) of that track |
+//!
+//! Only `master.m3u8` and `manifest.mpd` are a contract; the rest is named
+//! here and reached through them. The first path component whose name ends
+//! in `.mp4`, `.m4v`, `.m4a` or `.mov` ends `{path}`.
+
+pub mod fragments;
+pub mod http;
+pub mod library;
+pub mod manifest;
+pub mod mp4;
+pub mod plan;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use library::Library;
+
+/// The `[vod]` section. Absent: no `/vod/` routes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VodConfig {
+    /// The library: `/vod/{path}/…` serves `{root}/{path}`. Nothing outside
+    /// it is ever read (symbolic links leading out are refused).
+    pub root: PathBuf,
+    /// Segments are cut at the first keyframe at or after this much media
+    /// since the previous cut.
+    #[serde(with = "humantime_serde", default = "default_segment_duration")]
+    pub segment_duration: Duration,
+    /// Parsed MP4 indexes kept in memory (least recently used go first).
+    #[serde(default = "default_index_cache_entries")]
+    pub index_cache_entries: usize,
+    /// Bytes of parsed indexes kept in memory (about 32 bytes per sample).
+    #[serde(default = "default_index_cache_bytes")]
+    pub index_cache_bytes: u64,
+    /// Largest `moov` box read; bigger files are refused with a 500.
+    #[serde(default = "default_max_moov_bytes")]
+    pub max_moov_bytes: u64,
+}
+
+fn default_segment_duration() -> Duration {
+    Duration::from_secs(6)
+}
+
+fn default_index_cache_entries() -> usize {
+    256
+}
+
+fn default_index_cache_bytes() -> u64 {
+    256 << 20
+}
+
+fn default_max_moov_bytes() -> u64 {
+    64 << 20
+}
+
+impl VodConfig {
+    /// Checks serde cannot express; errors name the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.root.is_absolute() {
+            return Err(format!(
+                "vod.root: must be an absolute path, got {}",
+                self.root.display()
+            ));
+        }
+        if !self.root.is_dir() {
+            return Err(format!(
+                "vod.root: {} is not a readable directory",
+                self.root.display()
+            ));
+        }
+        if self.segment_duration < Duration::from_secs(1)
+            || self.segment_duration > Duration::from_secs(30)
+        {
+            return Err("vod.segment_duration: must be between 1s and 30s".into());
+        }
+        if self.index_cache_entries == 0 || self.index_cache_bytes == 0 {
+            return Err(
+                "vod.index_cache_entries, vod.index_cache_bytes: must be above zero".into(),
+            );
+        }
+        if self.max_moov_bytes < 4096 {
+            return Err("vod.max_moov_bytes: must be at least 4096".into());
+        }
+        Ok(())
+    }
+}
+
+/// Why a `/vod/` request has no media; [`VodError::status`] is the one
+/// place these become HTTP statuses.
+#[derive(Debug, thiserror::Error)]
+pub enum VodError {
+    /// The path is malformed or tries to leave the library: the client's fault.
+    #[error("bad VOD path: {0}")]
+    BadPath(&'static str),
+    /// No such title or object.
+    #[error("not found")]
+    NotFound,
+    /// The MP4 is corrupt, too large or in a form Strata does not package.
+    #[error(transparent)]
+    Mp4(#[from] mp4::Mp4Error),
+    /// The disk failed us.
+    #[error("reading the title failed")]
+    Io(#[source] std::io::Error),
+}
+
+impl VodError {
+    pub fn status(&self) -> u16 {
+        match self {
+            VodError::BadPath(_) => 400,
+            VodError::NotFound => 404,
+            VodError::Mp4(mp4::Mp4Error::Unsupported(_)) => 501,
+            VodError::Mp4(_) | VodError::Io(_) => 500,
+        }
+    }
+
+    /// A metric label for what went wrong.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            VodError::BadPath(_) => "bad_path",
+            VodError::NotFound => "not_found",
+            VodError::Mp4(mp4::Mp4Error::Corrupt(_)) => "corrupt",
+            VodError::Mp4(mp4::Mp4Error::Unsupported(_) | mp4::Mp4Error::Fragmented) => {
+                "unsupported"
+            }
+            VodError::Mp4(mp4::Mp4Error::TooLarge(_)) => "too_large",
+            VodError::Io(_) => "io",
+        }
+    }
+}
+
+/// What a path under `/vod/{path}/` names. Parsed once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VodObject {
+    Master,
+    Manifest,
+    MediaPlaylist { track: u32 },
+    Init { track: u32 },
+    Fragment { track: u32, number: u32 },
+}
+
+/// A request under `/vod/`: the title's path relative to the root (plain
+/// components only) and the object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VodRequest {
+    pub title: PathBuf,
+    pub object: VodObject,
+}
+
+const TITLE_EXTENSIONS: [&str; 4] = [".mp4", ".m4v", ".m4a", ".mov"];
+
+impl std::str::FromStr for VodRequest {
+    type Err = VodError;
+
+    /// `path` is what follows `/vod/`, already percent-decoded once.
+    fn from_str(path: &str) -> Result<Self, VodError> {
+        if path.contains('\0') || path.contains('\\') {
+            return Err(VodError::BadPath("NUL or backslash in path"));
+        }
+        if path.starts_with('/') {
+            return Err(VodError::BadPath("absolute path"));
+        }
+        let parts: Vec<&str> = path.split('/').collect();
+        for p in &parts {
+            if p.is_empty() || *p == "." || *p == ".." {
+                return Err(VodError::BadPath("empty, '.' or '..' path component"));
+            }
+            // A second round of decoding anywhere must not turn into `..`.
+            if p.contains('%') {
+                return Err(VodError::BadPath("percent sign in path"));
+            }
+        }
+        let file = parts
+            .iter()
+            .position(|p| {
+                let lower = p.to_ascii_lowercase();
+                TITLE_EXTENSIONS.iter().any(|e| lower.ends_with(e))
+            })
+            .ok_or(VodError::NotFound)?;
+        let title: PathBuf = parts[..=file].iter().collect();
+        let object = match &parts[file + 1..] {
+            ["master.m3u8"] => VodObject::Master,
+            ["manifest.mpd"] => VodObject::Manifest,
+            [name] => VodObject::MediaPlaylist {
+                track: track_number(name.strip_suffix(".m3u8").ok_or(VodError::NotFound)?)?,
+            },
+            [dir, "init.mp4"] => VodObject::Init {
+                track: track_number(dir)?,
+            },
+            [dir, name] => VodObject::Fragment {
+                track: track_number(dir)?,
+                number: plain_number(name.strip_suffix(".m4s").ok_or(VodError::NotFound)?)?,
+            },
+            _ => return Err(VodError::NotFound),
+        };
+        Ok(VodRequest { title, object })
+    }
+}
+
+/// `t{n}` → n.
+fn track_number(s: &str) -> Result<u32, VodError> {
+    plain_number(s.strip_prefix('t').ok_or(VodError::NotFound)?)
+}
+
+/// Digits without sign or leading zero.
+fn plain_number(s: &str) -> Result<u32, VodError> {
+    if s.is_empty() || s.starts_with('0') || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(VodError::NotFound);
+    }
+    s.parse().map_err(|_| VodError::NotFound)
+}
+
+#[cfg(test)]
+mod tests;

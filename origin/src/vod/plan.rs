@@ -1,0 +1,190 @@
+//! A title's segments, worked out once from its index: where each track is
+//! cut (at keyframes near the target duration, every track at the same
+//! instants) and the output timing, in the timescales the CMAF writer uses
+//! (90 kHz video, the sampling rate for audio). Pure.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::mp4::{Mp4Error, Mp4Index, TrackIndex};
+use crate::media::{h264, Sample, TrackKind};
+
+/// One segment of one track.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlannedSegment {
+    /// Samples `first..end` of the track.
+    pub first: usize,
+    pub end: usize,
+    /// `tfdt`, output timescale.
+    pub start: u64,
+    /// Output timescale.
+    pub duration: u64,
+    /// Media bytes.
+    pub bytes: u64,
+}
+
+/// One track's segments.
+#[derive(Clone, Debug)]
+pub struct TrackPlan {
+    pub track_id: u32,
+    pub out_timescale: u32,
+    pub segments: Vec<PlannedSegment>,
+}
+
+impl TrackPlan {
+    pub fn seconds(&self, s: &PlannedSegment) -> f64 {
+        s.duration as f64 / f64::from(self.out_timescale)
+    }
+
+    /// Highest bits per second of any one segment.
+    pub fn peak_bitrate(&self) -> u64 {
+        self.segments
+            .iter()
+            .map(|s| (s.bytes as f64 * 8.0 / self.seconds(s).max(0.001)) as u64)
+            .max()
+            .unwrap_or(0)
+    }
+
+    pub fn average_bitrate(&self) -> u64 {
+        let bytes: u64 = self.segments.iter().map(|s| s.bytes).sum();
+        let seconds: f64 = self.segments.iter().map(|s| self.seconds(s)).sum();
+        (bytes as f64 * 8.0 / seconds.max(0.001)) as u64
+    }
+
+    pub fn total_seconds(&self) -> f64 {
+        self.segments.iter().map(|s| self.seconds(s)).sum()
+    }
+}
+
+/// `t` ticks of `from` in `to`, rounded down (towards minus infinity),
+/// saturating at the ends of `i64` (only a lying sample table gets there).
+pub fn rescale(t: i64, from: u32, to: u32) -> i64 {
+    let scaled = (i128::from(t) * i128::from(to)).div_euclid(i128::from(from.max(1)));
+    scaled.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+}
+
+/// Cuts every track of `index`. The reference track (the first video track,
+/// else the first audio track) is cut at the first keyframe at or after
+/// `target` since its previous cut; the other tracks at their first sample
+/// (first keyframe, for video) at or after each of those instants.
+pub fn plan(index: &Mp4Index, target: Duration) -> Vec<TrackPlan> {
+    let Some(reference) = index.tracks.first() else {
+        return Vec::new();
+    };
+    let ts = u128::from(reference.timescale);
+    let target_ticks = (target.as_nanos() * ts / 1_000_000_000) as u64;
+    let mut cuts = vec![0u64];
+    let mut last = reference.samples.first().map_or(0, |s| s.dts);
+    for s in reference.samples.iter().skip(1) {
+        let keyframe = s.sync || reference.kind() == TrackKind::Audio;
+        if keyframe && s.dts >= last + target_ticks {
+            cuts.push(s.dts);
+            last = s.dts;
+        }
+    }
+    index
+        .tracks
+        .iter()
+        .map(|t| plan_track(t, &cuts, reference.timescale))
+        .collect()
+}
+
+fn plan_track(track: &TrackIndex, cuts: &[u64], cut_timescale: u32) -> TrackPlan {
+    let video = track.kind() == TrackKind::Video;
+    let mut starts: Vec<usize> = vec![0];
+    for &cut in &cuts[1..] {
+        // The first sample whose decode time reaches the cut, compared exactly
+        // across timescales.
+        let at = |s: &super::mp4::SampleEntry| {
+            u128::from(s.dts) * u128::from(cut_timescale)
+                >= u128::from(cut) * u128::from(track.timescale)
+        };
+        let mut i = track.samples.partition_point(|s| !at(s));
+        if video {
+            while i < track.samples.len() && !track.samples[i].sync {
+                i += 1;
+            }
+        }
+        if i < track.samples.len() && i > *starts.last().expect("not empty") {
+            starts.push(i);
+        }
+    }
+    let out_timescale = out_timescale(track);
+    let out = |t: u64| rescale(t as i64, track.timescale, out_timescale) as u64;
+    let segments = starts
+        .iter()
+        .enumerate()
+        .map(|(k, &first)| {
+            let end = starts.get(k + 1).copied().unwrap_or(track.samples.len());
+            let start = out(track.dts_at(first));
+            PlannedSegment {
+                first,
+                end,
+                start,
+                duration: out(track.dts_at(end)).saturating_sub(start),
+                bytes: track.samples[first..end]
+                    .iter()
+                    .map(|s| u64::from(s.size))
+                    .sum(),
+            }
+        })
+        .collect();
+    TrackPlan {
+        track_id: track.track_id,
+        out_timescale,
+        segments,
+    }
+}
+
+/// What the CMAF header of this track declares: [`crate::media::TrackParams::timescale`].
+pub fn out_timescale(track: &TrackIndex) -> u32 {
+    track.params.timescale()
+}
+
+/// The samples of one segment, from the bytes read at each sample's offset
+/// (`data[i]` for sample `first + i`), timed in the output timescale.
+pub fn segment_samples(
+    track: &TrackIndex,
+    segment: &PlannedSegment,
+    data: Vec<Bytes>,
+) -> Result<Vec<Sample>, Mp4Error> {
+    let to = out_timescale(track);
+    let from = track.timescale;
+    let mut out = Vec::with_capacity(data.len());
+    for (i, bytes) in (segment.first..segment.end).zip(data) {
+        let entry = &track.samples[i];
+        let dts = rescale(entry.dts as i64, from, to);
+        let next = rescale(track.dts_at(i + 1) as i64, from, to);
+        let pts = rescale(
+            (entry.dts as i64)
+                .saturating_add(i64::from(entry.cts))
+                .saturating_sub(track.presentation_shift),
+            from,
+            to,
+        );
+        let data = if track.kind() == TrackKind::Video && track.nal_length_size != 4 {
+            // The CMAF header always declares 4-byte NAL lengths.
+            let nals = h264::avcc_nals(&bytes, track.nal_length_size).map_err(|e| {
+                Mp4Error::Corrupt(format!("track {} sample {}: {e}", track.track_id, i + 1))
+            })?;
+            h264::avcc_from_nals(nals)
+        } else {
+            bytes
+        };
+        out.push(Sample {
+            dts,
+            cts: i32::try_from(pts.saturating_sub(dts)).map_err(|_| {
+                Mp4Error::Corrupt(format!(
+                    "track {} sample {}: composition offset out of range",
+                    track.track_id,
+                    i + 1
+                ))
+            })?,
+            duration: u32::try_from(next.saturating_sub(dts)).unwrap_or(0),
+            keyframe: entry.sync,
+            data,
+        });
+    }
+    Ok(out)
+}
