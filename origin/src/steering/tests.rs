@@ -484,8 +484,10 @@ async fn thin_pathways_rank_after_fat_ones_while_the_reports_are_fresh() {
 fn the_commented_example_in_conf_origin_toml_is_valid() {
     let shipped = include_str!("../../../conf/origin.toml");
     let at = shipped.find("# [steering]").expect("a [steering] example");
+    // The example runs to the first blank line; other sections follow it.
     let example: String = shipped[at..]
         .lines()
+        .take_while(|l| !l.trim().is_empty())
         .map(|l| l.strip_prefix("# ").unwrap_or(l))
         .map(|l| l.replace("/var/lib/strata/GeoLite2-Country.mmdb", &geo_db()))
         .collect::<Vec<_>>()

@@ -122,9 +122,15 @@ fn rendition_reports_name_the_last_part_of_every_other_playlist() {
     let rig = rig(ll_config());
     let mut main = rig.publish("main", true, true);
     let mut low = rig.publish("low", false, true);
-    rig.feed(&mut *main, 0.0, 6.5, true, true);
-    rig.clock.set(t0());
-    rig.feed(&mut *low, 0.0, 6.5, true, false);
+    // One encoder, two outputs: both renditions arrive side by side (the
+    // epoch rule numbers a rendition from the channel's clock, so feeding
+    // one after the other with the clock set back is not a real publish).
+    for step in 0..13 {
+        let wall = rig.clock.now();
+        rig.feed(&mut *main, f64::from(step) * 0.5, 0.5, true, true);
+        rig.clock.set(wall);
+        rig.feed(&mut *low, f64::from(step) * 0.5, 0.5, true, false);
+    }
     let video = rig.text("main/video.m3u8");
     let open = START + 3;
     assert!(
