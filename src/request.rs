@@ -102,8 +102,12 @@ impl ByteRange {
         })
     }
 
-    /// `[start, end)` within a body of `len` bytes, or `None` if unsatisfiable (416).
+    /// `[start, end)` within a body of `len` bytes, never empty, or `None`
+    /// if unsatisfiable (416). An empty body has no satisfiable range.
     pub fn resolve(self, len: u64) -> Option<(u64, u64)> {
+        if len == 0 {
+            return None;
+        }
         match self {
             ByteRange::From { first, last } => {
                 if first >= len {
@@ -293,6 +297,12 @@ mod tests {
         );
         assert_eq!(
             ByteRange::parse("bytes=1000-").and_then(|r| r.resolve(1000)),
+            None
+        );
+        // An empty body: nothing to select (the fuzz target's first find:
+        // `bytes=-10` of 0 bytes was an empty window, and `end - 1` underflowed).
+        assert_eq!(
+            ByteRange::parse("bytes=-10").and_then(|r| r.resolve(0)),
             None
         );
         assert_eq!(ByteRange::parse("bytes=5-1"), None);

@@ -47,7 +47,9 @@ pub(super) fn shape(
     }
     let mut window = (0, None);
     if head.status == StatusCode::OK {
-        if let (Some(range), Some(len)) = (request.range, len) {
+        // An empty body has no bytes to select: Range is ignored (RFC 9110
+        // §14.2 lets a server do that) and the whole, empty body is sent.
+        if let (Some(range), Some(len)) = (request.range, len.filter(|&len| len > 0)) {
             head.headers
                 .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
             match range.resolve(len) {

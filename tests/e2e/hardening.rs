@@ -210,3 +210,30 @@ async fn the_global_cap_answers_503_and_frees_slots_on_close() {
     );
     edge.shutdown().await;
 }
+
+/// A Range on an empty object (the edge_request fuzz target's first find: the
+/// window `0..0` made `end - 1` underflow, a panic in a debug build and a
+/// `bytes 0-18446744073709551615/0` header in a release one): the whole,
+/// empty body with 200, on a miss and on a hit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_on_an_empty_object_gets_the_empty_body() {
+    let origin = start_origin().await;
+    let edge = start_edge(&[origin.url()], "empty-range-edge", |_| {}).await;
+    for round in ["miss", "hit"] {
+        let reply = exchange(
+            edge.addr,
+            b"GET /obj/empty?size=0 HTTP/1.1\r\nHost: a\r\nRange: bytes=-10\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(reply.starts_with("HTTP/1.1 200"), "{round}: {reply}");
+        assert!(
+            reply.to_ascii_lowercase().contains("content-length: 0\r\n"),
+            "{round}: {reply}"
+        );
+        assert!(
+            !reply.to_ascii_lowercase().contains("content-range"),
+            "{round}: {reply}"
+        );
+    }
+    edge.shutdown().await;
+}
