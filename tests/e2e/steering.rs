@@ -169,6 +169,7 @@ async fn start_origin(
                 weight: None,
                 countries: countries.iter().map(|c| (*c).into()).collect(),
                 probe_path: Some(probe_path.into()),
+                clone: None,
             })
             .collect(),
         geo: Some(SteeringGeoConfig {
