@@ -201,7 +201,6 @@ impl Edge {
         protocol: Protocol,
     ) -> (EdgeResponse, RequestLog) {
         if let Some(qoe) = &self.qoe {
-            qoe.observe(parts, client, protocol);
             if let Some(mut response) = qoe.beacon(parts, &body, client, protocol) {
                 self.finish_headers(&mut response.head.headers, protocol);
                 let target = parts.uri.path().to_owned();
@@ -235,6 +234,9 @@ impl Edge {
         };
         let mut response = match parsed {
             Ok(request) => {
+                if let Some(qoe) = &self.qoe {
+                    qoe.observe(&request, &parts.headers);
+                }
                 match self.admit(parts, &request) {
                     Err(denied) => denied_response(denied),
                     // Licence answers are per viewer already: nothing to propagate.

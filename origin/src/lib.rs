@@ -14,6 +14,7 @@ pub mod media;
 pub mod package;
 pub mod store;
 
+pub mod channel_metrics;
 pub mod config;
 pub mod drm;
 pub mod http;

@@ -86,6 +86,11 @@ pub async fn run(
     store
         .metrics()
         .register(registry.sub_registry_with_prefix("strata_origin"));
+    registry
+        .sub_registry_with_prefix("strata_origin")
+        .register_collector(Box::new(crate::channel_metrics::ChannelCollector::new(
+            store.clone(),
+        )));
     let target: Arc<dyn PublishTarget> = Arc::new(crate::drm::KeyOnPublish {
         inner: store.clone(),
         drm: drm.clone(),

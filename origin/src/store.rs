@@ -502,6 +502,36 @@ impl Store {
         out
     }
 
+    /// Per channel: whether a publisher is connected and when ingest last
+    /// made progress, for `strata_origin_channel_*` ([`crate::channel_metrics`]).
+    pub fn ingest_progress(&self) -> Vec<IngestProgress> {
+        let channels: Vec<(String, Arc<Mutex<Channel>>)> = lock(&self.shared.channels)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        channels
+            .into_iter()
+            .map(|(channel, ch)| {
+                let ch = lock(&ch);
+                let mut progress = IngestProgress {
+                    channel,
+                    publishing: false,
+                    last_progress: None,
+                };
+                for r in ch.renditions.values() {
+                    let publish = r.publisher.as_ref().map(|p| p.since);
+                    progress.publishing |= publish.is_some();
+                    let cut = r.segments.back().map(|s| {
+                        s.program_date_time
+                            + Duration::try_from_secs_f64(s.duration).unwrap_or_default()
+                    });
+                    progress.last_progress = progress.last_progress.max(publish).max(cut);
+                }
+                progress
+            })
+            .collect()
+    }
+
     /// Render what `path` (after `/live/{channel}/`) names, as of `now`.
     pub fn render(
         &self,
@@ -868,6 +898,17 @@ impl Metrics {
             self.channels.clone(),
         );
     }
+}
+
+/// One channel's ingest, as [`Store::ingest_progress`] sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IngestProgress {
+    pub channel: String,
+    /// A publisher is connected to one of its renditions.
+    pub publishing: bool,
+    /// The latest of: the end (wall clock) of the newest segment cut, the
+    /// start of a current publish.
+    pub last_progress: Option<SystemTime>,
 }
 
 /// The first and last segment number a rendition holds.

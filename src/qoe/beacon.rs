@@ -213,7 +213,7 @@ impl Qoe {
             }
         }
         for event in events {
-            let place = self.place(parts, client, protocol, event.cdn.as_deref());
+            let place = self.place(&parts.headers, client, protocol, event.cdn.as_deref());
             let cell = self.cells.get(&self.metrics, place);
             if let Some(kbps) = event.bitrate_kbps {
                 cell.bitrate.observe(kbps as f64 * 1000.0);
@@ -292,7 +292,7 @@ impl Qoe {
             });
         }
         for report in &reports {
-            let place = self.place(parts, client, protocol, report.cdn.as_deref());
+            let place = self.place(&parts.headers, client, protocol, report.cdn.as_deref());
             self.record(report, place, now);
         }
         Ok(())

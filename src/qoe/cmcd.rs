@@ -295,16 +295,16 @@ impl Cmcd {
         }
     }
 
-    /// The `CMCD` query parameter's value, percent-encoded as it arrived.
+    /// The `CMCD` query parameter's value, percent-encoded as it arrived;
+    /// decoded into a copy only when it holds a `%`.
     pub fn parse_query_value(&mut self, raw: &str) -> Result<(), Malformed> {
         if raw.len() > MAX_PAYLOAD * 3 {
             return Err(Malformed::TooLong);
         }
-        // `+` is not a space here: CMCD payloads are percent-encoded (§4.2).
-        let decoded = percent_encoding::percent_decode_str(raw)
-            .decode_utf8()
-            .map_err(|_| Malformed::Encoding)?;
-        self.parse_into(&decoded)
+        match percent_decoded(raw)? {
+            std::borrow::Cow::Borrowed(text) => self.parse_into(text),
+            std::borrow::Cow::Owned(text) => self.parse_into(&text),
+        }
     }
 
     fn set(&mut self, key: &str, value: Value<'_>) -> Result<(), Malformed> {
@@ -676,6 +676,52 @@ impl<'a> Parser<'a> {
     }
 }
 
+/// `raw` with its `%XX` escapes decoded (RFC 3986 §2.1); a `%` not followed
+/// by two hex digits stays as it is. `+` is not a space here: CMCD payloads
+/// are percent-encoded (CTA-5004 §4.2). Runs without escapes are copied whole.
+fn percent_decoded(raw: &str) -> Result<std::borrow::Cow<'_, str>, Malformed> {
+    let bytes = raw.as_bytes();
+    let Some(first) = bytes.iter().position(|&b| b == b'%') else {
+        return Ok(std::borrow::Cow::Borrowed(raw));
+    };
+    let hex = |b: u8| match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    };
+    let mut out = Vec::with_capacity(bytes.len());
+    out.extend_from_slice(&bytes[..first]);
+    let mut i = first;
+    while i < bytes.len() {
+        let run = bytes[i..]
+            .iter()
+            .position(|&b| b == b'%')
+            .map_or(bytes.len(), |n| i + n);
+        out.extend_from_slice(&bytes[i..run]);
+        i = run;
+        if i >= bytes.len() {
+            break;
+        }
+        match (
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (Some(hi), Some(lo)) => {
+                out.push(hi << 4 | lo);
+                i += 3;
+            }
+            _ => {
+                out.push(b'%');
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out)
+        .map(std::borrow::Cow::Owned)
+        .map_err(|_| Malformed::Encoding)
+}
+
 /// Milliseconds as a `Duration`.
 pub fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -718,6 +764,26 @@ mod tests {
         assert_eq!(cmcd.br, Some(3200));
         assert_eq!(cmcd.sid.as_deref(), Some("a,b"), "a comma inside a string");
         assert!(cmcd.su);
+    }
+
+    #[test]
+    fn percent_decoding_matches_rfc_3986() {
+        for (raw, decoded) in [
+            ("br=3200", "br=3200"),
+            ("br%3D3200%2cbs", "br=3200,bs"),
+            ("%", "%"),
+            ("a%2", "a%2"),
+            ("a%zz%41", "a%zzA"),
+            ("sid%3D%22%C3%A9%22", "sid=\"é\""),
+            ("a+b", "a+b"),
+        ] {
+            assert_eq!(percent_decoded(raw).as_deref(), Ok(decoded), "{raw}");
+        }
+        assert!(matches!(
+            percent_decoded("br=1"),
+            Ok(std::borrow::Cow::Borrowed(_))
+        ));
+        assert_eq!(percent_decoded("%FF"), Err(Malformed::Encoding));
     }
 
     #[test]

@@ -16,13 +16,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{request::Parts, HeaderName};
+use http::{HeaderMap, HeaderName};
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use tokio::time::Instant;
 
 use crate::policy::{client_ip, GeoDb};
-use crate::request::Protocol;
+use crate::request::{MediaRequest, Protocol};
 use cmcd::{Cmcd, EventType, Malformed, ObjectType, PlayerState};
 use metrics::{Cells, MalformedLabels, Place, QoeMetrics};
 use sessions::{Sessions, Signal};
@@ -165,9 +165,10 @@ impl Qoe {
         })
     }
 
-    /// Read the CMCD a request carries, if any, and count it.
-    pub fn observe(&self, parts: &Parts, client: SocketAddr, protocol: Protocol) {
-        let query = parts.uri.query().unwrap_or("");
+    /// Read the CMCD a request carries, if any, and count it: from the
+    /// request as the edge parsed it (its query) and its `CMCD-*` headers.
+    pub fn observe(&self, request: &MediaRequest, headers: &HeaderMap) {
+        let query = request.query.as_deref().unwrap_or("");
         let mut cmcd = Cmcd::default();
         let mut seen = false;
         let mut pathway = None;
@@ -183,7 +184,7 @@ impl Qoe {
             }
         }
         for name in &CMCD_HEADERS {
-            for value in parts.headers.get_all(name) {
+            for value in headers.get_all(name) {
                 seen = true;
                 let parsed = value
                     .to_str()
@@ -198,7 +199,7 @@ impl Qoe {
             return;
         }
         let named = cmcd.cdn.as_deref().or(pathway);
-        let place = self.place(parts, client, protocol, named);
+        let place = self.place(headers, request.client, request.protocol, named);
         self.record(&cmcd, place, Instant::now());
     }
 
@@ -216,7 +217,7 @@ impl Qoe {
     /// Where a report comes from: CDN/pathway, protocol and country.
     fn place(
         &self,
-        parts: &Parts,
+        headers: &HeaderMap,
         client: SocketAddr,
         protocol: Protocol,
         named: Option<&str>,
@@ -232,7 +233,7 @@ impl Qoe {
         let country = self
             .geo
             .as_ref()
-            .and_then(|db| db.country(self.client_ip(parts, client)).ok().flatten())
+            .and_then(|db| db.country(self.client_ip(headers, client)).ok().flatten())
             .and_then(|c| c.as_str().as_bytes().try_into().ok())
             .unwrap_or([0, 0]);
         Place {
@@ -246,11 +247,11 @@ impl Qoe {
         }
     }
 
-    fn client_ip(&self, parts: &Parts, client: SocketAddr) -> IpAddr {
+    fn client_ip(&self, headers: &HeaderMap, client: SocketAddr) -> IpAddr {
         if self.trusted_proxies.is_empty() {
             return client.ip().to_canonical();
         }
-        client_ip(client, &parts.headers, &self.trusted_proxies)
+        client_ip(client, headers, &self.trusted_proxies)
     }
 
     /// Count one report (a request's CMCD or a v2 event line).

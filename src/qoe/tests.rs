@@ -4,7 +4,7 @@ use http::{request::Parts, Method, StatusCode};
 use prometheus_client::registry::Registry;
 
 use super::{Qoe, QoeConfig};
-use crate::request::Protocol;
+use crate::request::{MediaRequest, Protocol};
 
 fn qoe() -> (Registry, Qoe) {
     let mut registry = Registry::default();
@@ -23,6 +23,14 @@ fn parts(method: Method, uri: &str, headers: &[(&str, &str)]) -> Parts {
         builder = builder.header(*name, *value);
     }
     builder.body(()).expect("request").into_parts().0
+}
+
+/// What the edge does: parse the request once, then let QoE read it.
+fn observe(qoe: &Qoe, parts: &Parts, protocol: Protocol) {
+    let ignored = ["CMCD".to_owned()];
+    let request =
+        MediaRequest::parse(parts, client(), protocol, &ignored, None).expect("request parses");
+    qoe.observe(&request, &parts.headers);
 }
 
 fn client() -> SocketAddr {
@@ -45,23 +53,23 @@ fn assert_has(text: &str, lines: &[&str]) {
 fn query_and_header_cmcd_count_alike_on_every_protocol() {
     let (registry, qoe) = qoe();
     let query = "/live/a/v1/seg-1.m4s?token=x&CMCD=bl%3D4000%2Cbr%3D800%2Cbs%2Cmtp%3D5000%2Cot%3Dv%2Csf%3Dh%2Csid%3D%22s1%22%2Csu";
-    qoe.observe(&parts(Method::GET, query, &[]), client(), Protocol::Http1);
+    observe(&qoe, &parts(Method::GET, query, &[]), Protocol::Http1);
     let headers = [
         ("cmcd-object", "br=800,ot=v"),
         ("cmcd-request", "bl=4000,mtp=5000,dl=3000"),
         ("cmcd-session", "sf=d,sid=\"s2\""),
     ];
     for protocol in [Protocol::Http2, Protocol::Http3] {
-        qoe.observe(
+        observe(
+            &qoe,
             &parts(Method::GET, "/live/a/v1/seg-2.m4s", &headers),
-            client(),
             protocol,
         );
     }
     // No CMCD: nothing counted.
-    qoe.observe(
+    observe(
+        &qoe,
         &parts(Method::GET, "/live/a/v1/seg-3.m4s", &[]),
-        client(),
         Protocol::Http1,
     );
     let t = text(&registry);
@@ -99,7 +107,7 @@ fn players_name_only_configured_pathways() {
         ),
         ("/x.m4s?CMCD=cdn%3D%22made-up%22%2Cot%3Dv", "other"),
     ] {
-        qoe.observe(&parts(Method::GET, uri, &[]), client(), Protocol::Http1);
+        observe(&qoe, &parts(Method::GET, uri, &[]), Protocol::Http1);
         if cdn != "never" {
             let t = text(&registry);
             assert!(t.contains(&format!("cdn=\"{cdn}\"")), "{uri}: {t}");
@@ -118,14 +126,10 @@ fn malformed_cmcd_is_counted_and_ignored() {
         ("/a.m4s", vec![("cmcd-request", "bl=(1 2")]),
         ("/a.m4s", vec![("cmcd-session", "sid=\"unterminated")]),
     ] {
-        qoe.observe(
-            &parts(Method::GET, uri, &headers),
-            client(),
-            Protocol::Http1,
-        );
+        observe(&qoe, &parts(Method::GET, uri, &headers), Protocol::Http1);
     }
     let huge = format!("/a.m4s?CMCD={}", "br%3D1%2C".repeat(3000));
-    qoe.observe(&parts(Method::GET, &huge, &[]), client(), Protocol::Http1);
+    observe(&qoe, &parts(Method::GET, &huge, &[]), Protocol::Http1);
     let t = text(&registry);
     assert_has(
         &t,

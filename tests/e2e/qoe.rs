@@ -415,6 +415,7 @@ async fn players_through_steering_fill_every_steering_panel() {
         weight: None,
         countries: Vec::new(),
         probe_path: None,
+        clone: None,
     };
     let mut config = strata_origin::config::OriginConfig::default();
     config.ingest.allow_anonymous = true;

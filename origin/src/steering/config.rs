@@ -34,6 +34,8 @@ pub struct PathwayConfig {
     /// `PATHWAY-ID` / `serviceLocation`: letters, digits, `.`, `-`, `_`.
     pub id: String,
     /// The CDN's base URL; playlists and MPDs name `{base_url}/live/{channel}/…`.
+    /// Left out for a clone (its base pathway's URL with the clone's host).
+    #[serde(default)]
     pub base_url: String,
     /// Share of new sessions among equally good pathways (default 1);
     /// 0: a backup, used only when no weighted pathway is as good.
@@ -46,6 +48,29 @@ pub struct PathwayConfig {
     /// 200); default: a live channel's media playlist and its newest segment.
     #[serde(default)]
     pub probe_path: Option<String>,
+    /// Makes this pathway a clone of another (HLS Content Steering 1.2
+    /// `PATHWAY-CLONES`): it is not written into playlists and MPDs; the
+    /// steering manifests tell players to derive its URIs from its base's.
+    #[serde(default)]
+    pub clone: Option<CloneConfig>,
+}
+
+/// `[steering.pathways.clone]`: one `PATHWAY-CLONES` entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloneConfig {
+    /// `BASE-ID`: the listed (not cloned) pathway whose URIs are copied.
+    pub base: String,
+    /// `URI-REPLACEMENT` `HOST`: the hostname put in place of the base's;
+    /// scheme, port and path stay the base's. A hostname only: hls.js and
+    /// Shaka replace only the hostname (a port in it is ignored), dash.js
+    /// the whole authority, so the base's URL must use its scheme's default
+    /// port for all three to reach the same place.
+    pub host: String,
+    /// `URI-REPLACEMENT` `PARAMS`: query parameters hls.js and dash.js add to
+    /// the copied URIs (Shaka 5.2 ignores them: do not rely on them for access).
+    #[serde(default)]
+    pub params: std::collections::BTreeMap<String, String>,
 }
 
 /// `[steering.geo]`: the same kind of MaxMind database the edge's `[geo]` uses.
@@ -78,6 +103,27 @@ pub(crate) fn valid_pathway_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+}
+
+/// A DNS name or IPv4 address: what a player's `URL.hostname` takes from a
+/// steering manifest's `HOST` (no port).
+fn valid_hostname(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+fn authority_of(url: &str) -> Option<http::uri::Authority> {
+    let rest = url.split_once("://")?.1;
+    rest.split('/').next()?.parse().ok()
 }
 
 /// `http(s)://authority[/path]` without query or fragment, trailing `/` removed.
@@ -130,7 +176,9 @@ impl SteeringConfig {
             if self.pathways[..i].iter().any(|q| q.id == p.id) {
                 return Err(format!("{key}.id: {:?} is listed twice", p.id));
             }
-            if parse_base_url(&p.base_url).is_none() {
+            if let Some(clone) = &p.clone {
+                self.validate_clone(&key, p, clone)?;
+            } else if parse_base_url(&p.base_url).is_none() {
                 return Err(format!(
                     "{key}.base_url: {:?} is not an http(s)://host[:port][/path] URL",
                     p.base_url
@@ -156,6 +204,70 @@ impl SteeringConfig {
             super::geo::Geo::open(geo).map_err(|e| format!("steering.geo.{e}"))?;
         }
         Ok(())
+    }
+
+    fn validate_clone(
+        &self,
+        key: &str,
+        p: &PathwayConfig,
+        clone: &CloneConfig,
+    ) -> Result<(), String> {
+        if !p.base_url.is_empty() {
+            return Err(format!(
+                "{key}.base_url: leave it out for a clone (its URL is {:?}'s with host {:?})",
+                clone.base, clone.host
+            ));
+        }
+        let Some(base) = self
+            .pathways
+            .iter()
+            .find(|b| b.id == clone.base && b.clone.is_none())
+        else {
+            return Err(format!(
+                "{key}.clone.base: {:?} is not a listed pathway (a clone copies a pathway that is not itself a clone)",
+                clone.base
+            ));
+        };
+        if !valid_hostname(&clone.host) {
+            return Err(format!(
+                "{key}.clone.host: {:?} is not a hostname (no scheme, port or path: players keep the base's)",
+                clone.host
+            ));
+        }
+        if parse_base_url(&base.base_url)
+            .and_then(|url| authority_of(&url))
+            .is_some_and(|a| a.port_u16().is_some())
+        {
+            return Err(format!(
+                "{key}.clone.base: {:?}'s base_url names a port; a clone needs the scheme's default port (dash.js drops the port when it applies HOST, hls.js and Shaka keep it)",
+                clone.base
+            ));
+        }
+        let bad = |t: &str| t.len() > 256 || t.chars().any(char::is_control);
+        if let Some((name, _)) = clone
+            .params
+            .iter()
+            .find(|(k, v)| k.is_empty() || bad(k) || bad(v))
+        {
+            return Err(format!(
+                "{key}.clone.params: {name:?}: names and values up to 256 characters without control characters, names not empty"
+            ));
+        }
+        Ok(())
+    }
+
+    /// A clone's base URL: its base pathway's with the hostname replaced
+    /// (what players derive, and what the probes ask).
+    pub(crate) fn clone_base_url(&self, clone: &CloneConfig) -> Option<String> {
+        let base = self.pathways.iter().find(|b| b.id == clone.base)?;
+        let url = parse_base_url(&base.base_url)?;
+        let (scheme, rest) = url.split_once("://")?;
+        let path = &rest[rest.find('/').unwrap_or(rest.len())..];
+        let port = authority_of(&url)?
+            .port_u16()
+            .map(|p| format!(":{p}"))
+            .unwrap_or_default();
+        Some(format!("{scheme}://{}{port}{path}", clone.host))
     }
 
     /// How long a pathway must pass its probes before it is ranked back:

@@ -130,6 +130,10 @@ fn answer(
         "RELOAD-URI": reload,
         "PATHWAY-PRIORITY": ids,
     });
+    let clones = steering.pathway_clones();
+    if !clones.is_empty() {
+        body["PATHWAY-CLONES"] = clones.into();
+    }
     if format == Format::Dash {
         // DASH-IF CTS 1.0 name, still read by older players.
         body["SERVICE-LOCATION-PRIORITY"] = body["PATHWAY-PRIORITY"].clone();

@@ -25,7 +25,7 @@ mod tests;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-pub use config::{PathwayConfig, SteeringConfig, SteeringGeoConfig};
+pub use config::{CloneConfig, PathwayConfig, SteeringConfig, SteeringGeoConfig};
 use metrics::SteeringMetrics;
 use rank::{Choice, Pathways, Session};
 
@@ -61,6 +61,8 @@ pub struct Steering {
     config: SteeringConfig,
     /// Public base of the steering service, no trailing `/`.
     server: String,
+    /// Each pathway's base URL, no trailing `/` (a clone's derived from its base's).
+    bases: Vec<String>,
     // Held to read or update a few numbers, never across an `.await`.
     pathways: Mutex<Pathways>,
     geo: Option<geo::Geo>,
@@ -95,8 +97,17 @@ impl SteeringConfig {
             .transpose()
             .map_err(|e| format!("steering.geo.{e}"))?;
         let pathways = Pathways::new(&self, tokio::time::Instant::now());
+        let bases = self
+            .pathways
+            .iter()
+            .map(|p| match &p.clone {
+                Some(clone) => self.clone_base_url(clone).unwrap_or_default(),
+                None => config::parse_base_url(&p.base_url).unwrap_or_default(),
+            })
+            .collect();
         let steering = Steering {
             server,
+            bases,
             pathways: Mutex::new(pathways),
             geo,
             metrics,
@@ -124,15 +135,24 @@ impl Steering {
         }
     }
 
+    /// Pathway `i`'s base URL, no trailing `/`.
+    pub fn base_url(&self, i: usize) -> &str {
+        self.bases.get(i).map_or("", String::as_str)
+    }
+
     /// Tags for `channel`'s manifests, ranked for no country in particular.
+    /// Clones are left out: players learn them from the steering manifest.
     pub fn tags(&self, channel: &str, format: Format) -> Tags {
         let order = self.state().ranking(None);
         let pathways: Vec<(String, String)> = order
             .iter()
+            .filter(|&&i| self.config.pathways[i].clone.is_none())
             .map(|&i| {
                 let p = &self.config.pathways[i];
-                let base = config::parse_base_url(&p.base_url).unwrap_or_default();
-                (p.id.clone(), format!("{base}/live/{channel}/"))
+                (
+                    p.id.clone(),
+                    format!("{}/live/{channel}/", self.base_url(i)),
+                )
             })
             .collect();
         Tags {
@@ -223,11 +243,32 @@ impl Steering {
     /// The best pathway's base URL for `country` (the 302 entry point).
     pub fn best_base(&self, country: Option<&str>) -> (String, String) {
         let order = self.state().ranking(country);
-        let p = &self.config.pathways[order[0]];
+        let i = order[0];
         (
-            p.id.clone(),
-            config::parse_base_url(&p.base_url).unwrap_or_default(),
+            self.config.pathways[i].id.clone(),
+            self.base_url(i).to_owned(),
         )
+    }
+
+    /// `PATHWAY-CLONES` (HLS Content Steering 1.2 §"Pathway Cloning"; DASH-IF
+    /// CTS reads the same objects), empty when no pathway is a clone.
+    pub fn pathway_clones(&self) -> Vec<serde_json::Value> {
+        self.config
+            .pathways
+            .iter()
+            .filter_map(|p| {
+                let clone = p.clone.as_ref()?;
+                let mut replacement = serde_json::json!({ "HOST": clone.host });
+                if !clone.params.is_empty() {
+                    replacement["PARAMS"] = serde_json::json!(clone.params);
+                }
+                Some(serde_json::json!({
+                    "BASE-ID": clone.base,
+                    "ID": p.id,
+                    "URI-REPLACEMENT": replacement,
+                }))
+            })
+            .collect()
     }
 
     /// Countries some pathway prefers, for per-country views.
@@ -279,7 +320,10 @@ impl Steering {
             .map(|(i, p)| {
                 let mut v = state.describe(i, now);
                 v["id"] = p.id.clone().into();
-                v["base_url"] = p.base_url.clone().into();
+                v["base_url"] = self.base_url(i).into();
+                if let Some(clone) = &p.clone {
+                    v["clone_of"] = clone.base.clone().into();
+                }
                 v["weight"] = p.weight.unwrap_or(1).into();
                 v["countries"] = p.countries.clone().into();
                 v

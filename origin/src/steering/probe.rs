@@ -240,7 +240,7 @@ pub async fn run(steering: Arc<Steering>, store: Store, stop: impl Future<Output
             tick.tick().await;
             let (live_path, live) = probe_path(&store);
             let rounds = steering.config().pathways.iter().enumerate().map(|(i, p)| {
-                let base = super::config::parse_base_url(&p.base_url).unwrap_or_default();
+                let base = steering.base_url(i).to_owned();
                 let (path, strict) = match &p.probe_path {
                     Some(path) => (path.clone(), true),
                     None => (live_path.clone(), live),

@@ -605,3 +605,156 @@ async fn the_qoe_penalty_is_set_through_the_admin_api_with_the_bearer_token() {
     assert_eq!(view["ranking"]["default"][0], "cdn-b");
     assert_eq!(view["pathways"][0]["qoe_penalty"], 1.0);
 }
+
+fn cloned() -> Steering {
+    let text = format!(
+        r#"
+[server]
+http = "{PLAYBACK}"
+[steering]
+[[steering.pathways]]
+id = "cdn-a"
+base_url = "https://a.cdn.example.com/edge"
+[[steering.pathways]]
+id = "cdn-b"
+base_url = "https://b.cdn.example.com"
+[[steering.pathways]]
+id = "cdn-a-eu"
+clone = {{ base = "cdn-a", host = "eu.a.cdn.example.com", params = {{ region = "eu", "k 2" = "v&w" }} }}
+"#
+    );
+    OriginConfig::parse(&text)
+        .expect("config")
+        .steering
+        .expect("[steering]")
+        .init(PLAYBACK.parse().expect("addr"), SteeringMetrics::default())
+        .expect("init")
+}
+
+/// hls.js 1.7's `performUriReplacement` (content-steering-controller.ts) as
+/// it treats these URLs: the hostname replaced, port and path kept, each
+/// parameter set in key order, `encodeURIComponent`-encoded.
+fn as_hls_js_clones(uri: &str, host: &str, params: &[(&str, &str)]) -> String {
+    let (scheme, rest) = uri.split_once("://").expect("absolute");
+    let path = &rest[rest.find('/').expect("path")..];
+    let mut out = format!("{scheme}://{host}{path}");
+    let mut sorted = params.to_vec();
+    sorted.sort();
+    for (i, (k, v)) in sorted.iter().enumerate() {
+        let enc = |s: &str| s.replace(' ', "%20").replace('&', "%26");
+        out.push(if i == 0 { '?' } else { '&' });
+        out.push_str(&format!("{}={}", enc(k), enc(v)));
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_clone_is_ranked_and_described_in_steering_manifests_but_not_listed_in_playlists() {
+    let s = Arc::new(cloned());
+    // Playlists and MPDs list only the pathways with a base_url.
+    let master = hls::with_steering(MASTER, &s.tags("news", Format::Hls));
+    assert!(
+        !master.contains("cdn-a-eu") && !master.contains("eu.a."),
+        "{master}"
+    );
+    let tags = s.tags("news", Format::Dash);
+    assert_eq!(
+        tags.pathways
+            .iter()
+            .map(|p| p.0.as_str())
+            .collect::<Vec<_>>(),
+        ["cdn-a", "cdn-b"]
+    );
+    let expected = serde_json::json!([{
+        "BASE-ID": "cdn-a",
+        "ID": "cdn-a-eu",
+        "URI-REPLACEMENT": { "HOST": "eu.a.cdn.example.com", "PARAMS": { "k 2": "v&w", "region": "eu" } },
+    }]);
+    for path in ["/steering/news.json", "/steering/news/dash.json"] {
+        let (status, _, body) =
+            call(super::http::playback_routes(s.clone()), path, "127.0.0.1:1").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let json: serde_json::Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(json["PATHWAY-CLONES"], expected, "{path}: {body}");
+        // New sessions are spread over equally good pathways, clones included.
+        let mut priority: Vec<&str> = json["PATHWAY-PRIORITY"]
+            .as_array()
+            .expect("PATHWAY-PRIORITY")
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        priority.sort_unstable();
+        assert_eq!(priority, ["cdn-a", "cdn-a-eu", "cdn-b"], "{path}");
+    }
+    // What hls.js derives from cdn-a's variant is the clone's own base URL,
+    // the one its probes ask.
+    let variant = hls::check::multivariant(&master)
+        .into_iter()
+        .find(|u| u.starts_with("https://a."))
+        .expect("a cdn-a variant");
+    assert_eq!(
+        variant,
+        "https://a.cdn.example.com/edge/live/news/main/video.m3u8"
+    );
+    assert_eq!(s.base_url(2), "https://eu.a.cdn.example.com/edge");
+    assert_eq!(
+        as_hls_js_clones(
+            &variant,
+            "eu.a.cdn.example.com",
+            &[("region", "eu"), ("k 2", "v&w")]
+        ),
+        "https://eu.a.cdn.example.com/edge/live/news/main/video.m3u8?k%202=v%26w&region=eu"
+    );
+    // A clone is a pathway like the others: probed, ranked, first when the rest fail.
+    s.record_probe(0, &fail());
+    s.record_probe(1, &fail());
+    assert_eq!(
+        s.ids(&s.state().ranking(None)),
+        ["cdn-a-eu", "cdn-a", "cdn-b"]
+    );
+    // Playlists still name a listed pathway (the best of those) to start on.
+    assert_eq!(s.tags("news", Format::Hls).default_pathway, "cdn-a");
+    assert_eq!(s.best_base(None).1, "https://eu.a.cdn.example.com/edge");
+    assert_eq!(s.snapshot()["pathways"][2]["clone_of"], "cdn-a");
+    // Without clones, no PATHWAY-CLONES key at all.
+    assert!(steering("").pathway_clones().is_empty());
+}
+
+#[test]
+fn clone_errors_name_the_key() {
+    let bad = |pathways: &str| {
+        let text = format!(
+            "[server]\nhttp = \"{PLAYBACK}\"\n[steering]\n[[steering.pathways]]\nid = \"a\"\nbase_url = \"https://a.example\"\n[[steering.pathways]]\nid = \"p\"\nbase_url = \"http://p.example:8080\"\n{pathways}"
+        );
+        OriginConfig::parse(&text)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    };
+    let clone = |body: &str| format!("[[steering.pathways]]\nid = \"c\"\nclone = {{ {body} }}\n");
+    assert_eq!(bad(&clone("base = \"a\", host = \"c.example\"")), Ok(()));
+    for (pathways, key) in [
+        (
+            "[[steering.pathways]]\nid = \"c\"\nbase_url = \"https://c.example\"\nclone = { base = \"a\", host = \"c.example\" }\n".to_owned(),
+            "steering.pathways[2].base_url",
+        ),
+        (clone("base = \"nope\", host = \"c.example\""), "steering.pathways[2].clone.base"),
+        (clone("base = \"p\", host = \"c.example\""), "steering.pathways[2].clone.base"),
+        (clone("base = \"a\", host = \"c.example:8443\""), "steering.pathways[2].clone.host"),
+        (clone("base = \"a\", host = \"https://c.example\""), "steering.pathways[2].clone.host"),
+        (clone("base = \"a\", host = \"\""), "steering.pathways[2].clone.host"),
+        (clone("base = \"a\", host = \"c.example\", params = { \"\" = \"x\" }"), "steering.pathways[2].clone.params"),
+        (clone("base = \"a\", host = \"c.example\", params = { k = \"a\\nb\" }"), "steering.pathways[2].clone.params"),
+        (clone("base = \"a\", host = \"c.example\", hots = \"x\""), "hots"),
+        (
+            format!("{}[[steering.pathways]]\nid = \"d\"\nclone = {{ base = \"c\", host = \"d.example\" }}\n", clone("base = \"a\", host = \"c.example\"")),
+            "steering.pathways[3].clone.base",
+        ),
+        (
+            "[[steering.pathways]]\nid = \"c\"\n".to_owned(),
+            "steering.pathways[2].base_url",
+        ),
+    ] {
+        let err = bad(&pathways).expect_err(&pathways);
+        assert!(err.contains(key), "{pathways}: {err}");
+    }
+}

@@ -235,6 +235,41 @@ fn counters_reach_the_registry() {
 }
 
 #[test]
+fn per_channel_ingest_progress_reaches_the_registry_at_scrape_time() {
+    let rig = rig(StoreConfig::default());
+    let mut registry = prometheus_client::registry::Registry::with_prefix("strata_origin");
+    registry.register_collector(Box::new(crate::channel_metrics::ChannelCollector::new(
+        rig.store.clone(),
+    )));
+    let scrape = |registry: &prometheus_client::registry::Registry, name: &str| {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, registry).expect("encode");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}{{channel=\"ch\"}} ")))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{name} missing:\n{text}"))
+    };
+    let mut sink = rig.publish("main", true, true);
+    rig.feed(&mut *sink, 0.0, 4.04, true, true);
+    assert_eq!(scrape(&registry, "strata_origin_channel_publishing"), 1.0);
+    // Two 2 s segments cut: progress is the end of the second.
+    let last = scrape(
+        &registry,
+        "strata_origin_channel_last_progress_timestamp_seconds",
+    );
+    assert!((last - (START as f64 + 4.0)).abs() < 0.1, "{last}");
+    // The publisher leaves: no longer publishing; its open segment was cut
+    // (4.04 s of media in all), and that is the last progress.
+    drop(sink);
+    assert_eq!(scrape(&registry, "strata_origin_channel_publishing"), 0.0);
+    let after = scrape(
+        &registry,
+        "strata_origin_channel_last_progress_timestamp_seconds",
+    );
+    assert!((after - (START as f64 + 4.04)).abs() < 0.01, "{after}");
+}
+
+#[test]
 fn config_reads_humane_durations_and_rejects_unknown_keys() {
     let c: StoreConfig =
         toml::from_str("dvr_window = \"2m\"\ntarget_duration = \"4s\"\n").expect("toml");
