@@ -471,3 +471,89 @@ async fn an_upstream_body_cut_short_resets_the_http3_stream() {
     assert_eq!(origin.state.hits("/obj/h3cut.m4s"), 2);
     assert_eq!(h3.get("/obj/fine.m4s?size=10").await.status(), 200);
 }
+
+/// The sum of the samples of `name` whose labels include every one of `labels`.
+fn sum_where(metrics: &str, name: &str, labels: &[&str]) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+        .filter(|l| labels.iter().all(|label| l.contains(label)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// CMCD over real HTTP/3 (issue 9: "on every protocol"): an independent
+/// client (aioquic) sends CMCD as a query parameter and as `CMCD-*` headers;
+/// both are counted under protocol `h3`, their buffer lengths land in the
+/// histogram, and the two requests and a plain one share one cache entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cmcd_over_http3_is_counted_under_h3_and_shares_the_cache_entry() {
+    let (origin, edge, cert) = start_tls_edge("cmcd-h3-edge", |_| {}).await;
+    let port = quic_addr(&edge).port();
+    let path = "/obj/cmcd-h3.m4s?size=5000";
+    let query = aioquic_get(
+        &cert,
+        port,
+        &format!("{path}&CMCD=bl%3D4000%2Cbr%3D800%2Cot%3Dv%2Csf%3Dh%2Csid%3D%22h3-q%22%2Csu"),
+        &[],
+    )
+    .await;
+    assert_eq!(query["status"], 200, "{query}");
+    let headers = aioquic_get(
+        &cert,
+        port,
+        path,
+        &[
+            "cmcd-request: bl=2500",
+            "cmcd-object: br=800,ot=v",
+            "cmcd-session: sf=d,sid=\"h3-h\"",
+        ],
+    )
+    .await;
+    assert_eq!(headers["status"], 200, "{headers}");
+    let plain = aioquic_get(&cert, port, path, &[]).await;
+    assert_eq!(plain["status"], 200, "{plain}");
+    assert_eq!(
+        origin.state.hits("/obj/cmcd-h3.m4s"),
+        1,
+        "CMCD does not split the cache"
+    );
+
+    let metrics = edge.metrics().await;
+    let h3 = "protocol=\"h3\"";
+    assert_eq!(
+        sum_where(&metrics, "strata_qoe_requests_total", &[h3]),
+        2.0,
+        "both CMCD requests, and only those, under h3:\n{metrics}"
+    );
+    assert_eq!(
+        sum_where(&metrics, "strata_qoe_requests_total", &["protocol=\"h1\""])
+            + sum_where(&metrics, "strata_qoe_requests_total", &["protocol=\"h2\""]),
+        0.0,
+        "{metrics}"
+    );
+    // sf from the query (h) and from CMCD-Session (d), one request each.
+    for format in ["format=\"hls\"", "format=\"dash\""] {
+        assert_eq!(
+            sum_where(
+                &metrics,
+                "strata_qoe_requests_total",
+                &[h3, format, "object=\"video\""]
+            ),
+            1.0,
+            "{format}:\n{metrics}"
+        );
+    }
+    // The histogram has no protocol label; these two are the edge's only
+    // CMCD requests: bl from the query (4 s) and from the header (2.5 s).
+    assert_eq!(
+        sum_where(&metrics, "strata_qoe_buffer_length_seconds_count", &[]),
+        2.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        sum_where(&metrics, "strata_qoe_buffer_length_seconds_sum", &[]),
+        6.5,
+        "{metrics}"
+    );
+}
