@@ -100,7 +100,7 @@ fn cors(headers: &mut HeaderMap) {
     );
 }
 
-async fn preflight() -> Response {
+pub(crate) async fn preflight() -> Response {
     let mut response = StatusCode::NO_CONTENT.into_response();
     let h = response.headers_mut();
     cors(h);
@@ -108,9 +108,19 @@ async fn preflight() -> Response {
         header::ACCESS_CONTROL_ALLOW_METHODS,
         HeaderValue::from_static("GET, HEAD, OPTIONS"),
     );
+    // As the edge's preflight: players in CMCD header mode (dash.js,
+    // Shaka) send CMCD-* on every request, also to an origin that is one of
+    // the steering pathways.
     h.insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("Range, If-None-Match"),
+        HeaderValue::from_static(
+            "Range, If-None-Match, If-Modified-Since, Origin, Content-Type, \
+             CMCD-Object, CMCD-Request, CMCD-Session, CMCD-Status",
+        ),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
     );
     response
 }
@@ -562,5 +572,27 @@ mod tests {
             check_bearer(None, &with("Bearer abc")),
             Err(BearerRefusal::Disabled)
         );
+    }
+
+    /// Players in CMCD header mode reach the origin directly when it is a
+    /// steering pathway: the preflight must let their CMCD-* headers through
+    /// (dash.js failed over to the next pathway on the CORS refusal).
+    #[tokio::test]
+    async fn the_preflight_allows_cmcd_headers() {
+        let response = preflight().await;
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+        let allowed = response.headers()[header::ACCESS_CONTROL_ALLOW_HEADERS]
+            .to_str()
+            .expect("ascii")
+            .to_ascii_lowercase();
+        for name in [
+            "range",
+            "cmcd-object",
+            "cmcd-request",
+            "cmcd-session",
+            "cmcd-status",
+        ] {
+            assert!(allowed.contains(name), "{name} in {allowed}");
+        }
     }
 }

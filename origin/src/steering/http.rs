@@ -46,8 +46,14 @@ fn refuse(status: StatusCode, why: &str) -> Response {
 /// Routes on the playback listener.
 pub fn playback_routes(steering: Arc<Steering>) -> Router {
     Router::new()
-        .route("/steering/{file}", get(hls_manifest))
-        .route("/steering/{channel}/dash.json", get(dash_manifest))
+        .route(
+            "/steering/{file}",
+            get(hls_manifest).options(crate::http::preflight),
+        )
+        .route(
+            "/steering/{channel}/dash.json",
+            get(dash_manifest).options(crate::http::preflight),
+        )
         .route("/live/{channel}/steer/{file}", get(redirect).head(redirect))
         .with_state(steering)
 }

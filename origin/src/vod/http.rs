@@ -102,7 +102,10 @@ impl VodMetrics {
 /// The `/vod/` routes.
 pub fn routes(library: Arc<Library>) -> Router {
     Router::new()
-        .route("/vod/{*path}", get(vod).head(vod))
+        .route(
+            "/vod/{*path}",
+            get(vod).head(vod).options(crate::http::preflight),
+        )
         .with_state(library)
 }
 
