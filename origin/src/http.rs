@@ -100,6 +100,48 @@ fn cors(headers: &mut HeaderMap) {
     );
 }
 
+/// A rendered object as the answer to a GET or HEAD: `304` when the
+/// request's `If-None-Match` names its ETag, headers only for HEAD; with its
+/// content type, `Cache-Control` and ETag. Live and VOD answer alike.
+pub(crate) fn rendered_response(
+    rendered: Rendered,
+    method: &Method,
+    request_headers: &HeaderMap,
+) -> Response {
+    let not_modified = rendered.etag.as_deref().is_some_and(|etag| {
+        request_headers
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|inm| inm.split(',').any(|t| t.trim() == etag))
+    });
+    let mut response = if not_modified {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else if method == Method::HEAD {
+        let mut r = StatusCode::OK.into_response();
+        r.headers_mut()
+            .insert(header::CONTENT_LENGTH, rendered.body.len().into());
+        r
+    } else {
+        (StatusCode::OK, rendered.body).into_response()
+    };
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(rendered.content_type),
+    );
+    if let Ok(cc) = HeaderValue::from_str(&rendered.cache_control) {
+        h.insert(header::CACHE_CONTROL, cc);
+    }
+    if let Some(etag) = rendered
+        .etag
+        .as_deref()
+        .and_then(|e| HeaderValue::from_str(e).ok())
+    {
+        h.insert(header::ETAG, etag);
+    }
+    response
+}
+
 pub(crate) async fn preflight() -> Response {
     let mut response = StatusCode::NO_CONTENT.into_response();
     let h = response.headers_mut();
@@ -292,40 +334,7 @@ async fn live(
     };
     let rendered = rendered.map(|r| with_direct_clock(&path, r));
     let response = match rendered {
-        Ok(rendered) => {
-            let not_modified = rendered.etag.as_deref().is_some_and(|etag| {
-                request_headers
-                    .get(header::IF_NONE_MATCH)
-                    .and_then(|v| v.to_str().ok())
-                    .is_some_and(|inm| inm.split(',').any(|t| t.trim() == etag))
-            });
-            let mut response = if not_modified {
-                StatusCode::NOT_MODIFIED.into_response()
-            } else if method == Method::HEAD {
-                let mut r = StatusCode::OK.into_response();
-                r.headers_mut()
-                    .insert(header::CONTENT_LENGTH, rendered.body.len().into());
-                r
-            } else {
-                (StatusCode::OK, rendered.body).into_response()
-            };
-            let h = response.headers_mut();
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(rendered.content_type),
-            );
-            if let Ok(cc) = HeaderValue::from_str(&rendered.cache_control) {
-                h.insert(header::CACHE_CONTROL, cc);
-            }
-            if let Some(etag) = rendered
-                .etag
-                .as_deref()
-                .and_then(|e| HeaderValue::from_str(e).ok())
-            {
-                h.insert(header::ETAG, etag);
-            }
-            response
-        }
+        Ok(rendered) => rendered_response(rendered, &method, &request_headers),
         Err(RenderError::NotFound { cache_control }) => {
             let mut response = (StatusCode::NOT_FOUND, "not found\n").into_response();
             if let Ok(cc) = HeaderValue::from_str(&cache_control) {

@@ -144,40 +144,7 @@ async fn vod(
         .render_seconds
         .observe(started.elapsed().as_secs_f64());
     let mut response = match rendered {
-        Ok(rendered) => {
-            let not_modified = rendered.etag.as_deref().is_some_and(|etag| {
-                request_headers
-                    .get(header::IF_NONE_MATCH)
-                    .and_then(|v| v.to_str().ok())
-                    .is_some_and(|inm| inm.split(',').any(|t| t.trim() == etag))
-            });
-            let mut response = if not_modified {
-                StatusCode::NOT_MODIFIED.into_response()
-            } else if method == Method::HEAD {
-                let mut r = StatusCode::OK.into_response();
-                r.headers_mut()
-                    .insert(header::CONTENT_LENGTH, rendered.body.len().into());
-                r
-            } else {
-                (StatusCode::OK, rendered.body).into_response()
-            };
-            let h = response.headers_mut();
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(rendered.content_type),
-            );
-            if let Ok(cc) = HeaderValue::from_str(&rendered.cache_control) {
-                h.insert(header::CACHE_CONTROL, cc);
-            }
-            if let Some(etag) = rendered
-                .etag
-                .as_deref()
-                .and_then(|e| HeaderValue::from_str(e).ok())
-            {
-                h.insert(header::ETAG, etag);
-            }
-            response
-        }
+        Ok(rendered) => crate::http::rendered_response(rendered, &method, &request_headers),
         Err(e) => error_response(&library, &path, &e),
     };
     response.headers_mut().insert(
