@@ -7,7 +7,8 @@
 //! lists, and on a request without CMCD (what every other request pays).
 //! Countries come from the MaxMind test database, as on an edge with `[geo]`.
 //!
-//! `cargo bench --bench qoe`. Without `--bench` (as `cargo test --all-targets`
+//! `cargo bench --bench qoe`; `benches/qoe_instructions.sh` counts the
+//! instructions per call, which a loaded machine does not skew. Without `--bench` (as `cargo test --all-targets`
 //! runs it) it exits at once.
 
 use std::hint::black_box;
@@ -89,6 +90,27 @@ fn main() {
         client,
         Protocol::Http1,
     );
+    let cases = [
+        ("full-v1-query", &full),
+        ("full-v1-headers", &headers),
+        ("v2-query", &v2),
+        ("no-cmcd", &plain),
+    ];
+    // `QOE_CALLS=NAME:N`: call one case N times and nothing else, for
+    // `perf stat -e instructions:u` (a count a loaded machine does not skew;
+    // run once with N=0 for the set-up's share).
+    if let Ok(spec) = std::env::var("QOE_CALLS") {
+        let (name, calls) = spec.split_once(':').expect("QOE_CALLS=NAME:N");
+        let calls: u64 = calls.parse().expect("a number of calls");
+        let (_, (request, parts)) = cases
+            .iter()
+            .find(|(case, _)| *case == name)
+            .expect("a case name");
+        for _ in 0..calls {
+            qoe.observe(black_box(request), black_box(&parts.headers));
+        }
+        return;
+    }
     let mut group = criterion.benchmark_group("qoe");
     group.bench_function("observe/full-v1-query", |b| {
         b.iter(|| qoe.observe(black_box(&full.0), &full.1.headers))

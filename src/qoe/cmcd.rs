@@ -26,7 +26,7 @@ const MAX_STRING: usize = 128;
 pub enum Malformed {
     #[error("CMCD payload longer than {MAX_PAYLOAD} bytes")]
     TooLong,
-    #[error("CMCD payload is not valid percent-encoded UTF-8")]
+    #[error("CMCD payload holds a byte outside ASCII (after percent-decoding)")]
     Encoding,
     #[error("CMCD syntax error")]
     Syntax,
@@ -263,10 +263,21 @@ impl Cmcd {
         if payload.len() > MAX_PAYLOAD {
             return Err(Malformed::TooLong);
         }
-        let mut p = Parser {
-            s: payload.as_bytes(),
-            i: 0,
-        };
+        self.parse(Parser::new(payload, false))
+    }
+
+    /// The `CMCD` query parameter's value, percent-encoded as it arrived
+    /// (RFC 3986 §2.1: `%XX` is decoded, a `%` without two hex digits stands
+    /// for itself, `+` is not a space). Decoded as it is parsed, not into a
+    /// copy: a request pays for the bytes once.
+    pub fn parse_query_value(&mut self, raw: &str) -> Result<(), Malformed> {
+        if raw.len() > MAX_PAYLOAD * 3 {
+            return Err(Malformed::TooLong);
+        }
+        self.parse(Parser::new(raw, true))
+    }
+
+    fn parse(&mut self, mut p: Parser<'_>) -> Result<(), Malformed> {
         p.skip_ws();
         if p.done() {
             return Ok(());
@@ -295,58 +306,132 @@ impl Cmcd {
         }
     }
 
-    /// The `CMCD` query parameter's value, percent-encoded as it arrived;
-    /// decoded into a copy only when it holds a `%`.
-    pub fn parse_query_value(&mut self, raw: &str) -> Result<(), Malformed> {
-        if raw.len() > MAX_PAYLOAD * 3 {
-            return Err(Malformed::TooLong);
-        }
-        match percent_decoded(raw)? {
-            std::borrow::Cow::Borrowed(text) => self.parse_into(text),
-            std::borrow::Cow::Owned(text) => self.parse_into(&text),
-        }
-    }
-
-    fn set(&mut self, key: &str, value: Value<'_>) -> Result<(), Malformed> {
-        match key {
-            "v" => self.version = Some(value.integer()?),
-            "br" => self.br = Some(value.preferred_number()?),
-            "bl" => self.bl = Some(value.preferred_number()?),
-            "mtp" => self.mtp = Some(value.preferred_number()?),
-            "tb" => self.tb = Some(value.preferred_number()?),
-            "dl" => self.dl = Some(value.number()?),
-            "d" => self.d = Some(value.number()?),
-            "msd" => self.msd = Some(value.number()?),
-            "bsd" => self.bsd = Some(value.list_sum()?),
-            "bs" => self.bs = value.boolean()?,
-            "su" => self.su = value.boolean()?,
-            "ot" => self.ot = Some(ObjectType::from_token(value.token()?)),
-            "sf" => self.sf = Some(StreamingFormat::from_token(value.token()?)),
-            "st" => self.live = Some(value.token()? == "l"),
-            "sta" => self.sta = Some(PlayerState::from_token(value.token()?)),
-            "e" => self.event = Some(EventType::from_token(value.token()?)),
-            "sid" => self.sid = Some(value.string()?),
-            "cdn" => self.cdn = Some(value.string()?),
-            "ec" => {
+    fn set(&mut self, key: Key, value: Value<'_>) -> Result<(), Malformed> {
+        use keys::*;
+        match key.0 {
+            V => self.version = Some(value.integer()?),
+            BR => self.br = Some(value.preferred_number()?),
+            BL => self.bl = Some(value.preferred_number()?),
+            MTP => self.mtp = Some(value.preferred_number()?),
+            TB => self.tb = Some(value.preferred_number()?),
+            DL => self.dl = Some(value.number()?),
+            D => self.d = Some(value.number()?),
+            MSD => self.msd = Some(value.number()?),
+            BSD => self.bsd = Some(value.list_sum()?),
+            BS => self.bs = value.boolean()?,
+            SU => self.su = value.boolean()?,
+            OT => self.ot = Some(ObjectType::from_token(&value.token()?)),
+            SF => self.sf = Some(StreamingFormat::from_token(&value.token()?)),
+            ST => self.live = Some(value.token()? == "l"),
+            STA => self.sta = Some(PlayerState::from_token(&value.token()?)),
+            E => self.event = Some(EventType::from_token(&value.token()?)),
+            SID => self.sid = Some(value.string()?),
+            CDN => self.cdn = Some(value.string()?),
+            EC => {
                 value.string_list()?;
                 self.error = true;
             }
             // Typed keys whose values are checked but not used.
-            "cid" | "nor" | "nrr" | "h" | "url" | "cs" | "cen" => value.check_string()?,
-            "pr" | "rtp" | "ltc" | "sn" | "dfa" | "ts" | "pt" | "rc" | "ttfb" | "ttfbb"
-            | "ttlb" => {
+            CID | NOR | NRR | H | URL | CS | CEN => value.check_string()?,
+            PR | RTP | LTC | SN | DFA | TS | PT | RC | TTFB | TTFBB | TTLB => {
                 value.decimal()?;
             }
-            "bg" | "nr" => {
+            BG | NR => {
                 value.boolean()?;
             }
-            "ab" | "lb" | "lab" | "tab" | "tpb" | "tbl" | "pb" | "bsa" | "bsda" => {
+            AB | LB | LAB | TAB | TPB | TBL | PB | BSA | BSDA => {
                 value.list_sum()?;
             }
             // Unknown and custom keys: any well-formed value.
             _ => {}
         }
         Ok(())
+    }
+}
+
+/// A key's characters packed into one integer (up to 8; every CMCD key is
+/// shorter, a longer one is 0), so [`Cmcd::set`] dispatches with one integer
+/// match instead of comparing strings one after another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Key(u64);
+
+impl Key {
+    const fn of(name: &[u8]) -> Key {
+        let mut packed = 0u64;
+        let mut i = 0;
+        while i < name.len() {
+            packed = packed << 8 | name[i] as u64;
+            i += 1;
+        }
+        Key(if name.len() <= 8 { packed } else { 0 })
+    }
+}
+
+macro_rules! known_keys {
+    ($($name:ident = $text:literal),* $(,)?) => {
+        /// The keys CTA-5004 and CTA-5004-B define, as [`Key`] values.
+        mod keys {
+            $(pub const $name: u64 = super::Key::of($text).0;)*
+        }
+    };
+}
+
+known_keys! {
+    V = b"v", BR = b"br", BL = b"bl", MTP = b"mtp", TB = b"tb", DL = b"dl", D = b"d",
+    MSD = b"msd", BSD = b"bsd", BS = b"bs", SU = b"su", OT = b"ot", SF = b"sf", ST = b"st",
+    STA = b"sta", E = b"e", SID = b"sid", CDN = b"cdn", EC = b"ec", CID = b"cid", NOR = b"nor",
+    NRR = b"nrr", H = b"h", URL = b"url", CS = b"cs", CEN = b"cen", PR = b"pr", RTP = b"rtp",
+    LTC = b"ltc", SN = b"sn", DFA = b"dfa", TS = b"ts", PT = b"pt", RC = b"rc", TTFB = b"ttfb",
+    TTFBB = b"ttfbb", TTLB = b"ttlb", BG = b"bg", NR = b"nr", AB = b"ab", LB = b"lb",
+    LAB = b"lab", TAB = b"tab", TPB = b"tpb", TBL = b"tbl", PB = b"pb", BSA = b"bsa",
+    BSDA = b"bsda", AV = b"av",
+}
+
+/// Text of the payload as it arrived: still percent-encoded when it came
+/// from the query. Already checked for syntax, so it is ASCII once decoded.
+#[derive(Clone, Copy, Debug)]
+struct Raw<'a> {
+    text: &'a str,
+    encoded: bool,
+}
+
+impl<'a> Raw<'a> {
+    fn needs_decoding(self) -> bool {
+        self.encoded && self.text.contains('%')
+    }
+
+    fn parser(self) -> Parser<'a> {
+        Parser::new(self.text, self.encoded)
+    }
+
+    /// The decoded characters.
+    fn chars(self) -> impl Iterator<Item = u8> + 'a {
+        let mut p = self.parser();
+        std::iter::from_fn(move || {
+            let c = p.peek()?;
+            p.bump();
+            Some(c)
+        })
+    }
+
+    /// A string's characters, `%XX` and `\\` escapes undone.
+    fn unescaped(self) -> impl Iterator<Item = u8> + 'a {
+        let mut escaped = false;
+        self.chars().filter(move |&c| {
+            let keep = escaped || c != b'\\';
+            escaped = !escaped && c == b'\\';
+            keep
+        })
+    }
+
+    /// The text with its `%XX` escapes decoded; borrowed when it has none.
+    fn decoded(self) -> Result<std::borrow::Cow<'a, str>, Malformed> {
+        if !self.needs_decoding() {
+            return Ok(std::borrow::Cow::Borrowed(self.text));
+        }
+        String::from_utf8(self.chars().collect())
+            .map(std::borrow::Cow::Owned)
+            .map_err(|_| Malformed::Encoding)
     }
 }
 
@@ -357,10 +442,10 @@ enum Value<'a> {
     Integer(i64),
     Decimal(f64),
     /// The characters between the quotes, escapes still in.
-    String(&'a str),
-    Token(&'a str),
+    String(Raw<'a>),
+    Token(Raw<'a>),
     /// The text between the parentheses, already checked for syntax.
-    List(&'a str),
+    List(Raw<'a>),
 }
 
 impl<'a> Value<'a> {
@@ -400,9 +485,9 @@ impl<'a> Value<'a> {
             let (value, tag) = item?;
             let n = value.number()?;
             first.get_or_insert(n);
-            match tag {
-                Some("v") => return Ok(n),
-                Some("av") => muxed = muxed.or(Some(n)),
+            match tag.map(|key| key.0) {
+                Some(keys::V) => return Ok(n),
+                Some(keys::AV) => muxed = muxed.or(Some(n)),
                 _ => {}
             }
         }
@@ -425,29 +510,33 @@ impl<'a> Value<'a> {
         match self {
             Value::Bool(b) => Ok(b),
             // CTA-5004 v1 examples write `bs=true`; accept the spelled-out forms.
-            Value::Token("true") => Ok(true),
-            Value::Token("false") => Ok(false),
+            Value::Token(raw) => match &*raw.decoded()? {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                _ => Err(Malformed::Value),
+            },
             _ => Err(Malformed::Value),
         }
     }
 
-    fn token(self) -> Result<&'a str, Malformed> {
+    fn token(self) -> Result<std::borrow::Cow<'a, str>, Malformed> {
         match self {
-            Value::Token(t) => Ok(t),
+            Value::Token(raw) => raw.decoded(),
             _ => Err(Malformed::Value),
         }
     }
 
+    /// The string's characters, `%XX` and `\` escapes undone.
     fn string(self) -> Result<String, Malformed> {
         let Value::String(raw) = self else {
             return Err(Malformed::Value);
         };
-        let text = if raw.contains('\\') {
-            raw.replace("\\\"", "\"").replace("\\\\", "\\")
+        let text = if !raw.needs_decoding() && !raw.text.contains('\\') {
+            raw.text.to_owned()
         } else {
-            raw.to_owned()
+            String::from_utf8(raw.unescaped().collect()).map_err(|_| Malformed::Encoding)?
         };
-        if text.chars().count() > MAX_STRING {
+        if text.len() > MAX_STRING {
             return Err(Malformed::Value);
         }
         Ok(text)
@@ -456,11 +545,12 @@ impl<'a> Value<'a> {
     /// A string within the length limit, not copied (for keys only checked).
     fn check_string(self) -> Result<(), Malformed> {
         match self {
-            Value::String(raw) if raw.len() <= 2 * MAX_STRING => {
-                if raw.len() <= MAX_STRING || raw.chars().count() <= MAX_STRING {
+            Value::String(raw) if raw.text.len() <= MAX_STRING => Ok(()),
+            Value::String(raw) if raw.text.len() <= 6 * MAX_STRING => {
+                if raw.unescaped().count() <= MAX_STRING {
                     Ok(())
                 } else {
-                    self.string().map(drop)
+                    Err(Malformed::Value)
                 }
             }
             _ => Err(Malformed::Value),
@@ -479,11 +569,8 @@ impl<'a> Value<'a> {
 }
 
 /// The items of an inner list: each value and its object-type tag (`;v`).
-fn list_items(inner: &str) -> impl Iterator<Item = Result<(Value<'_>, Option<&str>), Malformed>> {
-    let mut p = Parser {
-        s: inner.as_bytes(),
-        i: 0,
-    };
+fn list_items(inner: Raw<'_>) -> impl Iterator<Item = Result<(Value<'_>, Option<Key>), Malformed>> {
+    let mut p = inner.parser();
     std::iter::from_fn(move || {
         p.skip_sp();
         if p.done() {
@@ -491,70 +578,183 @@ fn list_items(inner: &str) -> impl Iterator<Item = Result<(Value<'_>, Option<&st
         }
         let item = p.bare_item().and_then(|v| Ok((v, p.params()?)));
         if item.is_err() {
-            p.i = p.s.len();
+            p.seek(p.s.len());
         }
         Some(item)
     })
 }
 
+/// RFC 8941 §3.3.4 `tchar` plus `:` and `/`: what a token may hold after its first character.
+const TOKEN_CHAR: [bool; 128] = {
+    let mut table = [false; 128];
+    let mut c = 0;
+    while c < 128 {
+        table[c] = (c as u8).is_ascii_alphanumeric();
+        c += 1;
+    }
+    let extra = b"!#$%&'*+-.^_`|~:/";
+    let mut i = 0;
+    while i < extra.len() {
+        table[extra[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
+
+/// Bytes that stand for themselves inside a string: printable ASCII but the
+/// quote, the backslash and `%` (which may start an escape).
+const STRING_PLAIN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut c = 0x20;
+    while c <= 0x7e {
+        table[c] = !matches!(c as u8, b'"' | b'\\' | b'%');
+        c += 1;
+    }
+    table
+};
+
+/// Each byte's value as a hex digit, or `NOT_HEX`.
+const HEX: [u8; 256] = {
+    let mut table = [NOT_HEX; 256];
+    let mut c = 0;
+    while c < 256 {
+        table[c] = match c as u8 {
+            b'0'..=b'9' => c as u8 - b'0',
+            b'a'..=b'f' => c as u8 - b'a' + 10,
+            b'A'..=b'F' => c as u8 - b'A' + 10,
+            _ => NOT_HEX,
+        };
+        c += 1;
+    }
+    table
+};
+const NOT_HEX: u8 = 0xff;
+
+/// An RFC 8941 reader over a payload, decoding `%XX` escapes as it goes when
+/// the payload came percent-encoded. The character at `i` is decoded once,
+/// when the reader reaches it (`next`).
 struct Parser<'a> {
+    text: &'a str,
     s: &'a [u8],
     i: usize,
+    encoded: bool,
+    next: Option<(u8, usize)>,
 }
 
 impl<'a> Parser<'a> {
+    fn new(text: &'a str, encoded: bool) -> Parser<'a> {
+        let mut parser = Parser {
+            text,
+            s: text.as_bytes(),
+            i: 0,
+            encoded,
+            next: None,
+        };
+        parser.next = parser.decode_at(0);
+        parser
+    }
+
     fn done(&self) -> bool {
         self.i >= self.s.len()
     }
 
-    fn peek(&self) -> Option<u8> {
-        self.s.get(self.i).copied()
+    /// The character at `i`, decoded, and how many bytes of the payload it takes.
+    #[inline(always)]
+    fn decode_at(&self, i: usize) -> Option<(u8, usize)> {
+        let b = *self.s.get(i)?;
+        if b == b'%' && self.encoded {
+            if let Some(&[hi, lo]) = self.s.get(i + 1..i + 3) {
+                let (hi, lo) = (HEX[usize::from(hi)], HEX[usize::from(lo)]);
+                if hi != NOT_HEX && lo != NOT_HEX {
+                    return Some((hi << 4 | lo, 3));
+                }
+            }
+        }
+        Some((b, 1))
     }
 
+    /// The next character and its width in the payload.
+    #[inline(always)]
+    fn next(&self) -> Option<(u8, usize)> {
+        self.next
+    }
+
+    /// Move past the next character (`width` bytes).
+    #[inline(always)]
+    fn advance(&mut self, width: usize) {
+        self.seek(self.i + width);
+    }
+
+    #[inline(always)]
+    fn seek(&mut self, i: usize) {
+        self.i = i;
+        self.next = self.decode_at(i);
+    }
+
+    #[inline]
+    fn peek(&self) -> Option<u8> {
+        self.next().map(|(c, _)| c)
+    }
+
+    #[inline]
+    fn bump(&mut self) {
+        if let Some((_, width)) = self.next() {
+            self.advance(width);
+        }
+    }
+
+    #[inline]
     fn eat(&mut self, c: u8) -> bool {
-        if self.peek() == Some(c) {
-            self.i += 1;
-            true
-        } else {
-            false
+        match self.next() {
+            Some((next, width)) if next == c => {
+                self.advance(width);
+                true
+            }
+            _ => false,
         }
     }
 
     fn skip_ws(&mut self) {
-        while matches!(self.peek(), Some(b' ' | b'\t')) {
-            self.i += 1;
+        while let Some((b' ' | b'\t', width)) = self.next() {
+            self.advance(width);
         }
     }
 
     fn skip_sp(&mut self) {
-        while self.peek() == Some(b' ') {
-            self.i += 1;
-        }
+        while self.eat(b' ') {}
     }
 
-    fn text(&self, from: usize) -> &'a str {
-        // Only ASCII bytes were consumed between `from` and `i`.
-        std::str::from_utf8(&self.s[from..self.i]).unwrap_or("")
+    /// The payload between `from` and `to`, as it arrived.
+    fn raw(&self, from: usize, to: usize) -> Raw<'a> {
+        Raw {
+            // Only ASCII was consumed, so these are character boundaries.
+            text: self.text.get(from..to).unwrap_or(""),
+            encoded: self.encoded,
+        }
     }
 
     /// RFC 8941 §3.1.2 key: `( lcalpha / "*" ) *( lcalpha / DIGIT / "_" / "-" / "." / "*" )`.
-    fn key(&mut self) -> Result<&'a str, Malformed> {
-        let from = self.i;
-        match self.peek() {
-            Some(b'a'..=b'z' | b'*') => self.i += 1,
+    fn key(&mut self) -> Result<Key, Malformed> {
+        let (mut packed, mut length) = match self.next() {
+            Some((c @ (b'a'..=b'z' | b'*'), width)) => {
+                self.advance(width);
+                (u64::from(c), 1)
+            }
+            Some((0x80.., _)) => return Err(Malformed::Encoding),
             _ => return Err(Malformed::Syntax),
+        };
+        while let Some((c @ (b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'.' | b'*'), width)) =
+            self.next()
+        {
+            self.advance(width);
+            packed = packed << 8 | u64::from(c);
+            length += 1;
         }
-        while matches!(
-            self.peek(),
-            Some(b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'.' | b'*')
-        ) {
-            self.i += 1;
-        }
-        Ok(self.text(from))
+        Ok(Key(if length <= 8 { packed } else { 0 }))
     }
 
     /// `;key[=value]` parameters; returns the first key (the object-type tag in CMCD lists).
-    fn params(&mut self) -> Result<Option<&'a str>, Malformed> {
+    fn params(&mut self) -> Result<Option<Key>, Malformed> {
         let mut first = None;
         while self.eat(b';') {
             self.skip_sp();
@@ -574,9 +774,9 @@ impl<'a> Parser<'a> {
         let from = self.i;
         loop {
             self.skip_sp();
+            let end = self.i;
             if self.eat(b')') {
-                let inner = &self.s[from..self.i - 1];
-                return Ok(Value::List(std::str::from_utf8(inner).unwrap_or("")));
+                return Ok(Value::List(self.raw(from, end)));
             }
             self.bare_item()?;
             self.params()?;
@@ -591,135 +791,99 @@ impl<'a> Parser<'a> {
             Some(b'-' | b'0'..=b'9') => self.number(),
             Some(b'"') => self.string(),
             Some(b'?') => {
-                self.i += 1;
-                match self.peek() {
-                    Some(b'0') => {
-                        self.i += 1;
-                        Ok(Value::Bool(false))
-                    }
-                    Some(b'1') => {
-                        self.i += 1;
-                        Ok(Value::Bool(true))
-                    }
-                    _ => Err(Malformed::Syntax),
-                }
+                self.bump();
+                let value = match self.peek() {
+                    Some(b'0') => false,
+                    Some(b'1') => true,
+                    _ => return Err(Malformed::Syntax),
+                };
+                self.bump();
+                Ok(Value::Bool(value))
             }
             Some(b'a'..=b'z' | b'A'..=b'Z' | b'*') => {
                 let from = self.i;
-                self.i += 1;
-                while matches!(
-                    self.peek(),
-                    Some(c) if c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~:/".contains(&c)
-                ) {
-                    self.i += 1;
+                self.bump();
+                while let Some((c, width)) = self.next() {
+                    if TOKEN_CHAR.get(usize::from(c)) != Some(&true) {
+                        break;
+                    }
+                    self.advance(width);
                 }
-                Ok(Value::Token(self.text(from)))
+                Ok(Value::Token(self.raw(from, self.i)))
             }
+            Some(0x80..) => Err(Malformed::Encoding),
             _ => Err(Malformed::Syntax),
         }
     }
 
-    /// RFC 8941 §4.2.4: at most 15 integer digits, or 12 + 3 for a decimal.
-    fn number(&mut self) -> Result<Value<'a>, Malformed> {
-        let from = self.i;
-        let negative = self.eat(b'-');
-        let digits = self.i;
-        while matches!(self.peek(), Some(b'0'..=b'9')) {
-            self.i += 1;
-        }
-        let whole = self.i - digits;
-        if whole == 0 {
-            return Err(Malformed::Syntax);
-        }
-        if self.eat(b'.') {
-            let frac_from = self.i;
-            while matches!(self.peek(), Some(b'0'..=b'9')) {
-                self.i += 1;
-            }
-            let frac = self.i - frac_from;
-            if whole > 12 || frac == 0 || frac > 3 {
+    /// Up to `max` digits as a number, and how many there were.
+    fn digits(&mut self, max: usize) -> Result<(i64, usize), Malformed> {
+        let mut n = 0i64;
+        let mut count = 0;
+        while let Some((c @ b'0'..=b'9', width)) = self.next() {
+            count += 1;
+            if count > max {
                 return Err(Malformed::Syntax);
             }
-            let x: f64 = self.text(from).parse().map_err(|_| Malformed::Syntax)?;
-            return Ok(Value::Decimal(x));
+            n = n * 10 + i64::from(c - b'0');
+            self.advance(width);
         }
-        if whole > 15 {
+        Ok((n, count))
+    }
+
+    /// RFC 8941 §4.2.4: at most 15 integer digits, or 12 + 3 for a decimal.
+    fn number(&mut self) -> Result<Value<'a>, Malformed> {
+        let sign = if self.eat(b'-') { -1 } else { 1 };
+        let (whole, count) = self.digits(15)?;
+        if count == 0 {
             return Err(Malformed::Syntax);
         }
-        let n: i64 = self.text(digits).parse().map_err(|_| Malformed::Syntax)?;
-        Ok(Value::Integer(if negative { -n } else { n }))
+        if !self.eat(b'.') {
+            return Ok(Value::Integer(sign * whole));
+        }
+        let (frac, places) = self.digits(3)?;
+        if count > 12 || places == 0 {
+            return Err(Malformed::Syntax);
+        }
+        // One rounding, from an exact integer: the nearest double, as `str::parse` gives.
+        let scale = 10i64.pow(places as u32);
+        Ok(Value::Decimal(
+            (sign * (whole * scale + frac)) as f64 / scale as f64,
+        ))
     }
 
     fn string(&mut self) -> Result<Value<'a>, Malformed> {
-        self.i += 1;
+        self.bump();
         let from = self.i;
         loop {
-            match self.peek() {
-                None => return Err(Malformed::Syntax),
-                Some(b'"') => {
-                    let raw = self.text(from);
-                    self.i += 1;
-                    return Ok(Value::String(raw));
-                }
-                Some(b'\\') => {
-                    self.i += 1;
-                    match self.peek() {
-                        Some(b'"' | b'\\') => self.i += 1,
-                        _ => return Err(Malformed::Syntax),
-                    }
-                }
+            // Runs of plain characters in one step; escapes and the end below.
+            let run = self
+                .s
+                .get(self.i..)
+                .unwrap_or_default()
+                .iter()
+                .position(|&b| !STRING_PLAIN[usize::from(b)])
+                .unwrap_or(self.s.len().saturating_sub(self.i));
+            if run > 0 {
+                self.seek(self.i + run);
+            }
+            let Some((c, width)) = self.next() else {
+                return Err(Malformed::Syntax);
+            };
+            self.advance(width);
+            match c {
+                b'"' => return Ok(Value::String(self.raw(from, self.i - width))),
+                b'\\' => match self.next() {
+                    Some((b'"' | b'\\', width)) => self.advance(width),
+                    _ => return Err(Malformed::Syntax),
+                },
                 // Printable ASCII only (RFC 8941 §3.3.3).
-                Some(0x20..=0x7e) => self.i += 1,
-                Some(_) => return Err(Malformed::Syntax),
+                0x20..=0x7e => {}
+                0x80.. => return Err(Malformed::Encoding),
+                _ => return Err(Malformed::Syntax),
             }
         }
     }
-}
-
-/// `raw` with its `%XX` escapes decoded (RFC 3986 §2.1); a `%` not followed
-/// by two hex digits stays as it is. `+` is not a space here: CMCD payloads
-/// are percent-encoded (CTA-5004 §4.2). Runs without escapes are copied whole.
-fn percent_decoded(raw: &str) -> Result<std::borrow::Cow<'_, str>, Malformed> {
-    let bytes = raw.as_bytes();
-    let Some(first) = bytes.iter().position(|&b| b == b'%') else {
-        return Ok(std::borrow::Cow::Borrowed(raw));
-    };
-    let hex = |b: u8| match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    };
-    let mut out = Vec::with_capacity(bytes.len());
-    out.extend_from_slice(&bytes[..first]);
-    let mut i = first;
-    while i < bytes.len() {
-        let run = bytes[i..]
-            .iter()
-            .position(|&b| b == b'%')
-            .map_or(bytes.len(), |n| i + n);
-        out.extend_from_slice(&bytes[i..run]);
-        i = run;
-        if i >= bytes.len() {
-            break;
-        }
-        match (
-            bytes.get(i + 1).copied().and_then(hex),
-            bytes.get(i + 2).copied().and_then(hex),
-        ) {
-            (Some(hi), Some(lo)) => {
-                out.push(hi << 4 | lo);
-                i += 3;
-            }
-            _ => {
-                out.push(b'%');
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out)
-        .map(std::borrow::Cow::Owned)
-        .map_err(|_| Malformed::Encoding)
 }
 
 /// Milliseconds as a `Duration`.
@@ -768,22 +932,42 @@ mod tests {
 
     #[test]
     fn percent_decoding_matches_rfc_3986() {
+        let sid = |raw: &str| {
+            let mut cmcd = Cmcd::default();
+            cmcd.parse_query_value(raw).map(|()| cmcd.sid)
+        };
         for (raw, decoded) in [
-            ("br=3200", "br=3200"),
-            ("br%3D3200%2cbs", "br=3200,bs"),
-            ("%", "%"),
-            ("a%2", "a%2"),
-            ("a%zz%41", "a%zzA"),
-            ("sid%3D%22%C3%A9%22", "sid=\"é\""),
-            ("a+b", "a+b"),
+            ("sid=\"a\"", "a"),
+            ("sid%3D%22a%2cb%22", "a,b"),
+            ("sid%3D%22%25%22", "%"),
+            ("sid%3D%22%%22", "%"),
+            ("sid%3D%22a%2%22", "a%2"),
+            ("sid%3D%22a%zz%41%22", "a%zzA"),
+            ("sid%3D%22a+b%22", "a+b"),
+            ("sid%3D%22q%5C%22%5C%5C%22", "q\"\\"),
         ] {
-            assert_eq!(percent_decoded(raw).as_deref(), Ok(decoded), "{raw}");
+            assert_eq!(sid(raw), Ok(Some(decoded.to_owned())), "{raw}");
         }
-        assert!(matches!(
-            percent_decoded("br=1"),
-            Ok(std::borrow::Cow::Borrowed(_))
-        ));
-        assert_eq!(percent_decoded("%FF"), Err(Malformed::Encoding));
+        assert_eq!(sid("sid%3D%22%FF%22"), Err(Malformed::Encoding));
+        assert_eq!(sid("sid%3D%22%C3%A9%22"), Err(Malformed::Encoding));
+        // Escaped structure, tokens and numbers read as their characters.
+        let mut cmcd = Cmcd::default();
+        cmcd.parse_query_value("%62r%3D%33200%2Cot%3D%76%2Cbl%3D(21300%3Bv%20100%3Ba)%2Cpr%3D1.08")
+            .expect("parses");
+        assert_eq!(cmcd.br, Some(3200));
+        assert_eq!(cmcd.ot, Some(ObjectType::Video));
+        assert_eq!(cmcd.bl, Some(21300));
+    }
+
+    #[test]
+    fn decimals_are_the_nearest_double() {
+        for text in ["1.08", "0.1", "4810.375", "999999999999.999", "-2.5", "7.0"] {
+            let mut p = Parser::new(text, false);
+            let Ok(Value::Decimal(x)) = p.number() else {
+                panic!("{text} is a decimal");
+            };
+            assert_eq!(x, text.parse::<f64>().expect("f64"), "{text}");
+        }
     }
 
     #[test]

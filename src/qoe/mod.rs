@@ -172,8 +172,23 @@ impl Qoe {
         let mut cmcd = Cmcd::default();
         let mut seen = false;
         let mut pathway = None;
-        for pair in query.split('&') {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        // `memchr` finds the separators with SIMD: the query is mostly the
+        // CMCD payload, scanned here once before the parser reads it.
+        let pairs = memchr::memchr_iter(b'&', query.as_bytes())
+            .chain([query.len()])
+            .scan(0, |from, to| {
+                let pair = query.get(*from..to).unwrap_or("");
+                *from = to + 1;
+                Some(pair)
+            });
+        for pair in pairs {
+            let (name, value) = match memchr::memchr(b'=', pair.as_bytes()) {
+                Some(at) => (
+                    pair.get(..at).unwrap_or(""),
+                    pair.get(at + 1..).unwrap_or(""),
+                ),
+                None => (pair, ""),
+            };
             if name.eq_ignore_ascii_case("CMCD") {
                 seen = true;
                 if let Err(e) = cmcd.parse_query_value(value) {
