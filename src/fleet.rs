@@ -359,10 +359,11 @@ impl Fleet {
                 outcome,
             });
         };
-        let sequence = engine
-            .publish(&change)
-            .await
-            .map_err(|e| ApiError::Unavailable(format!("fleet engine: {e}; change not made")))?;
+        let sequence = engine.publish(&change).await.map_err(|e| {
+            ApiError::Unavailable(format!(
+                "fleet engine: {e}; the change was not confirmed (GET /api/fleet shows the version)"
+            ))
+        })?;
         tracing::info!(
             kind = change.kind(),
             version = sequence,

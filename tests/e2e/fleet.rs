@@ -556,3 +556,74 @@ async fn a_single_node_without_nats_keeps_its_runtime_changes_across_a_restart()
     assert_eq!(body["overrides"][0]["ttl"], "9s", "{body}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `strata ctl` with the given arguments; (success, stdout + stderr).
+fn ctl(nats: &Nats, secret: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("ctl")
+        .args(["--nats", &nats.url(), "--secret", secret])
+        .args(args)
+        .env_remove("STRATA_FLEET_SECRET")
+        .output()
+        .expect("run strata ctl");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strata_ctl_purges_the_fleet_and_a_wrong_secret_changes_nothing() {
+    let nats = Nats::start("ctl");
+    nats.client().await;
+    let origin = start_origin().await;
+    let dir = state_dir("ctl");
+    let url = nats.url();
+    let state = dir.join("edge.json");
+    let edge = start_edge(&[origin.url()], "fleet-ctl", |c| {
+        fleet_config(c, Some(&url), &state)
+    })
+    .await;
+    wait_fleet(&edge, "connected", |s| s["connected"] == json!(true)).await;
+    cache(&edge, "/obj/ctl-1").await;
+
+    // Signed with the wrong secret: published, refused by the edge.
+    let (ok, out) = ctl(&nats, WRONG_SECRET, &["purge", "--prefix", "/obj/"]);
+    assert!(ok, "{out}");
+    let (ok, out) = ctl(&nats, FLEET_SECRET, &["status"]);
+    assert!(ok && out.contains("fleet version 1"), "{out}");
+    wait_fleet(&edge, "read the forged purge", |s| s["cursor"] == json!(1)).await;
+    assert!(
+        served_from_cache(&edge, "/obj/ctl-1").await,
+        "forged purge ignored"
+    );
+    assert_eq!(
+        metric(
+            &edge.metrics().await,
+            "strata_fleet_changes_refused_total{reason=\"signature\"}"
+        ),
+        Some(1.0)
+    );
+
+    let (ok, out) = ctl(&nats, FLEET_SECRET, &["purge", "/obj/ctl-1"]);
+    assert!(ok && out.contains("fleet version 2"), "{out}");
+    wait_version(&edge, 2).await;
+    assert!(!served_from_cache(&edge, "/obj/ctl-1").await);
+
+    let (ok, out) = ctl(&nats, FLEET_SECRET, &["ttl-overrides", "/live/=4s"]);
+    assert!(ok, "{out}");
+    wait_version(&edge, 3).await;
+    let (_, body) = api(&edge, Method::GET, "/api/cache/ttl-overrides", None).await;
+    assert_eq!(body["overrides"][0]["ttl"], "4s", "{body}");
+
+    // Bad input never reaches the fleet.
+    let (ok, out) = ctl(&nats, FLEET_SECRET, &["ttl-overrides", "live=forever"]);
+    assert!(!ok, "{out}");
+    let (ok, out) = ctl(&nats, "short", &["status"]);
+    assert!(!ok && out.contains("--secret"), "{out}");
+    let (ok, out) = ctl(&nats, FLEET_SECRET, &["status"]);
+    assert!(ok && out.contains("fleet version 3"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
