@@ -678,3 +678,27 @@ pub(crate) fn purge_target(
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::EdgeConfig;
+
+    #[test]
+    fn the_fleet_section_parses_and_errors_name_the_key() {
+        let base = "[upstream]\nurls = [\"http://127.0.0.1:1\"]\n";
+        let config = EdgeConfig::parse(&format!(
+            "{base}[fleet]\nnats = \"nats://127.0.0.1:4222\"\nsecret = \"0123456789abcdef0123456789abcdef\"\nstate_file = \"/tmp/s.json\"\ncatch_up_timeout = \"2s\"\n"
+        ))
+        .expect("valid");
+        assert_eq!(config.fleet.nats.as_deref(), Some("nats://127.0.0.1:4222"));
+        assert!(!format!("{config:?}").contains("0123456789abcdef0123"));
+        let err = EdgeConfig::parse(&format!("{base}[fleet]\nnats = \"nats://x:4222\"\n"))
+            .expect_err("no secret");
+        assert!(err.to_string().starts_with("fleet.secret"), "{err}");
+        let err = EdgeConfig::parse(&format!("{base}[fleet]\nsecret = \"short\"\n"))
+            .expect_err("short secret");
+        assert!(err.to_string().contains("secret"), "{err}");
+        let err = EdgeConfig::parse(&format!("{base}[fleet]\nnatz = \"x\"\n")).expect_err("typo");
+        assert!(err.to_string().contains("natz"), "{err}");
+    }
+}
