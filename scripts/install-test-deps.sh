@@ -43,6 +43,7 @@ APT_PACKAGES=(
     nghttp2-client prometheus python3-venv
     gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
     gstreamer1.0-plugins-bad gstreamer1.0-libav
+    nats-server
 )
 
 missing=()

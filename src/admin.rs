@@ -1,5 +1,6 @@
 //! The admin listener: metrics, liveness, readiness, and the CDN control API
-//! under `/api` (purges, geo rules, token keys, TTL overrides), described by
+//! under `/api` (purges, geo rules, token keys, TTL overrides, fleet status),
+//! every change going through [`crate::fleet`]; described by
 //! `api/openapi.yaml`.
 //!
 //! `/metrics`, `/healthz`, `/readyz` and `/api/openapi.yaml` are open. With
@@ -22,7 +23,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::Router;
-use parking_lot::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -30,6 +30,7 @@ use prometheus_client::registry::Registry;
 
 use crate::config::EdgeConfig;
 use crate::edge::Edge;
+use crate::fleet::Fleet;
 
 pub use api::GeoRule;
 pub use error::ApiError;
@@ -53,28 +54,31 @@ pub struct AdminState {
 pub struct Control {
     token: Option<AdminToken>,
     metrics: AdminMetrics,
-    /// The geo rules as last applied, to echo them back (the policy keeps
-    /// only their parsed form). Held while a change is applied, so readers
-    /// never see rules the policy does not have; never across `.await`.
-    geo_rules: Mutex<Vec<GeoRule>>,
-    /// Serialises key changes so "exists?" and "change" agree; never across `.await`.
-    key_changes: Mutex<()>,
+    /// Where every change goes: this node alone, or the fleet.
+    fleet: Arc<Fleet>,
 }
 
 impl Control {
-    pub fn new(config: &EdgeConfig, metrics: AdminMetrics) -> Control {
-        let geo_rules = config
-            .geo
-            .as_ref()
-            .map(|g| g.rules.iter().map(GeoRule::from).collect())
-            .unwrap_or_default();
+    pub fn new(config: &EdgeConfig, metrics: AdminMetrics, fleet: Arc<Fleet>) -> Control {
         Control {
             token: config.server.admin_token.clone(),
             metrics,
-            geo_rules: Mutex::new(geo_rules),
-            key_changes: Mutex::new(()),
+            fleet,
         }
     }
+
+    pub fn fleet(&self) -> &Arc<Fleet> {
+        &self.fleet
+    }
+}
+
+/// The geo rules of the config file, as the API shows them.
+pub fn configured_geo_rules(config: &EdgeConfig) -> Vec<GeoRule> {
+    config
+        .geo
+        .as_ref()
+        .map(|g| g.rules.iter().map(GeoRule::from).collect())
+        .unwrap_or_default()
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -123,7 +127,7 @@ impl AdminMetrics {
         metrics
     }
 
-    fn purged(&self, kind: &'static str, soft: bool) {
+    pub(crate) fn purged(&self, kind: &'static str, soft: bool) {
         let mode = if soft { "soft" } else { "hard" };
         self.purges.get_or_create(&PurgeLabels { kind, mode }).inc();
     }
@@ -149,6 +153,7 @@ fn routes() -> Vec<Route> {
         ("/readyz", Method::GET, Open, get(readyz)),
         ("/api/openapi.yaml", Method::GET, Open, get(openapi)),
         ("/api/purge", Method::POST, Api, post(api::purge)),
+        ("/api/fleet", Method::GET, Api, get(api::fleet_status)),
         ("/api/geo/rules", Method::GET, Api, get(api::geo_rules)),
         ("/api/geo/rules", Method::PUT, Api, put(api::set_geo_rules)),
         ("/api/token/keys", Method::GET, Api, get(api::token_keys)),

@@ -119,6 +119,8 @@ pub struct EdgeConfig {
     pub geo: Option<GeoConfig>,
     /// CMCD and beacons → `strata_qoe_*` metrics.
     pub qoe: crate::qoe::QoeConfig,
+    /// The fleet control plane (`[fleet]`): NATS, signing secret, state file.
+    pub fleet: crate::fleet::FleetConfig,
 }
 
 impl EdgeConfig {
@@ -265,6 +267,9 @@ impl EdgeConfig {
             // Opens the geo database and parses keys: a bad file or key is a config error at start.
             self.init_policy()?;
         }
+        self.fleet
+            .validate()
+            .map_err(|(key, message)| invalid(key, message))?;
         if self.upstream.max_attempts == 0 {
             return Err(invalid(
                 "upstream.max_attempts",

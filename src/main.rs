@@ -52,6 +52,9 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9000")]
         srt: SocketAddr,
     },
+    /// Issue a fleet-wide change (purge, token keys, TTL overrides, geo rules)
+    /// through NATS, signed with the fleet secret; or show the fleet version.
+    Ctl(strata::ctl::CtlArgs),
     /// Mint a playback token (Akamai EdgeAuth 2.0) that edges with the same key accept.
     Sign {
         /// The shared key, hex.
@@ -228,6 +231,10 @@ fn main() -> ExitCode {
         Command::Check { config, role } => check(&config, role.as_deref()),
         Command::Edge(args) => edge(args),
         Command::Origin(args) => origin(args),
+        Command::Ctl(args) => runtime().and_then(|rt| {
+            rt.block_on(strata::ctl::run(args))
+                .map_err(|e| anyhow::anyhow!("ctl: {e}"))
+        }),
         Command::Up {
             listen,
             admin,

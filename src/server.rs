@@ -81,6 +81,7 @@ pub async fn run(
     let mut registry = Registry::default();
     let metrics = Arc::new(EdgeMetrics::register(&mut registry));
     let admin_metrics = admin::AdminMetrics::register(&mut registry);
+    let fleet_metrics = crate::fleet::FleetMetrics::register(&mut registry);
     let pool = Arc::new(
         UpstreamPool::new(config.upstream.clone(), metrics.upstream.clone())
             .map_err(|e| invalid("upstream.urls", e.to_string()))?,
@@ -116,6 +117,20 @@ pub async fn run(
         edge.set_alt_svc(Some(config.server.h3.alt_svc(port)));
     }
     let edge = Arc::new(edge);
+    // The saved fleet state first, then the stream read to its end (or the
+    // engine given up on): nothing is served on a state older than the
+    // fleet's when the engine can say what the fleet's is.
+    let fleet = crate::fleet::Fleet::start(
+        edge.clone(),
+        config.server.node_id.clone(),
+        config.fleet.clone(),
+        admin::configured_geo_rules(&config),
+        fleet_metrics,
+        admin_metrics.clone(),
+    )
+    .await
+    .map_err(|e| invalid("fleet.state_file", e))?;
+    fleet.catch_up().await;
     let sighup = tokio::spawn(reload_on_sighup(edge.clone()));
     let health = tokio::spawn(pool.clone().check_health_forever());
 
@@ -198,7 +213,7 @@ pub async fn run(
         registry,
         edge: edge.clone(),
         ready: AtomicBool::new(true),
-        control: admin::Control::new(&config, admin_metrics),
+        control: admin::Control::new(&config, admin_metrics, fleet),
     });
     if let Some(listener) = listeners.admin {
         let listener = to_tokio(listener)?;
@@ -232,6 +247,7 @@ pub async fn run(
             task.abort();
         }
     }
+    admin_state.control.fleet().stop();
     health.abort();
     sighup.abort();
     if let Some(task) = qoe_expiry {

@@ -13,7 +13,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::cache::freshness::TtlOverride;
-use crate::cache::purge::PurgeTarget;
+use crate::fleet::change::present;
+use crate::fleet::{Change, Outcome, PurgeSpec};
 use crate::policy::GeoRuleConfig;
 
 use super::{AdminState, ApiError};
@@ -44,111 +45,45 @@ fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, 
     Ok(value)
 }
 
-/// An optional field that, when present, must not be `null`: `{"allow":
-/// null}` is a mistake to report, not a way to say "absent".
-fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    T::deserialize(d).map(Some)
-}
-
-/// `POST /api/purge`: exactly one of `urls`, `prefix`, `surrogate_keys`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PurgeRequest {
-    #[serde(default, deserialize_with = "present")]
-    urls: Option<Vec<String>>,
-    #[serde(default, deserialize_with = "present")]
-    prefix: Option<String>,
-    #[serde(default, deserialize_with = "present")]
-    surrogate_keys: Option<Vec<String>>,
-    #[serde(default)]
-    soft: bool,
-}
-
 #[derive(Serialize)]
 struct PurgeResponse {
-    /// Cached objects selected (dropped, or marked stale when `soft`).
+    /// Cached objects selected on this node (dropped, or marked stale when `soft`).
     purged: usize,
     kind: &'static str,
     soft: bool,
+    /// The fleet state version this purge created.
+    version: u64,
 }
 
+/// `POST /api/purge`: exactly one of `urls`, `prefix`, `surrogate_keys`.
 pub async fn purge(State(state): Shared, body: Result<Bytes, BytesRejection>) -> Response {
-    let request: PurgeRequest = match parse(body) {
+    let spec: PurgeSpec = match parse(body) {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    let target = match purge_target(&state, request.urls, request.prefix, request.surrogate_keys) {
-        Ok(t) => t,
+    let kind = match crate::fleet::purge_target(&state.edge, &spec) {
+        Ok(t) => t.kind(),
         Err(e) => return e.into_response(),
     };
-    let kind = target.kind();
-    let purged = state.edge.purge(target, request.soft).await;
-    state.control.metrics.purged(kind, request.soft);
-    tracing::info!(kind, soft = request.soft, purged, "purge");
-    Json(PurgeResponse {
-        purged,
-        kind,
-        soft: request.soft,
-    })
-    .into_response()
+    let soft = spec.soft;
+    match state.control.fleet.submit(Change::Purge(spec)).await {
+        Ok(applied) => Json(PurgeResponse {
+            purged: match applied.outcome {
+                Outcome::Purged(n) => n,
+                _ => 0,
+            },
+            kind,
+            soft,
+            version: applied.version,
+        })
+        .into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
-fn purge_target(
-    state: &AdminState,
-    urls: Option<Vec<String>>,
-    prefix: Option<String>,
-    surrogate_keys: Option<Vec<String>>,
-) -> Result<PurgeTarget, ApiError> {
-    match (urls, prefix, surrogate_keys) {
-        (Some(urls), None, None) => {
-            if urls.is_empty() {
-                return Err(ApiError::Invalid("urls: empty".into()));
-            }
-            let keys = urls
-                .iter()
-                .enumerate()
-                .map(|(i, url)| {
-                    state
-                        .edge
-                        .cache_key_for(url)
-                        .map_err(|e| ApiError::Invalid(format!("urls[{i}]: {e}")))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(PurgeTarget::Keys(keys))
-        }
-        (None, Some(prefix), None) => {
-            if !prefix.starts_with('/') {
-                return Err(ApiError::Invalid("prefix: must start with '/'".into()));
-            }
-            // The normal form the cache keys are in, so `/a/%2e%2e/b/` purges `/b/…`.
-            let prefix = crate::request::path::canonical(&prefix)
-                .map_err(|e| ApiError::Invalid(format!("prefix: {e}")))?
-                .into_owned();
-            Ok(PurgeTarget::Prefix(prefix))
-        }
-        (None, None, Some(tags)) => {
-            if tags.is_empty() {
-                return Err(ApiError::Invalid("surrogate_keys: empty".into()));
-            }
-            // Surrogate-Key is a header of space-separated tokens.
-            if let Some(i) = tags
-                .iter()
-                .position(|t| t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic()))
-            {
-                return Err(ApiError::Invalid(format!(
-                    "surrogate_keys[{i}]: must be visible ASCII, without spaces"
-                )));
-            }
-            Ok(PurgeTarget::SurrogateKeys(tags))
-        }
-        _ => Err(ApiError::BadRequest(
-            "body: give exactly one of urls, prefix, surrogate_keys".into(),
-        )),
-    }
+/// `GET /api/fleet`: the fleet state version this node runs, and its engine.
+pub async fn fleet_status(State(state): Shared) -> Json<crate::fleet::FleetStatus> {
+    Json(state.control.fleet.status())
 }
 
 /// One geo rule, as the API shows and takes it (the `[[geo.rules]]` shape).
@@ -196,18 +131,10 @@ pub struct GeoRules {
     rules: Vec<GeoRule>,
 }
 
-fn geo_policy(state: &AdminState) -> Result<&crate::policy::Policy, ApiError> {
-    state
-        .edge
-        .policy()
-        .filter(|p| p.geo_db().is_some())
-        .ok_or_else(|| ApiError::Conflict("geo: this edge has no [geo] section".into()))
-}
-
 pub async fn geo_rules(State(state): Shared) -> Result<Json<GeoRules>, ApiError> {
-    geo_policy(&state)?;
+    crate::fleet::geo_policy(&state.edge)?;
     Ok(Json(GeoRules {
-        rules: state.control.geo_rules.lock().clone(),
+        rules: state.control.fleet.geo_rules(),
     }))
 }
 
@@ -215,16 +142,15 @@ pub async fn set_geo_rules(
     State(state): Shared,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<GeoRules>, ApiError> {
-    let policy = geo_policy(&state)?;
+    crate::fleet::geo_policy(&state.edge)?;
     let request: GeoRules = parse(body)?;
-    let configs: Vec<GeoRuleConfig> = request.rules.iter().map(GeoRuleConfig::from).collect();
-    let mut applied = state.control.geo_rules.lock();
-    policy
-        .set_geo_rules(&configs)
-        .map_err(|e| ApiError::Invalid(e.to_string()))?;
-    *applied = request.rules.clone();
-    drop(applied);
-    tracing::info!(rules = request.rules.len(), "geo rules replaced");
+    state
+        .control
+        .fleet
+        .submit(Change::SetGeoRules {
+            rules: request.rules.clone(),
+        })
+        .await?;
     Ok(Json(request))
 }
 
@@ -246,14 +172,6 @@ pub struct NewKey {
     secret: String,
 }
 
-fn token_policy(state: &AdminState) -> Result<&crate::policy::Policy, ApiError> {
-    state
-        .edge
-        .policy()
-        .filter(|p| p.token_param().is_some())
-        .ok_or_else(|| ApiError::Conflict("token: this edge has no [token] section".into()))
-}
-
 fn key_list(policy: &crate::policy::Policy) -> TokenKeys {
     TokenKeys {
         keys: policy
@@ -265,28 +183,23 @@ fn key_list(policy: &crate::policy::Policy) -> TokenKeys {
 }
 
 pub async fn token_keys(State(state): Shared) -> Result<Json<TokenKeys>, ApiError> {
-    Ok(Json(key_list(token_policy(&state)?)))
+    Ok(Json(key_list(crate::fleet::token_policy(&state.edge)?)))
 }
 
 pub async fn add_token_key(
     State(state): Shared,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<TokenKeys>), ApiError> {
-    let policy = token_policy(&state)?;
+    let policy = crate::fleet::token_policy(&state.edge)?;
     let key: NewKey = parse(body)?;
-    let _one_change = state.control.key_changes.lock();
-    if policy.key_ids().contains(&key.id) {
-        return Err(ApiError::Conflict(format!(
-            "id: a key {:?} already exists; retire it first",
-            key.id
-        )));
-    }
-    // Errors are `key.id: …` / `key.secret: …`; the secret itself is never echoed.
-    policy.add_key(&key.id, &key.secret).map_err(|e| {
-        let text = e.to_string();
-        ApiError::Invalid(text.strip_prefix("key.").unwrap_or(&text).to_owned())
-    })?;
-    tracing::info!(id = %key.id, "token key added");
+    state
+        .control
+        .fleet
+        .submit(Change::AddTokenKey {
+            id: key.id,
+            secret: key.secret,
+        })
+        .await?;
     Ok((StatusCode::CREATED, Json(key_list(policy))))
 }
 
@@ -294,22 +207,13 @@ pub async fn retire_token_key(
     State(state): Shared,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<TokenKeys>, ApiError> {
-    let policy = token_policy(&state)?;
+    let policy = crate::fleet::token_policy(&state.edge)?;
     let Path(id) = id.map_err(|e| ApiError::BadRequest(format!("id: {}", e.body_text())))?;
-    let _one_change = state.control.key_changes.lock();
-    let ids = policy.key_ids();
-    if !ids.contains(&id) {
-        return Err(ApiError::NotFound(format!("id: no key {id:?}")));
-    }
-    if ids.len() == 1 {
-        return Err(ApiError::Conflict(format!(
-            "id: {id:?} is the only key; add its successor first"
-        )));
-    }
-    policy
-        .retire_key(&id)
-        .map_err(|e| ApiError::Conflict(e.to_string()))?;
-    tracing::info!(%id, "token key retired");
+    state
+        .control
+        .fleet
+        .submit(Change::RetireTokenKey { id })
+        .await?;
     Ok(Json(key_list(policy)))
 }
 
@@ -330,15 +234,14 @@ pub async fn set_ttl_overrides(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<TtlOverridesBody>, ApiError> {
     let request: TtlOverridesBody = parse(body)?;
-    let applied = state
-        .edge
-        .set_ttl_overrides(&request.overrides, "overrides")
-        .map_err(|e| ApiError::Invalid(e.to_string()))?;
-    tracing::info!(
-        overrides = applied.entries().len(),
-        "TTL overrides replaced"
-    );
+    state
+        .control
+        .fleet
+        .submit(Change::SetTtlOverrides {
+            overrides: request.overrides,
+        })
+        .await?;
     Ok(Json(TtlOverridesBody {
-        overrides: applied.entries().to_vec(),
+        overrides: state.edge.ttl_overrides().entries().to_vec(),
     }))
 }

@@ -27,6 +27,9 @@ pub enum ApiError {
     Conflict(String),
     #[error("request body larger than {} bytes", super::MAX_BODY)]
     TooLarge,
+    /// The fleet engine cannot take the change now; nothing was changed.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl ApiError {
@@ -40,6 +43,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }

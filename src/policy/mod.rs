@@ -279,6 +279,17 @@ impl Policy {
         Ok(())
     }
 
+    /// Whether [`Policy::add_key`] would take this key, changing nothing;
+    /// errors are relative (`id: …`, `secret: …`).
+    pub fn check_new_key(&self, id: &str, secret_hex: &str) -> Result<(), ConfigError> {
+        let gate = self
+            .token
+            .as_ref()
+            .ok_or_else(|| ConfigError::new("token", "not configured"))?;
+        let verifier = Arc::clone(&gate.verifier.read());
+        verifier.with_key(id, secret_hex).map(|_| ())
+    }
+
     /// Removes a verification key at run time; the last key cannot go.
     pub fn retire_key(&self, id: &str) -> Result<(), ConfigError> {
         let gate = self

@@ -11,6 +11,7 @@ mod control;
 mod dashboards;
 mod drm;
 mod edge;
+mod fleet;
 mod from_start;
 mod h3;
 mod h3_browser;
