@@ -70,7 +70,8 @@ struct PurgeRequest {
 
 #[derive(Serialize)]
 struct PurgeResponse {
-    /// Cached objects selected (dropped, or marked stale when `soft`).
+    /// Cached objects selected in memory (dropped, or marked stale when
+    /// `soft`); the disk tier cannot count them, but is purged too.
     purged: usize,
     kind: &'static str,
     soft: bool,

@@ -408,3 +408,36 @@ async fn an_unusable_disk_path_still_serves_everything_from_upstream() {
     assert_eq!(metric(&text, "strata_edge_cache_disk_up"), Some(0.0));
     edge.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_herd_costs_one_upstream_fetch_and_then_reads_the_disk() {
+    let origin = start_origin().await;
+    let dir = TempDir::new("herd");
+    let cache = dir.0.join("cache");
+    let edge = start_edge(&[origin.url()], "disk-herd", |c| {
+        c.cache.size = strata::config::ByteSize(1 << 20);
+        c.cache.max_object_size = strata::config::ByteSize(3 << 20);
+        c.cache.disk = Some(strata::cache::disk::DiskConfig {
+            path: cache,
+            size: strata::config::ByteSize(64 << 20),
+        });
+    })
+    .await;
+    // A slow body (64 KiB every 20 ms): the herd arrives while it fills.
+    let url = edge.url(&format!("/obj/herd.m4s?size=2000000&delay=20&{HOUR}"));
+    let statuses = futures::future::join_all((0..20).map(|_| fetch(&url))).await;
+    assert_eq!(origin.state.hits("/obj/herd.m4s"), 1, "{statuses:?}");
+    wait_for_metric(
+        async || edge.metrics().await,
+        "strata_edge_cache_disk_writes_total",
+        1.0,
+    )
+    .await;
+    // Too large for memory: every one of the next herd reads the disk.
+    let statuses = futures::future::join_all((0..20).map(|_| fetch(&url))).await;
+    for status in &statuses {
+        assert!(status.contains("hit; detail=disk"), "{status}");
+    }
+    assert_eq!(origin.state.hits("/obj/herd.m4s"), 1);
+    edge.shutdown().await;
+}
