@@ -212,8 +212,10 @@ impl DiskTier {
             .with_engine_config(
                 BlockEngineConfig::new(device)
                     .with_block_size(as_usize(block))
-                    .with_buffer_pool_size(as_usize(2 * block))
-                    .with_submit_queue_size_threshold(as_usize(4 * block))
+                    // One write buffer of a block (foyer double-buffers it:
+                    // 2 blocks of memory); an entry must fit one.
+                    .with_buffer_pool_size(as_usize(block))
+                    .with_submit_queue_size_threshold(as_usize(2 * block))
                     // A removed key must stay removed after a restart.
                     .with_tombstone_log(true),
             )
