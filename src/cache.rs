@@ -1,7 +1,8 @@
 //! The edge's object store: moka, weighed in bytes, holding complete
-//! responses; in-flight fills live beside it (see [`fill`]), and purges
-//! reach both (see [`purge`]).
+//! responses, over an optional disk tier (see [`disk`]); in-flight fills
+//! live beside it (see [`fill`]), and purges reach all three (see [`purge`]).
 
+pub mod disk;
 pub mod fill;
 pub mod freshness;
 pub mod inflight;
@@ -17,6 +18,7 @@ use moka::notification::RemovalCause;
 use serde::Deserialize;
 use tokio::time::Instant;
 
+use crate::cache::disk::{DiskConfig, DiskTier};
 use crate::cache::freshness::{Freshness, TtlDefaults, TtlOverride};
 use crate::cache::key::CacheKey;
 use crate::cache::purge::PurgeTarget;
@@ -34,7 +36,9 @@ pub const LL_HLS_PARAMS: [&str; 3] = ["_HLS_msn", "_HLS_part", "_HLS_skip"];
 pub struct CacheConfig {
     /// Memory for cached objects, e.g. `"1GiB"`.
     pub size: ByteSize,
-    /// Larger objects are streamed through to every waiting client but not stored.
+    /// Larger objects are streamed through to every waiting client but not
+    /// stored. With `[cache.disk]` it may exceed `size`: objects larger
+    /// than the memory tier live on disk only.
     pub max_object_size: ByteSize,
     /// Query parameters left out of the cache key and the upstream request
     /// (they do not change content), matched case-insensitively.
@@ -50,6 +54,8 @@ pub struct CacheConfig {
     /// `[[cache.ttl_overrides]]`: per-prefix lifetimes that win over the
     /// upstream's (see [`freshness::TtlOverrides`]); changeable at run time.
     pub ttl_overrides: Vec<TtlOverride>,
+    /// `[cache.disk]`: a disk tier under the memory one; absent, memory only.
+    pub disk: Option<DiskConfig>,
 }
 
 impl Default for CacheConfig {
@@ -61,6 +67,7 @@ impl Default for CacheConfig {
             ttl: TtlDefaults::default(),
             pass_through: vec!["/drm/".into()],
             ttl_overrides: Vec::new(),
+            disk: None,
         }
     }
 }
@@ -78,6 +85,16 @@ pub struct CachedObject {
     pub surrogate_keys: Vec<String>,
     /// Which requests this response answers, when it has a `Vary`.
     pub variant: Option<Arc<Variant>>,
+    /// The purge generation current when the fill that fetched it started
+    /// (see [`purge`]): purges of a later generation select it.
+    pub generation: u64,
+}
+
+/// Which tier answered a lookup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tier {
+    Memory,
+    Disk,
 }
 
 /// Where a stored object stands now.
@@ -132,6 +149,12 @@ impl CachedObject {
         stale
     }
 
+    /// How long the cache keeps it (see [`retention`]).
+    pub fn retention(&self) -> Duration {
+        let validator = self.etag().is_some() || self.last_modified().is_some();
+        retention(&self.freshness, validator)
+    }
+
     /// Bytes this object costs the cache.
     fn weight(&self) -> u32 {
         let headers: usize = self
@@ -149,8 +172,26 @@ impl CachedObject {
 /// size-based eviction still removes it first when memory is short.
 pub const REVALIDATION_GRACE: Duration = Duration::from_secs(300);
 
-/// Keeps an entry in moka while it can still be served (fresh, or stale under
-/// swr/sie), so stale copies survive for `stale-if-error`.
+/// How long a stored object is kept: while it can still be served (fresh,
+/// or stale under swr/sie, so stale copies survive for `stale-if-error`),
+/// and with a validator a [`REVALIDATION_GRACE`] longer.
+pub fn retention(f: &Freshness, validator: bool) -> Duration {
+    let servable = f.ttl + f.stale_while_revalidate.max(f.stale_if_error);
+    // A stale copy with a validator still saves a body transfer: the
+    // next request revalidates it (304) instead of fetching it again.
+    let grace = if validator {
+        REVALIDATION_GRACE
+    } else {
+        Duration::from_secs(1)
+    };
+    servable + grace
+}
+
+/// Objects kept for less than this are not written to disk: a live
+/// playlist is replaced long before a disk write pays off.
+pub const MIN_DISK_RETENTION: Duration = Duration::from_secs(10);
+
+/// Keeps an entry in moka for its [`retention`].
 struct ServableLifetime;
 
 impl moka::Expiry<CacheKey, Arc<CachedObject>> for ServableLifetime {
@@ -160,27 +201,32 @@ impl moka::Expiry<CacheKey, Arc<CachedObject>> for ServableLifetime {
         value: &Arc<CachedObject>,
         _created_at: std::time::Instant,
     ) -> Option<Duration> {
-        let f = &value.freshness;
-        let servable = f.ttl + f.stale_while_revalidate.max(f.stale_if_error);
-        // A stale copy with a validator still saves a body transfer: the
-        // next request revalidates it (304) instead of fetching it again.
-        let grace = if value.etag().is_some() || value.last_modified().is_some() {
-            REVALIDATION_GRACE
-        } else {
-            Duration::from_secs(1)
-        };
-        Some(servable + grace)
+        Some(value.retention())
     }
+}
+
+/// The disk tier, if one is configured.
+#[derive(Clone)]
+enum Disk {
+    None,
+    /// Configured, but it could not be opened: objects it would have
+    /// stored are counted as dropped.
+    Down,
+    Up(Arc<DiskTier>),
 }
 
 #[derive(Clone)]
 pub struct Cache {
     objects: moka::future::Cache<CacheKey, Arc<CachedObject>>,
+    capacity: u64,
+    disk: Disk,
+    metrics: Arc<CacheMetrics>,
 }
 
 impl Cache {
     pub fn new(capacity_bytes: u64, metrics: Arc<CacheMetrics>) -> Self {
         let evictions = metrics.clone();
+        let counted = metrics.clone();
         let objects = moka::future::Cache::builder()
             .max_capacity(capacity_bytes)
             .weigher(|_key, value: &Arc<CachedObject>| value.weight())
@@ -192,19 +238,82 @@ impl Cache {
                 }
             })
             .build();
-        Cache { objects }
+        Cache {
+            objects,
+            capacity: capacity_bytes,
+            disk: Disk::None,
+            metrics: counted,
+        }
     }
 
-    pub async fn get(&self, key: &CacheKey) -> Option<Arc<CachedObject>> {
-        self.objects.get(key).await
+    /// Put `disk` under the memory tier; `None` says one was configured
+    /// but could not be opened.
+    pub fn set_disk(&mut self, disk: Option<Arc<DiskTier>>) {
+        self.disk = match disk {
+            Some(disk) => Disk::Up(disk),
+            None => Disk::Down,
+        };
     }
 
+    pub fn disk(&self) -> Option<&Arc<DiskTier>> {
+        match &self.disk {
+            Disk::Up(disk) => Some(disk),
+            _ => None,
+        }
+    }
+
+    /// The object stored under `key` and the tier it came from: memory,
+    /// else disk (a disk hit goes back into memory if it fits).
+    pub async fn get(&self, key: &CacheKey) -> Option<(Arc<CachedObject>, Tier)> {
+        if let Some(object) = self.objects.get(key).await {
+            return Some((object, Tier::Memory));
+        }
+        let Disk::Up(disk) = &self.disk else {
+            return None;
+        };
+        let object = Arc::new(disk.get(key).await?);
+        if u64::from(object.weight()) <= self.capacity {
+            self.objects.insert(key.clone(), object.clone()).await;
+            // A purge recorded while we read may have scanned memory
+            // before the object landed there: look again.
+            if disk.purged_since(key, &object) {
+                self.objects.invalidate(key).await;
+            }
+        }
+        Some((object, Tier::Disk))
+    }
+
+    /// Store `object`: in memory if it fits there, and on disk if there is
+    /// one and the object is kept long enough to be worth writing.
     pub async fn insert(&self, key: CacheKey, object: Arc<CachedObject>) {
-        self.objects.insert(key, object).await;
+        match &self.disk {
+            Disk::Up(disk) if object.retention() >= MIN_DISK_RETENTION => {
+                disk.put(&key, &object);
+            }
+            Disk::Down if object.retention() >= MIN_DISK_RETENTION => {
+                let reason = "unavailable";
+                let labels = crate::metrics::ReasonLabels { reason };
+                self.metrics.disk.dropped.get_or_create(&labels).inc();
+            }
+            _ => {}
+        }
+        if u64::from(object.weight()) <= self.capacity {
+            self.objects.insert(key, object).await;
+        }
     }
 
     pub async fn remove(&self, key: &CacheKey) {
         self.objects.invalidate(key).await;
+        if let Disk::Up(disk) = &self.disk {
+            disk.remove(key);
+        }
+    }
+
+    /// Write what the disk tier has queued, at shutdown.
+    pub async fn close(&self) {
+        if let Disk::Up(disk) = &self.disk {
+            disk.close().await;
+        }
     }
 
     /// Drop every object whose path starts with `prefix`, or that carries a
@@ -221,8 +330,12 @@ impl Cache {
 
     /// Drop the selected objects, or with `soft` mark them stale so they are
     /// revalidated on the next request (and may still serve stale-if-error).
-    /// Returns how many objects were selected.
-    pub async fn purge(&self, target: &PurgeTarget, soft: bool) -> usize {
+    /// The disk tier learns of it as purge `generation` (and cannot count
+    /// what it selects). Returns how many objects in memory were selected.
+    pub async fn purge(&self, target: &PurgeTarget, soft: bool, generation: u64) -> usize {
+        if let Disk::Up(disk) = &self.disk {
+            disk.purge(generation, target, soft).await;
+        }
         let selected: Vec<(CacheKey, Arc<CachedObject>)> = match target {
             PurgeTarget::Keys(keys) => {
                 let mut found = Vec::new();

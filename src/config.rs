@@ -236,11 +236,18 @@ impl EdgeConfig {
                 format!("{} is too small (at least 1MiB)", self.cache.size),
             ));
         }
-        if self.cache.max_object_size > self.cache.size {
-            return Err(invalid(
-                "cache.max_object_size",
-                "larger than cache.size".into(),
-            ));
+        match &self.cache.disk {
+            // Objects larger than memory live on disk only.
+            Some(disk) => disk
+                .check(self.cache.max_object_size.0)
+                .map_err(|(key, message)| invalid(key, message))?,
+            None if self.cache.max_object_size > self.cache.size => {
+                return Err(invalid(
+                    "cache.max_object_size",
+                    "larger than cache.size (and no [cache.disk] to hold it)".into(),
+                ));
+            }
+            None => {}
         }
         // LL-HLS delivery directives (RFC 8216bis §6.2.5) name different
         // playlists: left out of the key, every blocking reload would get
@@ -327,6 +334,47 @@ mod tests {
         let err = EdgeConfig::parse(&format!("[server]\nadmin_token = \"short\"\n{base}"))
             .expect_err("short token");
         assert!(err.to_string().contains("admin_token"), "{err}");
+    }
+
+    #[test]
+    fn the_disk_tier_is_optional_and_checked() {
+        let base = "[upstream]\nurls = [\"http://127.0.0.1:1\"]\n";
+        assert!(EdgeConfig::parse(base).expect("valid").cache.disk.is_none());
+        let dir = std::env::temp_dir().join("strata-config-disk");
+        let config = EdgeConfig::parse(&format!(
+            "{base}[cache]\nsize = \"1MiB\"\nmax_object_size = \"8MiB\"\n[cache.disk]\npath = {:?}\nsize = \"20GiB\"\n",
+            dir.display().to_string()
+        ))
+        .expect("objects larger than memory go to disk");
+        let disk = config.cache.disk.expect("disk");
+        assert_eq!(disk.size, ByteSize(20 << 30));
+        assert_eq!(disk.path, dir);
+        let err = EdgeConfig::parse(&format!(
+            "{base}[cache.disk]\npath = \"/tmp/x\"\nsize = \"10MiB\"\n"
+        ))
+        .expect_err("too small");
+        assert!(err.to_string().starts_with("cache.disk.size"), "{err}");
+        let err = EdgeConfig::parse(&format!("{base}[cache.disk]\nsize = \"1GiB\"\n"))
+            .expect_err("no path");
+        assert!(err.to_string().contains("path"), "{err}");
+        let err = EdgeConfig::parse(&format!(
+            "{base}[cache.disk]\npath = \"/tmp/x\"\nsize = \"1GiB\"\nsiez = 1\n"
+        ))
+        .expect_err("typo");
+        assert!(err.to_string().contains("siez"), "{err}");
+        let err = EdgeConfig::parse(&format!(
+            "{base}[cache.disk]\npath = \"/etc/hostname\"\nsize = \"1GiB\"\n"
+        ))
+        .expect_err("a file");
+        assert!(err.to_string().starts_with("cache.disk.path"), "{err}");
+        let err = EdgeConfig::parse(&format!(
+            "{base}[cache]\nsize = \"1MiB\"\nmax_object_size = \"8MiB\"\n"
+        ))
+        .expect_err("larger than memory without a disk");
+        assert!(
+            err.to_string().starts_with("cache.max_object_size"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -104,6 +104,15 @@ impl Edge {
         })
     }
 
+    /// Put a disk tier under the memory cache (`None`: one is configured
+    /// but could not be opened); purge generations continue its journal's.
+    pub fn set_disk(&mut self, disk: Option<Arc<crate::cache::disk::DiskTier>>) {
+        if let Some(disk) = &disk {
+            self.purges = PurgeLog::starting_at(disk.last_generation());
+        }
+        self.cache.set_disk(disk);
+    }
+
     /// Take wall-clock time (freshness, token windows) from `clock`: tests
     /// move it instead of sleeping.
     pub fn set_clock(&mut self, clock: Clock) {

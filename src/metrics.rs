@@ -146,6 +146,32 @@ pub struct CacheMetrics {
     pub objects: Gauge,
     pub bytes: Gauge,
     pub evictions: Counter,
+    pub disk: DiskMetrics,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabels {
+    /// `open`, `read`, `journal`
+    pub op: &'static str,
+}
+
+/// The disk tier (`[cache.disk]`): all zero without one.
+#[derive(Default)]
+pub struct DiskMetrics {
+    /// 1 while the disk tier is in use.
+    pub up: Gauge,
+    pub hits: Counter,
+    pub misses: Counter,
+    pub hit_bytes: Counter,
+    /// Objects written to the disk tier (its queue flushed past them), and their bytes.
+    pub writes: Counter,
+    pub write_bytes: Counter,
+    /// Objects the disk tier did not store, by reason (`unavailable`,
+    /// `too-large`, `queue-full`).
+    pub dropped: Family<ReasonLabels, Counter>,
+    /// Objects found on disk that a purge had selected since they were stored.
+    pub purged: Counter,
+    pub errors: Family<OpLabels, Counter>,
 }
 
 pub struct UpstreamMetrics {
@@ -265,6 +291,56 @@ impl EdgeMetrics {
             "cache_evictions",
             "Objects evicted for space",
             cache.evictions.clone(),
+        );
+        let disk = &cache.disk;
+        for (name, help, metric) in [
+            (
+                "cache_disk_hits",
+                "Memory misses answered by the disk tier",
+                &disk.hits,
+            ),
+            (
+                "cache_disk_misses",
+                "Memory misses the disk tier could not answer",
+                &disk.misses,
+            ),
+            (
+                "cache_disk_hit_bytes",
+                "Body bytes read from the disk tier",
+                &disk.hit_bytes,
+            ),
+            (
+                "cache_disk_writes",
+                "Objects written to the disk tier",
+                &disk.writes,
+            ),
+            (
+                "cache_disk_write_bytes",
+                "Body bytes written to the disk tier",
+                &disk.write_bytes,
+            ),
+            (
+                "cache_disk_purged",
+                "Objects found on disk that a purge had selected",
+                &disk.purged,
+            ),
+        ] {
+            edge.register(name, help, metric.clone());
+        }
+        edge.register(
+            "cache_disk_up",
+            "1 while the disk tier is in use",
+            disk.up.clone(),
+        );
+        edge.register(
+            "cache_disk_dropped",
+            "Objects the disk tier did not store, by reason",
+            disk.dropped.clone(),
+        );
+        edge.register(
+            "cache_disk_errors",
+            "Disk tier failures (the request went on without it), by operation",
+            disk.errors.clone(),
         );
 
         let upstream = UpstreamMetrics {

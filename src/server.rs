@@ -10,6 +10,7 @@ use pingora::listeners::tls::Acceptor;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
+use crate::cache::disk::DiskTier;
 use crate::config::{ConfigError, EdgeConfig, ServerConfig};
 use crate::edge::Edge;
 use crate::frontend::pingora::PingoraApp;
@@ -98,6 +99,27 @@ pub async fn run(
         metrics,
         policy,
     )?;
+    if let Some(disk) = &config.cache.disk {
+        let opened = DiskTier::open(
+            disk,
+            config.cache.max_object_size.0,
+            edge.metrics().cache.clone(),
+        )
+        .await;
+        edge.set_disk(match opened {
+            Ok(tier) => {
+                tracing::info!(path = %disk.path.display(), size = %disk.size, "disk cache open");
+                Some(Arc::new(tier))
+            }
+            Err(e) => {
+                // Never a reason not to serve: memory alone, counted.
+                tracing::error!(error = %e, "disk cache unusable: serving from memory and upstream only");
+                let op = crate::metrics::OpLabels { op: "open" };
+                edge.metrics().cache.disk.errors.get_or_create(&op).inc();
+                None
+            }
+        });
+    }
     let qoe = config.qoe.enabled.then(|| {
         let (geo, trusted) = policy_geo(&edge);
         Arc::new(crate::qoe::Qoe::new(
@@ -248,6 +270,7 @@ pub async fn run(
         }
     }
     admin_state.control.fleet().stop();
+    edge.cache().close().await;
     health.abort();
     sighup.abort();
     if let Some(task) = qoe_expiry {

@@ -47,7 +47,8 @@ fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, 
 
 #[derive(Serialize)]
 struct PurgeResponse {
-    /// Cached objects selected on this node (dropped, or marked stale when `soft`).
+    /// Cached objects selected in memory on this node (dropped, or marked
+    /// stale when `soft`); the disk tier cannot count them, but is purged too.
     purged: usize,
     kind: &'static str,
     soft: bool,

@@ -32,6 +32,11 @@ impl CacheKey {
         self.0.contains(VARIANT)
     }
 
+    /// The whole key, variant included: what a store indexes it by.
+    pub fn stored(&self) -> &str {
+        &self.0
+    }
+
     /// Path and kept query: also what the edge asks its upstream for.
     pub fn as_str(&self) -> &str {
         self.0.split(VARIANT).next().unwrap_or(&self.0)

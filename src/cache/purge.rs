@@ -67,6 +67,15 @@ pub struct PurgeLog {
 }
 
 impl PurgeLog {
+    /// A log whose generations continue after `last` (the disk tier's
+    /// journal keeps them across restarts).
+    pub fn starting_at(last: u64) -> PurgeLog {
+        PurgeLog {
+            generation: AtomicU64::new(last),
+            recent: Mutex::default(),
+        }
+    }
+
     /// The generation a fill starting now belongs to.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)

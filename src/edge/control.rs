@@ -39,7 +39,7 @@ impl Edge {
             };
             !selected
         });
-        self.cache.purge(&target, soft).await
+        self.cache.purge(&target, soft, generation).await
     }
 
     /// Store what a fill fetched, unless a purge newer than the fill selects it.

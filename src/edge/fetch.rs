@@ -142,6 +142,7 @@ impl Edge {
                 freshness: fresh,
                 surrogate_keys: stale.surrogate_keys.clone(),
                 variant: stale.variant.clone(),
+                generation: fill.generation(),
             }));
         }
 
@@ -203,6 +204,7 @@ impl Edge {
             freshness: fresh,
             surrogate_keys,
             variant,
+            generation: fill.generation(),
         }))
     }
 }

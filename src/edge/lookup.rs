@@ -12,7 +12,7 @@ use super::Edge;
 use crate::cache::fill::{Fill, FillOutcome, Forwarded};
 use crate::cache::inflight::Joined;
 use crate::cache::key::CacheKey;
-use crate::cache::{CachedObject, Staleness};
+use crate::cache::{CachedObject, Staleness, Tier};
 use crate::error::EdgeError;
 use crate::request::MediaRequest;
 use crate::response::{CacheStatus, EdgeResponse, ResponseHead};
@@ -47,10 +47,14 @@ impl Edge {
         let mut rejoined = false;
         loop {
             let now = Instant::now();
+            let mut tier = Tier::Memory;
             let mut cached = if authorized {
                 None
             } else {
-                self.cache.get(&key).await
+                self.cache.get(&key).await.map(|(object, t)| {
+                    tier = t;
+                    object
+                })
             };
             // A varying response answers only requests that select what its
             // own request selected; others look under their variant's key.
@@ -60,11 +64,19 @@ impl Edge {
                     match selected {
                         Some(selected) if !key.is_variant() => {
                             let variant_key = request.key.with_variant(&selected);
-                            cached = self.cache.get(&variant_key).await.filter(|o| {
-                                o.variant
-                                    .as_ref()
-                                    .is_none_or(|v| v.answers(headers).is_ok())
-                            });
+                            cached = self
+                                .cache
+                                .get(&variant_key)
+                                .await
+                                .filter(|(o, _)| {
+                                    o.variant
+                                        .as_ref()
+                                        .is_none_or(|v| v.answers(headers).is_ok())
+                                })
+                                .map(|(object, t)| {
+                                    tier = t;
+                                    object
+                                });
                             key = Cow::Owned(variant_key);
                         }
                         _ => alone = true,
@@ -79,7 +91,10 @@ impl Edge {
                             &object,
                             now,
                             CacheStatus::Hit,
-                            "hit",
+                            match tier {
+                                Tier::Memory => "hit",
+                                Tier::Disk => "hit; detail=disk",
+                            },
                         ))
                     }
                     Staleness::Revalidate => {

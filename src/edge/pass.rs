@@ -117,6 +117,6 @@ impl Edge {
                 keys.push(key);
             }
         }
-        self.cache.purge(&PurgeTarget::Keys(keys), false).await;
+        self.purge(PurgeTarget::Keys(keys), false).await;
     }
 }

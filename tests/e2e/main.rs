@@ -9,6 +9,7 @@ mod ansible;
 mod cli;
 mod control;
 mod dashboards;
+mod disk;
 mod drm;
 mod edge;
 mod fleet;
