@@ -19,7 +19,7 @@ use super::{Library, VodError, VodObject, VodRequest};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResponseLabels {
-    /// `playlist`, `manifest`, `init`, `segment`, `none` (unparsable path)
+    /// `playlist`, `manifest`, `init`, `segment`, `subtitles`, `none` (unparsable path)
     pub object: &'static str,
     pub status: u16,
 }
@@ -114,7 +114,9 @@ fn object_label(object: &VodObject) -> &'static str {
         VodObject::Master | VodObject::MediaPlaylist { .. } => "playlist",
         VodObject::Manifest => "manifest",
         VodObject::Init { .. } => "init",
-        VodObject::Fragment { .. } => "segment",
+        VodObject::Fragment { .. } | VodObject::KeyFrame { .. } => "segment",
+        VodObject::IFramePlaylist { .. } | VodObject::SubtitlePlaylist { .. } => "playlist",
+        VodObject::SubtitleSegment { .. } | VodObject::SubtitleFile { .. } => "subtitles",
     }
 }
 

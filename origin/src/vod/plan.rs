@@ -188,3 +188,42 @@ pub fn segment_samples(
     }
     Ok(out)
 }
+
+/// The sample indexes of a track's sync samples, in order.
+pub fn keyframes(track: &TrackIndex) -> Vec<usize> {
+    track
+        .samples
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.sync)
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// Media-timescale ticks from keyframe `k` (from 0) to the next keyframe,
+/// or to the end of the track for the last one.
+/// `keyframes` is [`keyframes`] of the track.
+pub fn keyframe_ticks(track: &TrackIndex, keyframes: &[usize], k: usize) -> u64 {
+    let Some(&i) = keyframes.get(k) else {
+        return 0;
+    };
+    let next = keyframes.get(k + 1).copied().unwrap_or(track.samples.len());
+    track.dts_at(next).saturating_sub(track.dts_at(i))
+}
+
+/// Keyframe `k` (from 0) as a one-sample segment lasting until the next
+/// keyframe: an I-frame playlist's segment.
+pub fn keyframe_segment(track: &TrackIndex, k: usize) -> Option<PlannedSegment> {
+    let keyframes = keyframes(track);
+    let i = *keyframes.get(k)?;
+    let to = out_timescale(track);
+    let out = |t: u64| rescale(t as i64, track.timescale, to) as u64;
+    let start = out(track.dts_at(i));
+    Some(PlannedSegment {
+        first: i,
+        end: i + 1,
+        start,
+        duration: out(track.dts_at(i) + keyframe_ticks(track, &keyframes, k)).saturating_sub(start),
+        bytes: u64::from(track.samples[i].size),
+    })
+}

@@ -378,6 +378,32 @@ fn parses_paths_and_refuses_escapes() {
     );
     let r: VodRequest = "x.mp4/t1/init.mp4".parse().expect("init");
     assert_eq!(r.object, VodObject::Init { track: 1 });
+    for (path, object) in [
+        (
+            "films/set.json/i1.m3u8",
+            VodObject::IFramePlaylist { track: 1 },
+        ),
+        (
+            "films/set.json/i1/3.m4s",
+            VodObject::KeyFrame {
+                track: 1,
+                number: 3,
+            },
+        ),
+        (
+            "films/set.json/s2.m3u8",
+            VodObject::SubtitlePlaylist { id: 2 },
+        ),
+        (
+            "films/set.json/s2/4.vtt",
+            VodObject::SubtitleSegment { id: 2, number: 4 },
+        ),
+        ("films/set.json/s2.vtt", VodObject::SubtitleFile { id: 2 }),
+    ] {
+        let r: VodRequest = path.parse().expect(path);
+        assert_eq!(r.title, Path::new("films/set.json"));
+        assert_eq!(r.object, object, "{path}");
+    }
     for bad in [
         "../etc/passwd.mp4/master.m3u8",
         "a/../../x.mp4/master.m3u8",
@@ -397,6 +423,10 @@ fn parses_paths_and_refuses_escapes() {
         "x.mp4/t1/0.m4s",
         "x.mp4/video.m3u8",
         "x.txt/master.m3u8",
+        "x.json/t1.vtt",
+        "x.json/s1/1.m4s",
+        "x.json/i1/1.vtt",
+        "x.json/s1/init.mp4.vtt",
     ] {
         let err = missing.parse::<VodRequest>().expect_err(missing);
         assert_eq!(err.status(), 404, "{missing}");
