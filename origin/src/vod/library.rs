@@ -305,6 +305,7 @@ impl Library {
                 language,
                 name,
                 default,
+                clipped: None,
             });
         }
         let subtitles = media_set
@@ -326,6 +327,7 @@ impl Library {
             renditions,
             subtitles,
             target_duration: self.config.segment_duration.as_secs_f64(),
+            clip_start_ms: None,
         })
     }
 
@@ -359,7 +361,13 @@ impl Library {
 
     /// The response for one request.
     pub fn render(&self, request: &VodRequest) -> Result<Rendered, VodError> {
-        let p = self.presentation(&request.title)?;
+        let mut p = self.presentation(&request.title)?;
+        if let Some(clip) = request.clip {
+            p.clip(clip, self.config.segment_duration)
+                .ok_or(VodError::BadPath(
+                    "clipFrom is at or past the end of the title",
+                ))?;
+        }
         let playlist = |text: String| {
             Ok(Rendered::new(
                 text.into(),
@@ -426,7 +434,15 @@ impl Library {
                 ))
             }
             VodObject::SubtitleFile { id } => {
-                let cues = self.cues(subtitle(id)?)?;
+                let mut cues = self.cues(subtitle(id)?)?;
+                if let Some(start) = p.clip_start_ms {
+                    // DASH times cues from the Period's start: the clip's.
+                    cues.retain(|c| c.end > start);
+                    for c in &mut cues {
+                        c.start = c.start.saturating_sub(start);
+                        c.end -= start;
+                    }
+                }
                 Ok(Rendered::new(
                     subtitles::webvtt(&cues).into(),
                     "text/vtt; charset=utf-8",

@@ -200,7 +200,7 @@ pub fn iframe_playlist(r: &Rendition) -> String {
 /// ([`Presentation::subtitle_cuts`]), the last one to the end of the title.
 pub fn subtitle_playlist(p: &Presentation, s: &SubtitleRendition) -> String {
     let cuts = p.subtitle_cuts();
-    let end = (p.duration() * 1000.0).round() as u64;
+    let end = p.end_ms();
     let seconds: Vec<f64> = cuts
         .iter()
         .enumerate()
@@ -236,7 +236,7 @@ pub fn mpd(p: &Presentation) -> String {
     if !videos.is_empty() {
         let _ = writeln!(out, "    <AdaptationSet id=\"{set}\" contentType=\"video\" mimeType=\"video/mp4\" segmentAlignment=\"true\" startWithSAP=\"1\">");
         for r in videos {
-            write_representation(&mut out, r);
+            write_representation(&mut out, r, p.clip_start_ms);
         }
         out.push_str("    </AdaptationSet>\n");
         set += 1;
@@ -247,7 +247,7 @@ pub fn mpd(p: &Presentation) -> String {
         if r.default {
             out.push_str("      <Role schemeIdUri=\"urn:mpeg:dash:role:2011\" value=\"main\"/>\n");
         }
-        write_representation(&mut out, r);
+        write_representation(&mut out, r, p.clip_start_ms);
         out.push_str("    </AdaptationSet>\n");
         set += 1;
     }
@@ -272,7 +272,9 @@ pub fn mpd(p: &Presentation) -> String {
 }
 
 /// §5.3.5 Representation with §5.3.9.4 SegmentTemplate and §5.3.9.6 SegmentTimeline.
-fn write_representation(out: &mut String, r: &Rendition) {
+/// `clip_start_ms`: a clip's start, the Period's start on the media timeline
+/// (`presentationTimeOffset`).
+fn write_representation(out: &mut String, r: &Rendition, clip_start_ms: Option<u64>) {
     let (t, p) = (r.track(), r.plan());
     let _ = write!(
         out,
@@ -304,9 +306,17 @@ fn write_representation(out: &mut String, r: &Rendition) {
             );
         }
     }
+    let pto = clip_start_ms
+        .map(|ms| {
+            format!(
+                " presentationTimeOffset=\"{}\"",
+                ms * u64::from(p.out_timescale) / 1000
+            )
+        })
+        .unwrap_or_default();
     let _ = writeln!(
         out,
-        "        <SegmentTemplate timescale=\"{}\" startNumber=\"1\" initialization=\"t{id}/init.mp4\" media=\"t{id}/$Number$.m4s\">",
+        "        <SegmentTemplate timescale=\"{}\"{pto} startNumber=\"1\" initialization=\"t{id}/init.mp4\" media=\"t{id}/$Number$.m4s\">",
         p.out_timescale,
         id = r.id
     );

@@ -185,11 +185,20 @@ pub enum VodObject {
 }
 
 /// A request under `/vod/`: the title's path relative to the root (plain
-/// components only) and the object.
+/// components only), the clip asked for, and the object.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VodRequest {
     pub title: PathBuf,
+    pub clip: Option<Clip>,
     pub object: VodObject,
+}
+
+/// `/vod/{path}/clipFrom/{ms}/clipTo/{ms}/…` (either may be left out):
+/// the part of the title from `from` to `to` milliseconds, cut on keyframes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Clip {
+    pub from: u64,
+    pub to: Option<u64>,
 }
 
 const TITLE_EXTENSIONS: [&str; 5] = [".mp4", ".m4v", ".m4a", ".mov", ".json"];
@@ -223,7 +232,25 @@ impl std::str::FromStr for VodRequest {
             })
             .ok_or(VodError::NotFound)?;
         let title: PathBuf = parts[..=file].iter().collect();
-        let object = match &parts[file + 1..] {
+        let mut rest = &parts[file + 1..];
+        let mut clip = None;
+        if let ["clipFrom", ms, tail @ ..] = rest {
+            clip = Some(Clip {
+                from: millis(ms)?,
+                to: None,
+            });
+            rest = tail;
+        }
+        if let ["clipTo", ms, tail @ ..] = rest {
+            let to = millis(ms)?;
+            let from = clip.map_or(0, |c| c.from);
+            if to <= from {
+                return Err(VodError::BadPath("clipTo must be after clipFrom"));
+            }
+            clip = Some(Clip { from, to: Some(to) });
+            rest = tail;
+        }
+        let object = match rest {
             ["master.m3u8"] => VodObject::Master,
             ["manifest.mpd"] => VodObject::Manifest,
             [name] => {
@@ -261,13 +288,32 @@ impl std::str::FromStr for VodRequest {
             },
             _ => return Err(VodError::NotFound),
         };
-        Ok(VodRequest { title, object })
+        Ok(VodRequest {
+            title,
+            clip,
+            object,
+        })
     }
 }
 
 /// `t{n}` → n.
 fn track_number(s: &str) -> Result<u32, VodError> {
     plain_number(s.strip_prefix('t').ok_or(VodError::NotFound)?)
+}
+
+/// Milliseconds of a clip: digits, no sign, no leading zero.
+fn millis(s: &str) -> Result<u64, VodError> {
+    if s.is_empty()
+        || (s.len() > 1 && s.starts_with('0'))
+        || !s.bytes().all(|b| b.is_ascii_digit())
+        || s.len() > 12
+    {
+        return Err(VodError::BadPath(
+            "clipFrom/clipTo take milliseconds: digits without a leading zero",
+        ));
+    }
+    s.parse()
+        .map_err(|_| VodError::BadPath("clipFrom/clipTo out of range"))
 }
 
 /// `t12` → ('t', 12).

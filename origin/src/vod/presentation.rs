@@ -6,11 +6,13 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::library::Title;
 use super::mp4::TrackIndex;
-use super::plan::TrackPlan;
+use super::plan::{self, TrackPlan};
 use super::subtitles::SubtitleFormat;
+use super::Clip;
 use crate::media::TrackKind;
 
 /// One audio or video rendition.
@@ -25,6 +27,8 @@ pub struct Rendition {
     pub name: String,
     /// The audio rendition players start with.
     pub default: bool,
+    /// A clip's segments, in place of the title's.
+    pub clipped: Option<TrackPlan>,
 }
 
 impl Rendition {
@@ -33,7 +37,7 @@ impl Rendition {
     }
 
     pub fn plan(&self) -> &TrackPlan {
-        &self.title.plans[self.pos]
+        self.clipped.as_ref().unwrap_or(&self.title.plans[self.pos])
     }
 
     pub fn kind(&self) -> TrackKind {
@@ -59,6 +63,8 @@ pub struct Presentation {
     pub subtitles: Vec<SubtitleRendition>,
     /// `vod.segment_duration`, seconds.
     pub target_duration: f64,
+    /// Where a clip starts on the media timeline (ms); 0 without a clip.
+    pub clip_start_ms: Option<u64>,
 }
 
 impl Presentation {
@@ -80,13 +86,38 @@ impl Presentation {
                 name: format!("{}-{}", t.language, t.track_id),
                 default,
                 title: title.clone(),
+                clipped: None,
             });
         }
         Presentation {
             target_duration: title.target_duration,
             renditions,
             subtitles: Vec::new(),
+            clip_start_ms: None,
         }
+    }
+
+    /// Narrows every rendition to a clip: the reference rendition (first
+    /// video, else first) is cut at its keyframe at or before `clip.from`
+    /// and its keyframe at or after `clip.to`; every rendition then at its
+    /// own keyframes (every audio sample is one) around those instants.
+    /// `None` when the clip starts past the end.
+    pub fn clip(&mut self, clip: Clip, target: Duration) -> Option<()> {
+        let reference = self
+            .of_kind(TrackKind::Video)
+            .next()
+            .or(self.renditions.first())?;
+        let t = reference.track();
+        let (first, end) = plan::clip_range(t, clip.from, clip.to)?;
+        let from = plan::sample_ms(t, first);
+        let to = (end < t.samples.len()).then(|| plan::sample_ms(t, end));
+        for r in &mut self.renditions {
+            let t = r.track();
+            let (first, end) = plan::clip_range(t, from, to)?;
+            r.clipped = Some(plan::plan_range(t, target, first, end));
+        }
+        self.clip_start_ms = Some(from);
+        Some(())
     }
 
     pub fn rendition(&self, id: u32) -> Option<&Rendition> {
@@ -109,6 +140,19 @@ impl Presentation {
             .fold(0.0, f64::max)
     }
 
+    /// Where the presentation ends on the media timeline (ms).
+    pub fn end_ms(&self) -> u64 {
+        self.renditions
+            .iter()
+            .filter_map(|r| {
+                let p = r.plan();
+                let last = p.segments.last()?;
+                Some((last.start + last.duration) * 1000 / u64::from(p.out_timescale.max(1)))
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Where subtitle segments start, in ms: at the segments of the first
     /// video rendition (else the first rendition), so a subtitle segment
     /// lines up with the media a player fetches with it.
@@ -127,7 +171,7 @@ impl Presentation {
             .map(|s| s.start * 1000 / u64::from(plan.out_timescale.max(1)))
             .collect();
         if let Some(first) = cuts.first_mut() {
-            *first = 0;
+            *first = self.clip_start_ms.unwrap_or(0);
         }
         cuts.dedup();
         if cuts.is_empty() {

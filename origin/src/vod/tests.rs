@@ -404,6 +404,32 @@ fn parses_paths_and_refuses_escapes() {
         assert_eq!(r.title, Path::new("films/set.json"));
         assert_eq!(r.object, object, "{path}");
     }
+    for (path, clip) in [
+        (
+            "a.mp4/clipFrom/0/clipTo/5000/master.m3u8",
+            Clip {
+                from: 0,
+                to: Some(5000),
+            },
+        ),
+        (
+            "a.mp4/clipFrom/10000/t1/3.m4s",
+            Clip {
+                from: 10000,
+                to: None,
+            },
+        ),
+        (
+            "a.mp4/clipTo/7000/manifest.mpd",
+            Clip {
+                from: 0,
+                to: Some(7000),
+            },
+        ),
+    ] {
+        let r: VodRequest = path.parse().expect(path);
+        assert_eq!(r.clip, Some(clip), "{path}");
+    }
     for bad in [
         "../etc/passwd.mp4/master.m3u8",
         "a/../../x.mp4/master.m3u8",
@@ -412,6 +438,9 @@ fn parses_paths_and_refuses_escapes() {
         "%2e%2e/x.mp4/master.m3u8",
         "./x.mp4/master.m3u8",
         "a\\..\\x.mp4/master.m3u8",
+        "x.mp4/clipFrom/007/master.m3u8",
+        "x.mp4/clipFrom/9/clipTo/9/master.m3u8",
+        "x.mp4/clipFrom/1e3/master.m3u8",
     ] {
         let err = bad.parse::<VodRequest>().expect_err(bad);
         assert_eq!(err.status(), 400, "{bad}: {err}");

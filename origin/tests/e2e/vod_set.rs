@@ -313,3 +313,74 @@ async fn bad_set_files_get_a_4xx_with_a_reason_and_a_count() {
         .any(|l| l.contains("VOD title cannot be packaged") && l.contains("malformed.json")));
     let _ = std::fs::remove_file(outside);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clips_are_cut_on_keyframes() {
+    crate::support::init_logs();
+    let library = make_set("clip", 12).await;
+    let (addr, _admin, _stop) = start_origin(&library.0).await;
+    // 2 s GOPs: 3 s..9 s widens to the keyframes at 2 s and 10 s.
+    let base = format!("http://{addr}/vod/films/set.json/clipFrom/3000/clipTo/9000");
+
+    let parsed = parse_set_with_m3u8(&format!("{base}/master.m3u8")).await;
+    for m in parsed["media"].as_array().expect("media") {
+        let seconds = m["seconds"].as_f64().expect("seconds");
+        assert!((seconds - 8.0).abs() < 0.1, "{seconds} s listed: {m}");
+    }
+    for i in parsed["iframes"].as_array().expect("iframes") {
+        assert_eq!(i["segments"], 6, "trick play keeps the whole title: {i}");
+    }
+    let sub_en = parsed["media"]
+        .as_array()
+        .expect("media")
+        .iter()
+        .find(|m| m["type"] == "SUBTITLES" && m["language"] == "en")
+        .expect("English subtitles");
+    let first = reqwest_get(sub_en["segments"][0].as_str().expect("uri"))
+        .await
+        .1;
+    assert!(
+        first.contains("English cue at 2 s") && !first.contains("English cue at 0 s"),
+        "{first}"
+    );
+
+    let (status, mpd) = get(
+        addr,
+        "/vod/films/set.json/clipFrom/3000/clipTo/9000/manifest.mpd",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let mpd = String::from_utf8(mpd).expect("utf-8");
+    assert!(
+        mpd.contains("mediaPresentationDuration=\"PT8.0")
+            && mpd.contains("presentationTimeOffset=\"180000\""),
+        "{mpd}"
+    );
+    // DASH times side-loaded cues from the clip's start.
+    let (_, vtt) = get(addr, "/vod/films/set.json/clipFrom/3000/clipTo/9000/s1.vtt").await;
+    let vtt = String::from_utf8(vtt).expect("utf-8");
+    assert!(
+        vtt.starts_with("WEBVTT\n\n00:00:00.000 --> 00:00:01.500 line:0\nEnglish cue at 2 s\n"),
+        "{vtt}"
+    );
+
+    for url in [
+        format!("{base}/master.m3u8"),
+        format!("{base}/manifest.mpd"),
+        format!("http://{addr}/vod/films/video-360p.mp4/clipFrom/4000/master.m3u8"),
+    ] {
+        let seconds = decoded_seconds(&url).await;
+        assert!((seconds - 8.0).abs() < 0.5, "{url}: decoded {seconds} s");
+    }
+
+    for (path, status) in [
+        ("clipFrom/20000/master.m3u8", 400),
+        ("clipFrom/5000/clipTo/4000/master.m3u8", 400),
+        ("clipFrom/05/master.m3u8", 400),
+        ("clipTo/0/master.m3u8", 400),
+        ("clipFrom/-5/master.m3u8", 400),
+    ] {
+        let (got, body) = get(addr, &format!("/vod/films/set.json/{path}")).await;
+        assert_eq!(got, status, "{path}: {}", String::from_utf8_lossy(&body));
+    }
+}
