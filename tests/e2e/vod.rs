@@ -157,4 +157,17 @@ async fn vod_set_plays_with_its_languages_and_subtitles_in_every_player() {
             "{player}: both subtitle files offered: {report}"
         );
     }
+
+    // A clip (4 s..12 s of the 20 s title, on 2 s keyframes) plays too:
+    // its media keeps the title's timestamps.
+    for (player, object) in [("hls", "master.m3u8"), ("dash", "manifest.mpd")] {
+        let url = stack.edge(&format!(
+            "/vod/films/set.json/clipFrom/4000/clipTo/12000/{object}"
+        ));
+        let report = assert_plays(player, &url, 5).await;
+        assert_eq!(
+            report["audioLanguage"], "en",
+            "{player} on the clip: {report}"
+        );
+    }
 }
