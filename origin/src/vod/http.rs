@@ -26,7 +26,8 @@ pub struct ResponseLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
-    /// `bad_path`, `outside_root`, `corrupt`, `unsupported`, `too_large`, `io`
+    /// `bad_path`, `outside_root`, `corrupt`, `unsupported`, `too_large`, `io`,
+    /// `set_malformed`, `set_escape`, `set_missing_file`, `bad_subtitles`
     pub reason: &'static str,
 }
 

@@ -299,6 +299,40 @@ fn cuts_every_track_at_the_same_keyframe_instants() {
 }
 
 #[test]
+fn clips_and_keyframes_cut_on_keyframes() {
+    let index = index(&title_file()).expect("indexes");
+    let (v, a) = (&index.tracks[0], &index.tracks[1]);
+    // 25 fps (512 ticks of 12 800), a keyframe every 2 s (50 frames).
+    assert_eq!(plan::keyframes(v), vec![0, 50, 100, 150, 200]);
+    // 3 s..5 s widens to the keyframes at 2 s and 6 s.
+    assert_eq!(plan::clip_range(v, 3000, Some(5000)), Some((50, 150)));
+    assert_eq!(plan::clip_range(v, 4000, None), Some((100, 250)));
+    assert_eq!(plan::clip_range(v, 10_000, None), None, "past the end");
+    // Audio: every sample is a keyframe.
+    let (first, end) = plan::clip_range(a, 2000, Some(6000)).expect("audio clip");
+    assert!(plan::sample_ms(a, first) <= 2000 && plan::sample_ms(a, first + 1) > 2000);
+    assert!(plan::sample_ms(a, end) >= 6000 && plan::sample_ms(a, end - 1) < 6000);
+    let clipped = plan::plan_range(v, Duration::from_secs(4), 50, 150);
+    let seconds: Vec<f64> = clipped
+        .segments
+        .iter()
+        .map(|s| clipped.seconds(s))
+        .collect();
+    assert_eq!(seconds, vec![4.0]);
+    assert_eq!(
+        clipped.segments[0].start, 180_000,
+        "media keeps its timestamps"
+    );
+    // The I-frame segment of the second keyframe lasts until the third.
+    let k = plan::keyframe_segment(v, 1).expect("keyframe 2");
+    assert_eq!(
+        (k.first, k.end, k.start, k.duration),
+        (50, 51, 180_000, 180_000)
+    );
+    assert!(plan::keyframe_segment(v, 5).is_none());
+}
+
+#[test]
 fn refuses_files_that_lie_without_panicking() {
     let good = title_file();
     let moov_at = good.windows(4).rposition(|w| w == b"moov").expect("moov") - 4;
