@@ -34,6 +34,10 @@
 
   // The player's view of the rendition being played now, or null.
   let currentLevel = () => null;
+  // The player's audio and text tracks: {audioLanguage, audioLanguages,
+  // textLanguage, textLanguages} (languages as the manifest names them;
+  // textLanguage null while no subtitles show).
+  let tracks = () => ({ audioLanguage: null, audioLanguages: [], textLanguage: null, textLanguages: [] });
 
   // ---------------------------------------------------------- stalls
   // A stall is a 'waiting' after which currentTime did not move for > 1 s.
@@ -114,6 +118,7 @@
       errors: state.errors,
       levels: state.levels.length,
       level: lvl,
+      ...safeTracks(),
       playedLevels: [...state.played.values()].sort((a, b) => a.bandwidth - b.bandwidth),
       stalls: state.stalls,
       longestStall: state.longestStall,
@@ -128,6 +133,14 @@
         : null,
     };
   };
+
+  function safeTracks() {
+    try {
+      return tracks();
+    } catch (e) {
+      return { audioLanguage: null, audioLanguages: [], textLanguage: null, textLanguages: [], tracksError: String(e) };
+    }
+  }
 
   function play() {
     const p = video.play();
@@ -156,6 +169,18 @@
     currentLevel = () => {
       const l = hls.levels && hls.levels[hls.currentLevel];
       return l ? { bandwidth: l.bitrate, width: l.width || 0, height: l.height || 0 } : null;
+    };
+    tracks = () => {
+      const audio = hls.audioTracks || [];
+      const text = hls.subtitleTracks || [];
+      const a = audio[hls.audioTrack];
+      const t = hls.subtitleTrack >= 0 ? text[hls.subtitleTrack] : null;
+      return {
+        audioLanguage: a ? a.lang || null : null,
+        audioLanguages: audio.map((x) => x.lang),
+        textLanguage: t ? t.lang || null : null,
+        textLanguages: text.map((x) => x.lang),
+      };
     };
     hls.attachMedia(video);
     hls.loadSource(cfg.url);
@@ -190,6 +215,19 @@
     currentLevel = () => {
       const r = player.isReady() && player.getCurrentRepresentationForType('video');
       return r ? { bandwidth: r.bandwidth, width: r.width || 0, height: r.height || 0 } : null;
+    };
+    tracks = () => {
+      if (!player.isReady()) return { audioLanguage: null, audioLanguages: [], textLanguage: null, textLanguages: [] };
+      const a = player.getCurrentTrackFor('audio');
+      const text = player.getTracksFor('text') || [];
+      const ti = typeof player.getCurrentTextTrackIndex === 'function' ? player.getCurrentTextTrackIndex() : -1;
+      const t = ti >= 0 ? text[ti] : null;
+      return {
+        audioLanguage: a ? a.lang || null : null,
+        audioLanguages: (player.getTracksFor('audio') || []).map((x) => x.lang),
+        textLanguage: t ? t.lang || null : null,
+        textLanguages: text.map((x) => x.lang),
+      };
     };
     player.initialize(video, cfg.url, true);
   }
@@ -228,6 +266,17 @@
     currentLevel = () => {
       const t = player.getVariantTracks().find((v) => v.active);
       return t ? { bandwidth: t.videoBandwidth || t.bandwidth, width: t.width || 0, height: t.height || 0 } : null;
+    };
+    tracks = () => {
+      const v = player.getVariantTracks().find((x) => x.active);
+      const text = player.getTextTracks();
+      const t = text.find((x) => x.active) || null;
+      return {
+        audioLanguage: v ? v.language || null : null,
+        audioLanguages: [...new Set(player.getVariantTracks().map((x) => x.language))],
+        textLanguage: t ? t.language || null : null,
+        textLanguages: text.map((x) => x.language),
+      };
     };
     try {
       await player.load(cfg.url);

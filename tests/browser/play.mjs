@@ -135,6 +135,10 @@ const results = opts.plays.map((play) => ({
   errors: [],
   levels: 0,
   playedLevels: [],
+  audioLanguage: null,
+  audioLanguages: [],
+  textLanguage: null,
+  textLanguages: [],
   protocols: {},
 }));
 
@@ -362,6 +366,11 @@ async function playOn(context, page, i, url, pageOrigin, left) {
     result.errors = s.errors;
     result.levels = s.levels;
     result.playedLevels = s.playedLevels;
+    result.audioLanguage = s.audioLanguage;
+    result.audioLanguages = s.audioLanguages;
+    result.textLanguage = s.textLanguage;
+    result.textLanguages = s.textLanguages;
+    if (s.tracksError) result.tracksError = s.tracksError;
     result.stalls = s.stalls;
     result.longestStall = Math.round(s.longestStall * 1000) / 1000;
     result.minBufferAhead = s.minAhead === null ? null : round(s.minAhead);

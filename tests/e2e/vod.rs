@@ -84,3 +84,90 @@ async fn vod_title_plays_through_the_edge_in_every_player() {
     assert_plays("dash", &mpd, 8).await;
     assert_plays("shaka", &mpd, 8).await;
 }
+
+/// `{root}/films/`: `tests/fixtures/make-vod-set.sh`'s mapped title (two
+/// video renditions, English and French audio, English WebVTT and French
+/// SubRip subtitles, `set.json`) of `seconds` seconds.
+async fn make_set(seconds: u32) -> Library {
+    let root = std::env::temp_dir().join(format!("strata-vod-set-browser-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/make-vod-set.sh");
+    let out = tokio::process::Command::new("sh")
+        .arg(&script)
+        .arg(root.join("films"))
+        .arg(seconds.to_string())
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("sh");
+    assert!(
+        out.status.success(),
+        "{} failed (ffmpeg — run scripts/install-test-deps.sh): {}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Library(root)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vod_set_plays_with_its_languages_and_subtitles_in_every_player() {
+    require_peers();
+    let library = make_set(20).await;
+    let root = library.0.clone();
+    let stack = start_stack(move |c| {
+        c.vod = Some(strata_origin::vod::VodConfig {
+            root,
+            segment_duration: Duration::from_secs(4),
+            index_cache_entries: 16,
+            index_cache_bytes: 64 << 20,
+            max_moov_bytes: 16 << 20,
+        });
+    })
+    .await;
+    let master = stack.edge("/vod/films/set.json/master.m3u8");
+    let mpd = stack.edge("/vod/films/set.json/manifest.mpd");
+
+    crate::stack::assert_decodes(&master, 8).await;
+    crate::stack::assert_decodes(&mpd, 8).await;
+    for (player, url) in [("hls", &master), ("dash", &mpd), ("shaka", &mpd)] {
+        let report = assert_plays(player, url, 6).await;
+        assert_eq!(
+            report["levels"], 2,
+            "{player}: two video renditions: {report}"
+        );
+        let mut audio: Vec<String> = serde_json::from_value(report["audioLanguages"].clone())
+            .unwrap_or_else(|_| panic!("{player}: audioLanguages: {report}"));
+        audio.sort();
+        assert_eq!(
+            audio,
+            ["en", "fr"],
+            "{player}: both audio languages offered: {report}"
+        );
+        assert_eq!(
+            report["audioLanguage"], "en",
+            "{player}: the set's default audio (English) plays: {report}"
+        );
+        let mut text: Vec<String> = serde_json::from_value(report["textLanguages"].clone())
+            .unwrap_or_else(|_| panic!("{player}: textLanguages: {report}"));
+        text.sort();
+        assert_eq!(
+            text,
+            ["en", "fr"],
+            "{player}: both subtitle files offered: {report}"
+        );
+    }
+
+    // A clip (4 s..12 s of the 20 s title, on 2 s keyframes) plays too:
+    // its media keeps the title's timestamps.
+    for (player, object) in [("hls", "master.m3u8"), ("dash", "manifest.mpd")] {
+        let url = stack.edge(&format!(
+            "/vod/films/set.json/clipFrom/4000/clipTo/12000/{object}"
+        ));
+        let report = assert_plays(player, &url, 5).await;
+        assert_eq!(
+            report["audioLanguage"], "en",
+            "{player} on the clip: {report}"
+        );
+    }
+}

@@ -19,14 +19,15 @@ use super::{Library, VodError, VodObject, VodRequest};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResponseLabels {
-    /// `playlist`, `manifest`, `init`, `segment`, `none` (unparsable path)
+    /// `playlist`, `manifest`, `init`, `segment`, `subtitles`, `none` (unparsable path)
     pub object: &'static str,
     pub status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
-    /// `bad_path`, `outside_root`, `corrupt`, `unsupported`, `too_large`, `io`
+    /// `bad_path`, `outside_root`, `corrupt`, `unsupported`, `too_large`, `io`,
+    /// `set_malformed`, `set_escape`, `set_missing_file`, `bad_subtitles`
     pub reason: &'static str,
 }
 
@@ -114,7 +115,9 @@ fn object_label(object: &VodObject) -> &'static str {
         VodObject::Master | VodObject::MediaPlaylist { .. } => "playlist",
         VodObject::Manifest => "manifest",
         VodObject::Init { .. } => "init",
-        VodObject::Fragment { .. } => "segment",
+        VodObject::Fragment { .. } | VodObject::KeyFrame { .. } => "segment",
+        VodObject::IFramePlaylist { .. } | VodObject::SubtitlePlaylist { .. } => "playlist",
+        VodObject::SubtitleSegment { .. } | VodObject::SubtitleFile { .. } => "subtitles",
     }
 }
 

@@ -15,13 +15,19 @@ use bytes::Bytes;
 use super::http::VodMetrics;
 use super::mp4::{self, IndexLimits, Mp4Error, Mp4Index};
 use super::plan::{self, PlannedSegment, TrackPlan};
-use super::{manifest, VodConfig, VodError, VodObject, VodRequest};
+use super::presentation::{Presentation, Rendition, SubtitleRendition};
+use super::set::{self, SetError};
+use super::{manifest, subtitles, VodConfig, VodError, VodObject, VodRequest};
+use crate::media::TrackKind;
 use crate::package::{Rendered, AUDIO_TRACK_ID, VIDEO_TRACK_ID};
 
 /// Manifests may change when a title's file is replaced; media segments of a
 /// file are stable while it is (replacing a title in place needs a purge).
 const MANIFEST_CACHE_CONTROL: &str = "public, max-age=60";
 const MEDIA_CACHE_CONTROL: &str = "public, max-age=86400";
+
+/// Largest subtitle side file read.
+const MAX_SUBTITLE_BYTES: u64 = 8 << 20;
 
 /// One title, indexed and planned.
 #[derive(Debug)]
@@ -32,14 +38,6 @@ pub struct Title {
     pub index: Mp4Index,
     pub plans: Vec<TrackPlan>,
     pub target_duration: f64,
-}
-
-impl Title {
-    fn plan(&self, track: u32) -> Option<(&mp4::TrackIndex, &TrackPlan)> {
-        let t = self.index.track(track)?;
-        let p = self.plans.iter().find(|p| p.track_id == track)?;
-        Some((t, p))
-    }
 }
 
 pub struct Library {
@@ -221,30 +219,186 @@ impl Library {
         (cache.entries.len(), cache.bytes)
     }
 
+    /// What `{path}` presents: a plain MP4's tracks, or a set's files.
+    pub fn presentation(&self, title: &Path) -> Result<Presentation, VodError> {
+        let is_set = title
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+        if is_set {
+            self.set_presentation(title)
+        } else {
+            Ok(Presentation::single(self.title(title)?))
+        }
+    }
+
+    /// Reads and checks a set file, then indexes (or finds in the cache)
+    /// every MP4 it names.
+    fn set_presentation(&self, title: &Path) -> Result<Presentation, VodError> {
+        let path = self.resolve(title)?;
+        let bytes = read_small(&path, set::MAX_SET_BYTES)
+            .map_err(VodError::Io)?
+            .ok_or_else(|| SetError::Malformed(format!("over {} bytes", set::MAX_SET_BYTES)))?;
+        self.metrics.bytes_read.inc_by(bytes.len() as u64);
+        let media_set = set::parse(&bytes)?;
+        let dir = path.parent().unwrap_or(&self.root).to_owned();
+        let mut renditions = Vec::new();
+        let mut id = 0;
+        let members = media_set
+            .video
+            .iter()
+            .map(|m| (m, TrackKind::Video))
+            .chain(media_set.audio.iter().map(|m| (m, TrackKind::Audio)));
+        let any_default = media_set.audio.iter().any(|m| m.default);
+        let mut first_audio = true;
+        for (member, kind) in members {
+            id += 1;
+            let file = self.member(&dir, &member.file)?;
+            let relative = file.strip_prefix(&self.root).unwrap_or(&file).to_owned();
+            let title = self.title(&relative).map_err(|e| match e {
+                VodError::NotFound => SetError::Missing(member.file.display().to_string()).into(),
+                other => other,
+            })?;
+            let pos = title
+                .index
+                .tracks
+                .iter()
+                .zip(&title.plans)
+                .position(|(t, p)| {
+                    t.kind() == kind
+                        && !p.segments.is_empty()
+                        && member.track.is_none_or(|want| t.track_id == want)
+                })
+                .ok_or_else(|| {
+                    SetError::Malformed(format!(
+                        "{} has no {} track{}",
+                        member.file.display(),
+                        if kind == TrackKind::Video {
+                            "video"
+                        } else {
+                            "audio"
+                        },
+                        member
+                            .track
+                            .map(|t| format!(" with ID {t}"))
+                            .unwrap_or_default()
+                    ))
+                })?;
+            let language = member
+                .language
+                .clone()
+                .unwrap_or_else(|| title.index.tracks[pos].language.clone());
+            let mut name = member.name.clone().unwrap_or_else(|| language.clone());
+            if renditions
+                .iter()
+                .any(|r: &Rendition| r.kind() == kind && r.name == name)
+            {
+                // HLS wants NAME unique within the group.
+                name = format!("{name} {id}");
+            }
+            let default =
+                kind == TrackKind::Audio && (member.default || (!any_default && first_audio));
+            first_audio &= kind != TrackKind::Audio;
+            renditions.push(Rendition {
+                id,
+                title,
+                pos,
+                language,
+                name,
+                default,
+                clipped: None,
+            });
+        }
+        let subtitles = media_set
+            .subtitles
+            .iter()
+            .enumerate()
+            .map(|(k, s)| {
+                Ok(SubtitleRendition {
+                    id: k as u32 + 1,
+                    path: self.member(&dir, &s.file)?,
+                    format: s.format,
+                    language: s.language.clone(),
+                    name: s.name.clone(),
+                    default: s.default,
+                })
+            })
+            .collect::<Result<Vec<_>, VodError>>()?;
+        Ok(Presentation {
+            renditions,
+            subtitles,
+            target_duration: self.config.segment_duration.as_secs_f64(),
+            clip_start_ms: None,
+        })
+    }
+
+    /// A file a set names: canonical, a regular file, inside the root.
+    fn member(&self, dir: &Path, file: &Path) -> Result<PathBuf, VodError> {
+        let shown = || file.display().to_string();
+        let canonical =
+            std::fs::canonicalize(dir.join(file)).map_err(|_| SetError::Missing(shown()))?;
+        if !canonical.starts_with(&self.root) {
+            return Err(SetError::Escapes(shown()).into());
+        }
+        if !canonical.is_file() {
+            return Err(SetError::Missing(shown()).into());
+        }
+        Ok(canonical)
+    }
+
+    /// The cues of a subtitle file.
+    fn cues(&self, s: &SubtitleRendition) -> Result<Vec<subtitles::Cue>, VodError> {
+        let bytes = read_small(&s.path, MAX_SUBTITLE_BYTES)
+            .map_err(VodError::Io)?
+            .ok_or_else(|| {
+                subtitles::SubtitleError(format!(
+                    "{}: over {MAX_SUBTITLE_BYTES} bytes",
+                    s.path.display()
+                ))
+            })?;
+        self.metrics.bytes_read.inc_by(bytes.len() as u64);
+        Ok(subtitles::parse(&bytes, s.format)?)
+    }
+
     /// The response for one request.
     pub fn render(&self, request: &VodRequest) -> Result<Rendered, VodError> {
-        let title = self.title(&request.title)?;
-        match request.object {
-            VodObject::Master => Ok(Rendered::new(
-                manifest::master(&title).into(),
+        let mut p = self.presentation(&request.title)?;
+        if let Some(clip) = request.clip {
+            p.clip(clip, self.config.segment_duration)
+                .ok_or(VodError::BadPath(
+                    "clipFrom is at or past the end of the title",
+                ))?;
+        }
+        let playlist = |text: String| {
+            Ok(Rendered::new(
+                text.into(),
                 "application/vnd.apple.mpegurl",
                 MANIFEST_CACHE_CONTROL.into(),
-            )),
+            ))
+        };
+        let video = |track| {
+            p.rendition(track)
+                .filter(|r| r.kind() == TrackKind::Video)
+                .ok_or(VodError::NotFound)
+        };
+        let subtitle = |id| p.subtitle(id).ok_or(VodError::NotFound);
+        match request.object {
+            VodObject::Master => playlist(manifest::master(&p)),
             VodObject::Manifest => Ok(Rendered::new(
-                manifest::mpd(&title).into(),
+                manifest::mpd(&p).into(),
                 "application/dash+xml",
                 MANIFEST_CACHE_CONTROL.into(),
             )),
-            VodObject::MediaPlaylist { track } => {
-                let (t, p) = title.plan(track).ok_or(VodError::NotFound)?;
-                Ok(Rendered::new(
-                    manifest::media_playlist(t, p).into(),
-                    "application/vnd.apple.mpegurl",
-                    MANIFEST_CACHE_CONTROL.into(),
-                ))
+            VodObject::MediaPlaylist { track } => playlist(manifest::media_playlist(
+                p.rendition(track).ok_or(VodError::NotFound)?,
+            )),
+            VodObject::IFramePlaylist { track } => {
+                playlist(manifest::iframe_playlist(video(track)?))
+            }
+            VodObject::SubtitlePlaylist { id } => {
+                playlist(manifest::subtitle_playlist(&p, subtitle(id)?))
             }
             VodObject::Init { track } => {
-                let (t, _) = title.plan(track).ok_or(VodError::NotFound)?;
+                let t = p.rendition(track).ok_or(VodError::NotFound)?.track();
                 let (track_id, content_type) = output_track(t);
                 Ok(Rendered::new(
                     crate::media::fmp4::init_segment(track_id, &t.params),
@@ -253,21 +407,75 @@ impl Library {
                 ))
             }
             VodObject::Fragment { track, number } => {
-                let (t, p) = title.plan(track).ok_or(VodError::NotFound)?;
-                let segment = p
+                let r = p.rendition(track).ok_or(VodError::NotFound)?;
+                let segment = r
+                    .plan()
                     .segments
                     .get(number as usize - 1)
                     .ok_or(VodError::NotFound)?;
-                let data = self.read_samples(&title, t, segment)?;
-                let samples = plan::segment_samples(t, segment, data)?;
-                let (track_id, content_type) = output_track(t);
+                self.fragment(r, number, segment)
+            }
+            VodObject::KeyFrame { track, number } => {
+                let r = video(track)?;
+                let segment = plan::keyframe_segment(r.track(), number as usize - 1)
+                    .ok_or(VodError::NotFound)?;
+                self.fragment(r, number, &segment)
+            }
+            VodObject::SubtitleSegment { id, number } => {
+                let s = subtitle(id)?;
+                let cuts = p.subtitle_cuts();
+                let from = *cuts.get(number as usize - 1).ok_or(VodError::NotFound)?;
+                let to = cuts.get(number as usize).copied();
+                let cues = self.cues(s)?;
                 Ok(Rendered::new(
-                    crate::media::fmp4::media_segment(number, track_id, segment.start, &samples),
-                    content_type,
+                    subtitles::segment(&cues, from, to).into(),
+                    "text/vtt; charset=utf-8",
+                    MEDIA_CACHE_CONTROL.into(),
+                ))
+            }
+            VodObject::SubtitleFile { id } => {
+                let mut cues = self.cues(subtitle(id)?)?;
+                if let Some(start) = p.clip_start_ms {
+                    // DASH times cues from the Period's start: the clip's.
+                    cues.retain(|c| c.end > start);
+                    for c in &mut cues {
+                        c.start = c.start.saturating_sub(start);
+                        c.end -= start;
+                    }
+                }
+                Ok(Rendered::new(
+                    subtitles::webvtt(&cues).into(),
+                    "text/vtt; charset=utf-8",
                     MEDIA_CACHE_CONTROL.into(),
                 ))
             }
         }
+    }
+
+    /// One CMAF fragment of a rendition: the planned segment's samples, the
+    /// last one lasting to the segment's end (a keyframe fragment is one
+    /// sample standing for its whole group of pictures).
+    fn fragment(
+        &self,
+        r: &Rendition,
+        number: u32,
+        segment: &PlannedSegment,
+    ) -> Result<Rendered, VodError> {
+        let t = r.track();
+        let data = self.read_samples(&r.title, t, segment)?;
+        let mut samples = plan::segment_samples(t, segment, data)?;
+        if let Some(last) = samples.last_mut() {
+            let end = segment.start + segment.duration;
+            if let Ok(d) = u32::try_from(end.saturating_sub(last.dts.max(0) as u64)) {
+                last.duration = d;
+            }
+        }
+        let (track_id, content_type) = output_track(t);
+        Ok(Rendered::new(
+            crate::media::fmp4::media_segment(number, track_id, segment.start, &samples),
+            content_type,
+            MEDIA_CACHE_CONTROL.into(),
+        ))
     }
 
     /// Each sample's bytes, read as runs of adjacent samples (one positioned
@@ -319,6 +527,14 @@ fn output_track(track: &mp4::TrackIndex) -> (u32, &'static str) {
         crate::media::TrackKind::Video => (VIDEO_TRACK_ID, "video/mp4"),
         crate::media::TrackKind::Audio => (AUDIO_TRACK_ID, "audio/mp4"),
     }
+}
+
+/// A whole file of at most `max` bytes; `None` when it is bigger.
+fn read_small(path: &Path, max: u64) -> std::io::Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    File::open(path)?.take(max + 1).read_to_end(&mut bytes)?;
+    Ok((bytes.len() as u64 <= max).then_some(bytes))
 }
 
 /// Up to `n` bytes at `at` (fewer at the end of the file).

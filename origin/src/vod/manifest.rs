@@ -5,22 +5,14 @@
 
 use std::fmt::Write;
 
-use super::library::Title;
 use super::mp4::TrackIndex;
-use super::plan::TrackPlan;
+use super::plan;
+use super::presentation::{Presentation, Rendition, SubtitleRendition};
 use crate::media::{TrackKind, TrackParams};
 use crate::package::format_duration;
 
 const AUDIO_GROUP: &str = "audio";
-
-fn tracks(title: &Title, kind: TrackKind) -> impl Iterator<Item = (&TrackIndex, &TrackPlan)> {
-    title
-        .index
-        .tracks
-        .iter()
-        .zip(&title.plans)
-        .filter(move |(t, p)| t.kind() == kind && !p.segments.is_empty())
-}
+const SUBTITLE_GROUP: &str = "subs";
 
 fn frame_rate(t: &TrackIndex) -> f64 {
     let seconds = t.duration_seconds();
@@ -31,58 +23,78 @@ fn frame_rate(t: &TrackIndex) -> f64 {
     }
 }
 
-/// `master.m3u8`: one variant per video track, every audio track a rendition
-/// of one group (the first the default); audio-only titles list their audio
-/// playlists as variants.
-pub fn master(title: &Title) -> String {
+/// `master.m3u8`: one variant per video rendition, every audio rendition a
+/// member of one group (`DEFAULT=YES` on the default one), every subtitle
+/// file a member of one subtitle group, and an I-frame playlist per video
+/// rendition. Audio-only titles list their audio playlists as variants.
+pub fn master(p: &Presentation) -> String {
     let mut out = String::from("#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-INDEPENDENT-SEGMENTS\n");
-    let audio: Vec<_> = tracks(title, TrackKind::Audio).collect();
-    let videos: Vec<_> = tracks(title, TrackKind::Video).collect();
+    let audio: Vec<&Rendition> = p.of_kind(TrackKind::Audio).collect();
+    let videos: Vec<&Rendition> = p.of_kind(TrackKind::Video).collect();
+    for s in &p.subtitles {
+        let _ = writeln!(
+            out,
+            "#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID=\"{SUBTITLE_GROUP}\",NAME=\"{}\",LANGUAGE=\"{}\",DEFAULT={},AUTOSELECT=YES,URI=\"s{}.m3u8\"",
+            s.name,
+            s.language,
+            yes_no(s.default),
+            s.id
+        );
+    }
+    let subtitles = if p.subtitles.is_empty() {
+        String::new()
+    } else {
+        format!(",SUBTITLES=\"{SUBTITLE_GROUP}\"")
+    };
     if videos.is_empty() {
-        for (t, p) in audio {
+        for r in audio {
             let _ = writeln!(
                 out,
-                "#EXT-X-STREAM-INF:BANDWIDTH={},AVERAGE-BANDWIDTH={},CODECS=\"{}\"",
-                p.peak_bitrate().max(1),
-                p.average_bitrate().max(1),
-                t.params.codec()
+                "#EXT-X-STREAM-INF:BANDWIDTH={},AVERAGE-BANDWIDTH={},CODECS=\"{}\"{subtitles}",
+                r.plan().peak_bitrate().max(1),
+                r.plan().average_bitrate().max(1),
+                r.track().params.codec()
             );
-            let _ = writeln!(out, "t{}.m3u8", t.track_id);
+            let _ = writeln!(out, "t{}.m3u8", r.id);
         }
         return out;
     }
-    for (i, (t, _)) in audio.iter().enumerate() {
-        let channels = match &t.params {
+    for r in &audio {
+        let channels = match &r.track().params {
             TrackParams::Audio(a) => a.channels,
             TrackParams::Video(_) => 0,
         };
-        let default = if i == 0 { "YES" } else { "NO" };
         let _ = writeln!(
             out,
-            "#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"{AUDIO_GROUP}\",NAME=\"{}-{}\",LANGUAGE=\"{}\",DEFAULT={default},AUTOSELECT=YES,CHANNELS=\"{channels}\",URI=\"t{}.m3u8\"",
-            t.language, t.track_id, t.language, t.track_id
+            "#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"{AUDIO_GROUP}\",NAME=\"{}\",LANGUAGE=\"{}\",DEFAULT={},AUTOSELECT=YES,CHANNELS=\"{channels}\",URI=\"t{}.m3u8\"",
+            r.name,
+            r.language,
+            yes_no(r.default),
+            r.id
         );
     }
     let audio_peak = audio
         .iter()
-        .map(|(_, p)| p.peak_bitrate())
+        .map(|r| r.plan().peak_bitrate())
         .max()
         .unwrap_or(0);
     let audio_avg = audio
         .iter()
-        .map(|(_, p)| p.average_bitrate())
+        .map(|r| r.plan().average_bitrate())
         .max()
         .unwrap_or(0);
-    let audio_codec = audio.first().map(|(t, _)| t.params.codec().to_owned());
-    for (t, p) in videos {
+    let mut audio_codecs: Vec<&str> = audio.iter().map(|r| r.track().params.codec()).collect();
+    audio_codecs.dedup();
+    for r in &videos {
+        let (t, plan) = (r.track(), r.plan());
         let codecs: Vec<&str> = std::iter::once(t.params.codec())
-            .chain(audio_codec.as_deref())
+            .chain(audio_codecs.iter().copied())
             .collect();
         let _ = write!(
             out,
             "#EXT-X-STREAM-INF:BANDWIDTH={},AVERAGE-BANDWIDTH={},CODECS=\"{}\"",
-            (p.peak_bitrate() + audio_peak).max(1),
-            (p.average_bitrate() + audio_avg).max(1),
+            (plan.peak_bitrate() + audio_peak).max(1),
+            (plan.average_bitrate() + audio_avg).max(1),
             codecs.join(",")
         );
         if let TrackParams::Video(v) = &t.params {
@@ -92,70 +104,166 @@ pub fn master(title: &Title) -> String {
         if fps > 0.0 {
             let _ = write!(out, ",FRAME-RATE={fps:.3}");
         }
-        if audio_codec.is_some() {
+        if !audio.is_empty() {
             let _ = write!(out, ",AUDIO=\"{AUDIO_GROUP}\"");
         }
-        let _ = writeln!(out, "\nt{}.m3u8", t.track_id);
+        let _ = writeln!(out, "{subtitles}\nt{}.m3u8", r.id);
+    }
+    for r in &videos {
+        let t = r.track();
+        let _ = write!(
+            out,
+            "#EXT-X-I-FRAME-STREAM-INF:BANDWIDTH={},CODECS=\"{}\"",
+            iframe_bitrate(t).max(1),
+            t.params.codec()
+        );
+        if let TrackParams::Video(v) = &t.params {
+            let _ = write!(out, ",RESOLUTION={}x{}", v.width, v.height);
+        }
+        let _ = writeln!(out, ",URI=\"i{}.m3u8\"", r.id);
     }
     out
 }
 
-/// `t{track}.m3u8`: every segment, then `EXT-X-ENDLIST`.
-pub fn media_playlist(t: &TrackIndex, p: &TrackPlan) -> String {
-    let longest = p.segments.iter().map(|s| p.seconds(s)).fold(0.0, f64::max);
-    let mut out = String::from("#EXTM3U\n#EXT-X-VERSION:7\n");
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "YES"
+    } else {
+        "NO"
+    }
+}
+
+/// The head every VOD media playlist shares.
+fn playlist_head(out: &mut String, longest: f64) {
+    out.push_str("#EXTM3U\n#EXT-X-VERSION:7\n");
     // §4.4.3.1: EXTINF rounded to the nearest integer must not exceed it.
     let _ = writeln!(
         out,
         "#EXT-X-TARGETDURATION:{}",
         longest.round().max(1.0) as u64
     );
-    out.push_str(
-        "#EXT-X-MEDIA-SEQUENCE:1\n#EXT-X-PLAYLIST-TYPE:VOD\n#EXT-X-INDEPENDENT-SEGMENTS\n",
-    );
-    let _ = writeln!(out, "#EXT-X-MAP:URI=\"t{}/init.mp4\"", t.track_id);
+    out.push_str("#EXT-X-MEDIA-SEQUENCE:1\n#EXT-X-PLAYLIST-TYPE:VOD\n");
+}
+
+/// `t{id}.m3u8`: every segment, then `EXT-X-ENDLIST`.
+pub fn media_playlist(r: &Rendition) -> String {
+    let p = r.plan();
+    let longest = p.segments.iter().map(|s| p.seconds(s)).fold(0.0, f64::max);
+    let mut out = String::new();
+    playlist_head(&mut out, longest);
+    out.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");
+    let _ = writeln!(out, "#EXT-X-MAP:URI=\"t{}/init.mp4\"", r.id);
     for (n, s) in p.segments.iter().enumerate() {
-        let _ = writeln!(
-            out,
-            "#EXTINF:{:.3},\nt{}/{}.m4s",
-            p.seconds(s),
-            t.track_id,
-            n + 1
-        );
+        let _ = writeln!(out, "#EXTINF:{:.3},\nt{}/{}.m4s", p.seconds(s), r.id, n + 1);
+    }
+    out.push_str("#EXT-X-ENDLIST\n");
+    out
+}
+
+/// Highest bits per second of one keyframe over the time it stands for.
+fn iframe_bitrate(t: &TrackIndex) -> u64 {
+    let timescale = f64::from(t.timescale.max(1));
+    let keyframes = plan::keyframes(t);
+    keyframes
+        .iter()
+        .enumerate()
+        .map(|(k, &i)| {
+            let seconds = plan::keyframe_ticks(t, &keyframes, k) as f64 / timescale;
+            (f64::from(t.samples[i].size) * 8.0 / seconds.max(0.001)) as u64
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// `i{id}.m3u8` (RFC 8216bis §4.4.3.6 `EXT-X-I-FRAMES-ONLY`): one segment
+/// per keyframe, `i{id}/{k}.m4s`, a CMAF fragment holding only that
+/// keyframe and lasting until the next one.
+pub fn iframe_playlist(r: &Rendition) -> String {
+    let t = r.track();
+    let timescale = f64::from(t.timescale.max(1));
+    let keyframes = plan::keyframes(t);
+    let seconds: Vec<f64> = (0..keyframes.len())
+        .map(|k| plan::keyframe_ticks(t, &keyframes, k) as f64 / timescale)
+        .collect();
+    let mut out = String::new();
+    playlist_head(&mut out, seconds.iter().copied().fold(0.0, f64::max));
+    out.push_str("#EXT-X-I-FRAMES-ONLY\n");
+    let _ = writeln!(out, "#EXT-X-MAP:URI=\"t{}/init.mp4\"", r.id);
+    for (k, s) in seconds.iter().enumerate() {
+        let _ = writeln!(out, "#EXTINF:{s:.3},\ni{}/{}.m4s", r.id, k + 1);
+    }
+    out.push_str("#EXT-X-ENDLIST\n");
+    out
+}
+
+/// `s{id}.m3u8`: WebVTT segments cut where the media is cut
+/// ([`Presentation::subtitle_cuts`]), the last one to the end of the title.
+pub fn subtitle_playlist(p: &Presentation, s: &SubtitleRendition) -> String {
+    let cuts = p.subtitle_cuts();
+    let end = p.end_ms();
+    let seconds: Vec<f64> = cuts
+        .iter()
+        .enumerate()
+        .map(|(k, &from)| {
+            let to = cuts.get(k + 1).copied().unwrap_or(end.max(from + 1));
+            (to - from) as f64 / 1000.0
+        })
+        .collect();
+    let mut out = String::new();
+    playlist_head(&mut out, seconds.iter().copied().fold(0.0, f64::max));
+    for (k, d) in seconds.iter().enumerate() {
+        let _ = writeln!(out, "#EXTINF:{d:.3},\ns{}/{}.vtt", s.id, k + 1);
     }
     out.push_str("#EXT-X-ENDLIST\n");
     out
 }
 
 /// `manifest.mpd`: one Period, a video AdaptationSet with a Representation
-/// per video track, an audio AdaptationSet per audio track (its language).
-pub fn mpd(title: &Title) -> String {
-    let duration = title
-        .plans
-        .iter()
-        .map(TrackPlan::total_seconds)
-        .fold(0.0, f64::max);
+/// per video rendition, an audio AdaptationSet per audio rendition (its
+/// `lang`, `Label`, and `Role` main on the default), a text AdaptationSet
+/// (`text/vtt`, the whole file as BaseURL) per subtitle file.
+pub fn mpd(p: &Presentation) -> String {
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(
         out,
         "<MPD xmlns=\"urn:mpeg:dash:schema:mpd:2011\" profiles=\"urn:mpeg:dash:profile:isoff-live:2011\" type=\"static\" mediaPresentationDuration=\"{}\" minBufferTime=\"{}\">",
-        format_duration(duration),
-        format_duration(title.target_duration)
+        format_duration(p.duration()),
+        format_duration(p.target_duration)
     );
     out.push_str("  <Period id=\"0\" start=\"PT0S\">\n");
-    let videos: Vec<_> = tracks(title, TrackKind::Video).collect();
+    let videos: Vec<_> = p.of_kind(TrackKind::Video).collect();
     let mut set = 0;
     if !videos.is_empty() {
         let _ = writeln!(out, "    <AdaptationSet id=\"{set}\" contentType=\"video\" mimeType=\"video/mp4\" segmentAlignment=\"true\" startWithSAP=\"1\">");
-        for (t, p) in videos {
-            write_representation(&mut out, t, p);
+        for r in videos {
+            write_representation(&mut out, r, p.clip_start_ms);
         }
         out.push_str("    </AdaptationSet>\n");
         set += 1;
     }
-    for (t, p) in tracks(title, TrackKind::Audio) {
-        let _ = writeln!(out, "    <AdaptationSet id=\"{set}\" contentType=\"audio\" mimeType=\"audio/mp4\" lang=\"{}\" segmentAlignment=\"true\" startWithSAP=\"1\">", t.language);
-        write_representation(&mut out, t, p);
+    for r in p.of_kind(TrackKind::Audio) {
+        let _ = writeln!(out, "    <AdaptationSet id=\"{set}\" contentType=\"audio\" mimeType=\"audio/mp4\" lang=\"{}\" segmentAlignment=\"true\" startWithSAP=\"1\"{}>", r.language, if r.default { " selectionPriority=\"2\"" } else { "" });
+        let _ = writeln!(out, "      <Label>{}</Label>", r.name);
+        if r.default {
+            out.push_str("      <Role schemeIdUri=\"urn:mpeg:dash:role:2011\" value=\"main\"/>\n");
+        }
+        write_representation(&mut out, r, p.clip_start_ms);
+        out.push_str("    </AdaptationSet>\n");
+        set += 1;
+    }
+    for s in &p.subtitles {
+        let _ = writeln!(
+            out,
+            "    <AdaptationSet id=\"{set}\" contentType=\"text\" mimeType=\"text/vtt\" lang=\"{}\">",
+            s.language
+        );
+        let _ = writeln!(out, "      <Label>{}</Label>", s.name);
+        out.push_str("      <Role schemeIdUri=\"urn:mpeg:dash:role:2011\" value=\"subtitle\"/>\n");
+        let _ = writeln!(
+            out,
+            "      <Representation id=\"s{id}\" bandwidth=\"256\">\n        <BaseURL>s{id}.vtt</BaseURL>\n      </Representation>",
+            id = s.id
+        );
         out.push_str("    </AdaptationSet>\n");
         set += 1;
     }
@@ -164,11 +272,14 @@ pub fn mpd(title: &Title) -> String {
 }
 
 /// §5.3.5 Representation with §5.3.9.4 SegmentTemplate and §5.3.9.6 SegmentTimeline.
-fn write_representation(out: &mut String, t: &TrackIndex, p: &TrackPlan) {
+/// `clip_start_ms`: a clip's start, the Period's start on the media timeline
+/// (`presentationTimeOffset`).
+fn write_representation(out: &mut String, r: &Rendition, clip_start_ms: Option<u64>) {
+    let (t, p) = (r.track(), r.plan());
     let _ = write!(
         out,
         "      <Representation id=\"t{}\" codecs=\"{}\" bandwidth=\"{}\"",
-        t.track_id,
+        r.id,
         t.params.codec(),
         p.peak_bitrate().max(1)
     );
@@ -195,11 +306,19 @@ fn write_representation(out: &mut String, t: &TrackIndex, p: &TrackPlan) {
             );
         }
     }
+    let pto = clip_start_ms
+        .map(|ms| {
+            format!(
+                " presentationTimeOffset=\"{}\"",
+                ms * u64::from(p.out_timescale) / 1000
+            )
+        })
+        .unwrap_or_default();
     let _ = writeln!(
         out,
-        "        <SegmentTemplate timescale=\"{}\" startNumber=\"1\" initialization=\"t{id}/init.mp4\" media=\"t{id}/$Number$.m4s\">",
+        "        <SegmentTemplate timescale=\"{}\"{pto} startNumber=\"1\" initialization=\"t{id}/init.mp4\" media=\"t{id}/$Number$.m4s\">",
         p.out_timescale,
-        id = t.track_id
+        id = r.id
     );
     out.push_str("          <SegmentTimeline>\n");
     // Runs of equal durations as `r`; `t` only where the timeline jumps.

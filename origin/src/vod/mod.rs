@@ -3,23 +3,31 @@
 //! - `mp4` — a progressive MP4/MOV's `moov` → per-track sample tables (pure)
 //! - `fragments` — the same for fragmented MP4 (`moof` boxes) (pure)
 //! - `plan` — sample tables → segments cut at keyframes, output timing (pure)
-//! - `manifest` — plans → HLS VOD playlists and a static DASH MPD (pure)
+//! - `set` — mapped titles: the JSON set file naming a title's files (pure)
+//! - `subtitles` — `.vtt`/`.srt` side files → WebVTT cues and segments (pure)
+//! - `presentation` — the renditions and subtitles one master playlist/MPD names
+//! - `manifest` — a presentation → HLS VOD playlists and a static DASH MPD (pure)
 //! - `library` — the root directory, path checks, the bounded index cache, reads
 //! - `http` — `/vod/{path}/…` and the `strata_origin_vod_*` metrics
 //!
-//! # URL names under `/vod/{path}/`, `{path}` an MP4 relative to `vod.root`
+//! # URL names under `/vod/{path}/`, `{path}` an MP4 or a set file relative to `vod.root`
 //!
 //! | path | what |
 //! | --- | --- |
 //! | `master.m3u8` | HLS multivariant playlist (fMP4/CMAF) |
 //! | `manifest.mpd` | DASH MPD, `type="static"`, SegmentTemplate + SegmentTimeline |
-//! | `t{track}.m3u8` | media playlist of the MP4's track `{track}` (its `tkhd` ID), `EXT-X-PLAYLIST-TYPE:VOD` |
-//! | `t{track}/init.mp4` | CMAF header of that track |
-//! | `t{track}/{n}.m4s` | CMAF fragment `n` (from 1) of that track |
+//! | `t{id}.m3u8` | media playlist of rendition `{id}` (an MP4's `tkhd` ID; a set's entry number), `EXT-X-PLAYLIST-TYPE:VOD` |
+//! | `t{id}/init.mp4` | CMAF header of that rendition |
+//! | `t{id}/{n}.m4s` | CMAF fragment `n` (from 1) of that rendition |
+//! | `i{id}.m3u8` | I-frame-only playlist of video rendition `{id}` |
+//! | `i{id}/{k}.m4s` | CMAF fragment holding only keyframe `k` (from 1) |
+//! | `s{id}.m3u8` | subtitle playlist of a set's subtitle file `{id}` (from 1) |
+//! | `s{id}/{n}.vtt` | WebVTT segment `n` (from 1) of it |
+//! | `s{id}.vtt` | the whole subtitle file as WebVTT (DASH) |
 //!
 //! Only `master.m3u8` and `manifest.mpd` are a contract; the rest is named
 //! here and reached through them. The first path component whose name ends
-//! in `.mp4`, `.m4v`, `.m4a` or `.mov` ends `{path}`.
+//! in `.mp4`, `.m4v`, `.m4a`, `.mov` or (a set) `.json` ends `{path}`.
 
 pub mod fragments;
 pub mod http;
@@ -27,6 +35,9 @@ pub mod library;
 pub mod manifest;
 pub mod mp4;
 pub mod plan;
+pub mod presentation;
+pub mod set;
+pub mod subtitles;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -118,6 +129,12 @@ pub enum VodError {
     /// The MP4 is corrupt, too large or in a form Strata does not package.
     #[error(transparent)]
     Mp4(#[from] mp4::Mp4Error),
+    /// A set file that cannot be used (malformed, escaping, naming missing files).
+    #[error(transparent)]
+    Set(#[from] set::SetError),
+    /// A subtitle side file that cannot be used.
+    #[error(transparent)]
+    Subtitles(#[from] subtitles::SubtitleError),
     /// The disk failed us.
     #[error("reading the title failed")]
     Io(#[source] std::io::Error),
@@ -129,6 +146,8 @@ impl VodError {
             VodError::BadPath(_) => 400,
             VodError::NotFound => 404,
             VodError::Mp4(mp4::Mp4Error::Unsupported(_)) => 501,
+            VodError::Set(e) => e.status(),
+            VodError::Subtitles(_) => 500,
             VodError::Mp4(_) | VodError::Io(_) => 500,
         }
     }
@@ -143,6 +162,8 @@ impl VodError {
                 "unsupported"
             }
             VodError::Mp4(mp4::Mp4Error::TooLarge(_)) => "too_large",
+            VodError::Set(e) => e.reason(),
+            VodError::Subtitles(_) => "bad_subtitles",
             VodError::Io(_) => "io",
         }
     }
@@ -156,17 +177,31 @@ pub enum VodObject {
     MediaPlaylist { track: u32 },
     Init { track: u32 },
     Fragment { track: u32, number: u32 },
+    IFramePlaylist { track: u32 },
+    KeyFrame { track: u32, number: u32 },
+    SubtitlePlaylist { id: u32 },
+    SubtitleSegment { id: u32, number: u32 },
+    SubtitleFile { id: u32 },
 }
 
 /// A request under `/vod/`: the title's path relative to the root (plain
-/// components only) and the object.
+/// components only), the clip asked for, and the object.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VodRequest {
     pub title: PathBuf,
+    pub clip: Option<Clip>,
     pub object: VodObject,
 }
 
-const TITLE_EXTENSIONS: [&str; 4] = [".mp4", ".m4v", ".m4a", ".mov"];
+/// `/vod/{path}/clipFrom/{ms}/clipTo/{ms}/…` (either may be left out):
+/// the part of the title from `from` to `to` milliseconds, cut on keyframes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Clip {
+    pub from: u64,
+    pub to: Option<u64>,
+}
+
+const TITLE_EXTENSIONS: [&str; 5] = [".mp4", ".m4v", ".m4a", ".mov", ".json"];
 
 impl std::str::FromStr for VodRequest {
     type Err = VodError;
@@ -197,28 +232,95 @@ impl std::str::FromStr for VodRequest {
             })
             .ok_or(VodError::NotFound)?;
         let title: PathBuf = parts[..=file].iter().collect();
-        let object = match &parts[file + 1..] {
+        let mut rest = &parts[file + 1..];
+        let mut clip = None;
+        if let ["clipFrom", ms, tail @ ..] = rest {
+            clip = Some(Clip {
+                from: millis(ms)?,
+                to: None,
+            });
+            rest = tail;
+        }
+        if let ["clipTo", ms, tail @ ..] = rest {
+            let to = millis(ms)?;
+            let from = clip.map_or(0, |c| c.from);
+            if to <= from {
+                return Err(VodError::BadPath("clipTo must be after clipFrom"));
+            }
+            clip = Some(Clip { from, to: Some(to) });
+            rest = tail;
+        }
+        let object = match rest {
             ["master.m3u8"] => VodObject::Master,
             ["manifest.mpd"] => VodObject::Manifest,
-            [name] => VodObject::MediaPlaylist {
-                track: track_number(name.strip_suffix(".m3u8").ok_or(VodError::NotFound)?)?,
-            },
+            [name] => {
+                if let Some(stem) = name.strip_suffix(".m3u8") {
+                    match numbered(stem)? {
+                        ('t', track) => VodObject::MediaPlaylist { track },
+                        ('i', track) => VodObject::IFramePlaylist { track },
+                        ('s', id) => VodObject::SubtitlePlaylist { id },
+                        _ => return Err(VodError::NotFound),
+                    }
+                } else {
+                    match numbered(name.strip_suffix(".vtt").ok_or(VodError::NotFound)?)? {
+                        ('s', id) => VodObject::SubtitleFile { id },
+                        _ => return Err(VodError::NotFound),
+                    }
+                }
+            }
             [dir, "init.mp4"] => VodObject::Init {
                 track: track_number(dir)?,
             },
-            [dir, name] => VodObject::Fragment {
-                track: track_number(dir)?,
-                number: plain_number(name.strip_suffix(".m4s").ok_or(VodError::NotFound)?)?,
+            [dir, name] => match (numbered(dir)?, name.rsplit_once('.')) {
+                (('t', track), Some((n, "m4s"))) => VodObject::Fragment {
+                    track,
+                    number: plain_number(n)?,
+                },
+                (('i', track), Some((n, "m4s"))) => VodObject::KeyFrame {
+                    track,
+                    number: plain_number(n)?,
+                },
+                (('s', id), Some((n, "vtt"))) => VodObject::SubtitleSegment {
+                    id,
+                    number: plain_number(n)?,
+                },
+                _ => return Err(VodError::NotFound),
             },
             _ => return Err(VodError::NotFound),
         };
-        Ok(VodRequest { title, object })
+        Ok(VodRequest {
+            title,
+            clip,
+            object,
+        })
     }
 }
 
 /// `t{n}` → n.
 fn track_number(s: &str) -> Result<u32, VodError> {
     plain_number(s.strip_prefix('t').ok_or(VodError::NotFound)?)
+}
+
+/// Milliseconds of a clip: digits, no sign, no leading zero.
+fn millis(s: &str) -> Result<u64, VodError> {
+    if s.is_empty()
+        || (s.len() > 1 && s.starts_with('0'))
+        || !s.bytes().all(|b| b.is_ascii_digit())
+        || s.len() > 12
+    {
+        return Err(VodError::BadPath(
+            "clipFrom/clipTo take milliseconds: digits without a leading zero",
+        ));
+    }
+    s.parse()
+        .map_err(|_| VodError::BadPath("clipFrom/clipTo out of range"))
+}
+
+/// `t12` → ('t', 12).
+fn numbered(s: &str) -> Result<(char, u32), VodError> {
+    let mut chars = s.chars();
+    let prefix = chars.next().ok_or(VodError::NotFound)?;
+    Ok((prefix, plain_number(chars.as_str())?))
 }
 
 /// Digits without sign or leading zero.

@@ -110,13 +110,20 @@ fn plan_track(track: &TrackIndex, cuts: &[u64], cut_timescale: u32) -> TrackPlan
             starts.push(i);
         }
     }
+    segments_from(track, &starts, track.samples.len())
+}
+
+/// The track's segments starting at samples `starts`, the last one ending
+/// before sample `end`.
+fn segments_from(track: &TrackIndex, starts: &[usize], end: usize) -> TrackPlan {
     let out_timescale = out_timescale(track);
     let out = |t: u64| rescale(t as i64, track.timescale, out_timescale) as u64;
+    let last = end;
     let segments = starts
         .iter()
         .enumerate()
         .map(|(k, &first)| {
-            let end = starts.get(k + 1).copied().unwrap_or(track.samples.len());
+            let end = starts.get(k + 1).copied().unwrap_or(last);
             let start = out(track.dts_at(first));
             PlannedSegment {
                 first,
@@ -135,6 +142,51 @@ fn plan_track(track: &TrackIndex, cuts: &[u64], cut_timescale: u32) -> TrackPlan
         out_timescale,
         segments,
     }
+}
+
+/// Decode time of sample `i` in milliseconds.
+pub fn sample_ms(track: &TrackIndex, i: usize) -> u64 {
+    (u128::from(track.dts_at(i)) * 1000 / u128::from(track.timescale.max(1))) as u64
+}
+
+/// The samples `first..end` of a clip of `[from, to)` ms, cut on keyframes
+/// (every audio sample is one): from the last keyframe at or before `from`
+/// to the first keyframe at or after `to` (the end of the track without
+/// `to`). `None` when nothing of the track is in the clip.
+pub fn clip_range(track: &TrackIndex, from: u64, to: Option<u64>) -> Option<(usize, usize)> {
+    let n = track.samples.len();
+    if n == 0 || sample_ms(track, n) <= from {
+        return None;
+    }
+    let ms = |dts: u64| (u128::from(dts) * 1000 / u128::from(track.timescale.max(1))) as u64;
+    let upto = track.samples.partition_point(|s| ms(s.dts) <= from);
+    let first = (0..upto)
+        .rev()
+        .find(|&i| track.samples[i].sync)
+        .unwrap_or(0);
+    let end = match to {
+        None => n,
+        Some(to) => (first + 1..n)
+            .find(|&i| track.samples[i].sync && sample_ms(track, i) >= to)
+            .unwrap_or(n),
+    };
+    (first < end && sample_ms(track, first) < to.unwrap_or(u64::MAX)).then_some((first, end))
+}
+
+/// One track's segments over samples `first..end` (a clip), cut at the first
+/// keyframe at or after `target` since the previous cut.
+pub fn plan_range(track: &TrackIndex, target: Duration, first: usize, end: usize) -> TrackPlan {
+    let target_ticks = (target.as_nanos() * u128::from(track.timescale) / 1_000_000_000) as u64;
+    let mut starts = vec![first];
+    let mut last = track.dts_at(first);
+    for i in first + 1..end {
+        let s = &track.samples[i];
+        if s.sync && s.dts >= last + target_ticks {
+            starts.push(i);
+            last = s.dts;
+        }
+    }
+    segments_from(track, &starts, end)
 }
 
 /// What the CMAF header of this track declares: [`crate::media::TrackParams::timescale`].
@@ -187,4 +239,43 @@ pub fn segment_samples(
         });
     }
     Ok(out)
+}
+
+/// The sample indexes of a track's sync samples, in order.
+pub fn keyframes(track: &TrackIndex) -> Vec<usize> {
+    track
+        .samples
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.sync)
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// Media-timescale ticks from keyframe `k` (from 0) to the next keyframe,
+/// or to the end of the track for the last one.
+/// `keyframes` is [`keyframes`] of the track.
+pub fn keyframe_ticks(track: &TrackIndex, keyframes: &[usize], k: usize) -> u64 {
+    let Some(&i) = keyframes.get(k) else {
+        return 0;
+    };
+    let next = keyframes.get(k + 1).copied().unwrap_or(track.samples.len());
+    track.dts_at(next).saturating_sub(track.dts_at(i))
+}
+
+/// Keyframe `k` (from 0) as a one-sample segment lasting until the next
+/// keyframe: an I-frame playlist's segment.
+pub fn keyframe_segment(track: &TrackIndex, k: usize) -> Option<PlannedSegment> {
+    let keyframes = keyframes(track);
+    let i = *keyframes.get(k)?;
+    let to = out_timescale(track);
+    let out = |t: u64| rescale(t as i64, track.timescale, to) as u64;
+    let start = out(track.dts_at(i));
+    Some(PlannedSegment {
+        first: i,
+        end: i + 1,
+        start,
+        duration: out(track.dts_at(i) + keyframe_ticks(track, &keyframes, k)).saturating_sub(start),
+        bytes: u64::from(track.samples[i].size),
+    })
 }

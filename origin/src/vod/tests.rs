@@ -299,6 +299,40 @@ fn cuts_every_track_at_the_same_keyframe_instants() {
 }
 
 #[test]
+fn clips_and_keyframes_cut_on_keyframes() {
+    let index = index(&title_file()).expect("indexes");
+    let (v, a) = (&index.tracks[0], &index.tracks[1]);
+    // 25 fps (512 ticks of 12 800), a keyframe every 2 s (50 frames).
+    assert_eq!(plan::keyframes(v), vec![0, 50, 100, 150, 200]);
+    // 3 s..5 s widens to the keyframes at 2 s and 6 s.
+    assert_eq!(plan::clip_range(v, 3000, Some(5000)), Some((50, 150)));
+    assert_eq!(plan::clip_range(v, 4000, None), Some((100, 250)));
+    assert_eq!(plan::clip_range(v, 10_000, None), None, "past the end");
+    // Audio: every sample is a keyframe.
+    let (first, end) = plan::clip_range(a, 2000, Some(6000)).expect("audio clip");
+    assert!(plan::sample_ms(a, first) <= 2000 && plan::sample_ms(a, first + 1) > 2000);
+    assert!(plan::sample_ms(a, end) >= 6000 && plan::sample_ms(a, end - 1) < 6000);
+    let clipped = plan::plan_range(v, Duration::from_secs(4), 50, 150);
+    let seconds: Vec<f64> = clipped
+        .segments
+        .iter()
+        .map(|s| clipped.seconds(s))
+        .collect();
+    assert_eq!(seconds, vec![4.0]);
+    assert_eq!(
+        clipped.segments[0].start, 180_000,
+        "media keeps its timestamps"
+    );
+    // The I-frame segment of the second keyframe lasts until the third.
+    let k = plan::keyframe_segment(v, 1).expect("keyframe 2");
+    assert_eq!(
+        (k.first, k.end, k.start, k.duration),
+        (50, 51, 180_000, 180_000)
+    );
+    assert!(plan::keyframe_segment(v, 5).is_none());
+}
+
+#[test]
 fn refuses_files_that_lie_without_panicking() {
     let good = title_file();
     let moov_at = good.windows(4).rposition(|w| w == b"moov").expect("moov") - 4;
@@ -378,6 +412,58 @@ fn parses_paths_and_refuses_escapes() {
     );
     let r: VodRequest = "x.mp4/t1/init.mp4".parse().expect("init");
     assert_eq!(r.object, VodObject::Init { track: 1 });
+    for (path, object) in [
+        (
+            "films/set.json/i1.m3u8",
+            VodObject::IFramePlaylist { track: 1 },
+        ),
+        (
+            "films/set.json/i1/3.m4s",
+            VodObject::KeyFrame {
+                track: 1,
+                number: 3,
+            },
+        ),
+        (
+            "films/set.json/s2.m3u8",
+            VodObject::SubtitlePlaylist { id: 2 },
+        ),
+        (
+            "films/set.json/s2/4.vtt",
+            VodObject::SubtitleSegment { id: 2, number: 4 },
+        ),
+        ("films/set.json/s2.vtt", VodObject::SubtitleFile { id: 2 }),
+    ] {
+        let r: VodRequest = path.parse().expect(path);
+        assert_eq!(r.title, Path::new("films/set.json"));
+        assert_eq!(r.object, object, "{path}");
+    }
+    for (path, clip) in [
+        (
+            "a.mp4/clipFrom/0/clipTo/5000/master.m3u8",
+            Clip {
+                from: 0,
+                to: Some(5000),
+            },
+        ),
+        (
+            "a.mp4/clipFrom/10000/t1/3.m4s",
+            Clip {
+                from: 10000,
+                to: None,
+            },
+        ),
+        (
+            "a.mp4/clipTo/7000/manifest.mpd",
+            Clip {
+                from: 0,
+                to: Some(7000),
+            },
+        ),
+    ] {
+        let r: VodRequest = path.parse().expect(path);
+        assert_eq!(r.clip, Some(clip), "{path}");
+    }
     for bad in [
         "../etc/passwd.mp4/master.m3u8",
         "a/../../x.mp4/master.m3u8",
@@ -386,6 +472,9 @@ fn parses_paths_and_refuses_escapes() {
         "%2e%2e/x.mp4/master.m3u8",
         "./x.mp4/master.m3u8",
         "a\\..\\x.mp4/master.m3u8",
+        "x.mp4/clipFrom/007/master.m3u8",
+        "x.mp4/clipFrom/9/clipTo/9/master.m3u8",
+        "x.mp4/clipFrom/1e3/master.m3u8",
     ] {
         let err = bad.parse::<VodRequest>().expect_err(bad);
         assert_eq!(err.status(), 400, "{bad}: {err}");
@@ -397,6 +486,10 @@ fn parses_paths_and_refuses_escapes() {
         "x.mp4/t1/0.m4s",
         "x.mp4/video.m3u8",
         "x.txt/master.m3u8",
+        "x.json/t1.vtt",
+        "x.json/s1/1.m4s",
+        "x.json/i1/1.vtt",
+        "x.json/s1/init.mp4.vtt",
     ] {
         let err = missing.parse::<VodRequest>().expect_err(missing);
         assert_eq!(err.status(), 404, "{missing}");

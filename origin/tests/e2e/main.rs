@@ -10,3 +10,4 @@ mod packaging;
 mod rtmp;
 mod srt;
 mod vod;
+mod vod_set;

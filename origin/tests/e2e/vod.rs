@@ -17,7 +17,7 @@ use crate::support::FFMPEG;
 const SECONDS: f64 = 12.0;
 
 /// A scratch library, removed on drop.
-struct Library(PathBuf);
+pub(crate) struct Library(pub(crate) PathBuf);
 
 impl Drop for Library {
     fn drop(&mut self) {
@@ -82,7 +82,7 @@ async fn make_library(name: &str) -> Library {
 
 /// Runs an origin with `[vod] root` on loopback; returns its playback address
 /// and admin address, and a sender that stops it.
-async fn start_origin(
+pub(crate) async fn start_origin(
     root: &Path,
 ) -> (
     std::net::SocketAddr,
@@ -124,7 +124,7 @@ async fn start_origin(
 }
 
 /// A plain HTTP/1.0 GET: status and body.
-async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, Vec<u8>) {
+pub(crate) async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, Vec<u8>) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     stream
         .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
@@ -146,7 +146,7 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, Vec<u8>) {
 }
 
 /// Decodes `url` to the end with ffmpeg; returns the decoded duration (s).
-async fn decoded_seconds(url: &str) -> f64 {
+pub(crate) async fn decoded_seconds(url: &str) -> f64 {
     let out = Command::new(FFMPEG)
         .args(["-hide_banner", "-nostdin", "-v", "error", "-i", url])
         .args(["-progress", "pipe:1", "-f", "null", "-"])
@@ -218,8 +218,13 @@ for m in master.media:
         "endlist": media.is_endlist, "seconds": sum(s.duration for s in media.segments)})
 print(json.dumps(out))
 "#;
+    run_m3u8_script(SCRIPT, url).await
+}
+
+/// Runs a Python script that prints JSON with `url` as its argument.
+pub(crate) async fn run_m3u8_script(script: &str, url: &str) -> serde_json::Value {
     let out = Command::new(python())
-        .args(["-c", SCRIPT, url])
+        .args(["-c", script, url])
         .stdin(Stdio::null())
         .output()
         .await
