@@ -385,4 +385,45 @@ mod tests {
             assert_eq!(ObjectKind::from_path(path), kind, "{path}");
         }
     }
+
+    #[test]
+    fn key_and_licence_requests_keep_the_viewers_token_upstream() {
+        let ignored = ["token".to_owned(), "CMCD".to_owned()];
+        let source = TokenSource {
+            param: "token",
+            cookie: true,
+        };
+        let parse = |uri: &str, cookie: Option<&str>| {
+            let mut builder = http::Request::get(uri);
+            if let Some(c) = cookie {
+                builder = builder.header(header::COOKIE, c);
+            }
+            let (parts, ()) = builder.body(()).expect("request").into_parts();
+            let client = SocketAddr::from(([127, 0, 0, 1], 1));
+            MediaRequest::parse(&parts, client, Protocol::Http1, &ignored, Some(source))
+                .expect("parses")
+        };
+        // A segment: shared by every viewer, no token upstream.
+        let segment = parse("/live/a/1.m4s?token=T1&CMCD=br%3D1", None);
+        assert_eq!(segment.key.as_str(), "/live/a/1.m4s");
+        // A key and a licence: the origin checks the token again.
+        let key = parse("/live/a/key/00.key?token=T1&CMCD=br%3D1", None);
+        assert_eq!(key.key.as_str(), "/live/a/key/00.key?token=T1");
+        let licence = parse("/drm/clearkey/a", Some("other=1; token=T2"));
+        assert_eq!(licence.key.as_str(), "/drm/clearkey/a?token=T2");
+        // Without a [token] section the parameter is still kept.
+        let (parts, ()) = http::Request::get("/drm/clearkey/a?token=T3")
+            .body(())
+            .expect("request")
+            .into_parts();
+        let open = MediaRequest::parse(
+            &parts,
+            SocketAddr::from(([127, 0, 0, 1], 1)),
+            Protocol::Http1,
+            &ignored,
+            None,
+        )
+        .expect("parses");
+        assert_eq!(open.key.as_str(), "/drm/clearkey/a?token=T3");
+    }
 }
