@@ -49,6 +49,12 @@ impl ConfigError {
     }
 }
 
+impl From<strata_edgeauth::KeyError> for ConfigError {
+    fn from(e: strata_edgeauth::KeyError) -> Self {
+        ConfigError::new(e.field, e.message)
+    }
+}
+
 /// A request the edge cannot serve, by whose fault.
 #[derive(Debug, thiserror::Error)]
 pub enum EdgeError {

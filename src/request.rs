@@ -198,7 +198,7 @@ impl MediaRequest {
                 .map(str::to_owned)
         };
         let range = header(header::RANGE).and_then(|r| ByteRange::parse(&r));
-        let token = token.and_then(|source| {
+        let found = token.as_ref().and_then(|source| {
             token_in_query(parts, source.param)
                 .or_else(|| {
                     source
@@ -208,10 +208,18 @@ impl MediaRequest {
                 })
                 .map(str::to_owned)
         });
+        let kind = ObjectKind::from_path(&path);
+        let key = match kind {
+            ObjectKind::Key => {
+                let param = token.as_ref().map_or(DEFAULT_TOKEN_PARAM, |s| s.param);
+                key_request_key(parts, &path, ignored_params, param, found.as_deref())
+            }
+            _ => CacheKey::new(&path, query.as_deref(), ignored_params),
+        };
         Ok(MediaRequest {
             method: parts.method.clone(),
-            key: CacheKey::new(&path, query.as_deref(), ignored_params),
-            kind: ObjectKind::from_path(&path),
+            key,
+            kind,
             range,
             if_none_match: header(header::IF_NONE_MATCH),
             if_modified_since: header(header::IF_MODIFIED_SINCE)
@@ -227,7 +235,7 @@ impl MediaRequest {
             raw_path,
             path,
             query,
-            token,
+            token: found,
             client,
             protocol,
         })
@@ -242,6 +250,44 @@ impl MediaRequest {
     /// rule prefixes written by people ([`path::decoded`]).
     pub fn decoded_path(&self) -> std::borrow::Cow<'_, str> {
         path::decoded(&self.path)
+    }
+}
+
+/// The token parameter the origin looks for when the edge has no `[token]`.
+const DEFAULT_TOKEN_PARAM: &str = "token";
+
+/// The upstream URL (and key) of a content key or licence request: like any
+/// other, but with the viewer's token kept, because the origin checks it
+/// again before a key leaves it (README "Encryption"). A token that came in
+/// a cookie (which never goes upstream) is added to the query. These
+/// responses are `private, no-store`, so per-token keys store nothing.
+fn key_request_key(
+    parts: &Parts,
+    path: &str,
+    ignored: &[String],
+    param: &str,
+    token: Option<&str>,
+) -> CacheKey {
+    let ignored: Vec<String> = ignored
+        .iter()
+        .filter(|p| !p.eq_ignore_ascii_case(param))
+        .cloned()
+        .collect();
+    let query = parts.uri.query();
+    let from_cookie = token.filter(|_| token_in_query(parts, param).is_none());
+    match from_cookie {
+        // Only a token that is safe verbatim in a query (EdgeAuth tokens are).
+        Some(t)
+            if t.bytes()
+                .all(|b| b.is_ascii_graphic() && !matches!(b, b'&' | b'#')) =>
+        {
+            let query = match query {
+                Some(q) if !q.is_empty() => format!("{q}&{param}={t}"),
+                _ => format!("{param}={t}"),
+            };
+            CacheKey::new(path, Some(&query), &ignored)
+        }
+        _ => CacheKey::new(path, query, &ignored),
     }
 }
 
@@ -338,5 +384,46 @@ mod tests {
         ] {
             assert_eq!(ObjectKind::from_path(path), kind, "{path}");
         }
+    }
+
+    #[test]
+    fn key_and_licence_requests_keep_the_viewers_token_upstream() {
+        let ignored = ["token".to_owned(), "CMCD".to_owned()];
+        let source = TokenSource {
+            param: "token",
+            cookie: true,
+        };
+        let parse = |uri: &str, cookie: Option<&str>| {
+            let mut builder = http::Request::get(uri);
+            if let Some(c) = cookie {
+                builder = builder.header(header::COOKIE, c);
+            }
+            let (parts, ()) = builder.body(()).expect("request").into_parts();
+            let client = SocketAddr::from(([127, 0, 0, 1], 1));
+            MediaRequest::parse(&parts, client, Protocol::Http1, &ignored, Some(source))
+                .expect("parses")
+        };
+        // A segment: shared by every viewer, no token upstream.
+        let segment = parse("/live/a/1.m4s?token=T1&CMCD=br%3D1", None);
+        assert_eq!(segment.key.as_str(), "/live/a/1.m4s");
+        // A key and a licence: the origin checks the token again.
+        let key = parse("/live/a/key/00.key?token=T1&CMCD=br%3D1", None);
+        assert_eq!(key.key.as_str(), "/live/a/key/00.key?token=T1");
+        let licence = parse("/drm/clearkey/a", Some("other=1; token=T2"));
+        assert_eq!(licence.key.as_str(), "/drm/clearkey/a?token=T2");
+        // Without a [token] section the parameter is still kept.
+        let (parts, ()) = http::Request::get("/drm/clearkey/a?token=T3")
+            .body(())
+            .expect("request")
+            .into_parts();
+        let open = MediaRequest::parse(
+            &parts,
+            SocketAddr::from(([127, 0, 0, 1], 1)),
+            Protocol::Http1,
+            &ignored,
+            None,
+        )
+        .expect("parses");
+        assert_eq!(open.key.as_str(), "/drm/clearkey/a?token=T3");
     }
 }

@@ -202,7 +202,7 @@ mod tests {
             ),
             ("[store.channels.\"a b\"]\n", "store.channels.a b"),
             (
-                "[store]\npart_target = \"0.5s\"\n[encryption.channels.paid]\nscheme = \"cbcs\"\n[keys]\nstate_dir = \"/tmp\"\n",
+                "[store]\npart_target = \"0.5s\"\n[encryption]\nlicence_auth = \"none\"\n[encryption.channels.paid]\nscheme = \"cbcs\"\n[keys]\nstate_dir = \"/tmp\"\n",
                 "store.part_target",
             ),
         ] {
@@ -210,7 +210,7 @@ mod tests {
             assert!(err.to_string().starts_with(key), "{text}: {err}");
         }
         OriginConfig::parse(
-            "[store]\npart_target = \"0.5s\"\n[store.channels.paid]\npart_target = \"0s\"\n[encryption.channels.paid]\nscheme = \"cbcs\"\n[keys]\nstate_dir = \"/tmp\"\n",
+            "[store]\npart_target = \"0.5s\"\n[store.channels.paid]\npart_target = \"0s\"\n[encryption]\nlicence_auth = \"none\"\n[encryption.channels.paid]\nscheme = \"cbcs\"\n[keys]\nstate_dir = \"/tmp\"\n",
         )
         .expect("LL off where encrypted");
     }

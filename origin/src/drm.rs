@@ -18,6 +18,7 @@
 //! group of renditions, or `audio`), and with `keys.rotate_every` each
 //! group has a key per key period. Signalling per key: [`signalling`].
 
+pub mod entitlement;
 pub mod http;
 pub mod signalling;
 
@@ -109,6 +110,78 @@ pub struct EncryptionConfig {
     pub separate_audio_key: bool,
     /// Per-channel schemes.
     pub channels: BTreeMap<String, ChannelEncryption>,
+    /// Who gets a ClearKey licence or an HLS key: `token` (a viewer's
+    /// EdgeAuth token, checked with `licence_token`), or `none` (anyone who
+    /// asks, for a licence service of your own in front of the origin).
+    pub licence_auth: LicenceAuth,
+    /// How licence and key requests carry the viewer's token, and the keys
+    /// that verify it: the edges' `[token]` keys.
+    pub licence_token: LicenceTokenConfig,
+}
+
+/// `[encryption] licence_auth`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LicenceAuth {
+    /// A licence or key needs an EdgeAuth token whose ACL covers its URL.
+    #[default]
+    Token,
+    /// Keys go to anyone who asks.
+    None,
+}
+
+/// `[encryption.licence_token]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LicenceTokenConfig {
+    /// Query parameter (and cookie) that carries the token, as the edges'
+    /// `token.param`.
+    pub param: String,
+    /// Also accept the token from a cookie named `param`.
+    pub cookie: bool,
+    /// EdgeAuth HMAC keys (hex), the edges' `token.keys`; a token signed by
+    /// any of them is accepted. Never serialised.
+    #[serde(skip_serializing)]
+    pub keys: Vec<strata_edgeauth::KeyConfig>,
+    /// How far `st` and `exp` may be off because clocks disagree.
+    #[serde(with = "humantime_serde")]
+    pub clock_skew: std::time::Duration,
+}
+
+impl Default for LicenceTokenConfig {
+    fn default() -> Self {
+        LicenceTokenConfig {
+            param: "token".into(),
+            cookie: true,
+            keys: Vec::new(),
+            clock_skew: std::time::Duration::from_secs(30),
+        }
+    }
+}
+
+impl LicenceTokenConfig {
+    /// The verifier for its keys; errors name the key.
+    pub fn verifier(&self) -> Result<strata_edgeauth::TokenVerifier, String> {
+        let valid_param = !self.param.is_empty()
+            && self
+                .param
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        if !valid_param {
+            return Err(
+                "encryption.licence_token.param: must be non-empty letters, digits, '_', '-' or '.'"
+                    .into(),
+            );
+        }
+        // bind_ip is the edge's to check: the origin sees the edge's address.
+        let mut verifier = strata_edgeauth::TokenVerifier::new(self.clock_skew, false);
+        for (i, key) in self.keys.iter().enumerate() {
+            verifier = verifier
+                .with_key(&key.id, &key.secret)
+                .map_err(|e| format!("encryption.licence_token.keys[{i}].{e}"))?;
+        }
+        Ok(verifier)
+    }
 }
 
 impl Default for EncryptionConfig {
@@ -123,6 +196,8 @@ impl Default for EncryptionConfig {
             key_groups: KeyGroups::new(),
             separate_audio_key: false,
             channels: BTreeMap::new(),
+            licence_auth: LicenceAuth::Token,
+            licence_token: LicenceTokenConfig::default(),
         }
     }
 }
@@ -205,6 +280,16 @@ impl EncryptionConfig {
         if self.clearkey_licence_url.is_empty() {
             return Err("encryption.clearkey_licence_url: must not be empty".into());
         }
+        self.licence_token.verifier()?;
+        if self.any_encrypted()
+            && self.licence_auth == LicenceAuth::Token
+            && self.licence_token.keys.is_empty()
+        {
+            return Err(
+                "encryption.licence_token.keys: encryption is on, so a licence or key goes only to a viewer with an EdgeAuth token: give the edges' [token] keys here, or set encryption.licence_auth = \"none\" to serve keys to anyone who asks"
+                    .into(),
+            );
+        }
         Ok(())
     }
 }
@@ -277,6 +362,8 @@ pub struct Drm {
     pub config: EncryptionConfig,
     pub keys: KeyService,
     pub metrics: http::DrmMetrics,
+    /// Who may have a licence or a key.
+    entitlement: Arc<entitlement::Entitlement>,
     /// The segments channels hold, for the key periods players can ask
     /// for (licences under rotation, key pruning); see [`Drm::with_store`].
     store: Option<Store>,
@@ -300,6 +387,7 @@ const MEMO_BYTES: usize = 64 << 20;
 impl Drm {
     pub fn new(config: EncryptionConfig, keys: KeyService, metrics: http::DrmMetrics) -> Drm {
         Drm {
+            entitlement: Arc::new(entitlement::Entitlement::new(&config)),
             config,
             keys,
             metrics,

@@ -75,7 +75,7 @@ impl Edge {
                 permit.finish(FillOutcome::Complete);
             }
             Err(failure) => {
-                tracing::warn!(path = %key, why = %failure.why, "upstream fetch failed");
+                tracing::warn!(path = %key.path(), why = %failure.why, "upstream fetch failed");
                 permit.finish(FillOutcome::Failed(failure));
             }
         }

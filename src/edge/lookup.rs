@@ -169,7 +169,7 @@ impl Edge {
                 if let Some(object) =
                     stale.filter(|o| o.staleness(Instant::now()) != Staleness::Expired)
                 {
-                    tracing::warn!(path = %request.key, why = %failure.why, "upstream failed, serving stale");
+                    tracing::warn!(path = %request.key.path(), why = %failure.why, "upstream failed, serving stale");
                     let mut response = self.respond_from_object(
                         request,
                         &object,

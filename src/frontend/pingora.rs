@@ -197,11 +197,13 @@ impl ResponseSink for PingoraSink<'_> {
     }
 }
 
+/// `PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n` (RFC 9113 §3.4).
+const H2_PREFACE_LEN: usize = 24;
+
 /// Reads into `buf` until it holds the 24 bytes of an HTTP/2 preface, a
 /// complete (tiny) HTTP/1 head, or the client stops sending.
 async fn read_prefix(tcp: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> std::io::Result<()> {
     use tokio::io::AsyncReadExt;
-    const H2_PREFACE_LEN: usize = 24;
     while buf.len() < H2_PREFACE_LEN && !buf.windows(4).any(|w| w == b"\r\n\r\n") {
         let mut chunk = [0u8; H2_PREFACE_LEN];
         let n = tcp.read(&mut chunk[..H2_PREFACE_LEN - buf.len()]).await?;
@@ -395,10 +397,29 @@ pub async fn serve(
             let stream: Stream = match tls {
                 None => Box::new(WriteBuffered::new(l4)),
                 Some(acceptor) => {
-                    match tokio::time::timeout(Duration::from_secs(10), acceptor.tls_handshake(l4))
-                        .await
-                    {
-                        Ok(Ok(tls)) => Box::new(WriteBuffered::new(tls)),
+                    // One deadline, from accept, covers the TLS handshake and
+                    // then the client's first bytes (an HTTP/2 preface, which
+                    // Pingora's h2 handshake would wait for forever).
+                    let head_by =
+                        tokio::time::Instant::now() + app.admission.config().request_head_timeout;
+                    match tokio::time::timeout_at(head_by, acceptor.tls_handshake(l4)).await {
+                        Ok(Ok(tls)) => {
+                            use pingora::protocols::{Ssl, ALPN};
+                            let h2 = matches!(tls.selected_alpn_proto(), Some(ALPN::H2));
+                            let stream = WriteBuffered::new(tls);
+                            if h2 {
+                                // HTTP/1.1 heads have their own deadline
+                                // (`process_new_http`).
+                                let admission = app.admission.clone();
+                                Box::new(stream.with_first_read_deadline(
+                                    H2_PREFACE_LEN,
+                                    head_by,
+                                    move || admission.head_timed_out(),
+                                ))
+                            } else {
+                                Box::new(stream)
+                            }
+                        }
                         Ok(Err(e)) => {
                             tracing::debug!(error = %e, "TLS handshake failed");
                             return;

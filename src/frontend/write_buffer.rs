@@ -6,7 +6,13 @@
 //! buffers writes until Pingora flushes, so a playlist and its head leave in
 //! one segment; a held-back head and a body too large to hold leave together
 //! in one `writev`, without copying the body.
+//!
+//! It also bounds the wait for a TLS connection's first bytes
+//! ([`WriteBuffered::with_first_read_deadline`]): an HTTP/2 connection is
+//! served by Pingora's h2 handshake, which waits for the client preface
+//! without a deadline, before any request head deadline applies.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -31,6 +37,25 @@ pub struct WriteBuffered<S> {
     inner: S,
     /// Writes held back until a flush or a write too large to hold.
     pending: Vec<u8>,
+    /// Until the client has sent its first bytes: when they are due.
+    first_read: Option<FirstRead>,
+}
+
+/// A deadline for the first `left` bytes a client sends.
+struct FirstRead {
+    left: usize,
+    due: Pin<Box<tokio::time::Sleep>>,
+    /// Called once if the deadline passes (a metric).
+    on_expiry: Box<dyn Fn() + Send + Sync>,
+}
+
+impl std::fmt::Debug for FirstRead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FirstRead")
+            .field("left", &self.left)
+            .field("due", &self.due.deadline())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<S> WriteBuffered<S> {
@@ -38,7 +63,24 @@ impl<S> WriteBuffered<S> {
         WriteBuffered {
             inner: stream,
             pending: Vec::with_capacity(WRITE_BUFFER),
+            first_read: None,
         }
+    }
+
+    /// Reads fail with `TimedOut` (and `on_expiry` runs) if the client has
+    /// not sent `bytes` bytes by `due`; after that, no deadline.
+    pub fn with_first_read_deadline(
+        mut self,
+        bytes: usize,
+        due: tokio::time::Instant,
+        on_expiry: impl Fn() + Send + Sync + 'static,
+    ) -> Self {
+        self.first_read = Some(FirstRead {
+            left: bytes,
+            due: Box::pin(tokio::time::sleep_until(due)),
+            on_expiry: Box::new(on_expiry),
+        });
+        self
     }
 
     fn get_ref(&self) -> &S {
@@ -66,7 +108,33 @@ impl<S: AsyncRead + Unpin> AsyncRead for WriteBuffered<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let this = &mut *self;
+        let Some(first) = this.first_read.as_mut() else {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        };
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let read = buf.filled().len() - before;
+                first.left = first.left.saturating_sub(read);
+                if first.left == 0 || read == 0 {
+                    this.first_read = None;
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => {
+                if first.due.as_mut().poll(cx).is_ready() {
+                    (first.on_expiry)();
+                    this.first_read = None;
+                    return Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "no request within the head deadline",
+                    )));
+                }
+                Poll::Pending
+            }
+            ready => ready,
+        }
     }
 }
 
@@ -246,5 +314,37 @@ mod tests {
             "head and body in one writev"
         );
         assert_eq!(large.inner.data.len(), 100_019);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_silent_past_the_first_read_deadline_gets_timed_out() {
+        use tokio::io::AsyncReadExt;
+        let expired = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = expired.clone();
+        let (client, server) = tokio::io::duplex(64);
+        let due = tokio::time::Instant::now() + Duration::from_secs(10);
+        let mut silent = WriteBuffered::new(server).with_first_read_deadline(24, due, move || {
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        });
+        let mut buf = [0u8; 24];
+        let err = silent.read(&mut buf).await.expect_err("timed out");
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        assert_eq!(expired.load(std::sync::atomic::Ordering::Relaxed), 1);
+        drop(client);
+
+        // A client that sends its 24 bytes in time is read, and then may
+        // go quiet for as long as it likes.
+        let (mut client, server) = tokio::io::duplex(64);
+        let due = tokio::time::Instant::now() + Duration::from_secs(10);
+        let mut prompt = WriteBuffered::new(server).with_first_read_deadline(24, due, || {});
+        client.write_all(&[b'P'; 24]).await.expect("write");
+        prompt.read_exact(&mut buf).await.expect("preface");
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        client.write_all(b"x").await.expect("write");
+        let mut one = [0u8; 1];
+        prompt
+            .read_exact(&mut one)
+            .await
+            .expect("no deadline after the preface");
     }
 }

@@ -274,7 +274,7 @@ impl Policy {
         let mut verifier = gate.verifier.write();
         let next = verifier
             .with_key(id, secret_hex)
-            .map_err(|e| e.under("key"))?;
+            .map_err(|e| ConfigError::from(e).under("key"))?;
         *verifier = Arc::new(next);
         Ok(())
     }
@@ -297,7 +297,9 @@ impl Policy {
             .as_ref()
             .ok_or_else(|| ConfigError::new("token", "not configured"))?;
         let mut verifier = gate.verifier.write();
-        let next = verifier.without_key(id).map_err(|e| e.under("key"))?;
+        let next = verifier
+            .without_key(id)
+            .map_err(|e| ConfigError::from(e).under("key"))?;
         *verifier = Arc::new(next);
         Ok(())
     }

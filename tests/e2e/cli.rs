@@ -41,6 +41,11 @@ fn check_accepts_the_shipped_configs_and_names_the_bad_key() {
         ("[server]\nlisten = [\"not an address\"]\n", "listen"),
         ("[store]\ndvr_window = \"1s\"\n", "store.dvr_window"),
         ("this is = = not toml", "expected"),
+        // Encryption on and no way to check a viewer's token: keys for anyone.
+        (
+            "[store]\n[keys]\nstate_dir = \"/tmp/strata-check-keys\"\n[encryption]\ndefault = \"cenc\"\n",
+            "encryption.licence_token.keys",
+        ),
     ];
     for (i, (text, key)) in cases.iter().enumerate() {
         let path = dir.join(format!("bad{i}.toml"));
@@ -54,6 +59,23 @@ fn check_accepts_the_shipped_configs_and_names_the_bad_key() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(key), "error for {text:?} names {key}: {err}");
     }
+    // Serving keys to anyone is a choice an operator can make, in writing.
+    let open = dir.join("open-licences.toml");
+    std::fs::write(
+        &open,
+        "[store]\n[keys]\nstate_dir = \"/tmp/strata-check-keys\"\n[encryption]\ndefault = \"cenc\"\nlicence_auth = \"none\"\n",
+    )
+    .expect("write");
+    let out = strata()
+        .args(["check", "--config"])
+        .arg(&open)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "licence_auth = \"none\" is explicit: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

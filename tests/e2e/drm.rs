@@ -42,6 +42,12 @@ async fn start_encrypting_origin(scheme: EncryptionScheme) -> Origin {
     let mut config = OriginConfig::default();
     config.keys.state_dir = Some(dir.clone());
     config.server.api_token = Some(API_TOKEN.into());
+    // The origin checks the viewer's token again before a key leaves it:
+    // the edges' token key.
+    config.encryption.licence_token.keys = vec![strata::policy::KeyConfig {
+        id: "k".into(),
+        secret: SECRET.into(),
+    }];
     config.encryption.channels.insert(
         "demo".into(),
         ChannelEncryption {
@@ -252,6 +258,26 @@ async fn hls_keys_pass_the_edge_only_with_a_token_and_are_never_cached() {
         Some(2.0),
         "both licences came from the origin: {origin_metrics}"
     );
+    // The origin checks the token again: straight to it, around the edge,
+    // no token gets no key and no licence.
+    let direct_key = format!("http://{}{}", origin.http, key_url.path());
+    let r = client.get(&direct_key).send().await.expect("direct key");
+    assert_eq!(r.status(), 403, "the origin wants a token for a key too");
+    assert_eq!(r.headers()["strata-reject-reason"], "missing");
+    let r = client
+        .post(format!("http://{}/drm/clearkey/demo", origin.http))
+        .body(body.clone())
+        .send()
+        .await
+        .expect("direct licence");
+    assert_eq!(r.status(), 403, "the origin wants a token for a licence");
+    let r = client
+        .get(format!("{direct_key}?token={token}"))
+        .send()
+        .await
+        .expect("direct key with token");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.expect("key"), keys[0]);
     edge.shutdown().await;
 }
 

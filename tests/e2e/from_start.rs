@@ -19,6 +19,9 @@ use crate::stack::{assert_decodes, require_peers, start_stack, Publisher, Stack,
 /// Wall-clock seconds each player is watched for once it plays.
 const SECONDS: u32 = 30;
 
+/// The key of the site's licence tokens (the origin's `encryption.licence_token.keys`).
+const LICENCE_SECRET: &str = "f0e1d2c3b4a5968778695a4b3c2d1e0f";
+
 /// Seconds behind the live edge a player must start: more than the one 2 s
 /// segment players had in hand on a one-segment first MPD (they started
 /// 1.7–2.2 s behind live then). The outputs promise three target durations;
@@ -213,6 +216,10 @@ async fn encrypted_from_first_segment(scheme: EncryptionScheme, plays: &[(&str, 
     let keys = KeyDir::new(&format!("{scheme:?}"));
     let stack = start_stack(|c| {
         c.keys.state_dir = Some(keys.0.clone());
+        c.encryption.licence_token.keys = vec![strata::policy::KeyConfig {
+            id: "site".into(),
+            secret: LICENCE_SECRET.into(),
+        }];
         c.encryption.channels.insert(
             channel.into(),
             ChannelEncryption {
@@ -222,7 +229,18 @@ async fn encrypted_from_first_segment(scheme: EncryptionScheme, plays: &[(&str, 
         );
     })
     .await;
-    let licences = stack.origin(&format!("/drm/clearkey/{channel}"));
+    // As a site's page does: the licence URL carries the viewer's token,
+    // whose ACL entitles it to this channel's licences.
+    let token = strata::policy::sign(
+        LICENCE_SECRET,
+        &format!("/drm/clearkey/{channel}"),
+        Duration::from_secs(600),
+        std::time::SystemTime::now(),
+        None,
+        None,
+    )
+    .expect("token");
+    let licences = stack.origin(&format!("/drm/clearkey/{channel}?token={token}"));
     from_first_segment(
         &stack,
         channel,

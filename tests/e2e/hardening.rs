@@ -237,3 +237,73 @@ async fn a_range_on_an_empty_object_gets_the_empty_body() {
     }
     edge.shutdown().await;
 }
+
+/// A TLS client that negotiates HTTP/2 and then sends nothing, not even the
+/// connection preface: the head deadline, counted from accept, closes it
+/// (Pingora's h2 handshake would wait for the preface forever) and its slot
+/// comes back. An HTTP/2 client that does send its preface is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_over_tls_connection_without_a_preface_is_closed_at_the_head_deadline() {
+    use std::sync::Arc;
+
+    use tokio_rustls::rustls;
+
+    let origin = start_origin().await;
+    let cert = crate::harness::TestCert::localhost();
+    let certs = vec![cert.config.clone()];
+    let edge = start_edge(&[origin.url()], "h2-preface-edge", |config| {
+        config.server.certificates = certs;
+        config.server.limits.request_head_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let tls_addr = edge.tls.expect("tls listener");
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.der.clone()).expect("root");
+    let mut client_config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    client_config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config));
+    let tcp = TcpStream::connect(tls_addr).await.expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let mut silent = connector.connect(name, tcp).await.expect("TLS handshake");
+    assert_eq!(
+        silent.get_ref().1.alpn_protocol(),
+        Some(&b"h2"[..]),
+        "the edge chose HTTP/2"
+    );
+    // The edge writes its SETTINGS, then must give up on us (the 10 s
+    // bound only stops a broken edge from hanging the test).
+    let mut seen = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), silent.read_to_end(&mut seen)).await;
+    assert!(
+        closed.is_ok(),
+        "the edge still holds an HTTP/2 connection that never sent its preface"
+    );
+
+    // A real HTTP/2 client on the same listener is served.
+    let response = cert
+        .https_client(true)
+        .get(format!(
+            "https://localhost:{}/obj/h2.m4s?size=100",
+            tls_addr.port()
+        ))
+        .send()
+        .await
+        .expect("h2 request");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+
+    let metrics = edge.metrics().await;
+    assert_eq!(
+        metric(&metrics, "strata_edge_request_head_timeouts_total"),
+        Some(1.0),
+        "{metrics}"
+    );
+    edge.shutdown().await;
+}

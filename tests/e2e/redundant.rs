@@ -19,6 +19,8 @@ use crate::harness::{client, start_edge};
 use crate::stack::{require_peers, spawn_origin, start_play};
 
 const KEY_SECRET: &str = "redundant-origins-e2e-secret-0123456789abcdef";
+/// The key of the viewers' licence tokens (`encryption.licence_token.keys`).
+const LICENCE_SECRET: &str = "f0e1d2c3b4a5968778695a4b3c2d1e0f";
 
 struct TempDir(std::path::PathBuf);
 
@@ -60,6 +62,10 @@ fn start_origin(name: &str, scheme: EncryptionScheme, secret: Option<&str>) -> O
     config.keys.state_dir = Some(dir.clone());
     config.keys.key_secret = secret.map(|s| KeySecret::new(s).expect("secret"));
     config.encryption.default = scheme;
+    config.encryption.licence_token.keys = vec![strata::policy::KeyConfig {
+        id: "site".into(),
+        secret: LICENCE_SECRET.into(),
+    }];
     let tcp = || std::net::TcpListener::bind("127.0.0.1:0").expect("bind tcp");
     let (http, rtmp) = (tcp(), tcp());
     let http_addr = http.local_addr().expect("addr");
@@ -244,7 +250,16 @@ async fn tee_into_two_origins_with_one_key_secret_serves_identical_cbcs_output()
     let kid_uuid = &mpd[at..at + 36];
     let kid = kid_uuid.parse::<KeyId>().expect("a key ID").base64url();
     let licence = |origin: &Origin| {
-        let url = origin.url("/drm/clearkey/twin");
+        let token = strata::policy::sign(
+            LICENCE_SECRET,
+            "/drm/clearkey/twin",
+            Duration::from_secs(300),
+            std::time::SystemTime::now(),
+            None,
+            None,
+        )
+        .expect("token");
+        let url = origin.url(&format!("/drm/clearkey/twin?token={token}"));
         let body = format!("{{\"kids\":[\"{kid}\"],\"type\":\"temporary\"}}");
         async move {
             let response = client().post(url).body(body).send().await.expect("licence");

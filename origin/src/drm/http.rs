@@ -8,10 +8,11 @@
 //! reason and a count in `strata_origin_drm_*`.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -23,6 +24,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
 
+use super::entitlement::NotEntitled;
 use super::Drm;
 use crate::keys::{write_cpix_entries, ContentKey, KeyError, KeyId, KeyLocation};
 
@@ -141,11 +143,29 @@ pub fn admin_routes(drm: Arc<Drm>, api_token: Option<String>) -> Router {
         .with_state(Arc::new(AdminDrm { drm, api_token }))
 }
 
+/// 403 with `Strata-Reject-Reason` (as the edge answers a bad token).
+fn not_entitled(reason: NotEntitled) -> Response {
+    let mut r = Refusal(
+        StatusCode::FORBIDDEN,
+        "a licence or key needs a valid token (encryption.licence_auth)",
+    )
+    .response();
+    r.headers_mut()
+        .insert("strata-reject-reason", HeaderValue::from_static(reason.0));
+    r
+}
+
 /// `GET /live/{channel}/key/{kid}.key`: the 16 raw key bytes (RFC 8216 §5.2).
 async fn hls_key(
     State(drm): State<Arc<Drm>>,
     Path((channel, file)): Path<(String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
 ) -> Response {
+    if let Err(reason) = drm.entitlement.check(&uri, &headers, SystemTime::now()) {
+        count(&drm.metrics.key_requests, "unauthorised");
+        return not_entitled(reason);
+    }
     let found = file
         .strip_suffix(".key")
         .and_then(|kid| kid.parse::<KeyId>().ok())
@@ -178,8 +198,13 @@ struct LicenceRequest {
 /// hold. For a rotating key the set also carries the same group's next and
 /// current period keys ([`Drm::rotation_companions`]): a licence may hold
 /// keys that were not asked for, and under rotation players need them.
-async fn clearkey(State(drm): State<Arc<Drm>>, body: Body) -> Response {
-    licence_response(&drm, None, body).await
+async fn clearkey(
+    State(drm): State<Arc<Drm>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    licence_response(&drm, None, (&uri, &headers), body).await
 }
 
 /// The same, limited to one channel's keys, so an edge token's ACL
@@ -187,12 +212,23 @@ async fn clearkey(State(drm): State<Arc<Drm>>, body: Body) -> Response {
 async fn channel_clearkey(
     State(drm): State<Arc<Drm>>,
     Path(channel): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
     body: Body,
 ) -> Response {
-    licence_response(&drm, Some(&channel), body).await
+    licence_response(&drm, Some(&channel), (&uri, &headers), body).await
 }
 
-async fn licence_response(drm: &Drm, channel: Option<&str>, body: Body) -> Response {
+async fn licence_response(
+    drm: &Drm,
+    channel: Option<&str>,
+    (uri, headers): (&Uri, &HeaderMap),
+    body: Body,
+) -> Response {
+    if let Err(reason) = drm.entitlement.check(uri, headers, SystemTime::now()) {
+        count(&drm.metrics.licence_requests, "unauthorised");
+        return not_entitled(reason);
+    }
     let result = licence(drm, channel, body).await;
     match result {
         Ok(response) => {

@@ -24,6 +24,8 @@ fn drm(scheme: EncryptionScheme, rotate_every: u64) -> (Drm, Registry) {
         default: scheme,
         widevine_licence_url: Some("https://wv.example/licence".into()),
         playready_licence_url: Some("https://pr.example/licence".into()),
+        // Entitlement has tests of its own (`licences_and_keys_need_a_token`).
+        licence_auth: LicenceAuth::None,
         ..EncryptionConfig::default()
     };
     (Drm::new(config, keys, metrics), registry)
@@ -218,11 +220,11 @@ fn config_errors_name_the_key() {
     assert!(err.to_string().contains("rot13"), "{err}");
     let err = cfg("[encryption.channels.premium]\nschema = \"cbcs\"\n").expect_err("typo");
     assert!(err.to_string().contains("schema"), "{err}");
-    let rotating = cfg("[keys]\nstate_dir = \"/tmp/x\"\nrotate_every = 5\n[encryption.channels.p]\nscheme = \"cenc\"\n")
+    let rotating = cfg("[keys]\nstate_dir = \"/tmp/x\"\nrotate_every = 5\n[encryption]\nlicence_auth = \"none\"\n[encryption.channels.p]\nscheme = \"cenc\"\n")
         .expect("rotation with cenc");
     assert_eq!(rotating.keys.rotate_every, 5);
     let ok = cfg(
-        "[keys]\nstate_dir = \"/tmp/x\"\n[encryption.channels.premium]\nscheme = \"aes-128\"\n",
+        "[keys]\nstate_dir = \"/tmp/x\"\n[encryption.licence_token]\nkeys = [{ id = \"k\", secret = \"00112233445566778899aabbccddeeff\" }]\n[encryption.channels.premium]\nscheme = \"aes-128\"\n",
     )
     .expect("valid");
     assert_eq!(ok.encryption.scheme("premium"), EncryptionScheme::Aes128);
@@ -830,7 +832,7 @@ fn key_group_config_errors_name_the_key() {
         let err = cfg(text).expect_err(text).to_string();
         assert!(err.contains(expected), "{text}: {err}");
     }
-    let ok = cfg("[encryption]\ndefault = \"cbcs\"\nseparate_audio_key = true\nkey_groups = { sd = [\"480p\"], hd = [\"720p\", \"1080p\"] }\n[encryption.channels.radio]\nscheme = \"cenc\"\nseparate_audio_key = false\nkey_groups = {}\n")
+    let ok = cfg("[encryption]\ndefault = \"cbcs\"\nlicence_auth = \"none\"\nseparate_audio_key = true\nkey_groups = { sd = [\"480p\"], hd = [\"720p\", \"1080p\"] }\n[encryption.channels.radio]\nscheme = \"cenc\"\nseparate_audio_key = false\nkey_groups = {}\n")
         .expect("valid");
     let e = &ok.encryption;
     assert_eq!(e.key_group("tv", "1080p", TrackKind::Video), Some("hd"));
@@ -1088,5 +1090,146 @@ fn without_a_secret_unknown_keys_stay_unknown() {
             .expect("b's own"),
         key,
         "random keys differ per origin"
+    );
+}
+
+const LICENCE_SECRET: &str = "00112233445566778899aabbccddeeff";
+
+#[test]
+fn a_config_that_would_hand_keys_to_anyone_is_refused() {
+    let cfg = |text: &str| crate::config::OriginConfig::parse(text);
+    let encrypted =
+        "[keys]\nstate_dir = \"/tmp/x\"\n[encryption.channels.premium]\nscheme = \"cenc\"\n";
+    let err = cfg(encrypted).expect_err("keys to anyone");
+    assert!(
+        err.to_string()
+            .starts_with("encryption.licence_token.keys:")
+            && err.to_string().contains("licence_auth = \"none\""),
+        "{err}"
+    );
+    let open = encrypted.replace(
+        "[encryption.channels",
+        "[encryption]\nlicence_auth = \"none\"\n[encryption.channels",
+    );
+    cfg(&open).expect("explicitly open");
+    let err = cfg(&format!(
+        "{encrypted}[encryption.licence_token]\nkeys = [{{ id = \"k\", secret = \"zz\" }}]\n"
+    ))
+    .expect_err("bad key");
+    assert!(
+        err.to_string()
+            .starts_with("encryption.licence_token.keys[0].secret"),
+        "{err}"
+    );
+    // Nothing encrypted: nothing to protect, no keys needed.
+    cfg("[encryption]\nclearkey = true\n").expect("clear channels");
+}
+
+#[tokio::test]
+async fn licences_and_keys_need_a_token_whose_acl_covers_them() {
+    let (mut drm, registry) = drm(EncryptionScheme::Cenc, 0);
+    drm.config.licence_auth = LicenceAuth::Token;
+    drm.config.licence_token.keys = vec![strata_edgeauth::KeyConfig {
+        id: "k".into(),
+        secret: LICENCE_SECRET.into(),
+    }];
+    let drm = Drm::new(drm.config.clone(), drm.keys.clone(), drm.metrics.clone());
+    let key = drm.keys.key_for("news", None).expect("key");
+    let router = http::playback_routes(Arc::new(drm));
+    let now = std::time::SystemTime::now();
+    let token = |acl: &str| {
+        strata_edgeauth::sign(
+            LICENCE_SECRET,
+            acl,
+            std::time::Duration::from_secs(300),
+            now,
+            None,
+            None,
+        )
+        .expect("token")
+    };
+    let body = || format!("{{\"kids\":[\"{}\"]}}", key.kid.base64url());
+    let post = |uri: String, cookie: Option<String>| {
+        let mut r = Request::post(uri).header("content-type", "application/json");
+        if let Some(c) = cookie {
+            r = r.header("cookie", c);
+        }
+        r.body(Body::from(body())).expect("request")
+    };
+    let reason = |r: &axum::response::Response| {
+        r.headers()
+            .get("strata-reject-reason")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    // No token, or one for another channel: no licence, no key in the body.
+    for (uri, want) in [
+        ("/drm/clearkey/news".to_owned(), "missing"),
+        (
+            format!("/drm/clearkey/news?token={}", token("/drm/clearkey/sport")),
+            "acl",
+        ),
+    ] {
+        let r = router
+            .clone()
+            .oneshot(post(uri.clone(), None))
+            .await
+            .expect("infallible");
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{uri}");
+        assert_eq!(reason(&r).as_deref(), Some(want), "{uri}");
+        let body = axum::body::to_bytes(r.into_body(), 1 << 16)
+            .await
+            .expect("body");
+        assert!(!String::from_utf8_lossy(&body).contains(&URL_SAFE_NO_PAD_TEST.encode(key.key)));
+    }
+    // A forged signature.
+    let mut forged = token("/drm/*");
+    let last = forged.pop().expect("hex digit");
+    forged.push(if last == '0' { '1' } else { '0' });
+    let r = router
+        .clone()
+        .oneshot(post(format!("/drm/clearkey/news?token={forged}"), None))
+        .await
+        .expect("infallible");
+    assert_eq!(reason(&r).as_deref(), Some("signature"));
+    // A token for the channel, in the query or a cookie: the licence.
+    for (uri, cookie) in [
+        (
+            format!("/drm/clearkey/news?token={}", token("/drm/clearkey/news")),
+            None,
+        ),
+        (
+            "/drm/clearkey/news".to_owned(),
+            Some(format!("token={}", token("/drm/*"))),
+        ),
+    ] {
+        let (status, body, _) = call(&router, post(uri.clone(), cookie)).await;
+        assert_eq!(status, StatusCode::OK, "{uri}: {body}");
+        assert!(
+            body.contains(&URL_SAFE_NO_PAD_TEST.encode(key.key)),
+            "{body}"
+        );
+    }
+    // HLS keys: the same rule on the key URI.
+    let get = |uri: String| Request::get(uri).body(Body::empty()).expect("request");
+    let path = format!("/live/news/key/{}.key", key.kid.hex());
+    let r = router
+        .clone()
+        .oneshot(get(path.clone()))
+        .await
+        .expect("infallible");
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = router
+        .clone()
+        .oneshot(get(format!("{path}?token={}", token("/live/news/*"))))
+        .await
+        .expect("infallible");
+    assert_eq!(r.status(), StatusCode::OK);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).expect("metrics");
+    assert!(
+        text.contains("strata_origin_drm_licence_requests_total{outcome=\"unauthorised\"} 3")
+            && text.contains("strata_origin_drm_key_requests_total{outcome=\"unauthorised\"} 1"),
+        "{text}"
     );
 }

@@ -310,8 +310,10 @@ impl IngestAuth {
         let channel_keys = self.keys.get(channel).map(Vec::as_slice).unwrap_or(&[]);
         let creds = &req.credentials;
         if let Some(key) = &creds.key {
+            // Every key is compared, each as a digest (no early exit, no
+            // length leak).
             let matched = channel_keys.iter().fold(false, |acc, k| {
-                acc | bool::from(k.as_bytes().ct_eq(key.as_bytes()))
+                acc | crate::http::same_secret(key.as_bytes(), k.as_bytes())
             });
             if matched {
                 return Ok(());

@@ -31,6 +31,8 @@ pub enum ChunkError {
     TooManyStreams,
     #[error("RTMP chunk size {0} is out of range")]
     BadChunkSize(u32),
+    #[error("RTMP extended timestamp {0:#x} is below 0xffffff")]
+    BadExtendedTimestamp(u32),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -61,8 +63,10 @@ pub struct ChunkGate {
     /// buffer for all chunk streams; mirrored so both agree on boundaries.
     received: usize,
     max_chunk: usize,
-    /// First bytes of a Set Chunk Size message in progress.
-    chunk_size_bytes: Vec<u8>,
+    /// First payload bytes of the message in progress, whichever chunk
+    /// streams they came on: `rml_rtmp` reads a Set Chunk Size from the
+    /// start of its one buffer, so that is where the gate reads it too.
+    message_head: Vec<u8>,
     messages: u64,
 }
 
@@ -75,7 +79,7 @@ impl Default for ChunkGate {
             previous: HashMap::new(),
             received: 0,
             max_chunk: DEFAULT_CHUNK_SIZE,
-            chunk_size_bytes: Vec::with_capacity(4),
+            message_head: Vec::with_capacity(4),
             messages: 0,
         }
     }
@@ -168,6 +172,16 @@ impl ChunkGate {
         if b.len() < basic + message_header + extended {
             return Ok(None);
         }
+        // An extended timestamp carries values from 0xffffff up (§5.3.1.3);
+        // `rml_rtmp` subtracts 0xffffff from one that starts a message on a
+        // delta header, which overflows (a panic) for a smaller value.
+        if extended != 0 && format != 0 && self.received == 0 {
+            let at = basic + message_header;
+            let value = u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+            if value < EXTENDED_TIMESTAMP {
+                return Err(ChunkError::BadExtendedTimestamp(value));
+            }
+        }
         Ok(Some((csid, header)))
     }
 
@@ -203,13 +217,9 @@ impl ChunkGate {
     }
 
     fn note_payload(&mut self, bytes: &[u8]) {
-        if let Some((_, h)) = self.current {
-            if h.type_id == SET_CHUNK_SIZE && self.chunk_size_bytes.len() < 4 {
-                let room = 4 - self.chunk_size_bytes.len();
-                self.chunk_size_bytes
-                    .extend_from_slice(&bytes[..room.min(bytes.len())]);
-            }
-        }
+        let room = 4 - self.message_head.len();
+        self.message_head
+            .extend_from_slice(&bytes[..room.min(bytes.len())]);
     }
 
     /// Ends the current chunk; `true` if it completed a message.
@@ -225,7 +235,7 @@ impl ChunkGate {
         }
         self.received = 0;
         self.messages += 1;
-        let size_bytes = std::mem::take(&mut self.chunk_size_bytes);
+        let size_bytes = std::mem::take(&mut self.message_head);
         if header.type_id == SET_CHUNK_SIZE {
             if let Ok(b) = <[u8; 4]>::try_from(size_bytes.as_slice()) {
                 let size = u32::from_be_bytes(b);
@@ -380,5 +390,79 @@ mod tests {
             }
         }
         assert_eq!(result, Err(ChunkError::Inconsistent));
+    }
+
+    /// Runs `input` through the gate and hands what it lets through to
+    /// `rml_rtmp`'s deserializer as `ingest::rtmp` does, with no
+    /// `catch_unwind`: returns whether the gate refused it.
+    fn gate_then_rml(input: &[u8]) -> Result<(), ChunkError> {
+        let mut gate = ChunkGate::default();
+        let mut rml = ChunkDeserializer::new();
+        let mut rest = input;
+        while !rest.is_empty() {
+            let n = gate.advance(rest, 64 * 1024)?;
+            let (now, after) = rest.split_at(n);
+            rest = after;
+            let mut input = now;
+            loop {
+                match rml.get_next_message(input) {
+                    Ok(Some(m)) => {
+                        input = &[];
+                        if m.type_id == SET_CHUNK_SIZE && m.data.len() >= 4 {
+                            let d = &m.data;
+                            let size = u32::from_be_bytes([d[0], d[1], d[2], d[3]]);
+                            assert_eq!(size as usize, gate.max_chunk, "chunk sizes agree");
+                            rml.set_max_chunk_size(size as usize)
+                                .expect("gate checked it");
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(_) => return Ok(()),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_set_chunk_size_split_across_chunk_streams_is_read_as_rml_rtmp_reads_it() {
+        // rml_rtmp keeps one payload buffer for every chunk stream: a Set
+        // Chunk Size on stream 64 that completes a message begun on stream
+        // 70 takes its size from stream 70's bytes (4 here), not its own
+        // (1025). The gate used to read 1025, the two fell out of step and
+        // rml_rtmp's deserializer panicked (fuzz regression input).
+        let seed = include_bytes!("../../../fuzz/corpus/rtmp_chunks/seed-capacity-overflow");
+        assert_eq!(gate_then_rml(seed), Err(ChunkError::Inconsistent));
+        let mut wire = vec![0x02, 0, 0, 0, 0, 0, 4, 1, 0, 0, 0, 0, 0, 0, 0, 16];
+        // Stream 70: video, 300 bytes, its first 16-byte chunk starts 00 00 00 04.
+        wire.extend_from_slice(&[0x00, 6, 0, 0, 0, 0, 1, 0x2c, 9, 1, 0, 0, 0]);
+        wire.extend_from_slice(&[0, 0, 0, 4, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9]);
+        // Stream 64: Set Chunk Size declaring 23 bytes, 7 more complete it.
+        wire.extend_from_slice(&[0x00, 0, 0, 0, 0, 0, 0, 23, 1, 0, 0, 0, 0]);
+        wire.extend_from_slice(&[0, 0, 4, 1, 0, 0, 0]);
+        let mut gate = ChunkGate::default();
+        let mut rest: &[u8] = &wire;
+        while !rest.is_empty() {
+            let n = gate.advance(rest, 1 << 16).expect("accepted");
+            rest = &rest[n..];
+        }
+        assert_eq!(gate.max_chunk, 4);
+        assert!(gate_then_rml(&wire).is_ok());
+    }
+
+    #[test]
+    fn refuses_an_extended_timestamp_below_its_threshold_on_a_delta_header() {
+        // A full header, then a type 1 header whose delta says "extended"
+        // with an extended value of 5: rml_rtmp computes 5 - 0xffffff.
+        let mut wire = vec![0x04, 0, 0, 0, 0, 0, 2, 9, 1, 0, 0, 0, 7, 7];
+        wire.extend_from_slice(&[0x44, 0xff, 0xff, 0xff, 0, 0, 2, 9, 0, 0, 0, 5, 7, 7]);
+        assert_eq!(
+            gate_then_rml(&wire),
+            Err(ChunkError::BadExtendedTimestamp(5))
+        );
+        // The same with a real extended value passes.
+        let mut ok = wire.clone();
+        ok[22..26].copy_from_slice(&[0x01, 0, 0, 0]);
+        assert!(gate_then_rml(&ok).is_ok());
     }
 }

@@ -437,7 +437,7 @@ fn token_config_defaults_and_key_named_errors() {
     .expect("toml");
     assert_eq!(cfg.param, "token");
     assert!(cfg.cookie);
-    assert_eq!(cfg.require, ["/live/"]);
+    assert_eq!(cfg.require, ["/live/", "/drm/"]);
     assert_eq!(cfg.clock_skew, Duration::from_secs(30));
     assert!(!cfg.bind_ip);
     assert_eq!(cfg.propagate, crate::policy::Propagate::Query);
