@@ -287,7 +287,10 @@ impl Policy {
             .as_ref()
             .ok_or_else(|| ConfigError::new("token", "not configured"))?;
         let verifier = Arc::clone(&gate.verifier.read());
-        verifier.with_key(id, secret_hex).map(|_| ())
+        verifier
+            .with_key(id, secret_hex)
+            .map(|_| ())
+            .map_err(ConfigError::from)
     }
 
     /// Removes a verification key at run time; the last key cannot go.
