@@ -12,7 +12,7 @@ use crate::stack::{
 };
 
 /// `(msn, part)` of the `EXT-X-PRELOAD-HINT` in a media playlist.
-fn preload_hint(playlist: &str) -> (u64, u32) {
+pub(crate) fn preload_hint(playlist: &str) -> (u64, u32) {
     let uri = playlist
         .lines()
         .find_map(|l| l.strip_prefix("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\""))

@@ -315,6 +315,12 @@ pub struct Segment {
     /// MPEG-TS continuity counters at this segment's start, carried on from
     /// the previous segment.
     pub ts_continuity: Continuity,
+    /// LL channels: the parts each track was cut into while the segment was
+    /// open; its CMAF fragment is then those parts' chunks one after the
+    /// other (LL-DASH chunked CMAF), the same bytes an in-progress request
+    /// was streamed.
+    video_parts: Vec<Arc<Part>>,
+    audio_parts: Vec<Arc<Part>>,
     built_video: OnceLock<Rendered>,
     built_audio: OnceLock<Rendered>,
     built_ts: OnceLock<Rendered>,
@@ -342,6 +348,8 @@ impl Segment {
             video,
             audio,
             ts_continuity: Continuity::default(),
+            video_parts: Vec::new(),
+            audio_parts: Vec::new(),
             built_video: OnceLock::new(),
             built_audio: OnceLock::new(),
             built_ts: OnceLock::new(),
@@ -352,6 +360,22 @@ impl Segment {
         match kind {
             TrackKind::Video => self.video.as_ref(),
             TrackKind::Audio => self.audio.as_ref(),
+        }
+    }
+
+    /// The parts (LL) this segment's tracks were cut into, in order; a
+    /// track's fragment is then built from its parts ([`chunked_fragment`]).
+    pub fn with_parts(mut self, video: Vec<Arc<Part>>, audio: Vec<Arc<Part>>) -> Self {
+        self.video_parts = video;
+        self.audio_parts = audio;
+        self
+    }
+
+    /// This segment's parts of `kind` (LL channels), oldest first.
+    pub fn parts(&self, kind: TrackKind) -> &[Arc<Part>] {
+        match kind {
+            TrackKind::Video => &self.video_parts,
+            TrackKind::Audio => &self.audio_parts,
         }
     }
 
@@ -385,6 +409,11 @@ impl Segment {
         Some(
             cell.get_or_init(|| {
                 let (track_id, content_type) = track_file(kind);
+                let parts = self.parts(kind);
+                if !parts.is_empty() {
+                    let body = chunked_fragment(parts);
+                    return Rendered::new(body, content_type, IMMUTABLE.into());
+                }
                 let body = crate::media::fmp4::media_segment(
                     self.sequence as u32,
                     track_id,
@@ -450,6 +479,20 @@ impl Part {
         self.track.seconds()
     }
 
+    /// The part as a chunk of its segment's fragment: with its `styp` when
+    /// it opens the fragment, else its `moof`+`mdat` alone.
+    pub fn chunk(&self, first: bool) -> Bytes {
+        let body = self.render().body;
+        if first {
+            return body;
+        }
+        // The part's bytes open with the styp box; its size is its first word.
+        let styp = body
+            .get(..4)
+            .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize);
+        body.slice(styp.min(body.len())..)
+    }
+
     /// The part's bytes, built once.
     pub fn render(&self) -> Rendered {
         self.built
@@ -465,6 +508,18 @@ impl Part {
             })
             .clone()
     }
+}
+
+/// A CMAF fragment made of chunks (ISO/IEC 23000-19 §7.3.2.3: one `styp`,
+/// then a `moof`+`mdat` per chunk): the first part whole (its `styp`
+/// included), then each later part without its `styp`. A request for a
+/// segment still being cut is streamed exactly these bytes, chunk by chunk.
+pub fn chunked_fragment(parts: &[Arc<Part>]) -> Bytes {
+    let mut body = bytes::BytesMut::new();
+    for (i, part) in parts.iter().enumerate() {
+        body.extend_from_slice(&part.chunk(i == 0));
+    }
+    body.freeze()
 }
 
 /// Measured figures of a rendition over its window, for manifests and the
