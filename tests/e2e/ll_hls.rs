@@ -124,3 +124,57 @@ async fn hls_js_plays_ll_hls_through_an_edge_with_low_latency() {
     assert_decodes(&master, 4).await;
     publisher.stop().await;
 }
+
+/// hls.js (low-latency mode, its default) through a shield and an edge,
+/// over HTTP/2 on TLS as LL-HLS players usually fetch: blocking reloads and
+/// parts pass both tiers, and the latency hls.js reports is printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hls_js_plays_ll_hls_through_shield_and_edge_over_h2() {
+    require_peers();
+    let stack = start_stack(|c| c.store.part_target = Duration::from_millis(500)).await;
+    let shield = crate::harness::start_edge(&[stack.origin("")], "ll2-shield", |_| {}).await;
+    let cert = crate::harness::TestCert::for_browser();
+    let certificate = cert.config.clone();
+    let edge = crate::harness::start_edge(&[shield.url("")], "ll2-edge", |c| {
+        c.server.certificates = vec![certificate];
+    })
+    .await;
+    let publisher = Publisher::start(&stack.rtmp_url("ll2"), "flv", "640x360");
+    wait_for_body(
+        &stack.origin("/live/ll2/main/video.m3u8"),
+        "an LL playlist",
+        Duration::from_secs(30),
+        |b| b.contains("#EXT-X-PRELOAD-HINT"),
+    )
+    .await;
+    let port = edge.tls.expect("the edge serves TLS").port();
+    let master = format!("https://127.0.0.1:{port}/live/ll2/master.m3u8");
+    let (report, log) = crate::stack::start_play_with(
+        "hls",
+        &master,
+        30,
+        &["--insecure-tls".into(), "--verbose".into()],
+    )
+    .await
+    .finish_with_log()
+    .await;
+    let latency = &report["playerLatency"];
+    println!("hls.js through shield + edge over h2, part_target 0.5s: latency {latency}, report {report}");
+    let h2 = report["protocols"]["h2"].as_u64().unwrap_or(0);
+    assert!(h2 > 0, "Chromium fetched over HTTP/2: {report}");
+    let blocking_reloads = log.lines().filter(|l| l.contains("_HLS_msn=")).count();
+    assert!(
+        blocking_reloads >= 10,
+        "hls.js made {blocking_reloads} blocking reloads through both tiers"
+    );
+    let min = latency["min"]
+        .as_f64()
+        .expect("hls.js reported its latency");
+    let max = latency["max"].as_f64().expect("max latency");
+    // As through one edge (see above): the 2.0 s goal is not met yet.
+    assert!(min < 3.5, "latency at best {min} s");
+    assert!(max < 6.0, "latency at worst {max} s");
+    publisher.stop().await;
+    edge.shutdown().await;
+    shield.shutdown().await;
+}
