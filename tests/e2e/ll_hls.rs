@@ -178,3 +178,55 @@ async fn hls_js_plays_ll_hls_through_shield_and_edge_over_h2() {
     edge.shutdown().await;
     shield.shutdown().await;
 }
+
+/// A blocking reload asks for a playlist newer than any stale copy: when the
+/// upstream is gone, the edge serves a plain request its stale copy
+/// (`stale-if-error`) but never a blocking one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_reload_never_gets_a_stale_playlist() {
+    let origin = crate::harness::start_origin().await;
+    let edge = crate::harness::start_edge(&[origin.url()], "ll-sie-edge", |_| {}).await;
+    // Stale at once, and servable for a minute if the upstream fails.
+    let query = "size=500&cc=max-age%3D0%2C%20stale-if-error%3D60";
+    let plain = edge.url(&format!("/obj/p.m3u8?{query}"));
+    let blocking = edge.url(&format!("/obj/p.m3u8?{query}&_HLS_msn=5"));
+    for url in [&plain, &blocking] {
+        let r = client().get(url).send().await.expect("first fetch");
+        assert_eq!(r.status().as_u16(), 200, "{url}");
+    }
+    // The upstream goes away (a 503 to a blocking reload would be passed on
+    // as the origin's answer; a failure is what stale-if-error covers).
+    drop(origin);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let stale = client().get(&plain).send().await.expect("plain");
+        let served_stale = stale.status().as_u16() == 200
+            && stale
+                .headers()
+                .get("cache-status")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("stale-if-error"));
+        if served_stale {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a plain request never got the stale copy"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let held = client().get(&blocking).send().await.expect("blocking");
+    let status = held.status().as_u16();
+    let cache_status = held
+        .headers()
+        .get("cache-status")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_ne!(
+        status, 200,
+        "a blocking reload got a stale playlist: {cache_status}"
+    );
+    assert!(!cache_status.contains("stale"), "{cache_status}");
+    edge.shutdown().await;
+}
