@@ -284,7 +284,7 @@ async fn live(
     }
     // LL-DASH: a segment still being cut is streamed as its chunks appear.
     if let (
-        Some(Object::Fragment {
+        Some(Object::ChunkedFragment {
             rendition,
             kind,
             sequence,

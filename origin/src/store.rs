@@ -666,6 +666,17 @@ impl Store {
                     .fragment(*kind)
                     .ok_or_else(RenderError::no_such_object)
             }
+            Object::ChunkedFragment {
+                rendition,
+                sequence,
+                kind,
+            } => {
+                let segment = find_segment(&guard, rendition, *sequence)?;
+                drop(guard);
+                segment
+                    .chunked(*kind)
+                    .ok_or_else(RenderError::no_such_object)
+            }
             Object::TsSegment {
                 rendition,
                 sequence,

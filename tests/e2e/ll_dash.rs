@@ -104,13 +104,18 @@ async fn an_in_progress_segment_streams_through_shield_and_edge_and_dash_js_play
     .await;
     let (open, _) = preload_hint(&now);
     let next = open + 1;
-    let path = format!("/live/lld/main/video/{next}.m4s");
+    let path = format!("/live/lld/main/video/{next}-ll.m4s");
     let mut response = client()
         .get(edge.url(&path))
         .send()
         .await
         .expect("in-progress segment through the edge");
-    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(
+        response.status().as_u16(),
+        200,
+        "{path}: {:?}",
+        response.headers()
+    );
     let first = response
         .chunk()
         .await
@@ -177,7 +182,7 @@ async fn an_in_progress_segment_streams_through_shield_and_edge_and_dash_js_play
 
     // Far in the future: a 404 at once, not a held request.
     let far = client()
-        .get(edge.url(&format!("/live/lld/main/video/{}.m4s", next + 50)))
+        .get(edge.url(&format!("/live/lld/main/video/{}-ll.m4s", next + 50)))
         .send()
         .await
         .expect("far-future segment");

@@ -271,13 +271,15 @@ fn write_representation(
     out.push_str(&children);
     let _ = write!(
         out,
-        "        <SegmentTemplate timescale=\"{}\" presentationTimeOffset=\"{}\" startNumber=\"{}\" initialization=\"{}/{dir}/init-{}.mp4\" media=\"{}/{dir}/$Number$.m4s\"",
+        "        <SegmentTemplate timescale=\"{}\" presentationTimeOffset=\"{}\" startNumber=\"{}\" initialization=\"{}/{dir}/init-{}.mp4\" media=\"{}/{dir}/$Number${}.m4s\"",
         first.timescale(),
         first.period_offset,
         segments[0].sequence,
         r.name,
         first.init.id,
-        r.name
+        r.name,
+        // LL-DASH: the chunked CMAF names, streamed while being cut.
+        if ll.is_some() { "-ll" } else { "" }
     );
     if let Some(ll) = ll {
         let _ = write!(

@@ -16,6 +16,7 @@
 //! | `{rendition}/video/{seq}.m4s`, `{rendition}/audio/{seq}.m4s` | CMAF fragments |
 //! | `{rendition}/ts.m3u8`, `{rendition}/{seq}.ts` | MPEG-TS media playlist and segments, audio and video muxed |
 //! | `{rendition}/video/{seq}.{part}.m4s`, `{rendition}/audio/{seq}.{part}.m4s` | LL-HLS parts of segment `seq` (`store.part_target` set), from 0 |
+//! | `{rendition}/video/{seq}-ll.m4s`, `{rendition}/audio/{seq}-ll.m4s` | LL-DASH: segment `seq` as chunked CMAF (its parts as chunks), streamed while it is cut |
 //!
 //! `{seq}` is the media sequence number, never reused for a channel name: a
 //! rendition's first number is the Unix time (seconds) at which it was
@@ -148,6 +149,13 @@ pub enum Object {
         rendition: String,
         sequence: u64,
     },
+    /// LL-DASH: segment `sequence` as chunked CMAF (its parts as
+    /// `moof`+`mdat` chunks), streamed while it is cut.
+    ChunkedFragment {
+        rendition: String,
+        kind: TrackKind,
+        sequence: u64,
+    },
     /// An LL-HLS part (EXT-X-PART) of segment `sequence`.
     Part {
         rendition: String,
@@ -199,6 +207,13 @@ impl Object {
                     });
                 }
                 let name = file.strip_suffix(".m4s")?;
+                if let Some(sequence) = name.strip_suffix("-ll") {
+                    return Some(Object::ChunkedFragment {
+                        rendition,
+                        kind,
+                        sequence: parse_number(sequence)?,
+                    });
+                }
                 if let Some((sequence, index)) = name.split_once('.') {
                     return Some(Object::Part {
                         rendition,
@@ -316,13 +331,15 @@ pub struct Segment {
     /// the previous segment.
     pub ts_continuity: Continuity,
     /// LL channels: the parts each track was cut into while the segment was
-    /// open; its CMAF fragment is then those parts' chunks one after the
-    /// other (LL-DASH chunked CMAF), the same bytes an in-progress request
-    /// was streamed.
+    /// open; its chunked CMAF fragment (LL-DASH, [`Segment::chunked`]) is
+    /// those parts' chunks one after the other, the same bytes an
+    /// in-progress request was streamed.
     video_parts: Vec<Arc<Part>>,
     audio_parts: Vec<Arc<Part>>,
     built_video: OnceLock<Rendered>,
     built_audio: OnceLock<Rendered>,
+    built_chunked_video: OnceLock<Rendered>,
+    built_chunked_audio: OnceLock<Rendered>,
     built_ts: OnceLock<Rendered>,
 }
 
@@ -352,6 +369,8 @@ impl Segment {
             audio_parts: Vec::new(),
             built_video: OnceLock::new(),
             built_audio: OnceLock::new(),
+            built_chunked_video: OnceLock::new(),
+            built_chunked_audio: OnceLock::new(),
             built_ts: OnceLock::new(),
         }
     }
@@ -363,8 +382,8 @@ impl Segment {
         }
     }
 
-    /// The parts (LL) this segment's tracks were cut into, in order; a
-    /// track's fragment is then built from its parts ([`chunked_fragment`]).
+    /// The parts (LL) this segment's tracks were cut into, in order, for
+    /// [`Segment::chunked`].
     pub fn with_parts(mut self, video: Vec<Arc<Part>>, audio: Vec<Arc<Part>>) -> Self {
         self.video_parts = video;
         self.audio_parts = audio;
@@ -409,11 +428,6 @@ impl Segment {
         Some(
             cell.get_or_init(|| {
                 let (track_id, content_type) = track_file(kind);
-                let parts = self.parts(kind);
-                if !parts.is_empty() {
-                    let body = chunked_fragment(parts);
-                    return Rendered::new(body, content_type, IMMUTABLE.into());
-                }
                 let body = crate::media::fmp4::media_segment(
                     self.sequence as u32,
                     track_id,
@@ -421,6 +435,27 @@ impl Segment {
                     &track.samples,
                 );
                 Rendered::new(body, content_type, IMMUTABLE.into())
+            })
+            .clone(),
+        )
+    }
+
+    /// LL-DASH: one track as chunked CMAF, its parts one after the other
+    /// ([`chunked_fragment`]), built once; the plain fragment when the
+    /// segment was not cut into parts.
+    pub fn chunked(&self, kind: TrackKind) -> Option<Rendered> {
+        let parts = self.parts(kind);
+        if parts.is_empty() {
+            return self.fragment(kind);
+        }
+        let cell = match kind {
+            TrackKind::Video => &self.built_chunked_video,
+            TrackKind::Audio => &self.built_chunked_audio,
+        };
+        let (_, content_type) = track_file(kind);
+        Some(
+            cell.get_or_init(|| {
+                Rendered::new(chunked_fragment(parts), content_type, IMMUTABLE.into())
             })
             .clone(),
         )

@@ -69,9 +69,21 @@ fn segments_are_also_offered_as_parts_within_the_part_target() {
         .collect();
     let total: f64 = of_last.iter().map(|(_, d, _)| d).sum();
     assert!((total - 2.0).abs() < 0.001, "{total} {of_last:?}");
-    // The segment is its parts as chunks (LL-DASH chunked CMAF): the first
-    // part whole, then each later one's moof+mdat.
     let segment = rig.get(&format!("main/video/{last}.m4s")).expect("segment");
+    let mdat = |b: &[u8]| {
+        let at = b.windows(4).position(|w| w == b"mdat").expect("mdat");
+        b.len() - at - 4
+    };
+    let part_bytes: usize = of_last
+        .iter()
+        .map(|(u, _, _)| mdat(&rig.get(&format!("main/{u}")).expect(u).body))
+        .sum();
+    assert_eq!(part_bytes, mdat(&segment.body));
+    // LL-DASH's name for the segment is its parts as chunks (chunked CMAF):
+    // the first part whole, then each later one's moof+mdat.
+    let chunked_segment = rig
+        .get(&format!("main/video/{last}-ll.m4s"))
+        .expect("chunked");
     let mut chunked = Vec::new();
     for (i, (u, _, _)) in of_last.iter().enumerate() {
         let body = rig.get(&format!("main/{u}")).expect(u).body;
@@ -82,7 +94,7 @@ fn segments_are_also_offered_as_parts_within_the_part_target() {
         };
         chunked.extend_from_slice(&body[styp..]);
     }
-    assert_eq!(chunked, segment.body.to_vec());
+    assert_eq!(chunked, chunked_segment.body.to_vec());
     // Open segment: 0.5 s in, one part cut so far, and the next hinted.
     let open = START + 5;
     assert!(video.contains(&format!(
@@ -261,8 +273,13 @@ fn ll_dash_segments_are_chunked_cmaf_announced_early_in_the_mpd() {
     let last = START + 4;
     let open = START + 5;
 
-    // A finished segment: one styp, then a moof+mdat per part.
-    let segment = rig.get(&format!("main/video/{last}.m4s")).expect("segment");
+    // A finished segment: one styp, then a moof+mdat per part; under its
+    // plain name, one moof+mdat as before, for HLS and players without LL.
+    let plain = rig.get(&format!("main/video/{last}.m4s")).expect("segment");
+    assert_eq!(boxes(&plain.body), ["styp", "moof", "mdat"]);
+    let segment = rig
+        .get(&format!("main/video/{last}-ll.m4s"))
+        .expect("segment");
     let kinds = boxes(&segment.body);
     assert_eq!(kinds[0], "styp");
     assert_eq!(
@@ -298,7 +315,7 @@ fn ll_dash_segments_are_chunked_cmaf_announced_early_in_the_mpd() {
         "<PlaybackRate min=\"0.96\" max=\"1.04\"/>",
         "</ServiceDescription>",
         "<Period id=\"0\"",
-        "availabilityTimeOffset=\"1.5\" availabilityTimeComplete=\"false\">",
+        "media=\"main/video/$Number$-ll.m4s\" availabilityTimeOffset=\"1.5\" availabilityTimeComplete=\"false\">",
         // 5 segments cut + 2 announced, all 2 s.
         "<S t=\"0\" d=\"180000\" r=\"6\"/>",
         "availabilityTimeOffset=\"1.5\" availabilityTimeComplete=\"false\">",
