@@ -30,6 +30,12 @@ use crate::units::ByteSize;
 /// LL-HLS delivery directives: always part of the cache key.
 pub const LL_HLS_PARAMS: [&str; 3] = ["_HLS_msn", "_HLS_part", "_HLS_skip"];
 
+/// Whether a query asks for an LL-HLS blocking playlist reload
+/// (`_HLS_msn`, RFC 8216bis §6.2.5.2).
+pub fn is_blocking_reload(query: &str) -> bool {
+    query.split('&').any(|p| p.starts_with("_HLS_msn="))
+}
+
 /// The `[cache]` section.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -600,7 +600,9 @@ impl Drm {
                 return Err(ProtectError::NotOffered)
             }
             // LL-HLS parts are not encrypted (config refuses LL there).
-            (_, Object::Part { .. }) => return Err(ProtectError::NotOffered),
+            (_, Object::Part { .. } | Object::ChunkedFragment { .. }) => {
+                return Err(ProtectError::NotOffered)
+            }
             (_, Object::Manifest) => {
                 let text = String::from_utf8_lossy(&rendered.body);
                 mpd_with_protection(&text, |r| {

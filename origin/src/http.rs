@@ -2,6 +2,7 @@
 //! public listener; channel API, metrics and health on the admin listener.
 
 mod blocking;
+mod chunked;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -281,6 +282,28 @@ async fn live(
             }
         }
     }
+    // LL-DASH: a segment still being cut is streamed as its chunks appear.
+    if let (
+        Some(Object::ChunkedFragment {
+            rendition,
+            kind,
+            sequence,
+        }),
+        &Method::GET,
+    ) = (&object, &method)
+    {
+        let segment = chunked::SegmentRef {
+            channel: channel.clone(),
+            rendition: rendition.clone(),
+            kind: *kind,
+            sequence: *sequence,
+        };
+        let limit = state.store.reload_limit();
+        if let chunked::Answer::Stream(stream) = chunked::follow(&state.store, segment, limit).await
+        {
+            return finish(&state, streamed_segment(stream, *kind));
+        }
+    }
     let render = || {
         let started = Instant::now();
         let rendered = state
@@ -353,6 +376,30 @@ async fn live(
         }
     };
     finish(&state, response)
+}
+
+/// A `200` whose body is an in-progress segment's chunks as they are cut;
+/// cacheable as the segment is, since it ends as the whole segment or not at
+/// all (a truncated body, see [`chunked`]).
+fn streamed_segment(stream: chunked::ChunkStream, kind: crate::media::TrackKind) -> Response {
+    use futures::StreamExt;
+    let body = stream.into_stream().inspect(|item| {
+        if let Err(e) = item {
+            tracing::debug!(error = %e, "in-progress segment cut short");
+        }
+    });
+    let mut response = axum::body::Body::from_stream(body).into_response();
+    let h = response.headers_mut();
+    let content_type = match kind {
+        crate::media::TrackKind::Video => "video/mp4",
+        crate::media::TrackKind::Audio => "audio/mp4",
+    };
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(crate::package::IMMUTABLE),
+    );
+    response
 }
 
 /// CORS and the response count, for every playback answer.

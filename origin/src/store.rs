@@ -587,6 +587,45 @@ impl Store {
         Some(if ready { Reload::Ready } else { Reload::Wait })
     }
 
+    /// Where segment `sequence` of `rendition`'s `kind` track stands on an
+    /// LL channel: cut, or being cut (the open segment, or the one after it,
+    /// which a player may ask for a moment early). Anything further ahead,
+    /// an ended channel's next segment or an unknown rendition is a `404`
+    /// at once.
+    pub fn segment_progress(
+        &self,
+        channel: &str,
+        rendition: &str,
+        kind: TrackKind,
+        sequence: u64,
+    ) -> Result<SegmentProgress, RenderError> {
+        let ch = self
+            .channel(channel, self.shared.clock.now())
+            .ok_or(RenderError::ChannelNotFound)?;
+        let guard = lock(&ch);
+        let r = guard
+            .renditions
+            .get(rendition)
+            .ok_or_else(RenderError::not_yet)?;
+        let (open, _) = r.open_segment();
+        if sequence < open {
+            let segment = r
+                .segment(sequence)
+                .ok_or_else(RenderError::no_such_object)?;
+            return Ok(SegmentProgress::Complete(segment.parts(kind).to_vec()));
+        }
+        if guard.ended_at.is_some() || sequence > open.saturating_add(1) {
+            return Err(RenderError::not_yet());
+        }
+        let parts = r
+            .parts(kind)
+            .iter()
+            .filter(|p| p.sequence == sequence)
+            .cloned()
+            .collect();
+        Ok(SegmentProgress::Open(parts))
+    }
+
     /// [`Store::render`], and for a media playlist with `skip`, the delta
     /// update (`_HLS_skip=YES`, RFC 8216bis §6.2.5.1).
     pub fn render_with(
@@ -625,6 +664,17 @@ impl Store {
                 drop(guard);
                 segment
                     .fragment(*kind)
+                    .ok_or_else(RenderError::no_such_object)
+            }
+            Object::ChunkedFragment {
+                rendition,
+                sequence,
+                kind,
+            } => {
+                let segment = find_segment(&guard, rendition, *sequence)?;
+                drop(guard);
+                segment
+                    .chunked(*kind)
                     .ok_or_else(RenderError::no_such_object)
             }
             Object::TsSegment {
@@ -692,6 +742,17 @@ fn find_segment(
         return Err(RenderError::not_yet());
     }
     r.segment(sequence).ok_or_else(RenderError::no_such_object)
+}
+
+/// Where an LL channel's segment stands, for a request that may stream it
+/// while it is cut (LL-DASH, [`Store::segment_progress`]).
+#[derive(Clone, Debug)]
+pub enum SegmentProgress {
+    /// Cut: its parts of the track asked for, all of them (empty when the
+    /// segment was not cut into parts; then it is answered whole).
+    Complete(Vec<Arc<package::Part>>),
+    /// The open segment (or the next one): its parts so far.
+    Open(Vec<Arc<package::Part>>),
 }
 
 /// Whether a blocking playlist reload can be answered now.

@@ -45,6 +45,14 @@ impl Edge {
         let mut alone = authorized;
         let mut key = Cow::Borrowed(&request.key);
         let mut rejoined = false;
+        // LL-HLS: a blocking reload asks for a playlist newer than any copy
+        // that went stale, so it never gets one (neither while revalidating
+        // nor when the upstream fails): a fresh hit, the upstream's answer,
+        // or the error.
+        let blocking = request
+            .query
+            .as_deref()
+            .is_some_and(crate::cache::is_blocking_reload);
         loop {
             let now = Instant::now();
             let mut tier = Tier::Memory;
@@ -82,6 +90,13 @@ impl Edge {
                         _ => alone = true,
                     }
                 }
+            }
+            if blocking
+                && cached
+                    .as_ref()
+                    .is_some_and(|o| o.staleness(now) != Staleness::Fresh)
+            {
+                cached = None;
             }
             let stale = match cached {
                 Some(object) => match object.staleness(now) {

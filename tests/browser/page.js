@@ -127,10 +127,10 @@
       // the seekable range (the live edge the player computed).
       latency: video.seekable.length ? video.seekable.end(video.seekable.length - 1) - video.currentTime : null,
       // The latency the player itself reports (hls.js `latency`: seconds
-      // behind the live edge of the playlist it last loaded).
-      playerLatency: window.strataPlayer && typeof window.strataPlayer.latency === 'number' && window.strataPlayer.latency > 0
-        ? window.strataPlayer.latency
-        : null,
+      // behind the live edge of the playlist it last loaded; dash.js
+      // `getCurrentLiveLatency()`: seconds behind the wall clock, synced
+      // through the MPD's UTCTiming).
+      playerLatency: reportedLatency(),
     };
   };
 
@@ -140,6 +140,14 @@
     } catch (e) {
       return { audioLanguage: null, audioLanguages: [], textLanguage: null, textLanguages: [], tracksError: String(e) };
     }
+  }
+
+  function reportedLatency() {
+    const p = window.strataPlayer;
+    let l = null;
+    if (p && typeof p.latency === 'number') l = p.latency;
+    else if (p && typeof p.getCurrentLiveLatency === 'function' && p.isReady && p.isReady()) l = p.getCurrentLiveLatency();
+    return typeof l === 'number' && l > 0 ? l : null;
   }
 
   function play() {

@@ -8,6 +8,7 @@
 //        [--player P --url U ...]
 //        [--seconds 10] [--timeout 60] [--h3 HOST:PORT [--h3-cert PEM | --h3-spki B64]]
 //        [--clearkey KID_HEX:KEY_HEX ... | --licence-url URL] [--cmcd query|headers] [--verbose]
+//        [--insecure-tls]  (accept a self-signed certificate over TLS, h1/h2)
 //
 // Several --player/--url pairs play at once, one page each in one Chromium.
 // Exit 0 when every play's currentTime advanced by at least 0.8 × --seconds
@@ -38,7 +39,8 @@ function usage(msg) {
     `play.mjs: ${msg}\n` +
       'usage: node play.mjs --player hls|dash|shaka --url URL [--player P --url U ...] [--seconds N] [--timeout N]\n' +
       '                     [--h3 HOST:PORT [--h3-cert PEM | --h3-spki BASE64]]\n' +
-      '                     [--clearkey KID_HEX:KEY_HEX ... | --licence-url URL] [--cmcd query|headers] [--verbose]\n',
+      '                     [--clearkey KID_HEX:KEY_HEX ... | --licence-url URL] [--cmcd query|headers] [--verbose]\n' +
+      '                     [--insecure-tls]\n',
   );
   process.exit(2);
 }
@@ -63,6 +65,7 @@ function parseArgs(argv) {
       case '--h3-cert': opts.h3Cert = value(); break;
       case '--h3-spki': opts.h3Spki = value(); break;
       case '--verbose': opts.verbose = true; break;
+      case '--insecure-tls': opts.insecureTls = true; break;
       case '--licence-url': opts.licenceUrl = value(); break;
       case '--cmcd': opts.cmcd = value(); break;
       case '--clearkey':
@@ -283,6 +286,8 @@ function chromiumArgs(userDataDir) {
     if (opts.h3Spki) args.push(`--ignore-certificate-errors-spki-list=${opts.h3Spki}`);
   } else {
     args.push('--disable-quic');
+    // --insecure-tls: h1/h2 over TLS to a test edge's self-signed certificate.
+    if (opts.insecureTls) args.push('--ignore-certificate-errors');
   }
   return args;
 }

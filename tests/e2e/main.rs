@@ -18,6 +18,7 @@ mod h3;
 mod h3_browser;
 mod hardening;
 mod live;
+mod ll_dash;
 mod ll_hls;
 mod matrix;
 mod policy;

@@ -8,7 +8,10 @@ use std::collections::BTreeSet;
 use std::fmt::Write;
 use std::time::SystemTime;
 
-use super::{format_datetime, format_duration, measure, ChannelWindow, RenditionWindow, Segment};
+use super::{
+    format_datetime, format_duration, measure, ChannelWindow, RenditionWindow, Segment,
+    TrackSegment,
+};
 use crate::media::{TrackKind, TrackParams};
 
 /// `manifest.mpd`; `None` until a rendition has a segment.
@@ -53,9 +56,13 @@ pub fn manifest(w: &ChannelWindow) -> Option<String> {
         );
     }
     let _ = writeln!(out, " minBufferTime=\"{}\">", format_duration(target));
+    let low_latency = low_latency(w);
+    if let Some(ll) = &low_latency {
+        write_service_description(&mut out, ll);
+    }
     let audio_source = w.audio_source();
     for period in periods {
-        write_period(&mut out, w, period, audio_source);
+        write_period(&mut out, w, period, audio_source, low_latency.as_ref());
     }
     // §5.8.4.11: UTCTiming comes after the Periods in the MPD schema. The
     // configured clock URL first (relative by default, so it resolves against
@@ -94,6 +101,60 @@ pub fn with_direct_clock(mpd: &str, now: SystemTime) -> Option<String> {
     Some(out)
 }
 
+/// LL-DASH on a live channel with parts (`store.part_target`): what the MPD
+/// says about it (DASH-IF IOP Low-latency Modes; ISO/IEC 23009-1 §5.3.9.5.3
+/// for `availabilityTimeOffset`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct LowLatencyDash {
+    /// Seconds of part (chunk) target.
+    part: f64,
+    /// Seconds of segment target.
+    segment: f64,
+}
+
+impl LowLatencyDash {
+    /// A segment's first chunk exists one part after its start, so it may
+    /// be asked for that long after it starts instead of after it ends.
+    fn availability_time_offset(&self) -> f64 {
+        (self.segment - self.part).max(0.0)
+    }
+
+    /// `ServiceDescription` `Latency@target`, ms: three parts behind the
+    /// live edge, as LL-HLS's `PART-HOLD-BACK`, and at least a second.
+    fn target_ms(&self) -> u64 {
+        ((self.part * 3.0).max(1.0) * 1000.0).round() as u64
+    }
+}
+
+fn low_latency(w: &ChannelWindow) -> Option<LowLatencyDash> {
+    if w.ended {
+        return None;
+    }
+    let part = w
+        .renditions
+        .iter()
+        .find_map(|r| r.low_latency.as_ref())?
+        .part_target;
+    Some(LowLatencyDash {
+        part,
+        segment: w.target_duration.as_secs_f64(),
+    })
+}
+
+/// DASH-IF IOP Low-latency Modes §9.X.4.2 / ISO/IEC 23009-1 Annex K:
+/// `ServiceDescription` with the latency players aim for (dash.js takes it
+/// as its live delay) and how far they may change the playback rate to
+/// keep it.
+fn write_service_description(out: &mut String, ll: &LowLatencyDash) {
+    let target = ll.target_ms();
+    let _ = writeln!(
+        out,
+        "  <ServiceDescription id=\"0\">\n    <Latency target=\"{target}\" min=\"{}\" max=\"{}\"/>\n    <PlaybackRate min=\"0.96\" max=\"1.04\"/>\n  </ServiceDescription>",
+        ((ll.part * 2.0) * 1000.0).round() as u64,
+        target + (ll.segment * 2000.0).round() as u64,
+    );
+}
+
 fn seconds_between(a: SystemTime, b: SystemTime) -> f64 {
     match b.duration_since(a) {
         Ok(d) => d.as_secs_f64(),
@@ -107,6 +168,7 @@ fn write_period(
     w: &ChannelWindow,
     period: u64,
     audio_source: Option<&RenditionWindow>,
+    ll: Option<&LowLatencyDash>,
 ) {
     let in_period = |r, kind| segments_in(r, period, kind);
     let Some(start) = w
@@ -132,7 +194,7 @@ fn write_period(
     if !videos.is_empty() {
         out.push_str("    <AdaptationSet id=\"0\" contentType=\"video\" mimeType=\"video/mp4\" segmentAlignment=\"true\" startWithSAP=\"1\">\n");
         for (r, segments) in videos {
-            write_representation(out, r, &segments, TrackKind::Video);
+            write_representation(out, r, &segments, TrackKind::Video, ll);
         }
         out.push_str("    </AdaptationSet>\n");
     }
@@ -140,7 +202,7 @@ fn write_period(
         let segments = in_period(a, TrackKind::Audio);
         if !segments.is_empty() {
             out.push_str("    <AdaptationSet id=\"1\" contentType=\"audio\" mimeType=\"audio/mp4\" segmentAlignment=\"true\" startWithSAP=\"1\">\n");
-            write_representation(out, a, &segments, TrackKind::Audio);
+            write_representation(out, a, &segments, TrackKind::Audio, ll);
             out.push_str("    </AdaptationSet>\n");
         }
     }
@@ -169,6 +231,7 @@ fn write_representation(
     r: &RenditionWindow,
     segments: &[&Segment],
     kind: TrackKind,
+    ll: Option<&LowLatencyDash>,
 ) {
     let Some(first) = segments.first().and_then(|s| s.track(kind)) else {
         return;
@@ -206,21 +269,103 @@ fn write_representation(
     }
     out.push_str(">\n");
     out.push_str(&children);
-    let _ = writeln!(
+    let _ = write!(
         out,
-        "        <SegmentTemplate timescale=\"{}\" presentationTimeOffset=\"{}\" startNumber=\"{}\" initialization=\"{}/{dir}/init-{}.mp4\" media=\"{}/{dir}/$Number$.m4s\">",
+        "        <SegmentTemplate timescale=\"{}\" presentationTimeOffset=\"{}\" startNumber=\"{}\" initialization=\"{}/{dir}/init-{}.mp4\" media=\"{}/{dir}/$Number${}.m4s\"",
         first.timescale(),
         first.period_offset,
         segments[0].sequence,
         r.name,
         first.init.id,
-        r.name
+        r.name,
+        // LL-DASH: the chunked CMAF names, streamed while being cut.
+        if ll.is_some() { "-ll" } else { "" }
     );
+    if let Some(ll) = ll {
+        let _ = write!(
+            out,
+            " availabilityTimeOffset=\"{}\" availabilityTimeComplete=\"false\"",
+            format_seconds(ll.availability_time_offset())
+        );
+    }
+    out.push_str(">\n");
     out.push_str("          <SegmentTimeline>\n");
-    write_timeline(out, segments, kind, first.timescale());
+    let mut timeline: Vec<&Segment> = segments.to_vec();
+    let announced = ll.map_or(Vec::new(), |_| announced(r, segments, kind));
+    timeline.extend(announced.iter());
+    write_timeline(out, &timeline, kind, first.timescale());
     out.push_str("          </SegmentTimeline>\n");
     out.push_str("        </SegmentTemplate>\n");
     out.push_str("      </Representation>\n");
+}
+
+/// LL-DASH: the segment being cut and the one after it, as the timeline's
+/// last entries, so a player asks for them (their availability starts one
+/// part after they start, `availabilityTimeOffset`) without waiting for an
+/// MPD that lists them. Their durations are the last segment's (an encoder
+/// with a steady keyframe interval cuts every segment alike), audio's with
+/// one AAC frame of slack, as its frames straddle the cut (an estimate a
+/// little long lands a player's next lookup in the next segment, never back
+/// in this one); the next MPD lists the real ones. Only at the live end
+/// of the window, when the open segment continues the Period.
+fn announced(r: &RenditionWindow, segments: &[&Segment], kind: TrackKind) -> Vec<Segment> {
+    let (Some(ll), Some(last), Some(newest)) = (&r.low_latency, segments.last(), r.segments.last())
+    else {
+        return Vec::new();
+    };
+    if last.sequence != newest.sequence
+        || ll.open_sequence != last.sequence + 1
+        || ll.open_discontinuity
+    {
+        return Vec::new();
+    }
+    let Some(track) = last.track(kind) else {
+        return Vec::new();
+    };
+    let slack = match kind {
+        TrackKind::Video => 0,
+        // Up to one AAC frame (1024 samples) more than the last segment.
+        TrackKind::Audio => 1024,
+    };
+    let duration = track.duration + slack;
+    let mut start = track.base_decode_time + track.duration;
+    (0..2)
+        .map(|i| {
+            let t = TrackSegment {
+                init: track.init.clone(),
+                base_decode_time: start,
+                duration,
+                period_offset: track.period_offset,
+                samples: Vec::new(),
+                bytes: 0,
+            };
+            start += duration;
+            let (video, audio) = match kind {
+                TrackKind::Video => (Some(t), None),
+                TrackKind::Audio => (None, Some(t)),
+            };
+            Segment::new(
+                ll.open_sequence + i,
+                false,
+                last.period,
+                last.period_start,
+                last.program_date_time,
+                duration as f64 / f64::from(track.timescale()),
+                video,
+                audio,
+            )
+        })
+        .collect()
+}
+
+/// Seconds as a decimal without trailing zeros (`1.5`, `2`).
+fn format_seconds(s: f64) -> String {
+    let ms = (s * 1000.0).round() as u64;
+    if ms.is_multiple_of(1000) {
+        (ms / 1000).to_string()
+    } else {
+        format!("{}", ms as f64 / 1000.0)
+    }
 }
 
 /// `<S t d r>` runs: `t` where the timeline does not continue, `r` for repeats.

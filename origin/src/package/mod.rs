@@ -16,6 +16,7 @@
 //! | `{rendition}/video/{seq}.m4s`, `{rendition}/audio/{seq}.m4s` | CMAF fragments |
 //! | `{rendition}/ts.m3u8`, `{rendition}/{seq}.ts` | MPEG-TS media playlist and segments, audio and video muxed |
 //! | `{rendition}/video/{seq}.{part}.m4s`, `{rendition}/audio/{seq}.{part}.m4s` | LL-HLS parts of segment `seq` (`store.part_target` set), from 0 |
+//! | `{rendition}/video/{seq}-ll.m4s`, `{rendition}/audio/{seq}-ll.m4s` | LL-DASH: segment `seq` as chunked CMAF (its parts as chunks), streamed while it is cut |
 //!
 //! `{seq}` is the media sequence number, never reused for a channel name: a
 //! rendition's first number is the Unix time (seconds) at which it was
@@ -148,6 +149,13 @@ pub enum Object {
         rendition: String,
         sequence: u64,
     },
+    /// LL-DASH: segment `sequence` as chunked CMAF (its parts as
+    /// `moof`+`mdat` chunks), streamed while it is cut.
+    ChunkedFragment {
+        rendition: String,
+        kind: TrackKind,
+        sequence: u64,
+    },
     /// An LL-HLS part (EXT-X-PART) of segment `sequence`.
     Part {
         rendition: String,
@@ -199,6 +207,13 @@ impl Object {
                     });
                 }
                 let name = file.strip_suffix(".m4s")?;
+                if let Some(sequence) = name.strip_suffix("-ll") {
+                    return Some(Object::ChunkedFragment {
+                        rendition,
+                        kind,
+                        sequence: parse_number(sequence)?,
+                    });
+                }
                 if let Some((sequence, index)) = name.split_once('.') {
                     return Some(Object::Part {
                         rendition,
@@ -315,8 +330,16 @@ pub struct Segment {
     /// MPEG-TS continuity counters at this segment's start, carried on from
     /// the previous segment.
     pub ts_continuity: Continuity,
+    /// LL channels: the parts each track was cut into while the segment was
+    /// open; its chunked CMAF fragment (LL-DASH, [`Segment::chunked`]) is
+    /// those parts' chunks one after the other, the same bytes an
+    /// in-progress request was streamed.
+    video_parts: Vec<Arc<Part>>,
+    audio_parts: Vec<Arc<Part>>,
     built_video: OnceLock<Rendered>,
     built_audio: OnceLock<Rendered>,
+    built_chunked_video: OnceLock<Rendered>,
+    built_chunked_audio: OnceLock<Rendered>,
     built_ts: OnceLock<Rendered>,
 }
 
@@ -342,8 +365,12 @@ impl Segment {
             video,
             audio,
             ts_continuity: Continuity::default(),
+            video_parts: Vec::new(),
+            audio_parts: Vec::new(),
             built_video: OnceLock::new(),
             built_audio: OnceLock::new(),
+            built_chunked_video: OnceLock::new(),
+            built_chunked_audio: OnceLock::new(),
             built_ts: OnceLock::new(),
         }
     }
@@ -352,6 +379,22 @@ impl Segment {
         match kind {
             TrackKind::Video => self.video.as_ref(),
             TrackKind::Audio => self.audio.as_ref(),
+        }
+    }
+
+    /// The parts (LL) this segment's tracks were cut into, in order, for
+    /// [`Segment::chunked`].
+    pub fn with_parts(mut self, video: Vec<Arc<Part>>, audio: Vec<Arc<Part>>) -> Self {
+        self.video_parts = video;
+        self.audio_parts = audio;
+        self
+    }
+
+    /// This segment's parts of `kind` (LL channels), oldest first.
+    pub fn parts(&self, kind: TrackKind) -> &[Arc<Part>] {
+        match kind {
+            TrackKind::Video => &self.video_parts,
+            TrackKind::Audio => &self.audio_parts,
         }
     }
 
@@ -392,6 +435,27 @@ impl Segment {
                     &track.samples,
                 );
                 Rendered::new(body, content_type, IMMUTABLE.into())
+            })
+            .clone(),
+        )
+    }
+
+    /// LL-DASH: one track as chunked CMAF, its parts one after the other
+    /// ([`chunked_fragment`]), built once; the plain fragment when the
+    /// segment was not cut into parts.
+    pub fn chunked(&self, kind: TrackKind) -> Option<Rendered> {
+        let parts = self.parts(kind);
+        if parts.is_empty() {
+            return self.fragment(kind);
+        }
+        let cell = match kind {
+            TrackKind::Video => &self.built_chunked_video,
+            TrackKind::Audio => &self.built_chunked_audio,
+        };
+        let (_, content_type) = track_file(kind);
+        Some(
+            cell.get_or_init(|| {
+                Rendered::new(chunked_fragment(parts), content_type, IMMUTABLE.into())
             })
             .clone(),
         )
@@ -450,6 +514,20 @@ impl Part {
         self.track.seconds()
     }
 
+    /// The part as a chunk of its segment's fragment: with its `styp` when
+    /// it opens the fragment, else its `moof`+`mdat` alone.
+    pub fn chunk(&self, first: bool) -> Bytes {
+        let body = self.render().body;
+        if first {
+            return body;
+        }
+        // The part's bytes open with the styp box; its size is its first word.
+        let styp = body
+            .get(..4)
+            .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize);
+        body.slice(styp.min(body.len())..)
+    }
+
     /// The part's bytes, built once.
     pub fn render(&self) -> Rendered {
         self.built
@@ -465,6 +543,18 @@ impl Part {
             })
             .clone()
     }
+}
+
+/// A CMAF fragment made of chunks (ISO/IEC 23000-19 §7.3.2.3: one `styp`,
+/// then a `moof`+`mdat` per chunk): the first part whole (its `styp`
+/// included), then each later part without its `styp`. A request for a
+/// segment still being cut is streamed exactly these bytes, chunk by chunk.
+pub fn chunked_fragment(parts: &[Arc<Part>]) -> Bytes {
+    let mut body = bytes::BytesMut::new();
+    for (i, part) in parts.iter().enumerate() {
+        body.extend_from_slice(&part.chunk(i == 0));
+    }
+    body.freeze()
 }
 
 /// Measured figures of a rendition over its window, for manifests and the

@@ -614,6 +614,14 @@ impl Rendition {
         let sequence = self.next_sequence;
         self.next_sequence += 1;
         self.max_segment = self.max_segment.max(duration);
+        let parts_of = |t: &Track| -> Vec<Arc<Part>> {
+            t.parts
+                .iter()
+                .filter(|p| p.sequence == sequence)
+                .cloned()
+                .collect()
+        };
+        let (video_parts, audio_parts) = (parts_of(&self.video), parts_of(&self.audio));
         let mut segment = Segment::new(
             sequence,
             discontinuity,
@@ -623,7 +631,8 @@ impl Rendition {
             duration,
             video,
             audio,
-        );
+        )
+        .with_parts(video_parts, audio_parts);
         self.ts_continuity = segment.chain_ts_continuity(self.ts_continuity);
         self.segments.push_back(Arc::new(segment));
         self.trim(cfg.dvr_window.as_secs_f64());

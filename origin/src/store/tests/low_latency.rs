@@ -79,6 +79,22 @@ fn segments_are_also_offered_as_parts_within_the_part_target() {
         .map(|(u, _, _)| mdat(&rig.get(&format!("main/{u}")).expect(u).body))
         .sum();
     assert_eq!(part_bytes, mdat(&segment.body));
+    // LL-DASH's name for the segment is its parts as chunks (chunked CMAF):
+    // the first part whole, then each later one's moof+mdat.
+    let chunked_segment = rig
+        .get(&format!("main/video/{last}-ll.m4s"))
+        .expect("chunked");
+    let mut chunked = Vec::new();
+    for (i, (u, _, _)) in of_last.iter().enumerate() {
+        let body = rig.get(&format!("main/{u}")).expect(u).body;
+        let styp = if i == 0 {
+            0
+        } else {
+            u32::from_be_bytes([body[0], body[1], body[2], body[3]]) as usize
+        };
+        chunked.extend_from_slice(&body[styp..]);
+    }
+    assert_eq!(chunked, chunked_segment.body.to_vec());
     // Open segment: 0.5 s in, one part cut so far, and the next hinted.
     let open = START + 5;
     assert!(video.contains(&format!(
@@ -232,4 +248,78 @@ fn low_latency_is_per_channel_and_off_by_default() {
     let plain = rig.text("main/video.m3u8");
     assert!(!plain.contains("#EXT-X-PART") && !plain.contains("SERVER-CONTROL"));
     assert_eq!(tag_value(&plain, "#EXT-X-VERSION:"), "7");
+}
+
+/// Top-level box types of an ISO BMFF byte string.
+fn boxes(mut b: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    while b.len() >= 8 {
+        let size = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
+        out.push(String::from_utf8_lossy(&b[4..8]).into_owned());
+        if size < 8 || size > b.len() {
+            break;
+        }
+        b = &b[size..];
+    }
+    out
+}
+
+#[test]
+fn ll_dash_segments_are_chunked_cmaf_announced_early_in_the_mpd() {
+    use crate::store::SegmentProgress;
+    let rig = rig(ll_config());
+    let mut sink = rig.publish("main", true, true);
+    rig.feed(&mut *sink, 0.0, 10.5, true, true);
+    let last = START + 4;
+    let open = START + 5;
+
+    // A finished segment: one styp, then a moof+mdat per part; under its
+    // plain name, one moof+mdat as before, for HLS and players without LL.
+    let plain = rig.get(&format!("main/video/{last}.m4s")).expect("segment");
+    assert_eq!(boxes(&plain.body), ["styp", "moof", "mdat"]);
+    let segment = rig
+        .get(&format!("main/video/{last}-ll.m4s"))
+        .expect("segment");
+    let kinds = boxes(&segment.body);
+    assert_eq!(kinds[0], "styp");
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "moof").count(),
+        5,
+        "{kinds:?}"
+    );
+    assert_eq!(kinds.iter().filter(|k| *k == "styp").count(), 1);
+    assert_eq!(segment.cache_control, crate::package::IMMUTABLE);
+
+    // Where segments stand, for in-progress requests.
+    let progress = |seq: u64| {
+        rig.store
+            .segment_progress("ch", "main", TrackKind::Video, seq)
+    };
+    assert!(matches!(progress(last), Ok(SegmentProgress::Complete(p)) if p.len() == 5));
+    assert!(matches!(progress(open), Ok(SegmentProgress::Open(p)) if p.len() == 1));
+    assert!(matches!(progress(open + 1), Ok(SegmentProgress::Open(p)) if p.is_empty()));
+    assert_eq!(progress(open + 2).err(), Some(RenderError::not_yet()));
+    assert_eq!(
+        rig.store
+            .segment_progress("ch", "nope", TrackKind::Video, open)
+            .err(),
+        Some(RenderError::not_yet())
+    );
+
+    // The MPD: LL-DASH attributes, a ServiceDescription before the Period,
+    // and the open segment and the next announced at the timeline's end.
+    let mpd = rig.text("manifest.mpd");
+    let order = [
+        "<ServiceDescription id=\"0\">",
+        "<Latency target=\"1500\" min=\"1000\" max=\"5500\"/>",
+        "<PlaybackRate min=\"0.96\" max=\"1.04\"/>",
+        "</ServiceDescription>",
+        "<Period id=\"0\"",
+        "media=\"main/video/$Number$-ll.m4s\" availabilityTimeOffset=\"1.5\" availabilityTimeComplete=\"false\">",
+        // 5 segments cut + 2 announced, all 2 s.
+        "<S t=\"0\" d=\"180000\" r=\"6\"/>",
+        "availabilityTimeOffset=\"1.5\" availabilityTimeComplete=\"false\">",
+        "<UTCTiming",
+    ];
+    assert_in_order(&mpd, &order);
 }

@@ -152,6 +152,17 @@ fn tag_value<'a>(text: &'a str, tag: &str) -> &'a str {
         .unwrap_or_else(|| panic!("{tag} in\n{text}"))
 }
 
+/// Asserts that `needles` appear in `text` in this order.
+fn assert_in_order(text: &str, needles: &[&str]) {
+    let mut at = 0;
+    for needle in needles {
+        let found = text[at..]
+            .find(needle)
+            .unwrap_or_else(|| panic!("{needle} after {at} in\n{text}"));
+        at += found + needle.len();
+    }
+}
+
 mod lifecycle;
 mod low_latency;
 mod output;

@@ -219,13 +219,7 @@ fn mpd_follows_the_live_profile_layout() {
         "<UTCTiming schemeIdUri=\"urn:mpeg:dash:utc:http-iso:2014\" value=\"https://origin.example/time\"/>",
         "</MPD>",
     ];
-    let mut at = 0;
-    for needle in order {
-        let found = mpd[at..]
-            .find(needle)
-            .unwrap_or_else(|| panic!("{needle} after {at} in\n{mpd}"));
-        at += found + needle.len();
-    }
+    assert_in_order(&mpd, &order);
     let master = rig.text("master.m3u8");
     assert_eq!(
         check::multivariant(&master),
