@@ -16,7 +16,7 @@ use crate::support::{ffmpeg, make_flv};
 use bytes::Bytes;
 use prometheus_client::registry::Registry;
 use strata_origin::drm::http::{DrmMetrics, OutcomeLabels};
-use strata_origin::drm::{ChannelEncryption, Drm, EncryptionConfig, EncryptionScheme};
+use strata_origin::drm::{ChannelEncryption, Drm, EncryptionConfig, EncryptionScheme, LicenceAuth};
 use strata_origin::http::{playback_router, HttpMetrics, PlaybackState};
 use strata_origin::ingest::{PublishTarget, PublisherInfo, StreamName};
 use strata_origin::keys::{KeyService, KeysConfig};
@@ -131,6 +131,11 @@ fn drm_rotating(state_dir: &Path, rotate_every: u64) -> Drm {
                 )
             })
             .collect(),
+        // These tests are about packaging and key delivery, played straight
+        // from an origin with no edge in front: the origin is opened as
+        // `licence_auth = "none"` allows. Licences behind an entitlement are
+        // tested in the drm unit tests and the root e2e `drm::` tests.
+        licence_auth: LicenceAuth::None,
         ..EncryptionConfig::default()
     };
     Drm::new(config, keys, DrmMetrics::register(&mut registry))
