@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::drm::EncryptionConfig;
 use crate::ingest::IngestConfig;
 use crate::keys::KeysConfig;
+use crate::redundancy::RedundancyConfig;
 use crate::steering::SteeringConfig;
 use crate::store::StoreConfig;
 use crate::vod::VodConfig;
@@ -48,6 +49,9 @@ pub struct OriginConfig {
     pub steering: Option<SteeringConfig>,
     /// Video on demand from an MP4 library under `/vod/`; absent: no `/vod/` routes.
     pub vod: Option<VodConfig>,
+    /// Redundant origins fed by the same encoder, settling each channel's
+    /// epoch with each other; no peers: each derives its own.
+    pub redundancy: RedundancyConfig,
 }
 
 /// A configuration problem, naming the file or key.
@@ -110,6 +114,9 @@ impl OriginConfig {
         if let Some(vod) = &self.vod {
             vod.validate().map_err(OriginConfigError::Invalid)?;
         }
+        self.redundancy
+            .validate()
+            .map_err(OriginConfigError::Invalid)?;
         let store = &self.store;
         store.validate().map_err(OriginConfigError::Invalid)?;
         if store.target_duration.is_zero() {

@@ -19,6 +19,7 @@ pub mod config;
 pub mod drm;
 pub mod http;
 pub mod keys;
+pub mod redundancy;
 pub mod server;
 pub mod steering;
 pub mod vod;

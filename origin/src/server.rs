@@ -194,6 +194,13 @@ pub async fn run(
             stopped(stop_rx.clone()),
         )));
     }
+    let redundancy_metrics = crate::redundancy::RedundancyMetrics::register(&mut registry);
+    tasks.push(tokio::spawn(crate::redundancy::run(
+        config.redundancy.clone(),
+        store.clone(),
+        redundancy_metrics,
+        stopped(stop_rx.clone()),
+    )));
     let stop = stopped(stop_rx.clone());
     tasks.push(tokio::spawn(async move {
         let service = playback.into_make_service_with_connect_info::<std::net::SocketAddr>();
@@ -210,6 +217,7 @@ pub async fn run(
             registry,
             api_token: config.server.api_token.clone(),
         }))
+        .merge(crate::redundancy::admin_routes(store.clone()))
         .merge(crate::drm::http::admin_routes(
             drm.clone(),
             config.server.api_token.clone(),

@@ -268,6 +268,23 @@ impl Channel {
         }
     }
 
+    /// Before the first segment, move the epoch to the earliest one a
+    /// sample implied ([`Timeline::earliest`]), re-numbering what the
+    /// renditions hold; nothing is published yet, so no player sees it.
+    fn refine_epoch(&mut self, cfg: &StoreConfig) {
+        let tl = &mut self.timeline;
+        let (Some(current), Some(earliest)) = (tl.epoch, tl.earliest) else {
+            return;
+        };
+        if tl.frozen || earliest >= current {
+            return;
+        }
+        tl.epoch = Some(earliest);
+        for r in self.renditions.values_mut() {
+            r.adopt_epoch(earliest, cfg);
+        }
+    }
+
     /// End the channel once every publisher has been gone for the
     /// reconnect timeout; expire it after the retention.
     fn poll(&mut self, now: SystemTime, cfg: &StoreConfig) -> Liveness {
@@ -481,6 +498,81 @@ impl Store {
             .collect()
     }
 
+    /// `channel`'s epoch ([`epoch`]) and whether anything was published
+    /// under it; `None` before its first sample.
+    pub fn epoch_of(&self, channel: &str) -> Option<ChannelEpoch> {
+        let ch = self.channel(channel, self.shared.clock.now())?;
+        let ch = lock(&ch);
+        Some(ChannelEpoch {
+            epoch: ch.timeline.epoch?,
+            published: ch.renditions.values().any(Rendition::published),
+        })
+    }
+
+    /// Channels whose epoch is derived but not published yet: the ones to
+    /// settle with redundant peers before their first segment.
+    pub fn unsettled_epochs(&self) -> Vec<String> {
+        let channels = self.snapshot();
+        channels
+            .into_iter()
+            .filter(|(_, ch)| {
+                let ch = lock(ch);
+                ch.timeline.epoch.is_some() && !ch.renditions.values().any(Rendition::published)
+            })
+            .map(|(name, _)| name)
+            .collect()
+    }
+
+    /// Settle `channel`'s epoch with a redundant peer's: adopt the peer's
+    /// when it published under it already (we are the late joiner), or
+    /// when neither did and the peer's is the earlier one, so a pair that
+    /// each hear the other converges on one epoch whichever asks first.
+    /// Only before this origin publishes anything, and only for an epoch
+    /// within the drift tolerance of ours (further apart, it is another
+    /// session of the encoder, not the same one seen a little later).
+    pub fn settle_epoch(&self, channel: &str, peer: ChannelEpoch) -> Settled {
+        let Some(ch) = self.channel(channel, self.shared.clock.now()) else {
+            return Settled::Unknown;
+        };
+        let mut guard = lock(&ch);
+        let ch = &mut *guard;
+        let Some(ours) = ch.timeline.epoch else {
+            return Settled::Unknown;
+        };
+        if ours == peer.epoch {
+            return Settled::Agreed;
+        }
+        if ch.renditions.values().any(Rendition::published) {
+            return Settled::Disagreed;
+        }
+        let apart = match ours.duration_since(peer.epoch) {
+            Ok(d) => d,
+            Err(e) => e.duration(),
+        };
+        if apart > epoch::DRIFT_TOLERANCE || !(peer.published || peer.epoch < ours) {
+            return Settled::Kept;
+        }
+        ch.timeline.epoch = Some(peer.epoch);
+        // A published epoch is the pair's for good; an unpublished one may
+        // still move earlier here, and the peer follows by the same rule.
+        ch.timeline.frozen |= peer.published;
+        ch.timeline.from_peer = peer.published;
+        for r in ch.renditions.values_mut() {
+            r.adopt_epoch(peer.epoch, &self.shared.config);
+        }
+        ch.timeline.bump(self.shared.clock.now());
+        Settled::Adopted
+    }
+
+    /// Every channel with its name, taken under the map lock alone so each
+    /// can then be locked in turn.
+    fn snapshot(&self) -> Vec<(String, Arc<Mutex<Channel>>)> {
+        lock(&self.shared.channels)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
     /// Names of the channels held (live, reconnecting or ended).
     pub fn channel_names(&self) -> Vec<String> {
         lock(&self.shared.channels).keys().cloned().collect()
@@ -490,10 +582,7 @@ impl Store {
     pub fn channels(&self) -> Vec<ChannelStatus> {
         let now = self.shared.clock.now();
         self.sweep(now);
-        let channels: Vec<(String, Arc<Mutex<Channel>>)> = lock(&self.shared.channels)
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let channels = self.snapshot();
         let mut out: Vec<ChannelStatus> = channels
             .into_iter()
             .map(|(name, ch)| status(&name, &lock(&ch), now))
@@ -505,10 +594,7 @@ impl Store {
     /// Per channel: whether a publisher is connected and when ingest last
     /// made progress, for `strata_origin_channel_*` ([`crate::channel_metrics`]).
     pub fn ingest_progress(&self) -> Vec<IngestProgress> {
-        let channels: Vec<(String, Arc<Mutex<Channel>>)> = lock(&self.shared.channels)
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let channels = self.snapshot();
         channels
             .into_iter()
             .map(|(channel, ch)| {
@@ -895,7 +981,19 @@ impl MediaSink for StoreSink {
     }
 
     fn sample(&mut self, kind: TrackKind, sample: Sample) -> Result<(), SinkError> {
-        self.with_rendition(|r, now, cfg, tl| r.push(kind, sample, now, cfg, tl))?
+        let now = self.store.clock.now();
+        let cfg = &self.store.config;
+        let mut guard = lock(&self.channel);
+        let ch = &mut *guard;
+        ch.renditions
+            .get_mut(&self.rendition)
+            .filter(|r| r.publisher.as_ref().map(|p| p.id) == Some(self.id))
+            .ok_or(SinkError::Closed)?
+            .push(kind, sample, now, cfg, &mut ch.timeline)?;
+        if !ch.timeline.frozen {
+            ch.refine_epoch(cfg);
+        }
+        Ok(())
     }
 
     fn kicked(&self) -> watch::Receiver<bool> {
@@ -958,6 +1056,44 @@ impl Metrics {
             "Channels held: live, reconnecting or ended",
             self.channels.clone(),
         );
+    }
+}
+
+/// A channel's epoch as redundant peers exchange it
+/// (`GET /api/channels/{channel}/epoch`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChannelEpoch {
+    /// Wall clock of output time 0, a whole second.
+    pub epoch: SystemTime,
+    /// Whether a segment was cut under it: then it never changes.
+    pub published: bool,
+}
+
+/// What [`Store::settle_epoch`] did with a peer's epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Settled {
+    /// The same as ours.
+    Agreed,
+    /// Ours changed to the peer's before anything was published.
+    Adopted,
+    /// Ours stays (the peer will adopt it, or it is another session).
+    Kept,
+    /// Both published different epochs: the two origins' names differ.
+    Disagreed,
+    /// No such channel here, or no sample yet.
+    Unknown,
+}
+
+impl Settled {
+    /// Label value for `strata_origin_redundancy_epoch_checks_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Settled::Agreed => "agreed",
+            Settled::Adopted => "adopted",
+            Settled::Kept => "kept",
+            Settled::Disagreed => "disagreed",
+            Settled::Unknown => "unknown",
+        }
     }
 }
 

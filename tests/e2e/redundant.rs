@@ -30,9 +30,10 @@ impl Drop for TempDir {
     }
 }
 
-/// One origin of the pair: playback and RTMP listeners.
+/// One origin of the pair: playback, admin and RTMP listeners.
 struct Origin {
     http: SocketAddr,
+    admin: SocketAddr,
     rtmp: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     _dir: TempDir,
@@ -49,9 +50,39 @@ impl Origin {
     }
 }
 
+/// Listeners of one origin, bound before either of a pair starts so each
+/// can name the other as its redundancy peer.
+struct Sockets {
+    http: std::net::TcpListener,
+    admin: std::net::TcpListener,
+    rtmp: std::net::TcpListener,
+}
+
+impl Sockets {
+    fn bind() -> Sockets {
+        let tcp = || std::net::TcpListener::bind("127.0.0.1:0").expect("bind tcp");
+        Sockets {
+            http: tcp(),
+            admin: tcp(),
+            rtmp: tcp(),
+        }
+    }
+
+    fn admin_url(&self) -> String {
+        format!("http://{}", self.admin.local_addr().expect("addr"))
+    }
+}
+
 /// An origin with its own key directory (no disk shared with the other),
-/// encrypting with `scheme` and, when given, deriving keys from `secret`.
-fn start_origin(name: &str, scheme: EncryptionScheme, secret: Option<&str>) -> Origin {
+/// encrypting with `scheme` and, when given, deriving keys from `secret`;
+/// `peers` are the other origins' admin URLs (`[redundancy] peers`).
+fn start_origin(
+    name: &str,
+    scheme: EncryptionScheme,
+    secret: Option<&str>,
+    sockets: Sockets,
+    peers: Vec<String>,
+) -> Origin {
     let dir = std::env::temp_dir().join(format!(
         "strata-e2e-redundant-{}-{name}-{scheme:?}",
         std::process::id()
@@ -66,25 +97,39 @@ fn start_origin(name: &str, scheme: EncryptionScheme, secret: Option<&str>) -> O
         id: "site".into(),
         secret: LICENCE_SECRET.into(),
     }];
-    let tcp = || std::net::TcpListener::bind("127.0.0.1:0").expect("bind tcp");
-    let (http, rtmp) = (tcp(), tcp());
-    let http_addr = http.local_addr().expect("addr");
-    let rtmp_addr = rtmp.local_addr().expect("addr");
-    config.server.http = http_addr;
-    config.server.admin = None;
-    config.ingest.rtmp_listen = rtmp_addr;
+    let addr = |l: &std::net::TcpListener| l.local_addr().expect("addr");
+    let (http, admin, rtmp) = (
+        addr(&sockets.http),
+        addr(&sockets.admin),
+        addr(&sockets.rtmp),
+    );
+    config.server.http = http;
+    config.server.admin = Some(admin);
+    config.ingest.rtmp_listen = rtmp;
+    config.redundancy.peers = peers;
     let listeners = OriginListeners {
-        http,
-        admin: None,
-        rtmp: Some(rtmp),
+        http: sockets.http,
+        admin: Some(sockets.admin),
+        rtmp: Some(sockets.rtmp),
         srt: None,
     };
     Origin {
-        http: http_addr,
-        rtmp: rtmp_addr,
+        http,
+        admin,
+        rtmp,
         stop: Some(spawn_origin(config, listeners)),
         _dir: TempDir(dir),
     }
+}
+
+/// Two origins, each the other's redundancy peer.
+fn start_pair(tag: &str, scheme: EncryptionScheme, secret: Option<&str>) -> (Origin, Origin) {
+    let (sa, sb) = (Sockets::bind(), Sockets::bind());
+    let (to_a, to_b) = (sa.admin_url(), sb.admin_url());
+    (
+        start_origin(&format!("{tag}a"), scheme, secret, sa, vec![to_b]),
+        start_origin(&format!("{tag}b"), scheme, secret, sb, vec![to_a]),
+    )
 }
 
 /// ffmpeg encodes once (test video + tone, 2 s GOPs) and publishes the same
@@ -200,28 +245,30 @@ async fn same_object(a: &Origin, b: &Origin, path: &str) {
     );
 }
 
-/// Whether the pair hit the epoch rule's known split (origin/src/store/epoch.rs):
-/// each origin rounds its own estimate of the encoder's epoch up to a whole
-/// second, and when a second boundary falls between the two estimates (a
-/// chance of δ / 1 s, δ being how far apart the two origins received the
-/// same sample: larger on a loaded machine) the same segment number names
-/// media a second apart on each, for as long as the publish lasts. It shows
-/// as one segment name with two different program-date-times.
-async fn epochs_split(a: &Origin, b: &Origin) -> bool {
-    let dated = |playlist: &str| -> Vec<(String, String)> {
-        let mut date = None;
-        let mut out = Vec::new();
-        for line in playlist.lines() {
-            if let Some(d) = line.strip_prefix("#EXT-X-PROGRAM-DATE-TIME:") {
-                date = Some(d.to_owned());
-            } else if !line.starts_with('#') && !line.is_empty() {
-                if let Some(d) = date.take() {
-                    out.push((line.to_owned(), d));
-                }
+/// `(uri, program-date-time)` of every segment of a media playlist.
+fn dated(playlist: &str) -> Vec<(String, String)> {
+    let mut date = None;
+    let mut out = Vec::new();
+    for line in playlist.lines() {
+        if let Some(d) = line.strip_prefix("#EXT-X-PROGRAM-DATE-TIME:") {
+            date = Some(d.to_owned());
+        } else if !line.starts_with('#') && !line.is_empty() {
+            if let Some(d) = date.take() {
+                out.push((line.to_owned(), d));
             }
         }
-        out
-    };
+    }
+    out
+}
+
+/// Whether the pair shows the epoch rule's split (origin/src/store/epoch.rs):
+/// without a word between them, each origin rounds its own estimate of the
+/// encoder's epoch up to a whole second, and when a second boundary falls
+/// between the two estimates (a chance of δ / 1 s, δ being how far apart
+/// the two origins received the same sample) the same segment number names
+/// media a second apart on each. It shows as one segment name with two
+/// program-date-times; `[redundancy] peers` exists to rule it out.
+async fn epochs_split(a: &Origin, b: &Origin) -> bool {
     let path = "/live/twin/main/video.m3u8";
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
@@ -247,6 +294,51 @@ async fn epochs_split(a: &Origin, b: &Origin) -> bool {
     }
 }
 
+/// Both origins report the same epoch for the channel on their admin
+/// listeners, and each checked it with the other (the redundancy metric),
+/// none finding the other unreachable or disagreeing.
+async fn settled_with_each_other(a: &Origin, b: &Origin) {
+    let epoch = |o: &Origin| {
+        let url = format!("http://{}/api/channels/twin/epoch", o.admin);
+        async move {
+            let body = get(&url).await.unwrap_or_else(|| panic!("{url}"));
+            let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+            assert_eq!(v["channel"], "twin", "{v}");
+            assert_eq!(v["published"], true, "{v}");
+            v["epoch_unix_ms"].as_u64().expect("epoch_unix_ms")
+        }
+    };
+    let (ea, eb) = (epoch(a).await, epoch(b).await);
+    assert_eq!(ea, eb, "the two origins' epochs");
+    assert_eq!(ea % 1000, 0, "a whole second");
+    for (o, peer) in [(a, b), (b, a)] {
+        let text = get(&format!("http://{}/metrics", o.admin))
+            .await
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .expect("metrics");
+        let checks: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("strata_origin_redundancy_epoch_checks_total{"))
+            .collect();
+        assert!(
+            checks
+                .iter()
+                .any(|l| l.contains(&format!("peer=\"http://{}\"", peer.admin))),
+            "no epoch check with the peer:\n{}",
+            checks.join("\n")
+        );
+        for bad in ["disagreed", "unreachable", "bad_answer"] {
+            assert!(
+                !checks
+                    .iter()
+                    .any(|l| l.contains(&format!("outcome=\"{bad}\""))),
+                "{bad}:\n{}",
+                checks.join("\n")
+            );
+        }
+    }
+}
+
 /// Publishes with `tee` to a fresh pair and checks that every playlist, the
 /// MPD, the headers and the segments are byte-identical on both.
 async fn publish_to_a_pair(
@@ -254,23 +346,16 @@ async fn publish_to_a_pair(
     secret: Option<&str>,
 ) -> (Origin, Origin, Child) {
     require_peers();
-    let mut attempt = 1;
-    let (a, b, publisher) = loop {
-        let a = start_origin(&format!("a{attempt}"), scheme, secret);
-        let b = start_origin(&format!("b{attempt}"), scheme, secret);
-        let publisher = tee_publish(&[
-            format!("rtmp://{}/live/twin", a.rtmp),
-            format!("rtmp://{}/live/twin", b.rtmp),
-        ]);
-        if attempt == 3 || !epochs_split(&a, &b).await {
-            break (a, b, publisher);
-        }
-        println!(
-            "RETRY publish_to_a_pair: the two origins' epochs fell on either side of a second \
-             (one segment name, two program-date-times: origin/src/store/epoch.rs); a fresh pair"
-        );
-        attempt += 1;
-    };
+    let (a, b) = start_pair("", scheme, secret);
+    let publisher = tee_publish(&[
+        format!("rtmp://{}/live/twin", a.rtmp),
+        format!("rtmp://{}/live/twin", b.rtmp),
+    ]);
+    assert!(
+        !epochs_split(&a, &b).await,
+        "one segment name, two program-date-times: the pair did not settle one epoch"
+    );
+    settled_with_each_other(&a, &b).await;
     let three = |p: &str| media_uris(p).len() >= 3;
     let video = same_on_both(&a, &b, "/live/twin/main/video.m3u8", three).await;
     assert!(video.contains("#EXT-X-PROGRAM-DATE-TIME:"), "{video}");
@@ -335,8 +420,7 @@ async fn tee_into_two_origins_with_one_key_secret_serves_identical_cbcs_output()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_shared_secret_cbcs_keys_differ_per_origin() {
     // The default stays random keys: what the shared secret is for.
-    let a = start_origin("ra", EncryptionScheme::Cbcs, None);
-    let b = start_origin("rb", EncryptionScheme::Cbcs, None);
+    let (a, b) = start_pair("r", EncryptionScheme::Cbcs, None);
     require_peers();
     let _publisher = tee_publish(&[
         format!("rtmp://{}/live/twin", a.rtmp),

@@ -20,7 +20,10 @@
 //! between their two estimates: with estimates δ apart the chance is δ / 1 s
 //! (about 1 in 250 for ffmpeg `tee` on one host, where δ is a few ms). No
 //! rule without a message between the origins can do better, since any
-//! rounding has boundaries. Rounding up means wall clock never runs behind
+//! rounding has boundaries: the message is [`crate::redundancy`], which
+//! settles the epoch with the peers before the first segment is cut (the
+//! store re-numbers what it holds, [`crate::store::Store::settle_epoch`]).
+//! Rounding up means wall clock never runs behind
 //! the media: a DASH player never computes a segment as available before it
 //! can exist; the price is under a second of extra DASH latency.
 //!
@@ -47,9 +50,7 @@ pub const DRIFT_TOLERANCE: Duration = Duration::from_secs(2);
 /// The epoch (wall clock of output time 0) implied by a sample at output
 /// time `at` (90 kHz) arriving at `arrival`, rounded up to a whole second.
 pub fn derive(arrival: SystemTime, at: i64) -> SystemTime {
-    let arrival_ns = signed_nanos(arrival);
-    let at_ns = i128::from(at) * 1_000_000_000 / i128::from(VIDEO_TIMESCALE);
-    let estimate = arrival_ns - at_ns;
+    let estimate = signed_nanos(estimate(arrival, at));
     let second = 1_000_000_000i128;
     let ceiled = estimate.div_euclid(second) * second
         + if estimate.rem_euclid(second) == 0 {
@@ -58,6 +59,13 @@ pub fn derive(arrival: SystemTime, at: i64) -> SystemTime {
             second
         };
     from_signed_nanos(ceiled)
+}
+
+/// The unrounded epoch a sample at output time `at` (90 kHz) arriving at
+/// `arrival` implies: the arrival less the media time.
+pub fn estimate(arrival: SystemTime, at: i64) -> SystemTime {
+    let at_ns = i128::from(at) * 1_000_000_000 / i128::from(VIDEO_TIMESCALE);
+    from_signed_nanos(signed_nanos(arrival) - at_ns)
 }
 
 /// Wall clock of output time `at` (90 kHz) under `epoch`.

@@ -42,6 +42,21 @@ pub(super) struct Timeline {
     pub output_edge: i64,
     /// Wall clock of output time 0 ([`epoch`]), shared by the renditions.
     pub epoch: Option<SystemTime>,
+    /// The earliest epoch any sample implied before the first segment: a
+    /// sample never arrives before it was made, so the earliest estimate
+    /// is the best one, and an encoder or relay that bursts its buffer at
+    /// start (ffmpeg probing a live input, a GOP cache replayed) shows it
+    /// within its first segment ([`super::Store`] moves the epoch to it).
+    pub earliest: Option<SystemTime>,
+    /// Set at the first segment, or on adopting an epoch a redundant peer
+    /// published under: the epoch no longer moves but for drift.
+    pub frozen: bool,
+    /// The epoch is a redundant peer's published one and this origin has
+    /// not cut a segment yet: the first segment takes it whatever its
+    /// samples' arrival, which a joining publisher's start-up burst (a
+    /// relay's probe, a GOP cache) can make seconds late; drift is judged
+    /// from the next segment on, on samples that come as they are made.
+    pub from_peer: bool,
     /// Bumped on every change that playlists show.
     pub version: u64,
     pub updated: SystemTime,
@@ -59,6 +74,9 @@ impl Timeline {
             shared_offset: None,
             output_edge: 0,
             epoch: None,
+            earliest: None,
+            frozen: false,
+            from_peer: false,
             version: 0,
             updated: now,
             updates: watch::channel(0).0,
@@ -70,6 +88,18 @@ impl Timeline {
         self.version += 1;
         self.updated = at;
         self.updates.send_replace(self.version);
+    }
+
+    /// Note the epoch a sample at output time `at` arriving at `arrival`
+    /// implies, until the epoch is frozen.
+    pub fn observe(&mut self, arrival: SystemTime, at: i64) {
+        if self.frozen {
+            return;
+        }
+        let implied = epoch::derive(arrival, at);
+        if self.earliest.is_none_or(|e| implied < e) {
+            self.earliest = Some(implied);
+        }
     }
 
     /// The channel's epoch for a sample at output time `at` arriving at
@@ -138,8 +168,15 @@ pub(super) struct Rendition {
     /// Whether the numbers (segments, init headers) follow the epoch yet:
     /// they do from the rendition's first sample on.
     numbered: bool,
-    /// Arrival time of the open segment's first sample.
-    open_since: Option<SystemTime>,
+    /// Output time (90 kHz) of the first sample, which the numbers count
+    /// from, and the header number the epoch gave: what re-numbering under
+    /// a redundant peer's epoch starts from ([`Rendition::adopt_epoch`]).
+    numbered_from: Option<(i64, u64)>,
+    /// The earliest epoch estimate ([`epoch::estimate`]) of the open
+    /// segment's samples: where its start would have arrived had every
+    /// sample come on time. A late burst (a relay's probe, a GOP cache)
+    /// makes some samples late, never all, so drift is judged on it.
+    open_estimate: Option<SystemTime>,
     pub max_segment: f64,
     /// MPEG-TS continuity counters where the next segment starts.
     ts_continuity: Continuity,
@@ -183,7 +220,8 @@ impl Rendition {
             period,
             epoch: None,
             numbered: false,
-            open_since: None,
+            numbered_from: None,
+            open_estimate: None,
             max_segment: 0.0,
             ts_continuity: Continuity::default(),
             late_frames: 0,
@@ -470,7 +508,13 @@ impl Rendition {
             .output_edge
             .max(rescale(track.end, timescale, VIDEO_TIMESCALE));
         track.pending.push(Sample { dts, ..sample });
-        self.open_since.get_or_insert(now);
+        let estimate = epoch::estimate(now, rescale(dts, timescale, VIDEO_TIMESCALE));
+        if self.open_estimate.is_none_or(|e| estimate < e) {
+            self.open_estimate = Some(estimate);
+        }
+        if !tl.frozen {
+            tl.observe(now, rescale(dts, timescale, VIDEO_TIMESCALE));
+        }
         if !self.numbered {
             self.number_from_epoch(rescale(dts, timescale, VIDEO_TIMESCALE), now, cfg, tl);
         }
@@ -499,6 +543,7 @@ impl Rendition {
         // Headers are numbered from the epoch alone, so a late joiner names
         // them as the origin that saw the start did.
         let header = epoch::first_sequence(e, 0, cfg.target_duration);
+        self.numbered_from = Some((at, header));
         for track in [&mut self.video, &mut self.audio] {
             // Nothing has named a header before the first segment.
             track.init = track
@@ -507,6 +552,60 @@ impl Rendition {
                 .map(|init| Arc::new(Init::new(header, init.params.clone())));
             track.next_init_id = header + u64::from(track.init.is_some());
         }
+    }
+
+    /// Whether the rendition has cut a segment: from then on its numbers
+    /// and wall clock are published and never change.
+    pub fn published(&self) -> bool {
+        !self.segments.is_empty() || self.next_sequence != self.first_sequence
+    }
+
+    /// Re-number a rendition that has published nothing yet under `e`, a
+    /// redundant peer's epoch the channel adopts ([`epoch`]): segment,
+    /// header and part numbers move by what the new epoch gives, the open
+    /// segment's parts are rebuilt under the new numbers. False (and
+    /// nothing changed) once it has published.
+    pub fn adopt_epoch(&mut self, e: SystemTime, cfg: &StoreConfig) -> bool {
+        if self.published() {
+            return false;
+        }
+        let Some((at, old_header)) = self.numbered_from else {
+            // No sample yet: its first one takes the channel's epoch.
+            return true;
+        };
+        self.epoch = Some(e);
+        let first = epoch::first_sequence(e, at, cfg.target_duration);
+        let header = epoch::first_sequence(e, 0, cfg.target_duration);
+        self.numbered_from = Some((at, header));
+        self.first_sequence = first;
+        self.next_sequence = first;
+        let moved = |id: u64| (id + header).saturating_sub(old_header);
+        for track in [&mut self.video, &mut self.audio] {
+            track.init = track
+                .init
+                .take()
+                .map(|init| Arc::new(Init::new(moved(init.id), init.params.clone())));
+            track.next_init_id = moved(track.next_init_id);
+            let Some(init) = track.init.clone() else {
+                continue;
+            };
+            track.parts = track
+                .parts
+                .iter()
+                .map(|p| {
+                    let segment = TrackSegment {
+                        init: init.clone(),
+                        base_decode_time: p.track.base_decode_time,
+                        duration: p.track.duration,
+                        period_offset: p.track.period_offset,
+                        samples: p.track.samples.clone(),
+                        bytes: p.track.bytes,
+                    };
+                    Arc::new(Part::new(first, p.index, p.kind, segment))
+                })
+                .collect();
+        }
+        true
     }
 
     /// The offset for a session whose first sample is at `first` (input,
@@ -572,9 +671,13 @@ impl Rendition {
         // Program-date-time is the epoch plus media time, so it agrees with
         // EXTINF and with a redundant origin; a new epoch only when arrival
         // and media drifted apart (a publisher's absence, a fast encoder).
-        let arrived = self.open_since.take().unwrap_or(now);
+        let arrived = self
+            .open_estimate
+            .take()
+            .map_or(now, |e| epoch::wall_at(e, start_90k));
         let discontinuity = std::mem::take(&mut self.pending_discontinuity);
         let e = match self.epoch {
+            Some(e) if tl.from_peer && !self.published() => e,
             Some(e) if !epoch::drifted(arrived, epoch::wall_at(e, start_90k)) => e,
             _ => tl.epoch_for(arrived, start_90k),
         };
@@ -636,6 +739,7 @@ impl Rendition {
         self.ts_continuity = segment.chain_ts_continuity(self.ts_continuity);
         self.segments.push_back(Arc::new(segment));
         self.trim(cfg.dvr_window.as_secs_f64());
+        tl.frozen = true;
         tl.bump(now);
     }
 

@@ -164,3 +164,151 @@ fn an_encoder_restarting_on_one_side_only_is_a_clean_discontinuity() {
         .collect();
     assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1), "{numbers:?}");
 }
+
+/// A peer's epoch as the redundancy endpoint reports it.
+fn epoch_of(rig: &Rig) -> super::super::ChannelEpoch {
+    rig.store.epoch_of("ch").expect("an epoch")
+}
+
+fn ll_origin_at(offset: Duration) -> Rig {
+    let clock = ManualClock::new(t0() + offset);
+    let config = StoreConfig {
+        part_target: Duration::from_millis(500),
+        ..StoreConfig::default()
+    };
+    Rig {
+        store: Store::with_clock(config, Arc::new(clock.clone())),
+        clock,
+    }
+}
+
+/// Two origins whose estimates fall either side of a whole second
+/// (arrivals .980 and 1.020 past the start) derive epochs a second apart;
+/// asking each other before the first segment, both settle on the earlier
+/// one, whichever asks first, and then publish identical output — parts of
+/// the open segment (LL-HLS) included.
+#[test]
+fn a_pair_split_by_a_second_settles_on_one_epoch_before_publishing() {
+    use super::super::Settled;
+    for (ll, b_asks_first) in [(false, false), (false, true), (true, false), (true, true)] {
+        let make = if ll { ll_origin_at } else { origin_at };
+        let a = make(Duration::from_millis(980));
+        let b = make(Duration::from_millis(1020));
+        let mut sa = a.publish("main", true, true);
+        let mut sb = b.publish("main", true, true);
+        // Over a second of media: LL parts exist, no segment is cut yet.
+        a.feed(&mut *sa, 0.0, 1.2, true, true);
+        b.feed(&mut *sb, 0.0, 1.2, true, true);
+        let (ea, eb) = (epoch_of(&a), epoch_of(&b));
+        assert_eq!(ea.epoch, t0() + Duration::from_secs(1));
+        assert_eq!(eb.epoch, t0() + Duration::from_secs(2), "the split");
+        assert!(!ea.published && !eb.published);
+        if b_asks_first {
+            assert_eq!(b.store.settle_epoch("ch", ea), Settled::Adopted);
+            assert_eq!(a.store.settle_epoch("ch", epoch_of(&b)), Settled::Agreed);
+        } else {
+            assert_eq!(a.store.settle_epoch("ch", eb), Settled::Kept);
+            assert_eq!(b.store.settle_epoch("ch", ea), Settled::Adopted);
+        }
+        a.feed(&mut *sa, 1.2, 19.0, true, true);
+        b.feed(&mut *sb, 1.2, 19.0, true, true);
+        let mut objects: Vec<String> = OBJECTS.iter().map(|p| p.to_string()).collect();
+        for playlist in ["main/video.m3u8", "main/audio.m3u8", "main/ts.m3u8"] {
+            let text = a.text(playlist);
+            objects.extend(uris(&text).into_iter().map(|u| format!("main/{u}")));
+            if ll {
+                objects.extend(
+                    text.lines()
+                        .filter_map(|l| l.split("URI=\"").nth(1)?.split('"').next())
+                        .map(|u| format!("main/{u}")),
+                );
+            }
+        }
+        assert!(objects.len() > 20, "{objects:?}");
+        for path in &objects {
+            same_bytes(&a, &b, path);
+        }
+        let video = a.text("main/video.m3u8");
+        assert!(
+            video.contains("#EXT-X-PROGRAM-DATE-TIME:2027-01-15T08:00:01.000Z"),
+            "{video}"
+        );
+        assert_eq!(
+            tag_value(&video, "#EXT-X-MAP:URI=\"").trim_end_matches('"'),
+            format!("video/init-{}.mp4", START + 1)
+        );
+        if ll {
+            assert!(video.contains("#EXT-X-PART:"), "{video}");
+        }
+    }
+}
+
+/// A restarted origin joining late adopts the epoch its peer published
+/// under, even when its own estimate rounds to the next second.
+#[test]
+fn a_late_joiner_adopts_the_published_epoch() {
+    use super::super::Settled;
+    let a = origin_at(Duration::from_millis(300));
+    let mut sa = a.publish("main", true, true);
+    a.feed(&mut *sa, 0.0, 20.04, true, true);
+    // B's first sample (media 10 s) arrives 10.75 s after A's start: its own
+    // estimate 0.75 + 0.3 rounds to START + 2, A published START + 1.
+    let b = origin_at(Duration::from_millis(11_050));
+    let mut sb = b.publish("main", true, true);
+    b.feed(&mut *sb, 10.0, 0.5, true, true);
+    assert_eq!(epoch_of(&b).epoch, t0() + Duration::from_secs(2));
+    let published = epoch_of(&a);
+    assert!(published.published);
+    assert_eq!(b.store.settle_epoch("ch", published), Settled::Adopted);
+    b.feed(&mut *sb, 10.5, 9.54, true, true);
+    let (va, vb) = (a.text("main/video.m3u8"), b.text("main/video.m3u8"));
+    let ub = uris(&vb);
+    assert!(ub.len() >= 4, "{vb}");
+    assert!(uris(&va).ends_with(&ub), "B's names are A's:\n{va}\n{vb}");
+    for uri in &ub {
+        same_bytes(&a, &b, &format!("main/{uri}"));
+    }
+    // Once both published, a different epoch is reported, never adopted.
+    let other = super::super::ChannelEpoch {
+        epoch: published.epoch + Duration::from_secs(1),
+        published: true,
+    };
+    assert_eq!(b.store.settle_epoch("ch", other), Settled::Disagreed);
+    assert_eq!(epoch_of(&b).epoch, published.epoch);
+    // Another session of the encoder (epochs far apart) is not this one.
+    let c = origin_at(Duration::from_millis(300));
+    let mut sc = c.publish("main", true, true);
+    c.feed(&mut *sc, 0.0, 0.5, true, true);
+    let far = super::super::ChannelEpoch {
+        epoch: t0() - Duration::from_secs(60),
+        published: true,
+    };
+    assert_eq!(c.store.settle_epoch("ch", far), Settled::Kept);
+}
+
+/// A publisher that bursts at start (a relay's probe, a replayed GOP cache)
+/// delivers its first frame late and the rest on time: the epoch follows
+/// the earliest estimate before the first segment, so the first segment's
+/// date is not a second or more behind the rest (two segments one date).
+#[test]
+fn a_burst_at_start_leaves_the_epoch_at_the_earliest_estimate() {
+    let a = origin_at(Duration::from_millis(3_500));
+    let mut sa = a.publish("main", true, true);
+    a.feed(&mut *sa, 0.0, 0.04, true, true);
+    assert_eq!(epoch_of(&a).epoch, t0() + Duration::from_secs(4));
+    a.clock.set(t0() + Duration::from_millis(1_340));
+    a.feed(&mut *sa, 0.04, 20.0, true, true);
+    assert_eq!(epoch_of(&a).epoch, t0() + Duration::from_secs(2));
+    let video = a.text("main/video.m3u8");
+    let dates: Vec<&str> = video
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXT-X-PROGRAM-DATE-TIME:"))
+        .collect();
+    assert!(dates.len() >= 9, "{video}");
+    assert_eq!(dates[0], "2027-01-15T08:00:02.000Z", "{video}");
+    assert!(dates.windows(2).all(|w| w[0] < w[1]), "{video}");
+    assert_eq!(
+        tag_value(&video, "#EXT-X-MAP:URI=\"").trim_end_matches('"'),
+        format!("video/init-{}.mp4", START + 2)
+    );
+}
