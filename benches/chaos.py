@@ -152,6 +152,12 @@ class Impairment(threading.Thread):
             while not self.stop:
                 try:
                     data = upstream.recv(65536)
+                except ConnectionRefusedError:
+                    # ICMP port unreachable for a datagram sent before the
+                    # origin listened (a slow start on a loaded machine):
+                    # keep relaying. Returning here once left every later
+                    # handshake unanswered ("channel never went live").
+                    continue
                 except OSError:
                     return
                 if "addr" in peer:
