@@ -40,6 +40,12 @@ pub struct UpstreamConfig {
     pub body_timeout: Duration,
     /// How many upstreams one request may try (first choice included).
     pub max_attempts: usize,
+    /// A `404` from one upstream sends the request on to the next (nginx's
+    /// `proxy_next_upstream http_404`, CloudFront origin-group failover):
+    /// for a pool of redundant origins, where one that restarted holds a
+    /// shorter window than the other. The last `404` is the answer when
+    /// none has the object; a `404` never counts against health.
+    pub next_on_not_found: bool,
     pub health: HealthConfig,
 }
 
@@ -51,6 +57,7 @@ impl Default for UpstreamConfig {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
             max_attempts: 3,
+            next_on_not_found: false,
             health: HealthConfig::default(),
         }
     }
@@ -252,11 +259,10 @@ impl UpstreamPool {
             return Err(EdgeError::NoUpstream);
         }
         let mut last = EdgeError::NoUpstream;
-        for upstream in self
-            .candidates(path_and_query)
-            .into_iter()
-            .take(self.config.max_attempts.max(1))
-        {
+        let mut not_found = None;
+        let candidates = self.candidates(path_and_query);
+        let attempts = candidates.len().min(self.config.max_attempts.max(1));
+        for (i, upstream) in candidates.into_iter().take(attempts).enumerate() {
             match self
                 .attempt(
                     &upstream,
@@ -277,6 +283,14 @@ impl UpstreamPool {
                         timeout: false,
                     };
                 }
+                Ok(response)
+                    if response.status() == http::StatusCode::NOT_FOUND
+                        && self.config.next_on_not_found
+                        && i + 1 < attempts =>
+                {
+                    self.count(&upstream, "not-found-next");
+                    not_found = Some(UpstreamResponse { upstream, response });
+                }
                 Ok(response) => {
                     self.succeeded(&upstream);
                     return Ok(UpstreamResponse { upstream, response });
@@ -284,7 +298,7 @@ impl UpstreamPool {
                 Err(e) => last = e,
             }
         }
-        Err(last)
+        not_found.ok_or(last)
     }
 
     /// Send a non-cacheable request (e.g. a licence POST) to the object's

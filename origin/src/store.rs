@@ -279,9 +279,28 @@ impl Channel {
         if tl.frozen || earliest >= current {
             return;
         }
-        tl.epoch = Some(earliest);
+        self.adopt_epoch(earliest, cfg);
+    }
+
+    /// Move the channel to epoch `e` before it published anything:
+    /// Period starts, and every rendition's numbers, dates and segments.
+    fn adopt_epoch(&mut self, e: SystemTime, cfg: &StoreConfig) {
+        self.timeline.move_epoch(e);
         for r in self.renditions.values_mut() {
-            r.adopt_epoch(earliest, cfg);
+            r.adopt_epoch(e, cfg);
+        }
+    }
+
+    /// Before anything is published, renditions follow the channel's epoch
+    /// when one of them moved it ([`Rendition::cut`] on a long burst).
+    fn follow_epoch(&mut self, cfg: &StoreConfig) {
+        let Some(e) = self.timeline.epoch else {
+            return;
+        };
+        for r in self.renditions.values_mut() {
+            if r.epoch().is_some_and(|own| own != e) {
+                r.adopt_epoch(e, cfg);
+            }
         }
     }
 
@@ -505,19 +524,19 @@ impl Store {
         let ch = lock(&ch);
         Some(ChannelEpoch {
             epoch: ch.timeline.epoch?,
-            published: ch.renditions.values().any(Rendition::published),
+            published: ch.timeline.published,
         })
     }
 
-    /// Channels whose epoch is derived but not published yet: the ones to
-    /// settle with redundant peers before their first segment.
+    /// Channels whose epoch is derived but not published yet (no playlist
+    /// or MPD rendered): the ones to settle with redundant peers.
     pub fn unsettled_epochs(&self) -> Vec<String> {
         let channels = self.snapshot();
         channels
             .into_iter()
             .filter(|(_, ch)| {
                 let ch = lock(ch);
-                ch.timeline.epoch.is_some() && !ch.renditions.values().any(Rendition::published)
+                ch.timeline.epoch.is_some() && !ch.timeline.published
             })
             .map(|(name, _)| name)
             .collect()
@@ -527,7 +546,9 @@ impl Store {
     /// when it published under it already (we are the late joiner), or
     /// when neither did and the peer's is the earlier one, so a pair that
     /// each hear the other converges on one epoch whichever asks first.
-    /// Only before this origin publishes anything, and only for an epoch
+    /// Only before this origin publishes anything (the first playlist waits
+    /// for the presentation delay, seconds of media: [`Store::presentable`]),
+    /// and only for an epoch
     /// within the drift tolerance of ours (further apart, it is another
     /// session of the encoder, not the same one seen a little later).
     pub fn settle_epoch(&self, channel: &str, peer: ChannelEpoch) -> Settled {
@@ -542,7 +563,7 @@ impl Store {
         if ours == peer.epoch {
             return Settled::Agreed;
         }
-        if ch.renditions.values().any(Rendition::published) {
+        if ch.timeline.published {
             return Settled::Disagreed;
         }
         let apart = match ours.duration_since(peer.epoch) {
@@ -552,14 +573,11 @@ impl Store {
         if apart > epoch::DRIFT_TOLERANCE || !(peer.published || peer.epoch < ours) {
             return Settled::Kept;
         }
-        ch.timeline.epoch = Some(peer.epoch);
         // A published epoch is the pair's for good; an unpublished one may
         // still move earlier here, and the peer follows by the same rule.
         ch.timeline.frozen |= peer.published;
         ch.timeline.from_peer = peer.published;
-        for r in ch.renditions.values_mut() {
-            r.adopt_epoch(peer.epoch, &self.shared.config);
-        }
+        ch.adopt_epoch(peer.epoch, &self.shared.config);
         ch.timeline.bump(self.shared.clock.now());
         Settled::Adopted
     }
@@ -727,6 +745,17 @@ impl Store {
         let object = Object::parse(path).ok_or_else(RenderError::no_such_object)?;
         let mut guard = lock(&ch);
         let cfg = &self.shared.config;
+        if matches!(
+            object,
+            Object::Master
+                | Object::MasterTs
+                | Object::Manifest
+                | Object::MediaPlaylist { .. }
+                | Object::TsPlaylist { .. }
+        ) {
+            // Names and dates go out with it: the epoch is final.
+            guard.timeline.published = true;
+        }
         match &object {
             Object::Init {
                 rendition,
@@ -992,6 +1021,9 @@ impl MediaSink for StoreSink {
             .push(kind, sample, now, cfg, &mut ch.timeline)?;
         if !ch.timeline.frozen {
             ch.refine_epoch(cfg);
+        }
+        if !ch.timeline.published && ch.renditions.len() > 1 {
+            ch.follow_epoch(cfg);
         }
         Ok(())
     }

@@ -301,6 +301,18 @@ pub struct TrackSegment {
 }
 
 impl TrackSegment {
+    /// The same samples under another header (a re-numbered one).
+    pub fn under(&self, init: Arc<Init>) -> TrackSegment {
+        TrackSegment {
+            init,
+            base_decode_time: self.base_decode_time,
+            duration: self.duration,
+            period_offset: self.period_offset,
+            samples: self.samples.clone(),
+            bytes: self.bytes,
+        }
+    }
+
     pub fn timescale(&self) -> u32 {
         self.init.params.timescale()
     }
@@ -380,6 +392,38 @@ impl Segment {
             TrackKind::Video => self.video.as_ref(),
             TrackKind::Audio => self.audio.as_ref(),
         }
+    }
+
+    /// This segment under other numbers and dates (a redundant origin
+    /// adopting its peer's epoch before showing anything): `sequence`,
+    /// wall clock moved by `moved`, headers replaced by `header`; its parts
+    /// follow. Nothing of the old one's built bytes is kept.
+    pub fn renumbered(
+        &self,
+        sequence: u64,
+        moved: impl Fn(SystemTime) -> SystemTime,
+        header: impl Fn(&Arc<Init>) -> Arc<Init>,
+    ) -> Segment {
+        let track = |t: &Option<TrackSegment>| t.as_ref().map(|t| t.under(header(&t.init)));
+        let parts = |parts: &[Arc<Part>]| -> Vec<Arc<Part>> {
+            parts
+                .iter()
+                .map(|p| Arc::new(p.renumbered(sequence, header(&p.track.init))))
+                .collect()
+        };
+        let mut segment = Segment::new(
+            sequence,
+            self.discontinuity,
+            self.period,
+            moved(self.period_start),
+            moved(self.program_date_time),
+            self.duration,
+            track(&self.video),
+            track(&self.audio),
+        )
+        .with_parts(parts(&self.video_parts), parts(&self.audio_parts));
+        segment.ts_continuity = self.ts_continuity;
+        segment
     }
 
     /// The parts (LL) this segment's tracks were cut into, in order, for
@@ -507,6 +551,11 @@ impl Part {
             track,
             built: OnceLock::new(),
         }
+    }
+
+    /// The same part under another segment number and header.
+    pub fn renumbered(&self, sequence: u64, init: Arc<Init>) -> Part {
+        Part::new(sequence, self.index, self.kind, self.track.under(init))
     }
 
     /// Seconds of media (EXT-X-PART `DURATION`).

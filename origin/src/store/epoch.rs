@@ -68,6 +68,12 @@ pub fn estimate(arrival: SystemTime, at: i64) -> SystemTime {
     from_signed_nanos(signed_nanos(arrival) - at_ns)
 }
 
+/// Wall clock `t` under epoch `from` as it reads under epoch `to`: the
+/// same media time.
+pub fn moved(t: SystemTime, from: SystemTime, to: SystemTime) -> SystemTime {
+    from_signed_nanos(signed_nanos(t) + signed_nanos(to) - signed_nanos(from))
+}
+
 /// Wall clock of output time `at` (90 kHz) under `epoch`.
 pub fn wall_at(epoch: SystemTime, at: i64) -> SystemTime {
     let at_ns = i128::from(at) * 1_000_000_000 / i128::from(VIDEO_TIMESCALE);

@@ -51,7 +51,10 @@ pub(super) struct Timeline {
     /// Set at the first segment, or on adopting an epoch a redundant peer
     /// published under: the epoch no longer moves but for drift.
     pub frozen: bool,
-    /// The epoch is a redundant peer's published one and this origin has
+    /// A playlist or MPD was rendered under the epoch: from then on its
+    /// numbers and dates are out, and a redundant peer's never replace it.
+    pub published: bool,
+    /// The epoch is a redundant peer's published one and this rendition has
     /// not cut a segment yet: the first segment takes it whatever its
     /// samples' arrival, which a joining publisher's start-up burst (a
     /// relay's probe, a GOP cache) can make seconds late; drift is judged
@@ -76,6 +79,7 @@ impl Timeline {
             epoch: None,
             earliest: None,
             frozen: false,
+            published: false,
             from_peer: false,
             version: 0,
             updated: now,
@@ -88,6 +92,17 @@ impl Timeline {
         self.version += 1;
         self.updated = at;
         self.updates.send_replace(self.version);
+    }
+
+    /// Move the channel's epoch to `e` before anything was published,
+    /// Period starts with it (the renditions move themselves:
+    /// [`Rendition::adopt_epoch`]).
+    pub fn move_epoch(&mut self, e: SystemTime) {
+        if let Some(old) = self.epoch.replace(e) {
+            for (start, _) in self.period_starts.values_mut() {
+                *start = epoch::moved(*start, old, e);
+            }
+        }
     }
 
     /// Note the epoch a sample at output time `at` arriving at `arrival`
@@ -515,7 +530,12 @@ impl Rendition {
         if !tl.frozen {
             tl.observe(now, rescale(dts, timescale, VIDEO_TIMESCALE));
         }
-        if !self.numbered {
+        // Numbers count from where the first segment starts: its first
+        // video keyframe (audio that came before it joins that segment),
+        // else the first sample of an audio-only rendition. A publisher
+        // that joins mid-GOP (a restarted origin's encoder output) thus
+        // names the segment as the origin that saw the start.
+        if !self.numbered && (kind == TrackKind::Video || self.video.init.is_none()) {
             self.number_from_epoch(rescale(dts, timescale, VIDEO_TIMESCALE), now, cfg, tl);
         }
         Ok(())
@@ -554,58 +574,51 @@ impl Rendition {
         }
     }
 
-    /// Whether the rendition has cut a segment: from then on its numbers
-    /// and wall clock are published and never change.
-    pub fn published(&self) -> bool {
+    /// The epoch the rendition's numbers follow.
+    pub fn epoch(&self) -> Option<SystemTime> {
+        self.epoch
+    }
+
+    /// Whether the rendition has cut a segment.
+    pub fn cut_any(&self) -> bool {
         !self.segments.is_empty() || self.next_sequence != self.first_sequence
     }
 
-    /// Re-number a rendition that has published nothing yet under `e`, a
-    /// redundant peer's epoch the channel adopts ([`epoch`]): segment,
-    /// header and part numbers move by what the new epoch gives, the open
-    /// segment's parts are rebuilt under the new numbers. False (and
-    /// nothing changed) once it has published.
-    pub fn adopt_epoch(&mut self, e: SystemTime, cfg: &StoreConfig) -> bool {
-        if self.published() {
-            return false;
-        }
-        let Some((at, old_header)) = self.numbered_from else {
+    /// Re-number the rendition under `e`, a redundant peer's epoch the
+    /// channel adopts before showing anything ([`epoch`]): segment, header
+    /// and part numbers move by the whole seconds between the two epochs,
+    /// wall-clock values by the difference; cut segments and parts are
+    /// rebuilt under the new numbers (nothing of them was served).
+    pub fn adopt_epoch(&mut self, e: SystemTime, cfg: &StoreConfig) {
+        let (Some(old), Some((at, old_header))) = (self.epoch, self.numbered_from) else {
             // No sample yet: its first one takes the channel's epoch.
-            return true;
+            return;
         };
-        self.epoch = Some(e);
-        let first = epoch::first_sequence(e, at, cfg.target_duration);
+        if old == e {
+            return;
+        }
         let header = epoch::first_sequence(e, 0, cfg.target_duration);
+        let number = |n: u64| (n + header).saturating_sub(old_header);
+        let moved = |t: SystemTime| epoch::moved(t, old, e);
+        let init = |i: &Arc<Init>| Arc::new(Init::new(number(i.id), i.params.clone()));
+        self.epoch = Some(e);
         self.numbered_from = Some((at, header));
-        self.first_sequence = first;
-        self.next_sequence = first;
-        let moved = |id: u64| (id + header).saturating_sub(old_header);
+        self.first_sequence = number(self.first_sequence);
+        self.next_sequence = number(self.next_sequence);
+        self.segments = self
+            .segments
+            .iter()
+            .map(|s| Arc::new(s.renumbered(number(s.sequence), moved, init)))
+            .collect();
         for track in [&mut self.video, &mut self.audio] {
-            track.init = track
-                .init
-                .take()
-                .map(|init| Arc::new(Init::new(moved(init.id), init.params.clone())));
-            track.next_init_id = moved(track.next_init_id);
-            let Some(init) = track.init.clone() else {
-                continue;
-            };
+            track.init = track.init.as_ref().map(init);
+            track.next_init_id = number(track.next_init_id);
             track.parts = track
                 .parts
                 .iter()
-                .map(|p| {
-                    let segment = TrackSegment {
-                        init: init.clone(),
-                        base_decode_time: p.track.base_decode_time,
-                        duration: p.track.duration,
-                        period_offset: p.track.period_offset,
-                        samples: p.track.samples.clone(),
-                        bytes: p.track.bytes,
-                    };
-                    Arc::new(Part::new(first, p.index, p.kind, segment))
-                })
+                .map(|p| Arc::new(p.renumbered(number(p.sequence), init(&p.track.init))))
                 .collect();
         }
-        true
     }
 
     /// The offset for a session whose first sample is at `first` (input,
@@ -647,8 +660,8 @@ impl Rendition {
             // The segment's last parts: what it holds past the parts so far.
             self.cut_parts(boundary);
         }
-        let video = take_track(&mut self.video, boundary);
-        let audio = take_track(&mut self.audio, boundary);
+        let mut video = take_track(&mut self.video, boundary);
+        let mut audio = take_track(&mut self.audio, boundary);
         let keep_from = self.next_sequence.saturating_sub(PART_SEGMENTS - 1);
         for track in [&mut self.video, &mut self.audio] {
             track.next_part = 0;
@@ -677,8 +690,26 @@ impl Rendition {
             .map_or(now, |e| epoch::wall_at(e, start_90k));
         let discontinuity = std::mem::take(&mut self.pending_discontinuity);
         let e = match self.epoch {
-            Some(e) if tl.from_peer && !self.published() => e,
+            Some(e) if tl.from_peer && !self.cut_any() => e,
             Some(e) if !epoch::drifted(arrived, epoch::wall_at(e, start_90k)) => e,
+            Some(_) if !tl.published && !discontinuity => {
+                // Nothing shown yet and the same session (a start-up burst
+                // longer than a segment; a publisher's return is a
+                // discontinuity, dated anew from there on): move what was
+                // cut to the new epoch rather than date this segment back
+                // past the last one; the store moves the channel's other
+                // renditions after this sample.
+                let e = epoch::derive(arrived, start_90k);
+                tl.move_epoch(e);
+                self.adopt_epoch(e, cfg);
+                // This segment's tracks follow the re-numbered headers.
+                for (taken, track) in [(&mut video, &self.video), (&mut audio, &self.audio)] {
+                    if let (Some((t, _)), Some(init)) = (taken.as_mut(), &track.init) {
+                        *t = t.under(init.clone());
+                    }
+                }
+                e
+            }
             _ => tl.epoch_for(arrived, start_90k),
         };
         self.epoch = Some(e);

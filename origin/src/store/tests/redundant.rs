@@ -257,6 +257,7 @@ fn a_late_joiner_adopts_the_published_epoch() {
     let mut sb = b.publish("main", true, true);
     b.feed(&mut *sb, 10.0, 0.5, true, true);
     assert_eq!(epoch_of(&b).epoch, t0() + Duration::from_secs(2));
+    a.text("main/video.m3u8"); // a player's request: A's names are out
     let published = epoch_of(&a);
     assert!(published.published);
     assert_eq!(b.store.settle_epoch("ch", published), Settled::Adopted);
@@ -311,4 +312,120 @@ fn a_burst_at_start_leaves_the_epoch_at_the_earliest_estimate() {
         tag_value(&video, "#EXT-X-MAP:URI=\"").trim_end_matches('"'),
         format!("video/init-{}.mp4", START + 2)
     );
+}
+
+/// A restarted origin whose publisher bursts at start (a relay's probe
+/// buffer: 4 s of media at once, 3.5 s late) cuts a segment before it
+/// hears from its peer; nothing was shown yet, so it still adopts the
+/// peer's published epoch and re-numbers what it cut.
+#[test]
+fn a_late_joiner_that_cut_in_a_burst_renumbers_what_it_cut() {
+    use super::super::Settled;
+    let a = origin_at(Duration::from_millis(300));
+    let mut sa = a.publish("main", true, true);
+    a.feed(&mut *sa, 0.0, 30.04, true, true);
+    a.text("main/video.m3u8");
+    let b = origin_at(Duration::from_millis(13_500));
+    let mut sb = b.publish("main", true, true);
+    let burst_at = b.clock.now();
+    for i in 0..100 {
+        b.clock.set(burst_at);
+        b.feed(&mut *sb, f64::from(250 + i) / 25.0, 0.04, true, true);
+    }
+    let before = epoch_of(&b);
+    assert_eq!(before.epoch, t0() + Duration::from_secs(2), "its own, late");
+    assert!(!before.published);
+    let cut = b.store.segment_spans("ch");
+    assert!(!cut.is_empty(), "the burst cut a segment before the answer");
+    assert_eq!(b.store.settle_epoch("ch", epoch_of(&a)), Settled::Adopted);
+    let renamed = b.store.segment_spans("ch");
+    assert_eq!(
+        renamed[0].oldest,
+        cut[0].oldest - 1,
+        "{cut:?} → {renamed:?}"
+    );
+    b.clock.set(t0() + Duration::from_millis(14_300));
+    b.feed(&mut *sb, 14.0, 6.04, true, true);
+    let (va, vb) = (a.text("main/video.m3u8"), b.text("main/video.m3u8"));
+    let ub = uris(&vb);
+    assert!(ub.len() >= 4, "{vb}");
+    assert!(
+        uris(&va).iter().any(|u| u == &ub[0]),
+        "B's first segment renamed as A's:\n{va}\n{vb}"
+    );
+    for uri in &ub {
+        same_bytes(&a, &b, &format!("main/{uri}"));
+    }
+    let dated = |p: &str, uri: &str| {
+        let at = p.find(uri).expect(uri);
+        p[..at]
+            .rsplit("#EXT-X-PROGRAM-DATE-TIME:")
+            .next()
+            .map(str::to_owned)
+    };
+    for uri in &ub {
+        assert_eq!(dated(&va, uri), dated(&vb, uri), "{uri}");
+    }
+    assert_eq!(
+        tag_value(&va, "#EXT-X-MAP:URI=\""),
+        tag_value(&vb, "#EXT-X-MAP:URI=\"")
+    );
+}
+
+/// A start-up burst longer than a segment (3.8 s of media at once, 4.1 s
+/// after the encoder started): the first segment is cut under a late
+/// epoch, the second shows the drift; nothing was shown yet, so both move
+/// to the right epoch, dates one segment apart and one header throughout.
+#[test]
+fn a_burst_longer_than_a_segment_moves_what_was_cut() {
+    let a = origin_at(Duration::from_millis(4_100));
+    let mut sa = a.publish("main", true, true);
+    let burst_at = a.clock.now();
+    for i in 0..95 {
+        a.clock.set(burst_at);
+        a.feed(&mut *sa, f64::from(i) / 25.0, 0.04, true, true);
+    }
+    a.feed(&mut *sa, 3.8, 16.24, true, true);
+    assert_eq!(epoch_of(&a).epoch, t0() + Duration::from_secs(1));
+    let video = a.text("main/video.m3u8");
+    let dates: Vec<&str> = video
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXT-X-PROGRAM-DATE-TIME:"))
+        .collect();
+    assert!(dates.len() >= 9, "{video}");
+    assert_eq!(dates[0], "2027-01-15T08:00:01.000Z", "{video}");
+    assert_eq!(dates[1], "2027-01-15T08:00:03.000Z", "{video}");
+    assert_eq!(video.matches("#EXT-X-MAP:").count(), 1, "{video}");
+    assert_eq!(
+        tag_value(&video, "#EXT-X-MAP:URI=\"").trim_end_matches('"'),
+        format!("video/init-{}.mp4", START + 1)
+    );
+    assert_eq!(
+        tag_value(&video, "#EXT-X-MEDIA-SEQUENCE:"),
+        (START + 1).to_string()
+    );
+    for uri in uris(&video) {
+        a.get(&format!("main/{uri}")).expect("listed and served");
+    }
+}
+
+/// A late joiner whose publisher starts mid-GOP: audio from 8.5 s, video's
+/// first keyframe at 10 s. Its first segment starts at the keyframe and is
+/// named as the origin that saw the start named it.
+#[test]
+fn a_late_joiner_starting_mid_gop_names_its_first_segment_alike() {
+    let a = origin_at(Duration::from_millis(300));
+    let mut sa = a.publish("main", true, true);
+    a.feed(&mut *sa, 0.0, 20.04, true, true);
+    let b = origin_at(Duration::from_millis(8_800));
+    let mut sb = b.publish("main", true, true);
+    b.feed(&mut *sb, 8.5, 1.5, false, true);
+    b.feed(&mut *sb, 10.0, 10.04, true, true);
+    let (va, vb) = (a.text("main/video.m3u8"), b.text("main/video.m3u8"));
+    let ub = uris(&vb);
+    assert!(ub.len() >= 4, "{vb}");
+    assert!(uris(&va).ends_with(&ub), "B's names are A's:\n{va}\n{vb}");
+    for uri in &ub {
+        same_bytes(&a, &b, &format!("main/{uri}"));
+    }
 }
