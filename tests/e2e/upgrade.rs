@@ -403,14 +403,16 @@ async fn a_slow_response_started_before_the_upgrade_completes_intact() {
     ] {
         let response = client.get(&url).send().await.expect("slow response head");
         assert_eq!(response.status(), 200, "{label}");
-        bodies.push((label, response));
+        // Read as it comes: the old process waits for the client, not the
+        // other way round.
+        bodies.push((label, tokio::spawn(response.bytes())));
     }
     edge.upgrade().await;
-    for (label, response) in bodies {
-        let body = response
-            .bytes()
+    for (label, body) in bodies {
+        let body = body
             .await
-            .unwrap_or_else(|e| panic!("{label}: body cut: {e:?}"));
+            .expect("join")
+            .unwrap_or_else(|e| panic!("{label}: body cut: {e:?}\n{}", edge.log_tail()));
         let name = if label == "h1" { "slow-h1" } else { "slow-h2" };
         assert!(
             body == content(name, size),
