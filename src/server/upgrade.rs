@@ -166,7 +166,11 @@ impl Invocation {
 /// `PATH` when it has none (as the shell did).
 fn resolve_argv0(argv0: &Path) -> Option<PathBuf> {
     if argv0.components().count() > 1 || argv0.is_absolute() {
-        return std::env::current_dir().ok().map(|cwd| cwd.join(argv0));
+        // `components` drops the `.` of `./strata`; symlinks stay as given,
+        // so a link switched to a new release is followed on upgrade.
+        return std::env::current_dir()
+            .ok()
+            .map(|cwd| cwd.join(argv0).components().collect());
     }
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
@@ -483,7 +487,9 @@ async fn follow_parent(parent: ParentLink, quic_go: watch::Sender<bool>) {
             Ok(None) | Err(_) => break,
         }
     }
-    tracing::info!("upgrade: the old process released its HTTP/3 sockets; serving HTTP/3");
+    if !*quic_go.borrow() {
+        tracing::info!("upgrade: the old process released its HTTP/3 sockets; serving HTTP/3");
+    }
     let _ = quic_go.send(true);
 }
 
@@ -556,6 +562,9 @@ impl Supervisor {
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", self.invocation.exe.display()))?;
         let child_pid = child.id().unwrap_or_default();
+        // Should this process stop (SIGTERM) mid-attempt, the half-started
+        // one must not stay behind serving on its own.
+        let mut guard = KillUnlessReady(Some(child_pid));
         let handshake = async {
             let (stream, _) = listener
                 .accept()
@@ -596,12 +605,31 @@ impl Supervisor {
             }),
         };
         match outcome {
-            Ok(link) => Ok((child_pid, link)),
+            Ok(link) => {
+                guard.0 = None;
+                Ok((child_pid, link))
+            }
             Err(why) => {
+                // Killed and reaped here; its pid may be reused after.
+                guard.0 = None;
                 let _ = child.start_kill();
                 let _ = child.wait().await;
                 Err(why)
             }
+        }
+    }
+}
+
+/// Kills the child it names when dropped armed.
+struct KillUnlessReady(Option<u32>);
+
+impl Drop for KillUnlessReady {
+    fn drop(&mut self) {
+        let pid = self
+            .0
+            .and_then(|pid| rustix::process::Pid::from_raw(pid as i32));
+        if let Some(pid) = pid {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
         }
     }
 }
