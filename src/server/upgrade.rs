@@ -556,11 +556,27 @@ impl Supervisor {
                 tokio::net::UnixListener::from_std(l)
             })
             .map_err(|e| format!("listen for the new process: {e}"))?;
-        let mut child = tokio::process::Command::new(&self.invocation.exe)
-            .args(&self.invocation.args)
-            .env(SOCKET_ENV, &name)
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", self.invocation.exe.display()))?;
+        let mut command = tokio::process::Command::new(&self.invocation.exe);
+        command.args(&self.invocation.args).env(SOCKET_ENV, &name);
+        let mut tries = 0;
+        let mut child = loop {
+            match command.spawn() {
+                Ok(child) => break child,
+                // A binary just written is busy while a process forked at
+                // that moment still holds the writer's descriptor.
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 10 => {
+                    tries += 1;
+                    tracing::info!(tries, "new binary busy (being written?): trying again");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "cannot start {}: {e}",
+                        self.invocation.exe.display()
+                    ))
+                }
+            }
+        };
         let child_pid = child.id().unwrap_or_default();
         // Should this process stop (SIGTERM) mid-attempt, the half-started
         // one must not stay behind serving on its own.

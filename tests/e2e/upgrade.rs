@@ -31,11 +31,33 @@ fn free_tcp_udp_port() -> u16 {
     }
 }
 
-/// Orphans of this test process (an upgraded edge whose parent exited) are
-/// reparented to it, so their exit status can be read.
-fn become_subreaper() {
-    rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
-        .expect("PR_SET_CHILD_SUBREAPER");
+/// While one is held, orphans of this test process (an upgraded edge whose
+/// parent exited) are reparented to it, so their exit status can be read.
+/// Process-wide, so it is on only while an upgrade test runs.
+struct Subreaper;
+
+static SUBREAPERS: Mutex<usize> = Mutex::new(0);
+
+impl Subreaper {
+    fn hold() -> Subreaper {
+        let mut held = SUBREAPERS.lock();
+        if *held == 0 {
+            rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
+                .expect("PR_SET_CHILD_SUBREAPER");
+        }
+        *held += 1;
+        Subreaper
+    }
+}
+
+impl Drop for Subreaper {
+    fn drop(&mut self) {
+        let mut held = SUBREAPERS.lock();
+        *held -= 1;
+        if *held == 0 {
+            let _ = rustix::process::set_child_subreaper(None);
+        }
+    }
 }
 
 fn signal(pid: i32, sig: rustix::process::Signal) {
@@ -70,6 +92,8 @@ struct UpgradableEdge {
     tls: u16,
     admin: u16,
     pid: i32,
+    /// Released after the last process is reaped (fields drop after `drop`).
+    _subreaper: Subreaper,
 }
 
 impl UpgradableEdge {
@@ -83,7 +107,7 @@ impl UpgradableEdge {
         cert: &TestCert,
         env: &[(&str, &Path)],
     ) -> UpgradableEdge {
-        become_subreaper();
+        let subreaper = Subreaper::hold();
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let dir = std::env::temp_dir().join(format!(
             "strata-upgrade-{}-{}",
@@ -103,19 +127,33 @@ impl UpgradableEdge {
             tls,
             admin,
             pid: 0,
+            _subreaper: subreaper,
         };
         edge.write_config(name, upstream, cert, "");
         let log = std::fs::File::create(edge.dir.join("edge.log")).expect("log");
-        let child = std::process::Command::new(&edge.exe)
+        let mut command = std::process::Command::new(&edge.exe);
+        command
             .args(["edge", "--config"])
             .arg(&edge.config)
             .env("RUST_LOG", "info")
             .envs(env.iter().map(|(k, v)| (*k, *v)))
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn strata edge");
+            .stderr(log);
+        let mut tries = 0;
+        let child = loop {
+            match command.spawn() {
+                Ok(child) => break child,
+                // The copy just written is busy while another test's fork
+                // still holds its descriptor.
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 10 => {
+                    tries += 1;
+                    println!("RETRY spawn {}: {e}", edge.exe.display());
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("spawn strata edge: {e}"),
+            }
+        };
         // Waited for by pid (exit_code), like its successors.
         let pid = child.id() as i32;
         drop(child);
