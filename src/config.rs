@@ -47,9 +47,14 @@ pub struct ServerConfig {
     /// with a PROXY protocol v1/v2 header; the client address is taken from
     /// it. Connections from other peers are never parsed for one.
     pub proxy_protocol_from: Vec<String>,
-    /// On SIGTERM, how long in-flight responses may take to finish.
-    #[serde(with = "humantime_serde")]
-    pub shutdown_grace: Duration,
+    /// On SIGTERM, SIGINT or a finished upgrade (SIGUSR2): how long in-flight
+    /// responses may take to finish once the listeners are closed. Also
+    /// read under its old name, `shutdown_grace`.
+    #[serde(with = "humantime_serde", alias = "shutdown_grace")]
+    pub drain_timeout: Duration,
+    /// Where the node writes its pid once it serves (atomically: a temporary
+    /// file renamed over it); `kill -USR2 $(cat PID_FILE)` upgrades it.
+    pub pid_file: Option<PathBuf>,
     /// HTTP/3 on UDP at each `tls_listen` address, and its limits.
     pub h3: H3Config,
     /// Connection caps and request-head deadlines (`[server.limits]`).
@@ -67,7 +72,8 @@ impl Default for ServerConfig {
             admin_token: None,
             node_id: default_node_id(),
             proxy_protocol_from: Vec::new(),
-            shutdown_grace: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(30),
+            pid_file: None,
             h3: H3Config::default(),
             limits: Default::default(),
         }
@@ -297,6 +303,27 @@ mod tests {
         let config = EdgeConfig::parse(text).expect("conf/edge.toml");
         assert_eq!(config.cache.size, ByteSize(1 << 30));
         assert!(!config.upstream.urls.is_empty());
+    }
+
+    #[test]
+    fn drain_timeout_is_also_read_under_its_old_name() {
+        let base = "[upstream]\nurls = [\"http://127.0.0.1:1\"]\n";
+        let config = EdgeConfig::parse(&format!("[server]\nshutdown_grace = \"7s\"\n{base}"))
+            .expect("old name");
+        assert_eq!(config.server.drain_timeout, Duration::from_secs(7));
+        let config = EdgeConfig::parse(&format!(
+            "[server]\ndrain_timeout = \"45s\"\npid_file = \"/run/strata/edge.pid\"\n{base}"
+        ))
+        .expect("new names");
+        assert_eq!(config.server.drain_timeout, Duration::from_secs(45));
+        assert_eq!(
+            config.server.pid_file.as_deref(),
+            Some(Path::new("/run/strata/edge.pid"))
+        );
+        assert_eq!(
+            ServerConfig::default().drain_timeout,
+            Duration::from_secs(30)
+        );
     }
 
     #[test]
