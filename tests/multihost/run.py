@@ -554,6 +554,8 @@ def main():
     ap.add_argument("--upgrade-timeout", type=int, default=40,
                     help="seconds a node has to take over and pass /readyz (strata_upgrade_timeout)")
     ap.add_argument("--no-rollback", action="store_true", help="skip the broken-binary run")
+    ap.add_argument("--rollback-host", default="edge-2", choices=[n for n, _, _ in HOSTS],
+                    help="the node that gets the broken binary")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs) after a pass")
     args = ap.parse_args()
 
@@ -658,17 +660,19 @@ def run(args, fleet, binary):
         log(f"{name}: new binary copied -> new pid serving {fmt(took_pid)}, old pid gone {fmt(old_gone)} later")
 
     if not args.no_rollback:
-        log("rollback path: edge-2 to a broken binary")
+        victim = args.rollback_host
+        log(f"rollback path: {victim} to a broken binary")
         broken = broken_binary(work, new_bin)
-        rc, out, took = ansible(fleet, inventory, "upgrade.yml", "--limit", "edge-2",
+        rc, out, took = ansible(fleet, inventory, "upgrade.yml", "--limit", victim,
                                 "-e", f"strata_new_binary_src={broken}", logname="rollback.log")
         assert rc != 0, "upgrade.yml with a broken binary must fail the play"
         assert "rolled back to the previous binary" in out, f"no rollback in the play:\n{tail(out)}"
-        pid = read_pid(fleet, "edge-2")
-        assert pid and exe_sha(pid) == new_sha, f"edge-2 does not serve the previous (good) binary: pid {pid}"
-        assert sha256(os.path.join(fleet.hosts["edge-2"]["prefix"], "bin/strata")) == new_sha, \
-            "edge-2's installed binary is not the good one again"
-        log(f"rollback: play failed for edge-2 as it should ({took:.1f} s); edge-2 serves pid {pid} on the good build")
+        pid = read_pid(fleet, victim)
+        assert pid and exe_sha(pid) == new_sha, f"{victim} does not serve the previous (good) binary: pid {pid}"
+        assert sha256(os.path.join(fleet.hosts[victim]["prefix"], "bin/strata")) == new_sha, \
+            f"{victim}'s installed binary is not the good one again"
+        log(f"rollback: the play failed for {victim} as it should ({took:.1f} s); "
+            f"{victim} serves pid {pid} on the good build")
 
     # The player finishes its play and the loops go on meanwhile; the
     # publisher stops last (a stream that ends would stall the player).
