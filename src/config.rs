@@ -47,9 +47,14 @@ pub struct ServerConfig {
     /// with a PROXY protocol v1/v2 header; the client address is taken from
     /// it. Connections from other peers are never parsed for one.
     pub proxy_protocol_from: Vec<String>,
-    /// On SIGTERM, how long in-flight responses may take to finish.
-    #[serde(with = "humantime_serde")]
-    pub shutdown_grace: Duration,
+    /// On SIGTERM, SIGINT or a finished upgrade (SIGUSR2): how long in-flight
+    /// responses may take to finish once the listeners are closed. Also
+    /// read under its old name, `shutdown_grace`.
+    #[serde(with = "humantime_serde", alias = "shutdown_grace")]
+    pub drain_timeout: Duration,
+    /// Where the node writes its pid once it serves (atomically: a temporary
+    /// file renamed over it); `kill -USR2 $(cat PID_FILE)` upgrades it.
+    pub pid_file: Option<PathBuf>,
     /// HTTP/3 on UDP at each `tls_listen` address, and its limits.
     pub h3: H3Config,
     /// Connection caps and request-head deadlines (`[server.limits]`).
@@ -67,7 +72,8 @@ impl Default for ServerConfig {
             admin_token: None,
             node_id: default_node_id(),
             proxy_protocol_from: Vec::new(),
-            shutdown_grace: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(30),
+            pid_file: None,
             h3: H3Config::default(),
             limits: Default::default(),
         }

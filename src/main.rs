@@ -12,6 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use strata::config::{ByteSize, CertificateConfig, EdgeConfig};
+use strata::server::upgrade;
 use strata::EdgeListeners;
 use strata_origin::config::OriginConfig;
 use strata_origin::server::{OriginListeners, RunOptions};
@@ -121,6 +122,14 @@ struct EdgeArgs {
     /// This node's name in Via and Cache-Status.
     #[arg(long)]
     node_id: Option<String>,
+    /// Write the pid here once serving (server.pid_file); `kill -USR2` that
+    /// pid to upgrade to the binary now at the path this one was started from.
+    #[arg(long)]
+    pid_file: Option<PathBuf>,
+    /// On SIGTERM/SIGINT or after an upgrade, how long in-flight responses
+    /// may take to finish, e.g. 30s (server.drain_timeout).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    drain_timeout: Option<std::time::Duration>,
 }
 
 #[derive(Args)]
@@ -207,6 +216,12 @@ impl EdgeArgs {
         }
         if let Some(node_id) = self.node_id {
             config.server.node_id = node_id;
+        }
+        if self.pid_file.is_some() {
+            config.server.pid_file = self.pid_file;
+        }
+        if let Some(drain) = self.drain_timeout {
+            config.server.drain_timeout = drain;
         }
         config.validate()?;
         Ok(config)
@@ -325,6 +340,8 @@ const EDGE_FLAGS: &[(&str, &str)] = &[
     ("server.admin_token", "--admin-token TOKEN"),
     ("server.admin", "--admin ADDR"),
     ("server.node_id", "--node-id NAME"),
+    ("server.pid_file", "--pid-file PATH"),
+    ("server.drain_timeout", "--drain-timeout DURATION"),
     ("cache.size", "--cache-size SIZE"),
     ("cache.max_object_size", "--cache-size SIZE"),
 ];
@@ -437,9 +454,34 @@ fn up(
     })
 }
 
+/// SIGUSR2 upgrades in place (strata::server::upgrade); SIGTERM drains.
 fn edge(args: EdgeArgs) -> anyhow::Result<()> {
+    let invocation = upgrade::Invocation::at_startup();
     let config = args.into_config()?;
-    let listeners = EdgeListeners::bind(&config.server)?;
-    runtime()?.block_on(strata::run(config, listeners, shutdown_signal()))?;
+    let (parent, mut inherited) = upgrade::ParentLink::from_env()?;
+    let listeners = EdgeListeners::bind_inheriting(&config.server, &mut inherited)?;
+    inherited.close_unused();
+    let upgrader = upgrade::Upgrader::new(
+        invocation,
+        &config.server,
+        &listeners,
+        parent,
+        inherited.took_quic(),
+    )?;
+    runtime()?.block_on(async move {
+        let started = upgrader.start();
+        let handed_over = started.handed_over;
+        let stop = async move {
+            tokio::select! {
+                () = shutdown_signal() => {}
+                Ok(()) = handed_over => {}
+            }
+        };
+        let result = strata::server::run_with(config, listeners, stop, started.lifecycle).await;
+        if let Some(pid_file) = started.pid_file {
+            pid_file.remove_if_ours();
+        }
+        result
+    })?;
     Ok(())
 }

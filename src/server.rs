@@ -1,6 +1,9 @@
 //! The composition root: builds the edge from its configuration and runs
 //! its front doors and admin listener until shutdown. `main` calls [`run`];
-//! tests call it with sockets bound to port 0.
+//! tests call it with sockets bound to port 0. [`upgrade`] hands a running
+//! node's sockets to a new binary (SIGUSR2).
+
+pub mod upgrade;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,34 +37,84 @@ pub struct EdgeListeners {
 
 impl EdgeListeners {
     pub fn bind(server: &ServerConfig) -> std::io::Result<EdgeListeners> {
-        let bind = |addr: &std::net::SocketAddr| {
-            std::net::TcpListener::bind(addr)
-                .map_err(|e| std::io::Error::new(e.kind(), format!("bind {addr}: {e}")))
-        };
+        Self::bind_inheriting(server, &mut upgrade::Inherited::default())
+    }
+
+    /// Like [`EdgeListeners::bind`], but an address the old process of an
+    /// upgrade listens on is taken from `inherited` instead of bound.
+    pub fn bind_inheriting(
+        server: &ServerConfig,
+        inherited: &mut upgrade::Inherited,
+    ) -> std::io::Result<EdgeListeners> {
+        use upgrade::SocketKind;
+        let mut tcp =
+            |kind: SocketKind, addr: &std::net::SocketAddr| match inherited.take(kind, *addr) {
+                Some(fd) => Ok(std::net::TcpListener::from(fd)),
+                None => std::net::TcpListener::bind(addr)
+                    .map_err(|e| std::io::Error::new(e.kind(), format!("bind {addr}: {e}"))),
+            };
         let tls: Vec<std::net::TcpListener> = server
             .tls_listen
             .iter()
-            .map(bind)
+            .map(|addr| tcp(SocketKind::Tls, addr))
             .collect::<Result<_, _>>()?;
+        let http = server
+            .listen
+            .iter()
+            .map(|addr| tcp(SocketKind::Http, addr))
+            .collect::<Result<_, _>>()?;
+        let admin = server
+            .admin
+            .as_ref()
+            .map(|addr| tcp(SocketKind::Admin, addr))
+            .transpose()?;
         // UDP on the port TCP got, so `tls_listen = ["[::]:0"]` works too.
         let quic = if server.h3.enabled {
-            tls.iter()
-                .map(|l| {
+            server
+                .tls_listen
+                .iter()
+                .zip(&tls)
+                .map(|(configured, l)| {
                     let addr = l.local_addr()?;
-                    std::net::UdpSocket::bind(addr)
-                        .map_err(|e| std::io::Error::new(e.kind(), format!("bind udp {addr}: {e}")))
+                    let inherited = inherited
+                        .take(SocketKind::Quic, *configured)
+                        .or_else(|| inherited.take(SocketKind::Quic, addr));
+                    match inherited {
+                        Some(fd) => Ok(std::net::UdpSocket::from(fd)),
+                        None => std::net::UdpSocket::bind(addr).map_err(|e| {
+                            std::io::Error::new(e.kind(), format!("bind udp {addr}: {e}"))
+                        }),
+                    }
                 })
                 .collect::<Result<_, _>>()?
         } else {
             Vec::new()
         };
         Ok(EdgeListeners {
-            http: server.listen.iter().map(bind).collect::<Result<_, _>>()?,
+            http,
             tls,
-            admin: server.admin.as_ref().map(bind).transpose()?,
+            admin,
             quic,
         })
     }
+}
+
+/// Adds metrics to a node's registry.
+pub type RegisterMetrics = Box<dyn FnOnce(&mut Registry) + Send>;
+
+/// Hooks around [`run_with`] for the process that owns the node (`strata
+/// edge`): its upgrade machinery ([`upgrade`]). Tests leave them empty.
+#[derive(Default)]
+pub struct Lifecycle {
+    /// Adds metrics to the node's registry.
+    pub register: Option<RegisterMetrics>,
+    /// Called once the node serves: every listener up, configuration loaded.
+    pub on_ready: Option<Box<dyn FnOnce() + Send>>,
+    /// HTTP/3 reads its sockets only once this turns true (or its sender is
+    /// gone): an upgrade's new process waits for the old one to let go.
+    pub quic_go: Option<watch::Receiver<bool>>,
+    /// Called during the drain once this node no longer reads its HTTP/3 sockets.
+    pub on_quic_released: Option<Box<dyn FnOnce() + Send>>,
 }
 
 fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
@@ -71,15 +124,28 @@ fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
     }
 }
 
-/// Run an edge until `shutdown` resolves, then drain for `shutdown_grace`.
+/// Run an edge until `shutdown` resolves, then drain for `drain_timeout`.
 pub async fn run(
     config: EdgeConfig,
     listeners: EdgeListeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ConfigError> {
+    run_with(config, listeners, shutdown, Lifecycle::default()).await
+}
+
+/// [`run`], telling `lifecycle` when the node is ready and how it drains.
+pub async fn run_with(
+    config: EdgeConfig,
+    listeners: EdgeListeners,
+    shutdown: impl Future<Output = ()>,
+    mut lifecycle: Lifecycle,
+) -> Result<(), ConfigError> {
     install_crypto_provider();
     config.validate()?;
     let mut registry = Registry::default();
+    if let Some(register) = lifecycle.register.take() {
+        register(&mut registry);
+    }
     let metrics = Arc::new(EdgeMetrics::register(&mut registry));
     let admin_metrics = admin::AdminMetrics::register(&mut registry);
     let fleet_metrics = crate::fleet::FleetMetrics::register(&mut registry);
@@ -224,7 +290,16 @@ pub async fn run(
                 config.server.h3.clone(),
                 stop_rx.clone(),
             );
+            let mut go = lifecycle.quic_go.clone();
+            let mut stop = stop_rx.clone();
             h3_tasks.push(tokio::spawn(async move {
+                if let Some(go) = go.as_mut() {
+                    tokio::select! {
+                        _ = go.wait_for(|go| *go) => {}
+                        // Stopped before the old process let go: never read.
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
+                }
                 if let Err(e) = serve.await {
                     tracing::error!(%addr, error = %e, "HTTP/3 listener failed");
                 }
@@ -251,24 +326,50 @@ pub async fn run(
         });
     }
 
+    if let Some(ready) = lifecycle.on_ready.take() {
+        ready();
+    }
+
     shutdown.await;
-    tracing::info!(grace = ?config.server.shutdown_grace, "shutting down: no new connections, draining");
+    let drain = config.server.drain_timeout;
+    tracing::info!(
+        ?drain,
+        "draining: listeners closed, in-flight requests finish"
+    );
     admin_state.ready.store(false, Ordering::Relaxed);
     let _ = stop_tx.send(true);
-    for task in tasks {
-        let _ = task.await;
-    }
-    // Connections finish their current response; give them the grace period.
-    let deadline = tokio::time::Instant::now() + config.server.shutdown_grace;
-    while Arc::strong_count(&app) > 1 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    // HTTP/3 listeners sent GOAWAY and drain on their own; cut what is left at the deadline.
-    for mut task in h3_tasks {
-        if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
-            task.abort();
+    let deadline = tokio::time::Instant::now() + drain;
+    // HTTP/3 connections got GOAWAY and drain on their own; cut what is left
+    // at the deadline. Then a successor may read the UDP sockets.
+    let quic_released = lifecycle.on_quic_released.take();
+    let quic_drain = async move {
+        for mut task in h3_tasks {
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                task.abort();
+                let _ = task.await;
+            }
         }
-    }
+        if let Some(released) = quic_released {
+            // The endpoint's driver stops reading once it sees the endpoint gone.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            released();
+        }
+    };
+    // Connections finish their current response (kept-alive HTTP/1.1 ones
+    // close after it, HTTP/2 ones got GOAWAY); give them until the deadline.
+    let tcp_drain = async {
+        for task in tasks {
+            let _ = task.await;
+        }
+        while Arc::strong_count(&app) > 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    tokio::join!(quic_drain, tcp_drain);
+    tracing::info!(
+        open = Arc::strong_count(&app) - 1,
+        "drained (connections still open are cut)"
+    );
     admin_state.control.fleet().stop();
     edge.cache().close().await;
     health.abort();

@@ -72,7 +72,25 @@ impl HttpServerApp for PingoraApp {
         // before; a fresh connection (and every HTTP/2 stream) has none.
         let kept_alive = session.take_connection_user_context().is_some();
         let deadline = self.admission.head_deadline(kept_alive);
-        let read = match tokio::time::timeout(deadline, session.read_request()).await {
+        let mut stop = shutdown.clone();
+        let draining = async {
+            // Only an idle kept-alive connection is closed under a client;
+            // one that sends within the allowance gets `Connection: close`.
+            if kept_alive {
+                let _ = stop.wait_for(|s| *s).await;
+                tokio::time::sleep(DRAIN_IDLE).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        let read = tokio::select! {
+            read = tokio::time::timeout(deadline, session.read_request()) => read,
+            () = draining => {
+                tracing::debug!("idle kept-alive connection closed: draining");
+                return None;
+            }
+        };
+        let read = match read {
             Ok(read) => read,
             Err(_) => {
                 // Slowloris or an idle connection: the slot goes back now.
@@ -214,6 +232,13 @@ async fn read_prefix(tcp: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> std:
     }
     Ok(())
 }
+
+/// While the node drains, how long an idle kept-alive HTTP/1.1 connection
+/// may still bring a request (answered with `Connection: close`) before it
+/// is closed. Closing an idle connection can cross a request the client is
+/// sending at that instant (clients retry those on a reused connection);
+/// this keeps the window to connections idle for a while.
+const DRAIN_IDLE: Duration = Duration::from_secs(2);
 
 /// Carried from one request to the next on a kept-alive HTTP/1.1 connection.
 struct KeptAlive;

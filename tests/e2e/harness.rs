@@ -390,7 +390,7 @@ pub async fn start_edge(
     let mut config = strata::config::EdgeConfig::default();
     config.upstream.urls = upstreams.to_vec();
     config.server.node_id = node_id.into();
-    config.server.shutdown_grace = Duration::from_secs(5);
+    config.server.drain_timeout = Duration::from_secs(5);
     config.upstream.header_timeout = Duration::from_secs(5);
     tweak(&mut config);
     let http = bind();

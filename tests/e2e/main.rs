@@ -31,4 +31,5 @@ mod schemathesis;
 mod signed;
 mod steering;
 mod tls;
+mod upgrade;
 mod vod;
