@@ -66,7 +66,7 @@ step chaos-short python3 benches/chaos.py --bin target/debug/strata --seconds 15
 # edges over real SSH into network namespaces (needs root), rolls them to a
 # new build while hls.js plays, then fails an upgrade to a broken binary and
 # rolls it back; fails on any failed request or player error.
-step multihost-short python3 tests/multihost/run.py --bin target/debug/strata --play-seconds 240
+step multihost-short python3 tests/multihost/run.py --bin target/debug/strata --play-seconds 40
 
 # The soak, short (the 30-minute run and its figures: benches/README.md): two
 # live channels (RTMP, SRT), players, wrk on hits, purges and token-key

@@ -534,6 +534,27 @@ def wait_playing(base, timeout=60):
     raise RuntimeError(f"{base}: the channel never played ({last})")
 
 
+def check_fleet_engine(fleet, when, timeout=20):
+    """Shield and edges are connected to nats-server (the fleet control plane)."""
+    for name, group, _ in HOSTS:
+        if group == "origin":
+            continue
+        url = f"http://{fleet.hosts[name]['ip']}:9091/metrics"
+        deadline, value = time.monotonic() + timeout, None
+        while time.monotonic() < deadline:
+            try:
+                m = re.search(r"^strata_fleet_engine_connected(?:\{[^}]*\})? (\S+)$",
+                              http_get(url, timeout=3)[1].decode(), re.M)
+                value = m and float(m.group(1))
+            except Exception as e:  # noqa: BLE001
+                value = e
+            if value == 1:
+                break
+            time.sleep(0.5)
+        assert value == 1, f"{name} {when}: not connected to nats-server (strata_fleet_engine_connected: {value})"
+    log(f"{when}: shield and edges connected to nats-server on {NATS_HOST}")
+
+
 def broken_binary(work, real):
     """Passes `check` and `--version` (so it is installed), dies as a node."""
     path = os.path.join(work, "strata-broken")
@@ -619,6 +640,8 @@ def run(args, fleet, binary):
         pid = read_pid(fleet, name)
         assert pid and exe_sha(pid) == old_sha, f"{name}: not running the deployed binary (pid {pid})"
 
+    check_fleet_engine(fleet, "after the deployment")
+
     publisher = Publisher(fleet)
     publisher.start()
     edges = {n: f"http://{fleet.hosts[n]['ip']}:8080" for n in ("edge-1", "edge-2")}
@@ -653,6 +676,7 @@ def run(args, fleet, binary):
         version = sh(f"/proc/{pid}/exe", "--version").stdout.strip()
         pids[name] = pid
         log(f"{name}: pid {watch.first_pid[name]} -> {pid}, /proc/{pid}/exe = new build ({version})")
+    check_fleet_engine(fleet, "after the rollout")
     for name in fleet.hosts:
         t = watch.t[name]
         took_pid = t["new_pid"] - t["copied"] if "new_pid" in t and "copied" in t else None
