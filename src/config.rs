@@ -306,6 +306,27 @@ mod tests {
     }
 
     #[test]
+    fn drain_timeout_is_also_read_under_its_old_name() {
+        let base = "[upstream]\nurls = [\"http://127.0.0.1:1\"]\n";
+        let config = EdgeConfig::parse(&format!("[server]\nshutdown_grace = \"7s\"\n{base}"))
+            .expect("old name");
+        assert_eq!(config.server.drain_timeout, Duration::from_secs(7));
+        let config = EdgeConfig::parse(&format!(
+            "[server]\ndrain_timeout = \"45s\"\npid_file = \"/run/strata/edge.pid\"\n{base}"
+        ))
+        .expect("new names");
+        assert_eq!(config.server.drain_timeout, Duration::from_secs(45));
+        assert_eq!(
+            config.server.pid_file.as_deref(),
+            Some(Path::new("/run/strata/edge.pid"))
+        );
+        assert_eq!(
+            ServerConfig::default().drain_timeout,
+            Duration::from_secs(30)
+        );
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let err = EdgeConfig::parse("[upstream]\nurls = [\"ftp://x\"]\n").expect_err("bad url");
         assert!(err.to_string().starts_with("upstream.urls[0]"), "{err}");

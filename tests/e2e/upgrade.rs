@@ -74,6 +74,15 @@ struct UpgradableEdge {
 
 impl UpgradableEdge {
     async fn start(name: &str, upstream: &str, cert: &TestCert) -> UpgradableEdge {
+        Self::start_with_env(name, upstream, cert, &[]).await
+    }
+
+    async fn start_with_env(
+        name: &str,
+        upstream: &str,
+        cert: &TestCert,
+        env: &[(&str, &Path)],
+    ) -> UpgradableEdge {
         become_subreaper();
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let dir = std::env::temp_dir().join(format!(
@@ -101,6 +110,7 @@ impl UpgradableEdge {
             .args(["edge", "--config"])
             .arg(&edge.config)
             .env("RUST_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (*k, *v)))
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -403,14 +413,16 @@ async fn a_slow_response_started_before_the_upgrade_completes_intact() {
     ] {
         let response = client.get(&url).send().await.expect("slow response head");
         assert_eq!(response.status(), 200, "{label}");
-        bodies.push((label, response));
+        // Read as it comes: the old process waits for the client, not the
+        // other way round.
+        bodies.push((label, tokio::spawn(response.bytes())));
     }
     edge.upgrade().await;
-    for (label, response) in bodies {
-        let body = response
-            .bytes()
+    for (label, body) in bodies {
+        let body = body
             .await
-            .unwrap_or_else(|e| panic!("{label}: body cut: {e:?}"));
+            .expect("join")
+            .unwrap_or_else(|e| panic!("{label}: body cut: {e:?}\n{}", edge.log_tail()));
         let name = if label == "h1" { "slow-h1" } else { "slow-h2" };
         assert!(
             body == content(name, size),
@@ -425,24 +437,50 @@ async fn a_slow_response_started_before_the_upgrade_completes_intact() {
 async fn a_failed_upgrade_leaves_the_old_process_serving() {
     let origin = start_origin().await;
     let cert = TestCert::localhost();
-    let mut edge = UpgradableEdge::start("edge-fail", &origin.url(), &cert).await;
+    // systemd's side of sd_notify(3).
+    let notify_path =
+        std::env::temp_dir().join(format!("strata-notify-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&notify_path);
+    let notify = tokio::net::UnixDatagram::bind(&notify_path).expect("notify socket");
+    let mut edge = UpgradableEdge::start_with_env(
+        "edge-fail",
+        &origin.url(),
+        &cert,
+        &[("NOTIFY_SOCKET", notify_path.as_path())],
+    )
+    .await;
+    assert_eq!(next_notice(&notify).await, "READY=1\n");
     let client = crate::harness::client();
     let pid = edge.pid;
     let failed = "strata_edge_upgrades_total{result=\"failed\"}";
 
-    // 1. The new binary does not start at all.
+    // 1. The new binary does not start at all; a second USR2 during the
+    // attempt is ignored (one failure counted, not two).
     let script = edge.dir.join("broken.sh");
-    std::fs::write(&script, "#!/bin/sh\necho broken build >&2\nexit 1\n").expect("script");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho broken build >&2\nsleep 2\nexit 1\n",
+    )
+    .expect("script");
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
         .expect("chmod");
     edge.replace_binary(&script);
     signal(pid, rustix::process::Signal::USR2);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    signal(pid, rustix::process::Signal::USR2);
     wait_metric(&edge, failed, 1.0).await;
+    let log = std::fs::read_to_string(edge.dir.join("edge.log")).expect("log");
+    assert!(
+        log.contains("SIGUSR2 ignored: an upgrade is already in progress"),
+        "the second USR2 is logged as ignored"
+    );
     // 2. The binary is fine but the configuration no longer validates.
     edge.replace_binary(Path::new(env!("CARGO_BIN_EXE_strata")));
     std::fs::write(&edge.config, "[server]\nno_such_key = 1\n").expect("break config");
     signal(pid, rustix::process::Signal::USR2);
     wait_metric(&edge, failed, 2.0).await;
+    // No third attempt came out of the ignored signal.
+    assert_eq!(metric(&edge.metrics().await, failed), Some(2.0));
 
     assert_eq!(
         edge.pid_in_file(),
@@ -464,7 +502,23 @@ async fn a_failed_upgrade_leaves_the_old_process_serving() {
     check(&client, &edge.url("/obj/after?size=5000"), "after", 5000)
         .await
         .expect("the new process serves");
+    assert_eq!(
+        next_notice(&notify).await,
+        format!("MAINPID={}\nREADY=1\n", edge.pid),
+        "systemd learns the new main pid"
+    );
     edge.stop().await;
+    let _ = std::fs::remove_file(&notify_path);
+}
+
+/// The next datagram the edge sent to `NOTIFY_SOCKET`.
+async fn next_notice(socket: &tokio::net::UnixDatagram) -> String {
+    let mut buf = [0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(30), socket.recv(&mut buf))
+        .await
+        .expect("a notice within 30 s")
+        .expect("recv");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
 async fn wait_metric(edge: &UpgradableEdge, name: &str, value: f64) {
