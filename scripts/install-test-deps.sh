@@ -6,7 +6,8 @@
 #   apt:  gcc libc6-dev cmake pkg-config ffmpeg chromium nginx libnginx-mod-rtmp
 #         varnish wrk nghttp2-client (h2load) prometheus python3-venv, GStreamer
 #         (gst-launch-1.0 with -base, -good, -bad, -libav: playbin/playbin3 for
-#         HLS and DASH)
+#         HLS and DASH), nats-server, openssh-server (sshd for the multi-host
+#         run, tests/multihost/run.py: one per network namespace)
 #   venv: .venv/ (repo-local) with the pinned tests/requirements.txt
 #         (akamai-edgeauth aioquic ansible-core ansible-lint ...)
 #   node: the tests need Node >= 20 (package-lock.json, playwright-core). When
@@ -44,6 +45,7 @@ APT_PACKAGES=(
     gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
     gstreamer1.0-plugins-bad gstreamer1.0-libav
     nats-server
+    openssh-server
 )
 
 missing=()

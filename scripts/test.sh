@@ -3,7 +3,8 @@
 #   1. scripts/install-test-deps.sh   (apt, .venv, tests/browser/node_modules)
 #   2. cargo test --workspace --all-targets   (debug profile)
 #   3. scripts/fuzz-short.sh: seconds of each cargo-fuzz target; a short
-#      benches/chaos.py (network namespaces; needs root) and benches/soak.py
+#      benches/chaos.py (network namespaces; needs root), benches/soak.py and
+#      tests/multihost/run.py (Ansible over SSH into network namespaces; root)
 #   4. the non-cargo checks that exist: promtool on prometheus*.yml and
 #      *.rules.yml, `promtool test rules` on *.rules.test.yml, JSON validity
 #      of grafana/**/*.json, ansible-lint on ansible/, the browser harness's
@@ -59,6 +60,13 @@ step fuzz-short bash scripts/fuzz-short.sh
 # The chaos run, short (benches/README.md has the long one): a publisher in its
 # own network namespace over a degraded link, a shield and the origin killed.
 step chaos-short python3 benches/chaos.py --bin target/debug/strata --seconds 15
+
+# The multi-host run, short (tests/multihost/run.py; benches/README.md has the
+# figures): Ansible deploys an origin pair, a shield with nats-server and two
+# edges over real SSH into network namespaces (needs root), rolls them to a
+# new build while hls.js plays, then fails an upgrade to a broken binary and
+# rolls it back; fails on any failed request or player error.
+step multihost-short python3 tests/multihost/run.py --bin target/debug/strata --play-seconds 40
 
 # The soak, short (the 30-minute run and its figures: benches/README.md): two
 # live channels (RTMP, SRT), players, wrk on hits, purges and token-key
