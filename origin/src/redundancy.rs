@@ -8,13 +8,14 @@
 //! it has never seen. With `[redundancy] peers` set, an origin asks each
 //! peer's admin listener for the channel's epoch
 //! (`GET /api/channels/{channel}/epoch`) from the channel's first sample
-//! until its first segment is cut, and adopts the peer's when the peer
+//! until its first playlist or MPD is served (at most
+//! [`crate::store::SETTLE_WINDOW`]), and adopts the peer's when the peer
 //! published under it already (a restarted origin joining late) or when
 //! neither did and the peer's is the earlier one
 //! ([`Store::settle_epoch`]). Each asks every `poll_interval`, so a pair
-//! that starts together hears each other well before the first segment and
-//! converges on one epoch whichever asks first. Nothing is published
-//! before the first segment, so the change is invisible to players.
+//! that starts together hears each other well before the first playlist
+//! and converges on one epoch whichever asks first. The store re-numbers
+//! what it holds (segments cut meanwhile too), invisibly to players.
 //!
 //! A peer that is down, slow or answering garbage leaves the channel on its
 //! own epoch, as without peers: redundancy never delays a channel.
@@ -44,7 +45,7 @@ pub struct RedundancyConfig {
     /// Admin listeners (`http://host:port`) of the other origins the same
     /// encoder publishes to.
     pub peers: Vec<String>,
-    /// How often a channel whose first segment is not cut yet asks them.
+    /// How often a channel not shown to anyone yet asks them.
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
     /// How long one answer may take before the peer counts as unreachable.

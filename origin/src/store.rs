@@ -529,14 +529,20 @@ impl Store {
     }
 
     /// Channels whose epoch is derived but not published yet (no playlist
-    /// or MPD rendered): the ones to settle with redundant peers.
+    /// or MPD rendered) and that started within [`SETTLE_WINDOW`]: the ones
+    /// to settle with redundant peers. A channel nobody watches is not
+    /// asked about for ever.
     pub fn unsettled_epochs(&self) -> Vec<String> {
+        let now = self.shared.clock.now();
         let channels = self.snapshot();
         channels
             .into_iter()
             .filter(|(_, ch)| {
                 let ch = lock(ch);
-                ch.timeline.epoch.is_some() && !ch.timeline.published
+                let young = now
+                    .duration_since(ch.created)
+                    .map_or(true, |age| age < SETTLE_WINDOW);
+                young && ch.timeline.epoch.is_some() && !ch.timeline.published
             })
             .map(|(name, _)| name)
             .collect()
@@ -1090,6 +1096,12 @@ impl Metrics {
         );
     }
 }
+
+/// How long after a channel starts its origin settles the epoch with
+/// redundant peers, if nothing was published sooner: well past a first
+/// playlist's wait (the presentation delay, then at most 8 s), short enough
+/// that channels nobody watches stop costing the peers requests.
+pub const SETTLE_WINDOW: Duration = Duration::from_secs(30);
 
 /// A channel's epoch as redundant peers exchange it
 /// (`GET /api/channels/{channel}/epoch`).

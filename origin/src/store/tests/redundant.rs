@@ -429,3 +429,22 @@ fn a_late_joiner_starting_mid_gop_names_its_first_segment_alike() {
         same_bytes(&a, &b, &format!("main/{uri}"));
     }
 }
+
+/// A channel nobody watches is settled for `SETTLE_WINDOW` only, not
+/// asked about for ever; a watched one stops as soon as it is shown.
+#[test]
+fn epochs_are_settled_while_young_and_unshown() {
+    let a = origin_at(Duration::from_millis(300));
+    let mut sa = a.publish("main", true, true);
+    a.feed(&mut *sa, 0.0, 5.0, true, true);
+    assert_eq!(a.store.unsettled_epochs(), vec!["ch".to_owned()]);
+    a.feed(&mut *sa, 5.0, 26.0, true, true);
+    assert!(a.store.unsettled_epochs().is_empty(), "past the window");
+
+    let b = origin_at(Duration::from_millis(300));
+    let mut sb = b.publish("main", true, true);
+    b.feed(&mut *sb, 0.0, 7.0, true, true);
+    assert_eq!(b.store.unsettled_epochs(), vec!["ch".to_owned()]);
+    b.text("main/video.m3u8");
+    assert!(b.store.unsettled_epochs().is_empty(), "shown");
+}
