@@ -276,7 +276,7 @@ impl Channel {
         let (Some(current), Some(earliest)) = (tl.epoch, tl.earliest) else {
             return;
         };
-        if tl.frozen || earliest >= current {
+        if tl.frozen || tl.published || earliest >= current {
             return;
         }
         self.adopt_epoch(earliest, cfg);
@@ -759,8 +759,10 @@ impl Store {
                 | Object::MediaPlaylist { .. }
                 | Object::TsPlaylist { .. }
         ) {
-            // Names and dates go out with it: the epoch is final.
+            // Names and dates go out with it: the epoch is final (an LL
+            // channel shows its first playlist before its first segment).
             guard.timeline.published = true;
+            guard.timeline.frozen = true;
         }
         match &object {
             Object::Init {

@@ -448,3 +448,18 @@ fn epochs_are_settled_while_young_and_unshown() {
     b.text("main/video.m3u8");
     assert!(b.store.unsettled_epochs().is_empty(), "shown");
 }
+
+/// Once a playlist went out (an LL channel's comes before its first
+/// segment), later samples implying an earlier epoch no longer move it:
+/// the names a player holds stay valid.
+#[test]
+fn a_shown_epoch_never_moves() {
+    let a = ll_origin_at(Duration::from_millis(3_500));
+    let mut sa = a.publish("main", true, true);
+    a.feed(&mut *sa, 0.0, 0.04, true, true);
+    let _ = a.get("main/video.m3u8");
+    a.clock.set(t0() + Duration::from_millis(1_340));
+    a.feed(&mut *sa, 0.04, 1.0, true, true);
+    assert_eq!(epoch_of(&a).epoch, t0() + Duration::from_secs(4));
+    assert!(epoch_of(&a).published);
+}
