@@ -599,6 +599,19 @@ async fn players_follow_steering_away_from_a_dead_cdn_and_back() {
         };
         let alive_id = if dead_id == "cdn-a" { "cdn-b" } else { "cdn-a" };
 
+        // Both in service right before the kill: on a loaded machine a probe
+        // that timed out may have taken one out a moment earlier, and its
+        // return (hysteresis over) would look like the killed CDN coming
+        // back at once (CI saw it "back" 0.9 s after its restart).
+        for id in [dead_id, alive_id] {
+            let waited = origin.wait_state(id, true, Duration::from_secs(30)).await;
+            if waited > Duration::from_millis(100) {
+                println!(
+                    "RETRY {player}: {id} was out of service before the kill (a probe \
+                     under load); waited {waited:?} for it"
+                );
+            }
+        }
         dead.kill().await;
         let killed = Instant::now();
         // The probes take it out within a probe interval of the kill (plus
