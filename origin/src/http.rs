@@ -178,17 +178,7 @@ const FIRST_PLAYLIST_WAIT: Duration = Duration::from_secs(8);
 /// Whether a path names a playlist or an MPD: what is held while a channel
 /// starts.
 fn lists_segments(path: &str) -> bool {
-    use crate::package::Object;
-    matches!(
-        Object::parse(path),
-        Some(
-            Object::Master
-                | Object::MasterTs
-                | Object::Manifest
-                | Object::MediaPlaylist { .. }
-                | Object::TsPlaylist { .. }
-        )
-    )
+    crate::package::Object::parse(path).is_some_and(|o| o.lists_segments())
 }
 
 /// A starting channel's playlists and MPD are held until they can honour

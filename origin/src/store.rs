@@ -751,14 +751,7 @@ impl Store {
         let object = Object::parse(path).ok_or_else(RenderError::no_such_object)?;
         let mut guard = lock(&ch);
         let cfg = &self.shared.config;
-        if matches!(
-            object,
-            Object::Master
-                | Object::MasterTs
-                | Object::Manifest
-                | Object::MediaPlaylist { .. }
-                | Object::TsPlaylist { .. }
-        ) {
+        if object.lists_segments() {
             // Names and dates go out with it: the epoch is final (an LL
             // channel shows its first playlist before its first segment).
             guard.timeline.published = true;

@@ -166,6 +166,19 @@ pub enum Object {
 }
 
 impl Object {
+    /// A playlist or MPD: what names segments and dates them (held while
+    /// a channel starts; freezes its epoch once rendered).
+    pub fn lists_segments(&self) -> bool {
+        matches!(
+            self,
+            Object::Master
+                | Object::MasterTs
+                | Object::Manifest
+                | Object::MediaPlaylist { .. }
+                | Object::TsPlaylist { .. }
+        )
+    }
+
     /// `None` for a path that can never name anything.
     pub fn parse(path: &str) -> Option<Object> {
         let parts: Vec<&str> = path.split('/').collect();
