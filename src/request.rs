@@ -44,8 +44,18 @@ pub enum ObjectKind {
 impl ObjectKind {
     pub fn from_path(path: &str) -> ObjectKind {
         let file = path.rsplit('/').next().unwrap_or(path);
-        let ext = file.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
-        match ext.as_deref() {
+        // Lower-cased on the stack: this runs on every request.
+        let mut lower = [0u8; 4];
+        let ext = match file.rsplit_once('.') {
+            Some((_, ext)) if ext.len() <= lower.len() => {
+                let lower = &mut lower[..ext.len()];
+                lower.copy_from_slice(ext.as_bytes());
+                lower.make_ascii_lowercase();
+                std::str::from_utf8(lower).ok()
+            }
+            _ => None,
+        };
+        match ext {
             Some("m3u8") => ObjectKind::Playlist,
             Some("mpd") => ObjectKind::Manifest,
             Some("mp4" | "m4i" | "cmfi") if file.starts_with("init") => ObjectKind::Init,
@@ -381,6 +391,15 @@ mod tests {
             ("/live/a/key/0123.key", ObjectKind::Key),
             ("/drm/clearkey", ObjectKind::Key),
             ("/time", ObjectKind::Other),
+            // Extensions match in any case, and only whole.
+            ("/live/a/MASTER.M3U8", ObjectKind::Playlist),
+            ("/v/clip.WebM", ObjectKind::Segment),
+            ("/live/a/main/video/init.MP4", ObjectKind::Init),
+            ("/live/a/x.m3u8x", ObjectKind::Other),
+            ("/live/a/x.m3u", ObjectKind::Other),
+            ("/live/a/x.", ObjectKind::Other),
+            ("/live/a/noext", ObjectKind::Other),
+            ("/drm/x.toolong", ObjectKind::Key),
         ] {
             assert_eq!(ObjectKind::from_path(path), kind, "{path}");
         }

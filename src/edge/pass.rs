@@ -53,8 +53,10 @@ impl Edge {
         head.headers
             .entry(header::CACHE_CONTROL)
             .or_insert(HeaderValue::from_static("private, no-store"));
-        head.headers
-            .append("cache-status", self.cache_status("fwd=request"));
+        head.headers.append(
+            super::respond::CACHE_STATUS,
+            self.cache_status("fwd=request", None),
+        );
         let fill = Arc::new(Fill::new());
         fill.set_head(
             head.clone(),

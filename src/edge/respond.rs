@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use http::{header, HeaderValue, StatusCode};
+use http::{header, HeaderName, HeaderValue, StatusCode};
 use tokio::time::Instant;
 
 use super::shape::{shape, BodySource};
@@ -13,9 +13,22 @@ use crate::cache::CachedObject;
 use crate::request::MediaRequest;
 use crate::response::{CacheStatus, EdgeResponse, Outcome, ResponseHead};
 
+/// `Cache-Status` (RFC 9211), named once rather than parsed per response.
+pub(super) const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+
 impl Edge {
-    pub(super) fn cache_status(&self, detail: &str) -> HeaderValue {
-        HeaderValue::from_str(&format!("{}; {detail}", self.node_id))
+    /// `{node_id}; {detail}`, and `; ttl={ttl}` when given: built by hand,
+    /// since this runs on every hit.
+    pub(super) fn cache_status(&self, detail: &str, ttl: Option<i64>) -> HeaderValue {
+        let mut value = Vec::with_capacity(self.node_id.len() + detail.len() + 32);
+        value.extend_from_slice(self.node_id.as_bytes());
+        value.extend_from_slice(b"; ");
+        value.extend_from_slice(detail.as_bytes());
+        if let Some(ttl) = ttl {
+            value.extend_from_slice(b"; ttl=");
+            value.extend_from_slice(itoa::Buffer::new().format(ttl).as_bytes());
+        }
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(value))
             .unwrap_or(HeaderValue::from_static("strata"))
     }
 
@@ -30,15 +43,10 @@ impl Edge {
         let mut head = object.head.clone();
         head.headers
             .insert(header::AGE, object.age(now).as_secs().into());
-        let status = if cache == CacheStatus::Hit {
-            let remaining =
-                object.freshness.ttl.as_secs() as i64 - object.resident(now).as_secs() as i64;
-            HeaderValue::from_str(&format!("{}; {detail}; ttl={remaining}", self.node_id))
-                .unwrap_or(HeaderValue::from_static("strata"))
-        } else {
-            self.cache_status(detail)
-        };
-        head.headers.append("cache-status", status);
+        let ttl = (cache == CacheStatus::Hit)
+            .then(|| object.freshness.ttl.as_secs() as i64 - object.resident(now).as_secs() as i64);
+        head.headers
+            .append(CACHE_STATUS, self.cache_status(detail, ttl));
         let outcome = Outcome {
             cache,
             upstream: None,
@@ -65,7 +73,7 @@ impl Edge {
         // The upstream's own Age, if it sent one (RFC 9111 §5.1).
         head.headers.entry(header::AGE).or_insert(0.into());
         head.headers
-            .append("cache-status", self.cache_status(detail));
+            .append(CACHE_STATUS, self.cache_status(detail, None));
         let mut len = head.content_length();
         if len.is_none() && request.range.is_some() && head.status == StatusCode::OK {
             // A range of a body of unknown length can only be cut once it is all here.

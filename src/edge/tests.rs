@@ -72,3 +72,29 @@ async fn token_windows_follow_the_injected_clock() {
     assert_eq!(response.head.status, StatusCode::FORBIDDEN);
     assert_eq!(reason(&response).as_deref(), Some("expired"));
 }
+
+/// `Cache-Status` is built by hand on the hit path: it reads as RFC 9211's
+/// `node; detail[; ttl=N]`, a negative remaining lifetime included.
+#[test]
+fn cache_status_values_read_as_rfc_9211() {
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Arc::new(EdgeMetrics::register(&mut registry));
+    let upstream = crate::upstream::UpstreamConfig {
+        urls: vec!["http://127.0.0.1:1".into()],
+        ..Default::default()
+    };
+    let pool =
+        Arc::new(UpstreamPool::new(upstream, metrics.upstream.clone()).expect("upstream pool"));
+    let edge =
+        Edge::new("edge-7".into(), CacheConfig::default(), pool, metrics, None).expect("edge");
+    assert_eq!(
+        edge.cache_status("hit", Some(3600)),
+        "edge-7; hit; ttl=3600"
+    );
+    assert_eq!(edge.cache_status("hit", Some(-4)), "edge-7; hit; ttl=-4");
+    assert_eq!(
+        edge.cache_status("fwd=miss; stored", None),
+        "edge-7; fwd=miss; stored"
+    );
+    assert_eq!(super::respond::CACHE_STATUS.as_str(), "cache-status");
+}

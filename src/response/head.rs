@@ -29,8 +29,39 @@ impl ResponseHead {
     }
 }
 
-/// The current time as an HTTP `Date` value (RFC 9110 §5.6.7).
+/// The current time as an HTTP `Date` value (RFC 9110 §5.6.7): formatted
+/// once a second per thread (a `Date` has one-second resolution), so every
+/// response of that second shares one value.
 pub fn date_now() -> HeaderValue {
-    HeaderValue::from_str(&httpdate::fmt_http_date(std::time::SystemTime::now()))
-        .expect("an HTTP date is ASCII")
+    use std::cell::RefCell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+    thread_local! {
+        static DATE: RefCell<Option<(u64, HeaderValue)>> = const { RefCell::new(None) };
+    }
+    let now = SystemTime::now();
+    let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE.with_borrow_mut(|cached| match cached {
+        Some((at, value)) if *at == second => value.clone(),
+        _ => {
+            let value = HeaderValue::from_str(&httpdate::fmt_http_date(now))
+                .expect("an HTTP date is ASCII");
+            *cached = Some((second, value.clone()));
+            value
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    /// The per-second cached `Date` is a valid HTTP date of now.
+    #[test]
+    fn date_now_is_the_current_http_date() {
+        let before = std::time::SystemTime::now() - std::time::Duration::from_secs(1);
+        let value = super::date_now();
+        let parsed = httpdate::parse_http_date(value.to_str().expect("ascii")).expect("date");
+        assert!(parsed >= before && parsed <= std::time::SystemTime::now());
+        let again = super::date_now();
+        let parsed_again = httpdate::parse_http_date(again.to_str().expect("ascii")).expect("date");
+        assert!(parsed_again >= parsed);
+    }
 }
