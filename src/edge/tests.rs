@@ -7,11 +7,8 @@ use crate::policy::PolicyConfig;
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
-/// Token windows move with the edge's clock, not the machine's: a
-/// token's whole life is checked here without sleeping.
-#[tokio::test]
-async fn token_windows_follow_the_injected_clock() {
-    let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_600_000);
+/// An edge named `node_id` over an upstream nobody listens on.
+fn edge_with(node_id: &str, policy: Option<Policy>) -> Edge {
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Arc::new(EdgeMetrics::register(&mut registry));
     let upstream = crate::upstream::UpstreamConfig {
@@ -20,6 +17,21 @@ async fn token_windows_follow_the_injected_clock() {
     };
     let pool =
         Arc::new(UpstreamPool::new(upstream, metrics.upstream.clone()).expect("upstream pool"));
+    Edge::new(
+        node_id.into(),
+        CacheConfig::default(),
+        pool,
+        metrics,
+        policy,
+    )
+    .expect("edge")
+}
+
+/// Token windows move with the edge's clock, not the machine's: a
+/// token's whole life is checked here without sleeping.
+#[tokio::test]
+async fn token_windows_follow_the_injected_clock() {
+    let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_600_000);
     let token = toml::from_str(&format!(
         "keys = [{{ id = \"k\", secret = \"{SECRET}\" }}]\nrequire = [\"/live/\"]\n"
     ))
@@ -29,14 +41,7 @@ async fn token_windows_follow_the_injected_clock() {
         geo: None,
     })
     .expect("policy");
-    let mut edge = Edge::new(
-        "clock-edge".into(),
-        CacheConfig::default(),
-        pool,
-        metrics,
-        Some(policy),
-    )
-    .expect("edge");
+    let mut edge = edge_with("clock-edge", Some(policy));
     let clock = Clock::manual(start);
     edge.set_clock(clock.clone());
     let edge = Arc::new(edge);
@@ -77,16 +82,7 @@ async fn token_windows_follow_the_injected_clock() {
 /// `node; detail[; ttl=N]`, a negative remaining lifetime included.
 #[test]
 fn cache_status_values_read_as_rfc_9211() {
-    let mut registry = prometheus_client::registry::Registry::default();
-    let metrics = Arc::new(EdgeMetrics::register(&mut registry));
-    let upstream = crate::upstream::UpstreamConfig {
-        urls: vec!["http://127.0.0.1:1".into()],
-        ..Default::default()
-    };
-    let pool =
-        Arc::new(UpstreamPool::new(upstream, metrics.upstream.clone()).expect("upstream pool"));
-    let edge =
-        Edge::new("edge-7".into(), CacheConfig::default(), pool, metrics, None).expect("edge");
+    let edge = edge_with("edge-7", None);
     assert_eq!(
         edge.cache_status("hit", Some(3600)),
         "edge-7; hit; ttl=3600"
