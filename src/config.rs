@@ -35,6 +35,10 @@ pub struct ServerConfig {
     pub certificates: Vec<CertificateConfig>,
     /// Accept cleartext HTTP/2 (prior knowledge) on `listen`.
     pub h2c: bool,
+    /// Which implementation speaks HTTP/1.x on `listen` and `tls_listen`:
+    /// `"strata"` (default; the edge's own loop, the cheaper hit path) or
+    /// `"pingora"` (Pingora's session, as before). HTTP/2 is Pingora's.
+    pub http1: crate::frontend::pingora::Http1Engine,
     /// Admin listener: /metrics, /healthz, /readyz and the control API
     /// (/api/…). Keep it off the public network.
     pub admin: Option<SocketAddr>,
@@ -68,6 +72,7 @@ impl Default for ServerConfig {
             tls_listen: Vec::new(),
             certificates: Vec::new(),
             h2c: true,
+            http1: Default::default(),
             admin: Some(SocketAddr::from(([127, 0, 0, 1], 9091))),
             admin_token: None,
             node_id: default_node_id(),

@@ -235,7 +235,7 @@ impl Edge {
         let log = RequestLog {
             method: parts.method.clone(),
             target: match &parsed {
-                Ok(request) => request.key.to_string(),
+                Ok(request) => request.key.as_str().to_owned(),
                 Err(_) => parts.uri.path().to_owned(),
             },
             protocol,

@@ -13,6 +13,7 @@ use crate::response::{Body, EdgeResponse};
 pub mod admission;
 pub mod h1;
 pub mod h3;
+pub mod http1;
 pub mod pingora;
 pub mod tls;
 pub mod write_buffer;

@@ -224,12 +224,15 @@ pub async fn run_with(
 
     let admission =
         frontend::admission::Admission::new(config.server.limits.clone(), &mut registry);
-    let app = Arc::new(PingoraApp::new(
-        edge.clone(),
-        config.server.h2c,
-        config.server.proxy_protocol_nets()?,
-        admission,
-    ));
+    let app = Arc::new(
+        PingoraApp::new(
+            edge.clone(),
+            config.server.h2c,
+            config.server.proxy_protocol_nets()?,
+            admission,
+        )
+        .with_http1(config.server.http1),
+    );
     let tls = if listeners.tls.is_empty() {
         None
     } else {

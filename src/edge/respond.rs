@@ -13,6 +13,11 @@ use crate::cache::CachedObject;
 use crate::request::MediaRequest;
 use crate::response::{CacheStatus, EdgeResponse, Outcome, ResponseHead};
 
+/// Fields the edge adds to a stored or filled head on its way out: Age,
+/// Cache-Status, Accept-Ranges, Content-Length, Content-Range, Date, Via,
+/// Alt-Svc and two CORS fields.
+const RESPONSE_FIELDS: usize = 10;
+
 /// `Cache-Status` (RFC 9211), named once rather than parsed per response.
 pub(super) const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
@@ -40,7 +45,7 @@ impl Edge {
         cache: CacheStatus,
         detail: &str,
     ) -> EdgeResponse {
-        let mut head = object.head.clone();
+        let mut head = object.head.with_room(RESPONSE_FIELDS);
         head.headers
             .insert(header::AGE, object.age(now).as_secs().into());
         let ttl = (cache == CacheStatus::Hit)
@@ -69,7 +74,7 @@ impl Edge {
         cache: CacheStatus,
         detail: &str,
     ) -> EdgeResponse {
-        let mut head = head.clone();
+        let mut head = head.with_room(RESPONSE_FIELDS);
         // The upstream's own Age, if it sent one (RFC 9111 §5.1).
         head.headers.entry(header::AGE).or_insert(0.into());
         head.headers

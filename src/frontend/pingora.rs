@@ -38,6 +38,20 @@ pub struct PingoraApp {
     /// Peers that must open each connection with a PROXY protocol header.
     proxy_from: Vec<ipnet::IpNet>,
     admission: Arc<Admission>,
+    /// Which HTTP/1.x implementation answers (`server.http1`).
+    http1: Http1Engine,
+}
+
+/// `server.http1`: which implementation speaks HTTP/1.x on the TCP front
+/// door (HTTP/2 is always Pingora's).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Http1Engine {
+    /// Strata's own loop ([`super::http1`]): the cheaper hit path.
+    #[default]
+    Strata,
+    /// Pingora's HTTP/1.1 session.
+    Pingora,
 }
 
 impl PingoraApp {
@@ -57,7 +71,22 @@ impl PingoraApp {
             options,
             proxy_from,
             admission,
+            http1: Http1Engine::default(),
         }
+    }
+
+    /// Speak HTTP/1.x with `engine`.
+    pub fn with_http1(mut self, engine: Http1Engine) -> Self {
+        self.http1 = engine;
+        self
+    }
+
+    pub(crate) fn edge(&self) -> &Arc<Edge> {
+        &self.edge
+    }
+
+    pub(crate) fn admission(&self) -> &Arc<Admission> {
+        &self.admission
     }
 }
 
@@ -218,6 +247,9 @@ impl ResponseSink for PingoraSink<'_> {
 /// `PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n` (RFC 9113 §3.4).
 const H2_PREFACE_LEN: usize = 24;
 
+/// What an HTTP/2 preface starts with, and no HTTP/1.1 request line does.
+const H2_PREFACE_START: &[u8] = b"PRI * HTTP/2.0";
+
 /// Reads into `buf` until it holds the 24 bytes of an HTTP/2 preface, a
 /// complete (tiny) HTTP/1 head, or the client stops sending.
 async fn read_prefix(tcp: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> std::io::Result<()> {
@@ -238,7 +270,7 @@ async fn read_prefix(tcp: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> std:
 /// is closed. Closing an idle connection can cross a request the client is
 /// sending at that instant (clients retry those on a reused connection);
 /// this keeps the window to connections idle for a while.
-const DRAIN_IDLE: Duration = Duration::from_secs(2);
+pub(crate) const DRAIN_IDLE: Duration = Duration::from_secs(2);
 
 /// Carried from one request to the next on a kept-alive HTTP/1.1 connection.
 struct KeptAlive;
@@ -401,6 +433,7 @@ pub async fn serve(
                 // Pingora waits, unbounded, for 24 bytes to tell h2c from
                 // HTTP/1.1: give them the head deadline here, then replay.
                 let deadline = app.admission.config().request_head_timeout;
+                let head_by = tokio::time::Instant::now() + deadline;
                 match tokio::time::timeout(deadline, read_prefix(&mut tcp, &mut replay)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => return,
@@ -409,6 +442,11 @@ pub async fn serve(
                         app.admission.head_timed_out();
                         return;
                     }
+                }
+                if app.http1 == Http1Engine::Strata && !replay.starts_with(H2_PREFACE_START) {
+                    let shutdown = shutdown.clone();
+                    super::http1::serve(&app, tcp, replay, client, Some(head_by), shutdown).await;
+                    return;
                 }
             }
             let fd = tcp.as_raw_fd();
@@ -431,6 +469,19 @@ pub async fn serve(
                         Ok(Ok(tls)) => {
                             use pingora::protocols::{Ssl, ALPN};
                             let h2 = matches!(tls.selected_alpn_proto(), Some(ALPN::H2));
+                            if !h2 && app.http1 == Http1Engine::Strata {
+                                let shutdown = shutdown.clone();
+                                super::http1::serve(
+                                    &app,
+                                    tls,
+                                    Vec::new(),
+                                    client,
+                                    Some(head_by),
+                                    shutdown,
+                                )
+                                .await;
+                                return;
+                            }
                             let stream = WriteBuffered::new(tls);
                             if h2 {
                                 // HTTP/1.1 heads have their own deadline

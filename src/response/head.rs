@@ -17,6 +17,20 @@ impl ResponseHead {
         }
     }
 
+    /// A copy with room for `extra` more fields: the fields every response
+    /// adds (Age, Cache-Status, Date, Via, CORS, …) then go in without
+    /// growing the map one field at a time, as they would in a plain clone.
+    pub fn with_room(&self, extra: usize) -> ResponseHead {
+        let mut headers = HeaderMap::with_capacity(self.headers.len() + extra);
+        for (name, value) in &self.headers {
+            headers.append(name.clone(), value.clone());
+        }
+        ResponseHead {
+            status: self.status,
+            headers,
+        }
+    }
+
     pub fn header_str(&self, name: impl http::header::AsHeaderName) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
@@ -53,6 +67,24 @@ pub fn date_now() -> HeaderValue {
 
 #[cfg(test)]
 mod tests {
+    use http::{HeaderValue, StatusCode};
+
+    /// A roomy copy keeps every field, repeated ones in order.
+    #[test]
+    fn a_roomy_copy_keeps_every_field() {
+        let mut head = super::ResponseHead::new(StatusCode::PARTIAL_CONTENT);
+        head.headers.append("x-a", HeaderValue::from_static("1"));
+        head.headers.append("x-a", HeaderValue::from_static("2"));
+        head.headers
+            .append("etag", HeaderValue::from_static("\"e\""));
+        let copy = head.with_room(8);
+        assert_eq!(copy.status, StatusCode::PARTIAL_CONTENT);
+        assert_eq!(copy.headers, head.headers);
+        let values: Vec<_> = copy.headers.get_all("x-a").iter().collect();
+        assert_eq!(values, ["1", "2"]);
+        assert!(copy.headers.capacity() >= head.headers.len() + 8);
+    }
+
     /// The per-second cached `Date` is a valid HTTP date of now.
     #[test]
     fn date_now_is_the_current_http_date() {
