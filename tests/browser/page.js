@@ -131,8 +131,27 @@
       // `getCurrentLiveLatency()`: seconds behind the wall clock, synced
       // through the MPD's UTCTiming).
       playerLatency: reportedLatency(),
+      // Seconds from the wall-clock time of the frame on screen (the
+      // program-date-time the origin stamped at ingest: hls.js
+      // `playingDate`, Shaka `getPlayheadTimeAsDate()`) to now; dash.js's
+      // `getCurrentLiveLatency()` is already this.
+      wallLatency: wallLatency(),
     };
   };
+
+  function wallLatency() {
+    const p = window.strataPlayer;
+    let date = null;
+    try {
+      if (p && p.playingDate instanceof Date) date = p.playingDate;
+      else if (p && typeof p.getPlayheadTimeAsDate === 'function') date = p.getPlayheadTimeAsDate();
+      else if (p && typeof p.getCurrentLiveLatency === 'function' && p.isReady && p.isReady()) return reportedLatency();
+    } catch (e) {
+      return null;
+    }
+    const t = date ? date.getTime() : NaN;
+    return Number.isFinite(t) && t > 0 ? (Date.now() - t) / 1000 : null;
+  }
 
   function safeTracks() {
     try {

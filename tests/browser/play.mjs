@@ -134,6 +134,7 @@ const results = opts.plays.map((play) => ({
   longestStall: 0,
   startLatency: null,
   playerLatency: null, // {min, mean, max, samples} over the sampled seconds
+  wallLatency: null, // the same, from the ingest wall clock (program-date-time) to now
   minBufferAhead: null,
   errors: [],
   levels: 0,
@@ -412,6 +413,7 @@ async function playOn(context, page, i, url, pageOrigin, left) {
   await page.evaluate(() => window.strataMarkStart());
   const until = Date.now() + opts.seconds * 1000;
   const latencies = [];
+  const wallLatencies = [];
   while (Date.now() < until && left() > 0) {
     await sleep(Math.min(500, until - Date.now()));
     s = await snapshot();
@@ -426,6 +428,10 @@ async function playOn(context, page, i, url, pageOrigin, left) {
         samples: latencies.length,
       };
     }
+    if (s.wallLatency !== null) {
+      wallLatencies.push(s.wallLatency);
+      result.wallLatency = summary(wallLatencies);
+    }
     debug(`${tag}t=${s.currentTime.toFixed(2)} buffered=${s.bufferedEnd.toFixed(2)} level=${JSON.stringify(s.level)}`);
     if (s.errors.some((e) => e.fatal)) break;
   }
@@ -438,6 +444,12 @@ async function playOn(context, page, i, url, pageOrigin, left) {
   }
 }
 
+const summary = (xs) => ({
+  min: round(Math.min(...xs)),
+  mean: round(xs.reduce((a, b) => a + b, 0) / xs.length),
+  max: round(Math.max(...xs)),
+  samples: xs.length,
+});
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const round = (x) => Math.round(x * 1000) / 1000;
 

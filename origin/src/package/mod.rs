@@ -596,7 +596,7 @@ impl Part {
             .get_or_init(|| {
                 let (track_id, content_type) = track_file(self.kind);
                 let body = crate::media::fmp4::media_segment(
-                    self.sequence as u32,
+                    part_fragment_number(self.sequence, self.index),
                     track_id,
                     self.track.base_decode_time,
                     &self.track.samples,
@@ -605,6 +605,20 @@ impl Part {
             })
             .clone()
     }
+}
+
+/// Fragment numbers (`mfhd`) a segment's parts may use: more than a
+/// segment can have (five target durations over the least part target).
+const PART_NUMBERS: u64 = 1 << 10;
+
+/// The `mfhd` sequence number of a part: ISO/IEC 14496-12 §8.8.5 numbers
+/// the fragments of a track in increasing order, so the chunks of one
+/// LL-DASH segment (its parts, [`chunked_fragment`]) count up, and on into
+/// the next segment's. Modulo 2^32, which a block of [`PART_NUMBERS`] never
+/// straddles.
+pub fn part_fragment_number(sequence: u64, index: u32) -> u32 {
+    let index = u64::from(index).min(PART_NUMBERS - 1);
+    sequence.wrapping_mul(PART_NUMBERS).wrapping_add(index) as u32
 }
 
 /// A CMAF fragment made of chunks (ISO/IEC 23000-19 §7.3.2.3: one `styp`,

@@ -323,3 +323,56 @@ fn ll_dash_segments_are_chunked_cmaf_announced_early_in_the_mpd() {
     ];
     assert_in_order(&mpd, &order);
 }
+
+/// `mfhd` sequence numbers of every `moof` in an ISO BMFF byte string.
+fn fragment_numbers(mut b: &[u8]) -> Vec<u32> {
+    let be32 = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    let mut out = Vec::new();
+    while b.len() >= 8 {
+        let size = be32(b) as usize;
+        if size < 8 || size > b.len() {
+            break;
+        }
+        if &b[4..8] == b"moof" {
+            // moof header, then mfhd: size, type, version+flags, number.
+            assert_eq!(&b[12..16], b"mfhd");
+            out.push(be32(&b[20..24]));
+        }
+        b = &b[size..];
+    }
+    out
+}
+
+#[test]
+fn ll_dash_chunks_number_their_fragments_in_order() {
+    let rig = rig(ll_config());
+    let mut sink = rig.publish("main", true, true);
+    rig.feed(&mut *sink, 0.0, 10.5, true, true);
+    let mut numbers = Vec::new();
+    for sequence in [START + 3, START + 4] {
+        for kind in ["video", "audio"] {
+            let body = rig
+                .get(&format!("main/{kind}/{sequence}-ll.m4s"))
+                .expect("chunked segment")
+                .body;
+            let of_segment = fragment_numbers(&body);
+            assert!(of_segment.len() >= 4, "{kind} {sequence}: {of_segment:?}");
+            // ISO/IEC 14496-12 §8.8.5: in increasing order within a track.
+            assert!(
+                of_segment.windows(2).all(|w| w[0] < w[1]),
+                "{kind} {sequence}: {of_segment:?}"
+            );
+            // An LL-HLS part is the same fragment as its chunk.
+            let part = rig
+                .get(&format!("main/{kind}/{sequence}.1.m4s"))
+                .expect("part")
+                .body;
+            assert_eq!(fragment_numbers(&part), [of_segment[1]]);
+            if kind == "video" {
+                numbers.extend(of_segment);
+            }
+        }
+    }
+    // … and on from one segment into the next.
+    assert!(numbers.windows(2).all(|w| w[0] < w[1]), "{numbers:?}");
+}
