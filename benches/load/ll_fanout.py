@@ -343,6 +343,7 @@ def main():
         for k, v in e.items():
             errors[k] += v
     first, reqs, part_fetches = {}, defaultdict(int), defaultdict(int)
+    req_times = defaultdict(list)
     with open(tap_log) as f:
         for line in f:
             kind, t, path = line.split(" ", 2)
@@ -352,6 +353,7 @@ def main():
             if kind == "req":
                 if m:
                     reqs[(int(m.group(1)), int(m.group(2)))] += 1
+                    req_times[(int(m.group(1)), int(m.group(2)))].append(float(t))
                 elif p:
                     part_fetches[(int(p.group(1)), int(p.group(2)))] += 1
             elif kind == "first" and m:
@@ -390,6 +392,12 @@ def main():
     print(f"parts measured          {len(parts)} ({parts[0][0]}.{parts[0][1]} .. {parts[-1][0]}.{parts[-1][1]})")
     print(f"upstream blocking reloads per part: {dict(sorted(dist.items()))} (count: parts)")
     print(f"upstream part fetches per part:     {dict(sorted(fdist.items()))} (count: parts)")
+    repeats = [k for k in parts if reqs[k] > 1]
+    if repeats:
+        gaps = ", ".join(f"{k[0]}.{k[1]}: +{1000 * (req_times[k][1] - first[k]):.0f} ms"
+                         for k in repeats[:8])
+        print(f"  second upstream request after the first answer ({len(repeats)} parts): {gaps}"
+              " (a straggler after the cached answer expired, or a miss while it was held)")
     if up_before is not None and up_after is not None:
         print(f"edge strata_edge_upstream_requests_total during the run: {up_after - up_before:.0f}"
               f"; coalesced followers total {followers:.0f}")
