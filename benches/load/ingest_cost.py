@@ -98,8 +98,9 @@ def source_flv():
     return path
 
 
-def cpu_seconds(root_pid):
-    """utime + stime of root_pid and its descendants (seconds)."""
+def cpu_seconds(root_pid, which=(11, 12)):
+    """utime + stime (fields 14, 15 of stat; `which` picks) of root_pid and
+    its descendants, in seconds."""
     parents, times = {}, {}
     for d in os.listdir("/proc"):
         if not d.isdigit():
@@ -110,7 +111,7 @@ def cpu_seconds(root_pid):
         except OSError:
             continue
         parents[int(d)] = int(fields[1])
-        times[int(d)] = (int(fields[11]) + int(fields[12])) / TICK
+        times[int(d)] = sum(int(fields[i]) for i in which) / TICK
     total, stack = 0.0, [root_pid]
     while stack:
         pid = stack.pop()
@@ -226,9 +227,11 @@ def run_one(server, args, flv):
         time.sleep(2)
         load0 = os.getloadavg()
         c0, t0 = cpu_seconds(server.proc.pid), time.monotonic()
+        s0 = cpu_seconds(server.proc.pid, (12,))
         seg0 = sum(p.segments for p in pollers)
         time.sleep(args.seconds)
         c1, t1 = cpu_seconds(server.proc.pid), time.monotonic()
+        s1 = cpu_seconds(server.proc.pid, (12,))
         seg1 = sum(p.segments for p in pollers)
         load1 = os.getloadavg()
         dead = sum(1 for p in publishers if p.poll() is not None)
@@ -243,6 +246,7 @@ def run_one(server, args, flv):
                 p.kill()
     return {
         "name": server.name, "cpu": 100 * (c1 - c0) / (t1 - t0), "ready": ready,
+        "sys": 100 * (s1 - s0) / (t1 - t0),
         "pollers": len(pollers), "segments": seg1 - seg0, "errors": sum(p.errors for p in pollers),
         "load": (load0[0], load1[0]), "dead": dead,
     }
@@ -278,7 +282,8 @@ def main():
                 server.stop()
             r["run"] = run + 1
             results.append(r)
-            print(f"run {r['run']} {r['name']:11} {r['cpu']:5.1f} % of a core  "
+            print(f"run {r['run']} {r['name']:11} {r['cpu']:5.1f} % of a core "
+                  f"(of which system {r['sys']:.1f} %)  "
                   f"({r['ready']}/{r['pollers']} pollers got segments, {r['segments']} segments, "
                   f"{r['errors']} errors, {r['dead']} publishers died, "
                   f"load {r['load'][0]:.2f} -> {r['load'][1]:.2f})", flush=True)
