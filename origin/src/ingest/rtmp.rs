@@ -27,7 +27,7 @@ use tracing::{debug, info, warn};
 
 use super::log_budget::LogBudget;
 use super::rtmp_chunks::{ChunkError, ChunkGate};
-use super::rtmp_guard::RtmpGuard;
+use super::rtmp_guard;
 use super::{
     ConnectionPermit, IngestAuth, IngestMetrics, MediaSink, PublishRefused, PublishRequest,
     PublishTarget, PublisherInfo, SinkError, APP,
@@ -285,7 +285,6 @@ async fn connection(
         out: Vec::new(),
         publish: None,
         requested: None,
-        guard: RtmpGuard::new(),
         chunks: ChunkGate::default(),
         deadline,
         progress,
@@ -335,7 +334,6 @@ struct Connection<'a> {
     /// The stream key of the last publish request, without its query (which
     /// holds credentials), for logs.
     requested: Option<String>,
-    guard: RtmpGuard,
     chunks: ChunkGate,
     /// When an authorised publish must have started.
     deadline: Instant,
@@ -457,7 +455,7 @@ impl Connection<'_> {
 
     /// Hands `bytes` to `rml_rtmp` one message at a time, each checked by the
     /// [`ChunkGate`] (size, before anything is buffered) and the
-    /// [`RtmpGuard`] (AMF nesting) first.
+    /// [`rtmp_guard`] (AMF nesting, on the AMF messages the gate kept) first.
     fn input(&mut self, mut bytes: &[u8]) -> Result<(), ConnectionEnd> {
         while !bytes.is_empty() {
             let limit = match self.publish {
@@ -473,7 +471,9 @@ impl Connection<'_> {
             self.progress
                 .messages
                 .store(self.chunks.messages(), Ordering::Release);
-            self.guard.check(now).map_err(ConnectionEnd::Protocol)?;
+            if let Some((type_id, data)) = self.chunks.take_amf() {
+                rtmp_guard::check(type_id, &data).map_err(ConnectionEnd::Protocol)?;
+            }
             let session = self.session()?;
             // rml_rtmp can still panic on input the chunk gate lets through
             // (a capacity overflow in its deserializer, found by the

@@ -1,13 +1,16 @@
 //! RTMP chunk headers read before `rml_rtmp` buffers anything.
 //!
 //! `rml_rtmp` 0.8's chunk deserializer reserves the whole declared message
-//! length (up to 16 MiB) as soon as the first chunk of a message arrives, and
-//! [`RtmpGuard`](super::rtmp_guard::RtmpGuard) runs a second one. [`ChunkGate`]
-//! follows the same chunk framing (RTMP spec §5.3) without keeping payload
-//! bytes, refuses a message longer than the limit the caller gives when its
-//! header arrives, and hands input on one message at a time, so a limit that
-//! changes with a message (once a publish is authorised) applies from the
-//! next one. Its state is a few header bytes and one entry per chunk stream.
+//! length (up to 16 MiB) as soon as the first chunk of a message arrives.
+//! [`ChunkGate`] follows the same chunk framing (RTMP spec §5.3), refuses a
+//! message longer than the limit the caller gives when its header arrives,
+//! and hands input on one message at a time, so a limit that changes with a
+//! message (once a publish is authorised) applies from the next one. It keeps
+//! no media payload: only the payload of AMF messages (commands and data,
+//! which [`RtmpGuard`](super::rtmp_guard::RtmpGuard) screens before
+//! `rml_rtmp` decodes them), a few header bytes and one entry per chunk
+//! stream. (The guard used to run a second `rml_rtmp` deserializer over every
+//! byte for that; the gate already knows each message's type and bytes.)
 
 use std::collections::HashMap;
 
@@ -18,6 +21,11 @@ const DEFAULT_CHUNK_SIZE: usize = 128;
 /// Timestamps of 0xFFFFFF mean an extended timestamp follows (§5.3.1.3).
 const EXTENDED_TIMESTAMP: u32 = 0xFF_FFFF;
 const SET_CHUNK_SIZE: u8 = 1;
+
+/// Message types whose payload `rml_rtmp` decodes as AMF (RTMP spec §7.1).
+pub fn is_amf(type_id: u8) -> bool {
+    matches!(type_id, 15 | 17 | 18 | 20)
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ChunkError {
@@ -33,6 +41,8 @@ pub enum ChunkError {
     BadChunkSize(u32),
     #[error("RTMP extended timestamp {0:#x} is below 0xffffff")]
     BadExtendedTimestamp(u32),
+    #[error("RTMP AMF message continues a media message on another chunk stream")]
+    MixedAmf,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -68,6 +78,16 @@ pub struct ChunkGate {
     /// start of its one buffer, so that is where the gate reads it too.
     message_head: Vec<u8>,
     messages: u64,
+    /// Payload of the message in progress while it is an AMF message (by
+    /// its first chunk's type); at most the limit, as its length is.
+    amf: Vec<u8>,
+    collecting: bool,
+    /// An AMF chunk header continued a message begun as media: its bytes
+    /// were not kept, so it cannot be screened.
+    mixed: bool,
+    /// The AMF message (type, payload) the last [`ChunkGate::advance`]
+    /// completed.
+    completed_amf: Option<(u8, Vec<u8>)>,
 }
 
 impl Default for ChunkGate {
@@ -81,6 +101,10 @@ impl Default for ChunkGate {
             max_chunk: DEFAULT_CHUNK_SIZE,
             message_head: Vec::with_capacity(4),
             messages: 0,
+            amf: Vec::new(),
+            collecting: false,
+            mixed: false,
+            completed_amf: None,
         }
     }
 }
@@ -91,6 +115,12 @@ impl ChunkGate {
         self.messages
     }
 
+    /// The AMF message (type id, payload as `rml_rtmp` will see it) that
+    /// the last [`ChunkGate::advance`] completed, if it completed one.
+    pub fn take_amf(&mut self) -> Option<(u8, Vec<u8>)> {
+        self.completed_amf.take()
+    }
+
     /// Reads `input` up to and including the end of the first message it
     /// completes (all of it if none), refusing any header that declares a
     /// message longer than `limit`. Returns how many bytes were read: the
@@ -98,6 +128,7 @@ impl ChunkGate {
     /// rest and the limit that now applies.
     pub fn advance(&mut self, input: &[u8], limit: usize) -> Result<usize, ChunkError> {
         let mut pos = 0;
+        self.completed_amf = None;
         while pos < input.len() {
             match self.stage {
                 Stage::Header => {
@@ -199,6 +230,13 @@ impl ChunkGate {
         if self.received > header.message_length {
             return Err(ChunkError::Inconsistent);
         }
+        if self.received == 0 {
+            self.collecting = is_amf(header.type_id);
+            self.mixed = false;
+            self.amf.clear();
+        } else if is_amf(header.type_id) && !self.collecting {
+            self.mixed = true;
+        }
         let chunk = if header.message_length > self.max_chunk {
             (header.message_length - self.received).min(self.max_chunk)
         } else {
@@ -220,6 +258,9 @@ impl ChunkGate {
         let room = 4 - self.message_head.len();
         self.message_head
             .extend_from_slice(&bytes[..room.min(bytes.len())]);
+        if self.collecting {
+            self.amf.extend_from_slice(bytes);
+        }
     }
 
     /// Ends the current chunk; `true` if it completed a message.
@@ -235,6 +276,13 @@ impl ChunkGate {
         }
         self.received = 0;
         self.messages += 1;
+        if is_amf(header.type_id) {
+            if self.mixed || !self.collecting {
+                return Err(ChunkError::MixedAmf);
+            }
+            self.completed_amf = Some((header.type_id, std::mem::take(&mut self.amf)));
+        }
+        self.collecting = false;
         let size_bytes = std::mem::take(&mut self.message_head);
         if header.type_id == SET_CHUNK_SIZE {
             if let Ok(b) = <[u8; 4]>::try_from(size_bytes.as_slice()) {
@@ -342,6 +390,50 @@ mod tests {
                 "step {step}"
             );
         }
+    }
+
+    #[test]
+    fn keeps_the_payload_of_amf_messages_only_as_rml_rtmp_sees_it() {
+        let mut serializer = ChunkSerializer::new();
+        let mut wire = Vec::new();
+        // A 300-byte AMF0 data message in three chunks, media around it.
+        let data = bytes::Bytes::from((0..300u32).map(|i| i as u8).collect::<Vec<_>>());
+        let amf = MessagePayload {
+            data: data.clone(),
+            ..message(18, 1, 0, 40)
+        };
+        for m in [message(9, 1, 500, 0), amf, message(8, 1, 200, 80)] {
+            let p = serializer.serialize(&m, false, false).expect("serializes");
+            wire.extend_from_slice(&p.bytes);
+        }
+        let mut gate = ChunkGate::default();
+        let mut kept = Vec::new();
+        let mut rest: &[u8] = &wire;
+        while !rest.is_empty() {
+            let n = gate.advance(rest, 1 << 20).expect("accepted");
+            rest = &rest[n..];
+            kept.extend(gate.take_amf());
+        }
+        assert_eq!(kept, vec![(18, data.to_vec())]);
+        assert!(gate.amf.capacity() <= 512, "no media payload kept");
+
+        // An AMF header continuing a message begun as video on another
+        // chunk stream: its first bytes were not kept, so it is refused.
+        let mut wire = vec![0x04, 0, 0, 0, 0, 1, 0, 9, 1, 0, 0, 0];
+        wire.extend_from_slice(&[0u8; 128]);
+        wire.extend_from_slice(&[0x05, 0, 0, 0, 0, 1, 0, 20, 1, 0, 0, 0]);
+        wire.extend_from_slice(&[0u8; 128]);
+        let mut gate = ChunkGate::default();
+        let mut rest: &[u8] = &wire;
+        let mut result = Ok(0);
+        while !rest.is_empty() {
+            result = gate.advance(rest, 1 << 16);
+            match result {
+                Ok(n) => rest = &rest[n..],
+                Err(_) => break,
+            }
+        }
+        assert_eq!(result, Err(ChunkError::MixedAmf));
     }
 
     #[test]

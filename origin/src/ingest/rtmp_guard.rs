@@ -1,65 +1,32 @@
-//! Screens RTMP input before `rml_rtmp` sees it.
+//! Screens RTMP AMF messages before `rml_rtmp` decodes them.
 //!
 //! `rml_amf0` 0.3 decodes nested AMF0 objects recursively, so a command of a
 //! few kilobytes nesting objects a thousand deep overflows the stack and
-//! aborts the whole process — before any authentication. This guard runs a
-//! second copy of `rml_rtmp`'s own chunk deserializer over the same bytes (so
-//! both agree on message boundaries) and refuses any AMF message nested
+//! aborts the whole process — before any authentication. The
+//! [`ChunkGate`](super::rtmp_chunks::ChunkGate), which follows `rml_rtmp`'s
+//! own chunk framing, hands over each complete AMF message (type and
+//! payload, exactly as `rml_rtmp` will see them); this refuses any nested
 //! deeper than [`MAX_AMF_DEPTH`], checked without recursion.
-
-use rml_rtmp::chunk_io::ChunkDeserializer;
 
 /// Real commands and `onMetaData` nest two or three levels.
 pub const MAX_AMF_DEPTH: usize = 32;
 
 /// RTMP message type ids (RTMP spec §5.4, §7.1).
-const SET_CHUNK_SIZE: u8 = 1;
 const AMF3_DATA: u8 = 15;
 const AMF3_COMMAND: u8 = 17;
 const AMF0_DATA: u8 = 18;
 const AMF0_COMMAND: u8 = 20;
 
-pub struct RtmpGuard {
-    chunks: ChunkDeserializer,
-}
-
-impl RtmpGuard {
-    pub fn new() -> Self {
-        Self {
-            chunks: ChunkDeserializer::new(),
-        }
-    }
-
-    /// Checks the messages that `bytes` completes; `Err` names the problem.
-    pub fn check(&mut self, bytes: &[u8]) -> Result<(), String> {
-        let mut input = bytes;
-        loop {
-            let message = self
-                .chunks
-                .get_next_message(input)
-                .map_err(|e| e.to_string())?;
-            input = &[];
-            let Some(message) = message else {
-                return Ok(());
-            };
-            let data = &message.data[..];
-            match message.type_id {
-                SET_CHUNK_SIZE if data.len() >= 4 => {
-                    // Mirror the session, which applies it to its deserializer.
-                    let size = u32::from_be_bytes([data[0], data[1], data[2], data[3]]);
-                    self.chunks
-                        .set_max_chunk_size(size as usize)
-                        .map_err(|e| e.to_string())?;
-                }
-                AMF0_DATA | AMF0_COMMAND | AMF3_DATA => amf0_depth_within(data, MAX_AMF_DEPTH)?,
-                // `rml_rtmp` drops a leading zero of AMF3-flagged commands.
-                AMF3_COMMAND => match data.first() {
-                    Some(0) => amf0_depth_within(&data[1..], MAX_AMF_DEPTH)?,
-                    _ => amf0_depth_within(data, MAX_AMF_DEPTH)?,
-                },
-                _ => {}
-            }
-        }
+/// Checks one complete message of type `type_id`; `Err` names the problem.
+pub fn check(type_id: u8, data: &[u8]) -> Result<(), String> {
+    match type_id {
+        AMF0_DATA | AMF0_COMMAND | AMF3_DATA => amf0_depth_within(data, MAX_AMF_DEPTH),
+        // `rml_rtmp` drops a leading zero of AMF3-flagged commands.
+        AMF3_COMMAND => match data.first() {
+            Some(0) => amf0_depth_within(&data[1..], MAX_AMF_DEPTH),
+            _ => amf0_depth_within(data, MAX_AMF_DEPTH),
+        },
+        _ => Ok(()),
     }
 }
 
@@ -227,9 +194,15 @@ mod tests {
             }
             wire.extend_from_slice(chunk);
         }
-        let mut guard = RtmpGuard::new();
+        // The gate hands the guard the whole message once it is complete.
+        let mut gate = super::super::rtmp_chunks::ChunkGate::default();
         let (a, b) = wire.split_at(500);
-        assert!(guard.check(a).is_ok(), "incomplete message");
-        assert!(guard.check(b).is_err());
+        assert_eq!(gate.advance(a, 1 << 20), Ok(a.len()));
+        assert!(gate.take_amf().is_none(), "incomplete message");
+        assert_eq!(gate.advance(b, 1 << 20), Ok(b.len()));
+        let (type_id, data) = gate.take_amf().expect("complete AMF message");
+        assert_eq!((type_id, data.len()), (AMF0_COMMAND, payload.len()));
+        assert!(check(type_id, &data).is_err());
+        assert!(check(AMF0_COMMAND, &nested(3)).is_ok());
     }
 }
