@@ -10,7 +10,7 @@ use crate::harness::client;
 use crate::stack::{assert_plays, require_peers, start_stack};
 
 /// A scratch library, removed on drop.
-struct Library(PathBuf);
+pub(crate) struct Library(pub(crate) PathBuf);
 
 impl Drop for Library {
     fn drop(&mut self) {
@@ -21,7 +21,12 @@ impl Drop for Library {
 /// `{root}/title.mp4`: 20 s of 640x360 and 320x180 H.264 (25 fps, 2 s GOPs,
 /// B-frames) and AAC, in one progressive MP4, as an encoder would leave it.
 async fn make_library() -> Library {
-    let root = std::env::temp_dir().join(format!("strata-vod-browser-{}", std::process::id()));
+    make_library_in("strata-vod-browser").await
+}
+
+/// [`make_library`] in a scratch directory of its own, `{name}-{pid}`.
+pub(crate) async fn make_library_in(name: &str) -> Library {
+    let root = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).expect("library dir");
     let out = tokio::process::Command::new("ffmpeg")
@@ -64,6 +69,7 @@ async fn vod_title_plays_through_the_edge_in_every_player() {
             index_cache_entries: 16,
             index_cache_bytes: 64 << 20,
             max_moov_bytes: 16 << 20,
+            encryption: Default::default(),
         });
     })
     .await;
@@ -122,6 +128,7 @@ async fn vod_set_plays_with_its_languages_and_subtitles_in_every_player() {
             index_cache_entries: 16,
             index_cache_bytes: 64 << 20,
             max_moov_bytes: 16 << 20,
+            encryption: Default::default(),
         });
     })
     .await;
