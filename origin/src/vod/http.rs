@@ -172,7 +172,13 @@ async fn vod(
         ..
     }) = &parsed
     {
-        return key(&vod, title, kid, &uri, &request_headers);
+        // The key service may write its key file: off the async workers.
+        let (state, title, kid) = (vod.clone(), title.clone(), *kid);
+        return tokio::task::spawn_blocking(move || {
+            key(&state, &title, &kid, &uri, &request_headers)
+        })
+        .await
+        .unwrap_or_else(|_| refusal(StatusCode::INTERNAL_SERVER_ERROR, "key task failed"));
     }
     let object = parsed.as_ref().map_or("none", |r| object_label(&r.object));
     let rendered = match parsed {
