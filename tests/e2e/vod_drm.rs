@@ -1,9 +1,9 @@
 //! Encrypted VOD end to end: one ffmpeg-made title under three prefixes
 //! (`aes/`, `cbcs/`, `cenc/`, each its own title with its own key),
 //! packaged by the origin behind an edge that requires EdgeAuth tokens.
-//! hls.js, dash.js and Shaka play it in headless Chromium with licences
-//! from the origin's ClearKey server (the token in the licence URL, as a
-//! site configures it), seeking ahead; ffmpeg decodes the AES-128 title
+//! hls.js, dash.js and Shaka play it through the edge in headless Chromium
+//! with licences from the origin's ClearKey server (the token in the
+//! licence URL, as a site configures it), seeking ahead; ffmpeg decodes the AES-128 title
 //! (fMP4 and MPEG-TS) with the key fetched through the edge. Keys reach only
 //! token holders.
 
@@ -216,7 +216,11 @@ async fn encrypted_vod_plays_in_every_player_and_keys_need_a_token() {
     let edge = |path: &str| stack.edge(&format!("{path}?token={token}"));
     play_and_seek("hls", &edge("/vod/aes/title.mp4/master.m3u8"), None).await;
     for scheme in ["cbcs", "cenc"] {
-        let licence = edge(&format!("/drm/clearkey/vod/{scheme}/title.mp4"));
+        // As a site configures its players: licences from the origin's
+        // ClearKey server, the viewer's token in the URL.
+        let licence = stack.origin(&format!(
+            "/drm/clearkey/vod/{scheme}/title.mp4?token={token}"
+        ));
         play_and_seek(
             "hls",
             &edge(&format!("/vod/{scheme}/title.mp4/master.m3u8")),
