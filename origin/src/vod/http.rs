@@ -340,16 +340,16 @@ fn admin_title(
     state: &AdminVod,
     headers: &HeaderMap,
     path: &str,
-) -> Result<(Arc<TitleDrm>, std::path::PathBuf), Response> {
+) -> Result<(Arc<TitleDrm>, std::path::PathBuf), Box<Response>> {
     let (vod, api_token) = state;
     let drm = vod
         .drm
         .clone()
-        .ok_or_else(|| refusal(StatusCode::NOT_FOUND, "no such encrypted title"))?;
+        .ok_or_else(|| Box::new(refusal(StatusCode::NOT_FOUND, "no such encrypted title")))?;
     let metrics = &drm.drm.metrics.cpix_requests;
     if let Err(e) = crate::http::check_bearer(api_token.as_deref(), headers) {
         count(metrics, "unauthorised");
-        return Err(match e {
+        return Err(Box::new(match e {
             crate::http::BearerRefusal::Disabled => refusal(
                 StatusCode::FORBIDDEN,
                 "key export and import are disabled: set server.api_token",
@@ -357,13 +357,16 @@ fn admin_title(
             crate::http::BearerRefusal::Wrong => {
                 refusal(StatusCode::UNAUTHORIZED, "missing or wrong bearer token")
             }
-        });
+        }));
     }
     match encrypted_title(vod, path) {
         Some((title, _)) => Ok((drm, title)),
         None => {
             count(metrics, "unknown_key");
-            Err(refusal(StatusCode::NOT_FOUND, "no such encrypted title"))
+            Err(Box::new(refusal(
+                StatusCode::NOT_FOUND,
+                "no such encrypted title",
+            )))
         }
     }
 }
@@ -377,7 +380,7 @@ async fn export_cpix(
 ) -> Response {
     let (drm, title) = match admin_title(&state, &headers, &path) {
         Ok(found) => found,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let metrics = &drm.drm.metrics.cpix_requests;
     if let Err(e) = drm.key(&title) {
@@ -406,7 +409,7 @@ async fn import_cpix(
 ) -> Response {
     let (drm, title) = match admin_title(&state, &headers, &path) {
         Ok(found) => found,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let metrics = &drm.drm.metrics.cpix_requests;
     let Ok(bytes) = axum::body::to_bytes(body, crate::drm::http::MAX_CPIX_DOCUMENT).await else {
