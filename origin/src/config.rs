@@ -113,6 +113,9 @@ impl OriginConfig {
         }
         if let Some(vod) = &self.vod {
             vod.validate().map_err(OriginConfigError::Invalid)?;
+            vod.encryption
+                .validate(&self.encryption, &self.keys)
+                .map_err(OriginConfigError::Invalid)?;
         }
         self.redundancy
             .validate()

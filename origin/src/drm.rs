@@ -664,6 +664,17 @@ impl Drm {
         Ok(protected)
     }
 
+    /// Whether the request for `uri` may have a key or licence
+    /// (`encryption.licence_auth`): the check live keys get, for VOD's.
+    pub(crate) fn entitled(
+        &self,
+        uri: &axum::http::Uri,
+        headers: &axum::http::HeaderMap,
+    ) -> Result<(), entitlement::NotEntitled> {
+        self.entitlement
+            .check(uri, headers, std::time::SystemTime::now())
+    }
+
     /// The default key of a track whose init segment is `init_id` (`tenc`,
     /// `cenc:default_KID`): see [`KeyService::default_key`].
     fn default_key(
@@ -692,7 +703,7 @@ impl Drm {
     }
 
     /// `in_band`: the fragment names `key` itself (key rotation).
-    fn track_protection(
+    pub(crate) fn track_protection(
         &self,
         scheme: EncryptionScheme,
         kind: TrackKind,
@@ -729,7 +740,12 @@ impl Drm {
         boxes
     }
 
-    fn signalling(&self, channel: &str, scheme: EncryptionScheme, key: &ContentKey) -> Signalling {
+    pub(crate) fn signalling(
+        &self,
+        channel: &str,
+        scheme: EncryptionScheme,
+        key: &ContentKey,
+    ) -> Signalling {
         Signalling {
             scheme,
             key: *key,

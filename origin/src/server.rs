@@ -164,11 +164,21 @@ pub async fn run(
         metrics: http_metrics,
         drm: drm.clone(),
     }));
+    let mut vod = None;
     if let Some(section) = config.vod.clone() {
         let metrics = crate::vod::http::VodMetrics::register(&mut registry);
+        let titles = crate::vod::protect::TitleDrm::new(section.encryption.clone(), drm.clone());
         let library =
             crate::vod::Library::new(section, metrics).map_err(OriginConfigError::Invalid)?;
-        playback = playback.merge(crate::vod::http::routes(Arc::new(library)));
+        let state = Arc::new(crate::vod::http::Vod {
+            library: Arc::new(library),
+            drm: Some(Arc::new(titles)),
+        });
+        playback = playback.merge(crate::vod::http::protected_routes(
+            state.library.clone(),
+            state.drm.clone(),
+        ));
+        vod = Some(state);
     }
     let steering = match config.steering.clone() {
         Some(section) => Some(Arc::new(
@@ -222,6 +232,13 @@ pub async fn run(
             drm.clone(),
             config.server.api_token.clone(),
         ));
+        let router = match vod {
+            Some(vod) => router.merge(crate::vod::http::admin_routes(
+                vod,
+                config.server.api_token.clone(),
+            )),
+            None => router,
+        };
         let router = match &steering {
             Some(s) => router.merge(crate::steering::http::admin_routes(
                 s.clone(),

@@ -9,6 +9,8 @@
 //        [--seconds 10] [--timeout 60] [--h3 HOST:PORT [--h3-cert PEM | --h3-spki B64]]
 //        [--clearkey KID_HEX:KEY_HEX ... | --licence-url URL] [--cmcd query|headers] [--verbose]
 //        [--insecure-tls]  (accept a self-signed certificate over TLS, h1/h2)
+//        [--seek SECONDS]  (after the --seconds of play, seek there and require
+//                           playback to go on 2 s past it: `seek` in the report)
 //
 // Several --player/--url pairs play at once, one page each in one Chromium.
 // Exit 0 when every play's currentTime advanced by at least 0.8 × --seconds
@@ -67,6 +69,7 @@ function parseArgs(argv) {
       case '--verbose': opts.verbose = true; break;
       case '--insecure-tls': opts.insecureTls = true; break;
       case '--licence-url': opts.licenceUrl = value(); break;
+      case '--seek': opts.seek = Number(value()); break;
       case '--cmcd': opts.cmcd = value(); break;
       case '--clearkey':
         // One or more KID:KEY pairs, as repeated flags or as a list.
@@ -91,6 +94,7 @@ function parseArgs(argv) {
     if (opts.clearkeys.length) usage('--licence-url and --clearkey exclude each other: licences come from one place');
   }
   if (!(opts.seconds > 0)) usage('--seconds must be a positive number');
+  if (opts.seek !== undefined && !(opts.seek >= 0)) usage('--seek must be a number of seconds');
   if (!(opts.timeout > 0)) usage('--timeout must be a positive number');
   if (opts.cmcd !== undefined && !['query', 'headers'].includes(opts.cmcd)) usage('--cmcd must be query or headers');
   if (opts.h3 && !/^[^:\s]+:\d+$/.test(opts.h3)) usage('--h3 must be HOST:PORT');
@@ -441,6 +445,24 @@ async function playOn(context, page, i, url, pageOrigin, left) {
   result.advanced = round(s.currentTime - result.startTime);
   if (Date.now() < until) {
     result.errors.push({ fatal: true, source: 'harness', message: `--timeout ${opts.timeout}s reached during playback` });
+    return;
+  }
+  if (opts.seek !== undefined && !s.errors.some((e) => e.fatal)) {
+    // Stalls were counted above; the wait a seek causes is not one.
+    const to = opts.seek;
+    await page.evaluate((t) => { window.strataState.counting = false; document.getElementById('video').currentTime = t; }, to);
+    let reached = null;
+    while (left() > 0) {
+      await sleep(250);
+      s = await snapshot();
+      result.errors = s.errors;
+      if (s.errors.some((e) => e.fatal)) break;
+      if (s.currentTime >= to + 2) { reached = s.currentTime; break; }
+    }
+    result.seek = { to, reached: reached === null ? null : round(reached), currentTime: round(s.currentTime) };
+    if (reached === null && !s.errors.some((e) => e.fatal)) {
+      result.errors.push({ fatal: true, source: 'harness', message: `after seeking to ${to}s playback did not reach ${to + 2}s (currentTime ${s.currentTime}, buffered ${JSON.stringify(s.buffered)}, waitingforkey ${s.keyWaits})` });
+    }
   }
 }
 

@@ -10,7 +10,7 @@ use crate::harness::client;
 use crate::stack::{assert_plays, require_peers, start_stack};
 
 /// A scratch library, removed on drop.
-struct Library(PathBuf);
+pub(crate) struct Library(pub(crate) PathBuf);
 
 impl Drop for Library {
     fn drop(&mut self) {
@@ -21,7 +21,12 @@ impl Drop for Library {
 /// `{root}/title.mp4`: 20 s of 640x360 and 320x180 H.264 (25 fps, 2 s GOPs,
 /// B-frames) and AAC, in one progressive MP4, as an encoder would leave it.
 async fn make_library() -> Library {
-    let root = std::env::temp_dir().join(format!("strata-vod-browser-{}", std::process::id()));
+    make_library_in("strata-vod-browser").await
+}
+
+/// [`make_library`] in a scratch directory of its own, `{name}-{pid}`.
+pub(crate) async fn make_library_in(name: &str) -> Library {
+    let root = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).expect("library dir");
     let out = tokio::process::Command::new("ffmpeg")
@@ -64,6 +69,7 @@ async fn vod_title_plays_through_the_edge_in_every_player() {
             index_cache_entries: 16,
             index_cache_bytes: 64 << 20,
             max_moov_bytes: 16 << 20,
+            encryption: Default::default(),
         });
     })
     .await;
@@ -122,6 +128,7 @@ async fn vod_set_plays_with_its_languages_and_subtitles_in_every_player() {
             index_cache_entries: 16,
             index_cache_bytes: 64 << 20,
             max_moov_bytes: 16 << 20,
+            encryption: Default::default(),
         });
     })
     .await;
@@ -170,4 +177,153 @@ async fn vod_set_plays_with_its_languages_and_subtitles_in_every_player() {
             "{player} on the clip: {report}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vod_title_plays_as_mpeg_ts() {
+    require_peers();
+    let library = make_library_in("strata-vod-ts").await;
+    let root = library.0.clone();
+    let stack = start_stack(move |c| {
+        c.vod = Some(strata_origin::vod::VodConfig {
+            root,
+            segment_duration: Duration::from_secs(4),
+            index_cache_entries: 16,
+            index_cache_bytes: 64 << 20,
+            max_moov_bytes: 16 << 20,
+            encryption: Default::default(),
+        });
+    })
+    .await;
+    let master = stack.edge("/vod/title.mp4/master-ts.m3u8");
+    let text = client()
+        .get(&master)
+        .send()
+        .await
+        .expect("GET master-ts")
+        .text()
+        .await
+        .expect("body");
+    assert!(
+        text.contains("RESOLUTION=640x360") && text.contains("ts.m3u8"),
+        "{text}"
+    );
+    crate::stack::assert_decodes(&master, 8).await;
+    assert_plays("hls", &master, 8).await;
+}
+
+/// `{root}/hevc.mp4`: 10 s of 640x360 HEVC (libx265, `hvc1`, 2 s GOPs) and AAC.
+async fn make_hevc_library() -> Library {
+    let root = std::env::temp_dir().join(format!("strata-vod-hevc-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).expect("library dir");
+    let out = tokio::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args(["-t", "10"])
+        .args([
+            "-c:v",
+            "libx265",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+        ])
+        .args([
+            "-x265-params",
+            "keyint=50:min-keyint=50:scenecut=0:log-level=error",
+        ])
+        .args(["-tag:v", "hvc1", "-c:a", "aac", "-b:a", "64k"])
+        .arg(root.join("hevc.mp4"))
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("ffmpeg — run scripts/install-test-deps.sh");
+    assert!(
+        out.status.success(),
+        "ffmpeg (with libx265) could not make the HEVC fixture: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Library(root)
+}
+
+/// HEVC: the manifests name it by its `hvcC` (checked by the `m3u8`
+/// parser), ffmpeg decodes our CMAF from HLS and DASH; MPEG-TS is a 501.
+/// (Chromium here does not decode HEVC, so no browser plays it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vod_hevc_title_is_packaged_as_cmaf_with_its_codec_string() {
+    require_peers();
+    let library = make_hevc_library().await;
+    let root = library.0.clone();
+    let stack = start_stack(move |c| {
+        c.vod = Some(strata_origin::vod::VodConfig {
+            root,
+            segment_duration: Duration::from_secs(4),
+            index_cache_entries: 16,
+            index_cache_bytes: 64 << 20,
+            max_moov_bytes: 16 << 20,
+            encryption: Default::default(),
+        });
+    })
+    .await;
+    let master = stack.edge("/vod/hevc.mp4/master.m3u8");
+    let mpd = stack.edge("/vod/hevc.mp4/manifest.mpd");
+    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    let out = tokio::process::Command::new(&python)
+        .args([
+            "-c",
+            "import m3u8, sys\n\
+             p = m3u8.load(sys.argv[1])\n\
+             for v in p.playlists: print(v.stream_info.codecs, v.stream_info.resolution)\n\
+             for v in p.iframe_playlists: print('iframe', v.iframe_stream_info.codecs)",
+            &master,
+        ])
+        .output()
+        .await
+        .expect("python — run scripts/install-test-deps.sh");
+    let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "m3u8 could not parse {master}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first = listed.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("hvc1.1.6.L")
+            && first.contains("mp4a.40.2")
+            && first.ends_with("(640, 360)"),
+        "Main profile HEVC with AAC at 640x360: {listed}"
+    );
+    assert!(listed.contains("iframe hvc1.1.6.L"), "{listed}");
+    let text = client()
+        .get(&mpd)
+        .send()
+        .await
+        .expect("GET mpd")
+        .text()
+        .await
+        .expect("body");
+    assert!(text.contains("codecs=\"hvc1.1.6.L"), "{text}");
+    let init = client()
+        .get(stack.edge("/vod/hevc.mp4/t1/init.mp4"))
+        .send()
+        .await
+        .expect("GET init")
+        .bytes()
+        .await
+        .expect("body");
+    assert!(
+        init.windows(4).any(|w| w == b"hvc1") && init.windows(4).any(|w| w == b"hvcC"),
+        "an hvc1 sample entry with its hvcC"
+    );
+    crate::stack::assert_decodes(&master, 8).await;
+    crate::stack::assert_decodes(&mpd, 8).await;
+    let status = client()
+        .get(stack.origin("/vod/hevc.mp4/master-ts.m3u8"))
+        .send()
+        .await
+        .expect("GET master-ts")
+        .status();
+    assert_eq!(status, 501, "no MPEG-TS of HEVC (the edge shows a 502)");
 }

@@ -78,7 +78,7 @@ impl DrmMetrics {
     }
 }
 
-fn count(family: &Family<OutcomeLabels, Counter>, outcome: &'static str) {
+pub(crate) fn count(family: &Family<OutcomeLabels, Counter>, outcome: &'static str) {
     family.get_or_create(&OutcomeLabels { outcome }).inc();
 }
 
@@ -109,7 +109,7 @@ impl Refusal {
     }
 }
 
-fn private(h: &mut HeaderMap) {
+pub(crate) fn private(h: &mut HeaderMap) {
     h.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("private, no-store"),
@@ -144,7 +144,7 @@ pub fn admin_routes(drm: Arc<Drm>, api_token: Option<String>) -> Router {
 }
 
 /// 403 with `Strata-Reject-Reason` (as the edge answers a bad token).
-fn not_entitled(reason: NotEntitled) -> Response {
+pub(crate) fn not_entitled(reason: NotEntitled) -> Response {
     let mut r = Refusal(
         StatusCode::FORBIDDEN,
         "a licence or key needs a valid token (encryption.licence_auth)",
@@ -219,7 +219,7 @@ async fn channel_clearkey(
     licence_response(&drm, Some(&channel), (&uri, &headers), body).await
 }
 
-async fn licence_response(
+pub(crate) async fn licence_response(
     drm: &Drm,
     channel: Option<&str>,
     (uri, headers): (&Uri, &HeaderMap),
@@ -302,7 +302,7 @@ async fn licence(drm: &Drm, channel: Option<&str>, body: Body) -> Result<Respons
     Ok(r)
 }
 
-async fn licence_preflight() -> Response {
+pub(crate) async fn licence_preflight() -> Response {
     let mut r = StatusCode::NO_CONTENT.into_response();
     let h = r.headers_mut();
     private(h);

@@ -277,9 +277,18 @@ pub fn write_stsd(buf: &mut BytesMut, params: &TrackParams) {
     end_box(buf, start);
 }
 
-/// VisualSampleEntry (§12.1.3) + `avcC` (ISO/IEC 14496-15 §5.4.2.1).
+/// VisualSampleEntry (§12.1.3) + `avcC` (ISO/IEC 14496-15 §5.4.2.1); for
+/// HEVC parameters (a VOD title's: codec `hvc1.…`/`hev1.…`, `avc_config`
+/// holding the `hvcC` record) `hvc1`/`hev1` + `hvcC` (§8.4.1).
 pub fn write_avc1(buf: &mut BytesMut, v: &VideoParams) {
-    let start = begin_box(buf, b"avc1");
+    let (entry, config): (&[u8; 4], &[u8; 4]) = if v.codec.starts_with("hvc1") {
+        (b"hvc1", b"hvcC")
+    } else if v.codec.starts_with("hev1") {
+        (b"hev1", b"hvcC")
+    } else {
+        (b"avc1", b"avcC")
+    };
+    let start = begin_box(buf, entry);
     buf.put_bytes(0, 6); // reserved
     buf.put_u16(1); // data_reference_index
     buf.put_u16(0); // pre_defined
@@ -294,7 +303,7 @@ pub fn write_avc1(buf: &mut BytesMut, v: &VideoParams) {
     buf.put_bytes(0, 32); // compressorname
     buf.put_u16(0x0018); // depth
     buf.put_i16(-1); // pre_defined
-    let avcc = begin_box(buf, b"avcC");
+    let avcc = begin_box(buf, config);
     buf.put_slice(&v.avc_config);
     end_box(buf, avcc);
     end_box(buf, start);

@@ -1,13 +1,18 @@
-//! `/vod/{path}/…` on the playback listener, and the `strata_origin_vod_*`
-//! metrics.
+//! `/vod/{path}/…` on the playback listener, VOD licences
+//! (`POST /drm/clearkey/vod/{path}`) and AES-128 keys
+//! (`GET /vod/{path}/key/{kid}.key`), CPIX export and import of a title's
+//! keys on the admin listener (`GET`/`PUT /api/vod/keys/{path}`), and the
+//! `strata_origin_vod_*` metrics. Keys and licences are counted in
+//! `strata_origin_drm_*`, with live's.
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -15,7 +20,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use super::protect::{key_channel, TitleDrm};
 use super::{Library, VodError, VodObject, VodRequest};
+use crate::drm::http::{count, licence_preflight, licence_response, not_entitled, private};
+use crate::drm::EncryptionScheme;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResponseLabels {
@@ -100,14 +108,38 @@ impl VodMetrics {
     }
 }
 
-/// The `/vod/` routes.
+/// What the `/vod/` handlers share: the library, and the encryption of
+/// titles (`None`: every title clear).
+pub struct Vod {
+    pub library: Arc<Library>,
+    pub drm: Option<Arc<TitleDrm>>,
+}
+
+/// The `/vod/` routes, every title clear.
 pub fn routes(library: Arc<Library>) -> Router {
+    protected_routes(library, None)
+}
+
+/// The `/vod/` routes with encrypted titles, and their licence route.
+pub fn protected_routes(library: Arc<Library>, drm: Option<Arc<TitleDrm>>) -> Router {
     Router::new()
         .route(
             "/vod/{*path}",
             get(vod).head(vod).options(crate::http::preflight),
         )
-        .with_state(library)
+        .route(
+            "/drm/clearkey/vod/{*path}",
+            post(clearkey).options(licence_preflight),
+        )
+        .with_state(Arc::new(Vod { library, drm }))
+}
+
+/// CPIX export and import of a title's keys (admin listener, bearer
+/// `server.api_token`), as `/api/channels/{channel}/keys` for live.
+pub fn admin_routes(vod: Arc<Vod>, api_token: Option<String>) -> Router {
+    Router::new()
+        .route("/api/vod/keys/{*path}", get(export_cpix).put(import_cpix))
+        .with_state(Arc::new((vod, api_token)))
 }
 
 fn object_label(object: &VodObject) -> &'static str {
@@ -118,22 +150,48 @@ fn object_label(object: &VodObject) -> &'static str {
         VodObject::Fragment { .. } | VodObject::KeyFrame { .. } => "segment",
         VodObject::IFramePlaylist { .. } | VodObject::SubtitlePlaylist { .. } => "playlist",
         VodObject::SubtitleSegment { .. } | VodObject::SubtitleFile { .. } => "subtitles",
+        VodObject::MasterTs | VodObject::TsPlaylist { .. } => "playlist",
+        VodObject::TsSegment { .. } => "segment",
+        VodObject::Key { .. } => "key",
     }
 }
 
 async fn vod(
-    State(library): State<Arc<Library>>,
+    State(vod): State<Arc<Vod>>,
     method: Method,
     Path(path): Path<String>,
+    uri: Uri,
     request_headers: HeaderMap,
 ) -> Response {
+    let library = &vod.library;
     let started = Instant::now();
     let parsed = path.parse::<VodRequest>();
+    if let Ok(VodRequest {
+        title,
+        object: VodObject::Key { kid },
+        ..
+    }) = &parsed
+    {
+        // The key service may write its key file: off the async workers.
+        let (state, title, kid) = (vod.clone(), title.clone(), *kid);
+        return tokio::task::spawn_blocking(move || {
+            key(&state, &title, &kid, &uri, &request_headers)
+        })
+        .await
+        .unwrap_or_else(|_| refusal(StatusCode::INTERNAL_SERVER_ERROR, "key task failed"));
+    }
     let object = parsed.as_ref().map_or("none", |r| object_label(&r.object));
     let rendered = match parsed {
         Ok(request) => {
-            let lib = library.clone();
-            match tokio::task::spawn_blocking(move || lib.render(&request)).await {
+            let (lib, drm) = (library.clone(), vod.drm.clone());
+            let task = move || {
+                let clear = lib.render(&request)?;
+                match &drm {
+                    Some(drm) => Ok(drm.protect(&request, clear)?),
+                    None => Ok(clear),
+                }
+            };
+            match tokio::task::spawn_blocking(task).await {
                 Ok(result) => result,
                 Err(e) => Err(VodError::Io(std::io::Error::other(format!(
                     "packaging task failed: {e}"
@@ -148,7 +206,7 @@ async fn vod(
         .observe(started.elapsed().as_secs_f64());
     let mut response = match rendered {
         Ok(rendered) => crate::http::rendered_response(rendered, &method, &request_headers),
-        Err(e) => error_response(&library, &path, &e),
+        Err(e) => error_response(library, &path, &e),
     };
     response.headers_mut().insert(
         header::ACCESS_CONTROL_ALLOW_ORIGIN,
@@ -163,6 +221,223 @@ async fn vod(
         })
         .inc();
     response
+}
+
+/// A JSON refusal that no cache keeps.
+fn refusal(status: StatusCode, reason: &str) -> Response {
+    let mut r = (status, axum::Json(serde_json::json!({ "error": reason }))).into_response();
+    private(r.headers_mut());
+    r
+}
+
+/// The title of an encrypted, existing title path (what follows `/vod/`
+/// or `/drm/clearkey/vod/`), with its scheme; `None` for anything else,
+/// so probing learns nothing about titles.
+fn encrypted_title(vod: &Vod, path: &str) -> Option<(std::path::PathBuf, EncryptionScheme)> {
+    let drm = vod.drm.as_ref()?;
+    let request: VodRequest = format!("{path}/master.m3u8").parse().ok()?;
+    if request.clip.is_some() {
+        return None;
+    }
+    let scheme = drm.scheme(&request.title);
+    if scheme == EncryptionScheme::None {
+        return None;
+    }
+    vod.library.resolve(&request.title).ok()?;
+    Some((request.title, scheme))
+}
+
+/// `GET /vod/{path}/key/{kid}.key`: an AES-128 title's 16 key bytes
+/// (RFC 8216 §5.2), for a request entitled as live key requests are.
+fn key(
+    vod: &Vod,
+    title: &std::path::Path,
+    kid: &crate::keys::KeyId,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Response {
+    let Some(drm) = &vod.drm else {
+        return refusal(StatusCode::NOT_FOUND, "no such key");
+    };
+    let metrics = &drm.drm.metrics.key_requests;
+    if let Err(reason) = drm.drm.entitled(uri, headers) {
+        count(metrics, "unauthorised");
+        return not_entitled(reason);
+    }
+    let found = (drm.scheme(title) == EncryptionScheme::Aes128
+        && vod.library.resolve(title).is_ok())
+    .then(|| drm.key(title));
+    let key = match found {
+        Some(Ok(key)) if key.kid == *kid => key,
+        Some(Err(e)) => {
+            tracing::error!(title = %title.display(), error = %e, "cannot read a VOD key");
+            count(metrics, "error");
+            return refusal(StatusCode::INTERNAL_SERVER_ERROR, "the key service failed");
+        }
+        _ => {
+            count(metrics, "unknown_key");
+            return refusal(StatusCode::NOT_FOUND, "no such key");
+        }
+    };
+    count(metrics, "ok");
+    let mut r = (StatusCode::OK, key.key.to_vec()).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    private(r.headers_mut());
+    r
+}
+
+/// `POST /drm/clearkey/vod/{path}`: a W3C ClearKey licence with the
+/// title's key, as `/drm/clearkey/{channel}` answers for a channel.
+async fn clearkey(
+    State(vod): State<Arc<Vod>>,
+    Path(path): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let Some(drm) = vod.drm.clone() else {
+        return refusal(StatusCode::NOT_FOUND, "no such title");
+    };
+    let metrics = &drm.drm.metrics.licence_requests;
+    // Entitlement first: requests without a token create no keys.
+    if let Err(reason) = drm.drm.entitled(&uri, &headers) {
+        count(metrics, "unauthorised");
+        return not_entitled(reason);
+    }
+    let found = {
+        let vod = vod.clone();
+        tokio::task::spawn_blocking(move || encrypted_title(&vod, &path))
+            .await
+            .ok()
+            .flatten()
+    };
+    let Some((title, scheme)) = found else {
+        count(metrics, "unknown_key");
+        return refusal(StatusCode::NOT_FOUND, "no such encrypted title");
+    };
+    if scheme == EncryptionScheme::Aes128 {
+        count(metrics, "unknown_key");
+        return refusal(
+            StatusCode::NOT_FOUND,
+            "an AES-128 title has HLS keys, not licences",
+        );
+    }
+    if let Err(e) = drm.key(&title) {
+        tracing::error!(title = %title.display(), error = %e, "cannot create a VOD key");
+        count(metrics, "error");
+        return refusal(StatusCode::INTERNAL_SERVER_ERROR, "the key service failed");
+    }
+    licence_response(&drm.drm, Some(&key_channel(&title)), (&uri, &headers), body).await
+}
+
+type AdminVod = (Arc<Vod>, Option<String>);
+
+/// The admin check and the title, or the refusal.
+fn admin_title(
+    state: &AdminVod,
+    headers: &HeaderMap,
+    path: &str,
+) -> Result<(Arc<TitleDrm>, std::path::PathBuf), Box<Response>> {
+    let (vod, api_token) = state;
+    let drm = vod
+        .drm
+        .clone()
+        .ok_or_else(|| Box::new(refusal(StatusCode::NOT_FOUND, "no such encrypted title")))?;
+    let metrics = &drm.drm.metrics.cpix_requests;
+    if let Err(e) = crate::http::check_bearer(api_token.as_deref(), headers) {
+        count(metrics, "unauthorised");
+        return Err(Box::new(match e {
+            crate::http::BearerRefusal::Disabled => refusal(
+                StatusCode::FORBIDDEN,
+                "key export and import are disabled: set server.api_token",
+            ),
+            crate::http::BearerRefusal::Wrong => {
+                refusal(StatusCode::UNAUTHORIZED, "missing or wrong bearer token")
+            }
+        }));
+    }
+    match encrypted_title(vod, path) {
+        Some((title, _)) => Ok((drm, title)),
+        None => {
+            count(metrics, "unknown_key");
+            Err(Box::new(refusal(
+                StatusCode::NOT_FOUND,
+                "no such encrypted title",
+            )))
+        }
+    }
+}
+
+/// `GET /api/vod/keys/{path}`: the title's key as CPIX, created first if
+/// no player has asked yet (so a DRM provider can have it before release).
+async fn export_cpix(
+    State(state): State<Arc<AdminVod>>,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let (drm, title) = match admin_title(&state, &headers, &path) {
+        Ok(found) => found,
+        Err(r) => return *r,
+    };
+    let metrics = &drm.drm.metrics.cpix_requests;
+    if let Err(e) = drm.key(&title) {
+        tracing::error!(title = %title.display(), error = %e, "cannot create a VOD key");
+        count(metrics, "error");
+        return refusal(StatusCode::INTERNAL_SERVER_ERROR, "the key service failed");
+    }
+    let entries = drm.drm.keys.entries_of(&key_channel(&title));
+    count(metrics, "ok");
+    let mut r = crate::keys::write_cpix_entries(&entries).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/xml"),
+    );
+    private(r.headers_mut());
+    r
+}
+
+/// `PUT /api/vod/keys/{path}` with a CPIX document of one clear key: the
+/// title's key from now on; refused (409) once the title has a key.
+async fn import_cpix(
+    State(state): State<Arc<AdminVod>>,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let (drm, title) = match admin_title(&state, &headers, &path) {
+        Ok(found) => found,
+        Err(r) => return *r,
+    };
+    let metrics = &drm.drm.metrics.cpix_requests;
+    let Ok(bytes) = axum::body::to_bytes(body, crate::drm::http::MAX_CPIX_DOCUMENT).await else {
+        count(metrics, "too_large");
+        return refusal(StatusCode::PAYLOAD_TOO_LARGE, "CPIX document too large");
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    match drm.drm.keys.import_cpix(&key_channel(&title), &text) {
+        Ok(kids) => {
+            count(metrics, "ok");
+            let kids: Vec<String> = kids.iter().map(crate::keys::KeyId::uuid).collect();
+            let mut r = axum::Json(serde_json::json!({ "imported": kids })).into_response();
+            private(r.headers_mut());
+            r
+        }
+        Err(e) => {
+            use crate::keys::KeyError;
+            let (status, outcome) = match e {
+                KeyError::InUse(_) => (StatusCode::CONFLICT, "conflict"),
+                KeyError::Io { .. } | KeyError::Random(_) | KeyError::Corrupt { .. } => {
+                    (StatusCode::INTERNAL_SERVER_ERROR, "error")
+                }
+                _ => (StatusCode::BAD_REQUEST, "bad_request"),
+            };
+            count(metrics, outcome);
+            refusal(status, &e.to_string())
+        }
+    }
 }
 
 /// The one place a [`VodError`] becomes a status: a reason in the body, a

@@ -433,6 +433,17 @@ impl Library {
                     MEDIA_CACHE_CONTROL.into(),
                 ))
             }
+            VodObject::MasterTs => playlist(super::ts::master(&p)?),
+            VodObject::TsPlaylist { track } => {
+                playlist(super::ts::playlist(super::ts::variant(&p, track)?))
+            }
+            VodObject::TsSegment { track, number } => {
+                super::ts::segment(&p, track, number, |r, s| {
+                    self.read_samples(&r.title, r.track(), s)
+                })
+            }
+            // Keys are the key service's (`super::http`), never rendered.
+            VodObject::Key { .. } => Err(VodError::NotFound),
             VodObject::SubtitleFile { id } => {
                 let mut cues = self.cues(subtitle(id)?)?;
                 if let Some(start) = p.clip_start_ms {

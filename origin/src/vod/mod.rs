@@ -2,13 +2,16 @@
 //!
 //! - `mp4` — a progressive MP4/MOV's `moov` → per-track sample tables (pure)
 //! - `fragments` — the same for fragmented MP4 (`moof` boxes) (pure)
+//! - `hevc` — HEVC sample entries: `hvcC` → decoder parameters, codec string (pure)
 //! - `plan` — sample tables → segments cut at keyframes, output timing (pure)
 //! - `set` — mapped titles: the JSON set file naming a title's files (pure)
 //! - `subtitles` — `.vtt`/`.srt` side files → WebVTT cues and segments (pure)
 //! - `presentation` — the renditions and subtitles one master playlist/MPD names
 //! - `manifest` — a presentation → HLS VOD playlists and a static DASH MPD (pure)
 //! - `library` — the root directory, path checks, the bounded index cache, reads
-//! - `http` — `/vod/{path}/…` and the `strata_origin_vod_*` metrics
+//! - `ts` — MPEG-TS playlists and segments through the live TS muxer
+//! - `protect` — encrypted titles: the live key service and schemes, per title
+//! - `http` — `/vod/{path}/…`, VOD licences and keys, and the `strata_origin_vod_*` metrics
 //!
 //! # URL names under `/vod/{path}/`, `{path}` an MP4 or a set file relative to `vod.root`
 //!
@@ -24,20 +27,27 @@
 //! | `s{id}.m3u8` | subtitle playlist of a set's subtitle file `{id}` (from 1) |
 //! | `s{id}/{n}.vtt` | WebVTT segment `n` (from 1) of it |
 //! | `s{id}.vtt` | the whole subtitle file as WebVTT (DASH) |
+//! | `master-ts.m3u8` | HLS multivariant playlist, MPEG-TS (as live's `master-ts.m3u8`) |
+//! | `t{id}/ts.m3u8` | MPEG-TS media playlist of video rendition `{id}` (audio-only titles: audio rendition `{id}`) |
+//! | `t{id}/{n}.ts` | MPEG-TS segment `n`: that rendition's fragment `n` with the default audio muxed in |
+//! | `key/{kid}.key` | an AES-128 title's key (HLS `EXT-X-KEY`), for a viewer with a token |
 //!
 //! Only `master.m3u8` and `manifest.mpd` are a contract; the rest is named
 //! here and reached through them. The first path component whose name ends
 //! in `.mp4`, `.m4v`, `.m4a`, `.mov` or (a set) `.json` ends `{path}`.
 
 pub mod fragments;
+pub mod hevc;
 pub mod http;
 pub mod library;
 pub mod manifest;
 pub mod mp4;
 pub mod plan;
 pub mod presentation;
+pub mod protect;
 pub mod set;
 pub mod subtitles;
+pub mod ts;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -66,6 +76,10 @@ pub struct VodConfig {
     /// Largest `moov` box read; bigger files are refused with a 500.
     #[serde(default = "default_max_moov_bytes")]
     pub max_moov_bytes: u64,
+    /// Which titles are encrypted and how (`[vod.encryption]`); keys and
+    /// licences come from `[keys]` and `[encryption]`, as live's.
+    #[serde(default)]
+    pub encryption: protect::VodEncryption,
 }
 
 fn default_segment_duration() -> Duration {
@@ -138,6 +152,10 @@ pub enum VodError {
     /// The disk failed us.
     #[error("reading the title failed")]
     Io(#[source] std::io::Error),
+    /// The title's encryption: not offered for this object (DASH of an
+    /// AES-128 title, MPEG-TS of a cbcs one), or the keys failed us.
+    #[error("encryption: {0}")]
+    Protect(#[from] crate::drm::ProtectError),
 }
 
 impl VodError {
@@ -149,6 +167,8 @@ impl VodError {
             VodError::Set(e) => e.status(),
             VodError::Subtitles(_) => 500,
             VodError::Mp4(_) | VodError::Io(_) => 500,
+            VodError::Protect(crate::drm::ProtectError::NotOffered) => 404,
+            VodError::Protect(_) => 500,
         }
     }
 
@@ -165,6 +185,8 @@ impl VodError {
             VodError::Set(e) => e.reason(),
             VodError::Subtitles(_) => "bad_subtitles",
             VodError::Io(_) => "io",
+            VodError::Protect(crate::drm::ProtectError::NotOffered) => "not_offered",
+            VodError::Protect(_) => "encryption",
         }
     }
 }
@@ -182,6 +204,10 @@ pub enum VodObject {
     SubtitlePlaylist { id: u32 },
     SubtitleSegment { id: u32, number: u32 },
     SubtitleFile { id: u32 },
+    MasterTs,
+    TsPlaylist { track: u32 },
+    TsSegment { track: u32, number: u32 },
+    Key { kid: crate::keys::KeyId },
 }
 
 /// A request under `/vod/`: the title's path relative to the root (plain
@@ -253,6 +279,17 @@ impl std::str::FromStr for VodRequest {
         let object = match rest {
             ["master.m3u8"] => VodObject::Master,
             ["manifest.mpd"] => VodObject::Manifest,
+            ["master-ts.m3u8"] => VodObject::MasterTs,
+            ["key", file] => VodObject::Key {
+                kid: file
+                    .strip_suffix(".key")
+                    .filter(|k| k.len() == 32)
+                    .and_then(|k| k.parse().ok())
+                    .ok_or(VodError::NotFound)?,
+            },
+            [dir, "ts.m3u8"] => VodObject::TsPlaylist {
+                track: track_number(dir)?,
+            },
             [name] => {
                 if let Some(stem) = name.strip_suffix(".m3u8") {
                     match numbered(stem)? {
@@ -277,6 +314,10 @@ impl std::str::FromStr for VodRequest {
                     number: plain_number(n)?,
                 },
                 (('i', track), Some((n, "m4s"))) => VodObject::KeyFrame {
+                    track,
+                    number: plain_number(n)?,
+                },
+                (('t', track), Some((n, "ts"))) => VodObject::TsSegment {
                     track,
                     number: plain_number(n)?,
                 },

@@ -537,12 +537,19 @@ fn parse_stsd(stsd: &[u8], track_id: u32) -> Result<(TrackParams, u8), Mp4Error>
                 .map_err(|e| corrupt(format!("track {track_id}: {e}")))?;
             Ok((TrackParams::Audio(params), 4))
         }
-        b"hvc1" | b"hev1" => Err(Mp4Error::Unsupported(format!(
-            "track {track_id}: HEVC ({}) is not packaged for VOD yet; H.264 and AAC are",
-            fourcc(kind)
-        ))),
+        b"hvc1" | b"hev1" => {
+            let fields = body
+                .get(78..)
+                .ok_or_else(|| corrupt(format!("track {track_id}: truncated {}", fourcc(kind))))?;
+            let hvcc = child(&children(fields)?, b"hvcC").ok_or_else(|| {
+                corrupt(format!("track {track_id}: {} without hvcC", fourcc(kind)))
+            })?;
+            let (params, nal_length_size) =
+                super::hevc::video_params(&fourcc(kind), body, hvcc, track_id)?;
+            Ok((TrackParams::Video(params), nal_length_size))
+        }
         other => Err(Mp4Error::Unsupported(format!(
-            "track {track_id}: codec '{}' (H.264 avc1/avc3 and AAC mp4a are supported)",
+            "track {track_id}: codec '{}' (H.264 avc1/avc3, HEVC hvc1/hev1 and AAC mp4a are supported)",
             fourcc(other)
         ))),
     }

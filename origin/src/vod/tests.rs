@@ -365,10 +365,11 @@ fn refuses_files_that_lie_without_panicking() {
 
 #[test]
 fn refuses_unsupported_codecs_by_name() {
+    // HEVC is packaged, but an `hvc1` entry needs its `hvcC`.
     let mut hevc = video(1, 10, 5);
     hevc.codec = b"hvc1";
     match index(&mp4_file(&[hevc])) {
-        Err(Mp4Error::Unsupported(why)) => assert!(why.contains("HEVC"), "{why}"),
+        Err(Mp4Error::Corrupt(why)) => assert!(why.contains("hvcC"), "{why}"),
         other => panic!("{other:?}"),
     }
     let mut vp9 = video(1, 10, 5);
@@ -515,6 +516,7 @@ impl Scratch {
                 index_cache_entries: entries,
                 index_cache_bytes: 1 << 30,
                 max_moov_bytes: 1 << 20,
+                encryption: Default::default(),
             },
             http::VodMetrics::default(),
         )
@@ -745,5 +747,141 @@ fn indexes_fragments_and_refuses_lying_truns() {
     assert!(matches!(
         mp4::parse_moov(moov, &limits),
         Err(Mp4Error::Fragmented) | Err(Mp4Error::Unsupported(_))
+    ));
+}
+
+/// A title's objects through [`protect::TitleDrm`] with keys derived from
+/// `secret`, for titles under `aes/` (AES-128) and `cenc/` (cenc).
+fn title_drm(secret: &str) -> protect::TitleDrm {
+    let keys = crate::keys::KeyService::open(&crate::keys::KeysConfig {
+        key_secret: Some(crate::keys::KeySecret::new(secret).expect("secret")),
+        ..crate::keys::KeysConfig::default()
+    })
+    .expect("keys");
+    let drm = crate::drm::Drm::new(
+        crate::drm::EncryptionConfig::default(),
+        keys,
+        crate::drm::http::DrmMetrics::default(),
+    );
+    protect::TitleDrm::new(
+        protect::VodEncryption {
+            prefixes: [
+                ("aes".to_owned(), crate::drm::EncryptionScheme::Aes128),
+                ("cenc".to_owned(), crate::drm::EncryptionScheme::Cenc),
+            ]
+            .into_iter()
+            .collect(),
+            ..protect::VodEncryption::default()
+        },
+        std::sync::Arc::new(drm),
+    )
+}
+
+#[test]
+fn encrypted_titles_protect_what_the_packager_renders() {
+    use cbc::cipher::{BlockDecryptMut, KeyIvInit};
+    let scratch = Scratch::new("protect");
+    for dir in ["aes", "cenc"] {
+        std::fs::create_dir_all(scratch.0.join("lib").join(dir)).expect("dir");
+        std::fs::write(scratch.0.join("lib").join(dir).join("t.mp4"), title_file()).expect("write");
+    }
+    let library = scratch.library(8);
+    let secret = "0123456789abcdef0123456789abcdef-vod";
+    let titles = title_drm(secret);
+    let protected = |path: &str| -> Result<crate::package::Rendered, VodError> {
+        let request: VodRequest = path.parse()?;
+        let clear = library.render(&request)?;
+        Ok(titles.protect(&request, clear)?)
+    };
+    let text =
+        |path: &str| String::from_utf8(protected(path).expect(path).body.to_vec()).expect("utf-8");
+
+    // AES-128: the key after the MAP, fragments whole, IV = segment number.
+    let key = titles.key(Path::new("aes/t.mp4")).expect("key");
+    let playlist = text("aes/t.mp4/t1.m3u8");
+    let tag = format!(
+        "#EXT-X-MAP:URI=\"t1/init.mp4\"\n#EXT-X-KEY:METHOD=AES-128,URI=\"key/{}.key\"\n",
+        key.kid.hex()
+    );
+    assert!(playlist.contains(&tag), "{playlist}");
+    let clear = get(&library, "aes/t.mp4/t1/2.m4s").expect("clear");
+    let sealed = protected("aes/t.mp4/t1/2.m4s").expect("sealed");
+    let iv = 2u128.to_be_bytes();
+    let opened = cbc::Decryptor::<aes::Aes128>::new(&key.key.into(), &iv.into())
+        .decrypt_padded_vec_mut::<cbc::cipher::block_padding::Pkcs7>(&sealed.body)
+        .expect("decrypts with IV 2");
+    assert_eq!(opened, clear.body.to_vec());
+    assert_eq!(
+        protected("aes/t.mp4/t1/init.mp4").expect("init").body,
+        get(&library, "aes/t.mp4/t1/init.mp4").expect("init").body,
+        "the init segment stays clear"
+    );
+    let e = protected("aes/t.mp4/manifest.mpd").expect_err("no DASH");
+    assert_eq!(e.status(), 404, "{e}");
+    let ts = text("aes/t.mp4/t1/ts.m3u8");
+    assert!(ts.contains("URI=\"../key/"), "{ts}");
+
+    // cenc: ContentProtection with the title's licence URL, encv/enca
+    // sample entries, senc in fragments, no MPEG-TS.
+    let key = titles.key(Path::new("cenc/t.mp4")).expect("key");
+    let mpd = text("cenc/t.mp4/manifest.mpd");
+    assert!(
+        mpd.contains(&format!("cenc:default_KID=\"{}\"", key.kid.uuid()))
+            && mpd.contains("/drm/clearkey/vod/cenc/t.mp4"),
+        "{mpd}"
+    );
+    let hls = text("cenc/t.mp4/t2.m3u8");
+    assert!(
+        hls.contains("#EXT-X-KEY:METHOD=SAMPLE-AES-CTR")
+            && hls.find("#EXT-X-KEY") < hls.find("#EXT-X-MAP"),
+        "{hls}"
+    );
+    let init = protected("cenc/t.mp4/t2/init.mp4").expect("audio init");
+    assert!(init.body.windows(4).any(|w| w == b"enca"));
+    let fragment = protected("cenc/t.mp4/t2/1.m4s").expect("audio fragment");
+    assert!(fragment.body.windows(4).any(|w| w == b"senc"));
+    let e = protected("cenc/t.mp4/t1/1.ts").expect_err("no TS");
+    assert_eq!(e.status(), 404, "{e}");
+    // Subtitles and the master stay clear.
+    assert!(!text("cenc/t.mp4/master.m3u8").contains("EXT-X-KEY"));
+
+    // A second origin with the same secret holds the same key per title;
+    // titles differ.
+    let other = title_drm(secret);
+    assert_eq!(other.key(Path::new("cenc/t.mp4")).expect("key"), key);
+    assert_ne!(other.key(Path::new("aes/t.mp4")).expect("key"), key);
+}
+
+#[test]
+fn mpeg_ts_segments_mux_the_rendition_with_the_default_audio() {
+    let scratch = Scratch::new("ts");
+    std::fs::write(scratch.0.join("lib/t.mp4"), title_file()).expect("write");
+    let library = scratch.library(8);
+    let master = get(&library, "t.mp4/master-ts.m3u8").expect("master");
+    let text = std::str::from_utf8(&master.body).expect("utf-8");
+    assert!(
+        text.contains("CODECS=\"avc1.4d401e,mp4a.40.2\"") && text.contains("\nt1/ts.m3u8\n"),
+        "{text}"
+    );
+    let playlist = get(&library, "t.mp4/t1/ts.m3u8").expect("playlist");
+    let text = std::str::from_utf8(&playlist.body).expect("utf-8");
+    assert!(text.ends_with("\n3.ts\n#EXT-X-ENDLIST\n"), "{text}");
+    let segment = get(&library, "t.mp4/t1/2.ts").expect("segment");
+    assert_eq!(segment.content_type, "video/mp2t");
+    assert_eq!(segment.body.len() % 188, 0);
+    assert!(segment.body.chunks(188).all(|p| p[0] == 0x47));
+    let pids: std::collections::BTreeSet<u16> = segment
+        .body
+        .chunks(188)
+        .map(|p| u16::from_be_bytes([p[1] & 0x1f, p[2]]))
+        .collect();
+    assert!(
+        pids.contains(&crate::media::mpegts::VIDEO_PID)
+            && pids.contains(&crate::media::mpegts::AUDIO_PID),
+        "video and audio: {pids:?}"
+    );
+    assert!(matches!(
+        get(&library, "t.mp4/t2/ts.m3u8"),
+        Err(VodError::NotFound)
     ));
 }

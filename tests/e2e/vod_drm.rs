@@ -1,0 +1,255 @@
+//! Encrypted VOD end to end: one ffmpeg-made title under three prefixes
+//! (`aes/`, `cbcs/`, `cenc/`, each its own title with its own key),
+//! packaged by the origin behind an edge that requires EdgeAuth tokens.
+//! hls.js, dash.js and Shaka play it through the edge in headless Chromium
+//! with licences from the origin's ClearKey server (the token in the
+//! licence URL, as a site configures it), seeking ahead; ffmpeg decodes the AES-128 title
+//! (fMP4 and MPEG-TS) with the key fetched through the edge. Keys reach only
+//! token holders.
+
+use std::time::{Duration, SystemTime};
+
+use strata::policy::{sign, TokenConfig};
+use strata_origin::drm::EncryptionScheme;
+use strata_origin::vod::protect::VodEncryption;
+
+use crate::harness::client;
+use crate::stack::{require_peers, start_stack_with};
+use crate::vod::make_library_in;
+
+const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+struct KeyDir(std::path::PathBuf);
+
+impl Drop for KeyDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn token_config() -> TokenConfig {
+    toml::from_str(&format!(
+        "keys = [{{ id = \"k\", secret = \"{SECRET}\" }}]\nrequire = [\"/vod/\", \"/drm/\"]\n"
+    ))
+    .expect("token config")
+}
+
+/// Plays `url` with `player`, licences from `licence` (if any), seeking to
+/// 14 s of the 20 s title after 5 s of play; the report.
+async fn play_and_seek(player: &str, url: &str, licence: Option<&str>) -> serde_json::Value {
+    let mut extra = vec!["--seek".to_owned(), "14".to_owned()];
+    if let Some(licence) = licence {
+        extra.extend(["--licence-url".to_owned(), licence.to_owned()]);
+    }
+    let report = crate::stack::start_play_with(player, url, 5, &extra)
+        .await
+        .finish()
+        .await;
+    assert!(
+        report["seek"]["reached"]
+            .as_f64()
+            .is_some_and(|t| t >= 16.0),
+        "{player} on {url}: seeking to 14 s played on past 16 s: {report}"
+    );
+    report
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_vod_plays_in_every_player_and_keys_need_a_token() {
+    require_peers();
+    let library = make_library_in("strata-vod-drm").await;
+    let root = library.0.clone();
+    for prefix in ["aes", "cbcs", "cenc"] {
+        std::fs::create_dir_all(root.join(prefix)).expect("prefix dir");
+        std::os::unix::fs::symlink("../title.mp4", root.join(prefix).join("title.mp4"))
+            .expect("symlink");
+    }
+    let keys = KeyDir(std::env::temp_dir().join(format!("strata-vod-keys-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&keys.0);
+    let state_dir = keys.0.clone();
+    let stack = start_stack_with(
+        move |c| {
+            c.keys.state_dir = Some(state_dir);
+            c.encryption.licence_token.keys = vec![strata::policy::KeyConfig {
+                id: "k".into(),
+                secret: SECRET.into(),
+            }];
+            c.vod = Some(strata_origin::vod::VodConfig {
+                root,
+                segment_duration: Duration::from_secs(4),
+                index_cache_entries: 16,
+                index_cache_bytes: 64 << 20,
+                max_moov_bytes: 16 << 20,
+                encryption: VodEncryption {
+                    prefixes: [
+                        ("aes".to_owned(), EncryptionScheme::Aes128),
+                        ("cbcs".to_owned(), EncryptionScheme::Cbcs),
+                        ("cenc".to_owned(), EncryptionScheme::Cenc),
+                    ]
+                    .into_iter()
+                    .collect(),
+                    ..VodEncryption::default()
+                },
+            });
+        },
+        |e| e.token = Some(token_config()),
+    )
+    .await;
+    let token = sign(
+        SECRET,
+        "/vod/*!/drm/*",
+        Duration::from_secs(600),
+        SystemTime::now(),
+        None,
+        None,
+    )
+    .expect("sign");
+    let http = client();
+    let get = |url: String| {
+        let http = http.clone();
+        async move {
+            let r = http.get(&url).send().await.expect("GET");
+            let status = r.status().as_u16();
+            (status, r.text().await.unwrap_or_default())
+        }
+    };
+
+    // The clear title stays clear; each prefix has a key of its own.
+    let (status, clear) = get(stack.origin("/vod/title.mp4/t1.m3u8")).await;
+    assert_eq!(status, 200, "{clear}");
+    assert!(!clear.contains("#EXT-X-KEY"), "{clear}");
+    let (status, aes_playlist) = get(stack.origin("/vod/aes/title.mp4/t1.m3u8")).await;
+    assert_eq!(status, 200, "{aes_playlist}");
+    let key_line = aes_playlist
+        .lines()
+        .find(|l| l.starts_with("#EXT-X-KEY:METHOD=AES-128,URI=\"key/"))
+        .unwrap_or_else(|| panic!("AES-128 key tag: {aes_playlist}"))
+        .to_owned();
+    let key_path = key_line
+        .split("URI=\"")
+        .nth(1)
+        .and_then(|v| v.split('"').next())
+        .expect("key URI");
+    assert_eq!(
+        get(stack.origin("/vod/aes/title.mp4/manifest.mpd")).await.0,
+        404,
+        "no DASH for an AES-128 title"
+    );
+
+    // Keys and licences go only to token holders, at the origin too.
+    let key_url = format!("/vod/aes/title.mp4/{key_path}");
+    let (status, _) = get(stack.origin(&key_url)).await;
+    assert_eq!(status, 403, "a key without a token");
+    let r = http
+        .get(stack.origin(&format!("{key_url}?token={token}")))
+        .send()
+        .await
+        .expect("key");
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["cache-control"],
+        "private, no-store",
+        "keys are never cached"
+    );
+    assert_eq!(r.bytes().await.expect("key").len(), 16);
+    let (status, mpd) = get(stack.origin("/vod/cenc/title.mp4/manifest.mpd")).await;
+    assert_eq!(status, 200, "{mpd}");
+    let kid = mpd
+        .split("cenc:default_KID=\"")
+        .nth(1)
+        .and_then(|v| v.split('"').next())
+        .unwrap_or_else(|| panic!("default_KID in {mpd}"))
+        .replace('-', "");
+    assert!(
+        mpd.contains("/drm/clearkey/vod/cenc/title.mp4"),
+        "the licence URL names the title: {mpd}"
+    );
+    let kid_b64 = {
+        let bytes: Vec<u8> = (0..16)
+            .map(|i| u8::from_str_radix(&kid[2 * i..2 * i + 2], 16).expect("hex"))
+            .collect();
+        base64_url(&bytes)
+    };
+    let licence_body = format!("{{\"kids\":[\"{kid_b64}\"],\"type\":\"temporary\"}}");
+    let post = |url: String| {
+        let (http, body) = (http.clone(), licence_body.clone());
+        async move {
+            let r = http.post(&url).body(body).send().await.expect("POST");
+            let status = r.status().as_u16();
+            (status, r.text().await.unwrap_or_default())
+        }
+    };
+    let (status, _) = post(stack.origin("/drm/clearkey/vod/cenc/title.mp4")).await;
+    assert_eq!(status, 403, "a licence without a token");
+    let (status, licence) =
+        post(stack.origin(&format!("/drm/clearkey/vod/cenc/title.mp4?token={token}"))).await;
+    assert_eq!(status, 200, "{licence}");
+    assert!(licence.contains(&kid_b64), "{licence}");
+    let (status, _) =
+        post(stack.origin(&format!("/drm/clearkey/vod/cbcs/title.mp4?token={token}"))).await;
+    assert_eq!(status, 404, "a licence names one title's keys only");
+
+    // The operator's CPIX export holds the key the MPD names.
+    let cpix = http
+        .get(stack.api("/api/vod/keys/cenc/title.mp4"))
+        .bearer_auth(crate::stack::API_TOKEN)
+        .send()
+        .await
+        .expect("CPIX")
+        .text()
+        .await
+        .expect("CPIX text");
+    let exported = strata_origin::keys::parse_cpix(&cpix).expect("CPIX parses");
+    assert_eq!(exported.len(), 1, "{cpix}");
+    assert_eq!(exported[0].kid.hex(), kid);
+
+    // ffmpeg decodes the AES-128 title through the edge, fMP4 and MPEG-TS,
+    // fetching its key there with the token the edge writes into the playlist.
+    for master in ["master.m3u8", "master-ts.m3u8"] {
+        crate::stack::assert_decodes(
+            &stack.edge(&format!("/vod/aes/title.mp4/{master}?token={token}")),
+            8,
+        )
+        .await;
+    }
+
+    let edge = |path: &str| stack.edge(&format!("{path}?token={token}"));
+    play_and_seek("hls", &edge("/vod/aes/title.mp4/master.m3u8"), None).await;
+    for scheme in ["cbcs", "cenc"] {
+        // As a site configures its players: licences from the origin's
+        // ClearKey server, the viewer's token in the URL.
+        let licence = stack.origin(&format!(
+            "/drm/clearkey/vod/{scheme}/title.mp4?token={token}"
+        ));
+        play_and_seek(
+            "hls",
+            &edge(&format!("/vod/{scheme}/title.mp4/master.m3u8")),
+            Some(&licence),
+        )
+        .await;
+        for player in ["dash", "shaka"] {
+            play_and_seek(
+                player,
+                &edge(&format!("/vod/{scheme}/title.mp4/manifest.mpd")),
+                Some(&licence),
+            )
+            .await;
+        }
+    }
+}
+
+/// Unpadded base64url (RFC 4648 §5), as W3C ClearKey licence requests use.
+fn base64_url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+        }
+    }
+    out
+}
