@@ -33,3 +33,4 @@ mod steering;
 mod tls;
 mod upgrade;
 mod vod;
+mod vod_remote;

@@ -64,6 +64,8 @@ async fn vod_title_plays_through_the_edge_in_every_player() {
             index_cache_entries: 16,
             index_cache_bytes: 64 << 20,
             max_moov_bytes: 16 << 20,
+            remote: Vec::new(),
+            thumbnails: Default::default(),
         });
     })
     .await;
@@ -122,6 +124,8 @@ async fn vod_set_plays_with_its_languages_and_subtitles_in_every_player() {
             index_cache_entries: 16,
             index_cache_bytes: 64 << 20,
             max_moov_bytes: 16 << 20,
+            remote: Vec::new(),
+            thumbnails: Default::default(),
         });
     })
     .await;

@@ -45,6 +45,8 @@ pub struct VodMetrics {
     pub index_cache: Family<CacheLabels, Counter>,
     pub bytes_read: Counter,
     pub render_seconds: Histogram,
+    pub remote: super::remote::RemoteMetrics,
+    pub thumbnails: super::thumbnail::ThumbnailMetrics,
 }
 
 impl Default for VodMetrics {
@@ -55,6 +57,8 @@ impl Default for VodMetrics {
             index_cache: Family::default(),
             bytes_read: Counter::default(),
             render_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 18)),
+            remote: Default::default(),
+            thumbnails: Default::default(),
         }
     }
 }
@@ -88,6 +92,8 @@ impl VodMetrics {
             "Time to answer a VOD request, index parse and reads included",
             m.render_seconds.clone(),
         );
+        m.remote.register(vod);
+        m.thumbnails.register(vod);
         m
     }
 
@@ -118,6 +124,7 @@ fn object_label(object: &VodObject) -> &'static str {
         VodObject::Fragment { .. } | VodObject::KeyFrame { .. } => "segment",
         VodObject::IFramePlaylist { .. } | VodObject::SubtitlePlaylist { .. } => "playlist",
         VodObject::SubtitleSegment { .. } | VodObject::SubtitleFile { .. } => "subtitles",
+        VodObject::Thumbnail { .. } => "thumbnail",
     }
 }
 
@@ -125,10 +132,13 @@ async fn vod(
     State(library): State<Arc<Library>>,
     method: Method,
     Path(path): Path<String>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
     request_headers: HeaderMap,
 ) -> Response {
     let started = Instant::now();
-    let parsed = path.parse::<VodRequest>();
+    let parsed = path
+        .parse::<VodRequest>()
+        .and_then(|r| super::thumbnail::with_query(r, query.as_deref()));
     let object = parsed.as_ref().map_or("none", |r| object_label(&r.object));
     let rendered = match parsed {
         Ok(request) => {

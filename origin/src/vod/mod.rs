@@ -8,6 +8,9 @@
 //! - `presentation` — the renditions and subtitles one master playlist/MPD names
 //! - `manifest` — a presentation → HLS VOD playlists and a static DASH MPD (pure)
 //! - `library` — the root directory, path checks, the bounded index cache, reads
+//! - `source` — where a title's bytes come from: a local file or a remote store
+//! - `remote` — HTTP(S) object stores read by byte range (`[[vod.remote]]`)
+//! - `thumbnail` — a JPEG of the frame at a time, decoded by ffmpeg
 //! - `http` — `/vod/{path}/…` and the `strata_origin_vod_*` metrics
 //!
 //! # URL names under `/vod/{path}/`, `{path}` an MP4 or a set file relative to `vod.root`
@@ -24,6 +27,7 @@
 //! | `s{id}.m3u8` | subtitle playlist of a set's subtitle file `{id}` (from 1) |
 //! | `s{id}/{n}.vtt` | WebVTT segment `n` (from 1) of it |
 //! | `s{id}.vtt` | the whole subtitle file as WebVTT (DASH) |
+//! | `thumb/{ms}.jpg` | JPEG of the frame shown at `{ms}` (`?width=` scales it) |
 //!
 //! Only `master.m3u8` and `manifest.mpd` are a contract; the rest is named
 //! here and reached through them. The first path component whose name ends
@@ -36,8 +40,11 @@ pub mod manifest;
 pub mod mp4;
 pub mod plan;
 pub mod presentation;
+pub mod remote;
 pub mod set;
+pub mod source;
 pub mod subtitles;
+pub mod thumbnail;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -66,6 +73,12 @@ pub struct VodConfig {
     /// Largest `moov` box read; bigger files are refused with a 500.
     #[serde(default = "default_max_moov_bytes")]
     pub max_moov_bytes: u64,
+    /// Remote stores (`[[vod.remote]]`), each under its own path prefix.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remote: Vec<remote::RemoteStoreConfig>,
+    /// `thumb/{ms}.jpg`: the ffmpeg run that decodes a frame, and its cache.
+    #[serde(default)]
+    pub thumbnails: thumbnail::ThumbnailConfig,
 }
 
 fn default_segment_duration() -> Duration {
@@ -112,7 +125,8 @@ impl VodConfig {
         if self.max_moov_bytes < 4096 {
             return Err("vod.max_moov_bytes: must be at least 4096".into());
         }
-        Ok(())
+        source::validate_stores(&self.remote)?;
+        self.thumbnails.validate()
     }
 }
 
@@ -138,6 +152,12 @@ pub enum VodError {
     /// The disk failed us.
     #[error("reading the title failed")]
     Io(#[source] std::io::Error),
+    /// A remote store failed us (or has no such object).
+    #[error(transparent)]
+    Remote(#[from] remote::RemoteError),
+    /// The thumbnail decoder failed, timed out or is too busy.
+    #[error(transparent)]
+    Thumbnail(#[from] thumbnail::ThumbnailError),
 }
 
 impl VodError {
@@ -149,6 +169,8 @@ impl VodError {
             VodError::Set(e) => e.status(),
             VodError::Subtitles(_) => 500,
             VodError::Mp4(_) | VodError::Io(_) => 500,
+            VodError::Remote(e) => e.status(),
+            VodError::Thumbnail(e) => e.status(),
         }
     }
 
@@ -165,6 +187,8 @@ impl VodError {
             VodError::Set(e) => e.reason(),
             VodError::Subtitles(_) => "bad_subtitles",
             VodError::Io(_) => "io",
+            VodError::Remote(e) => e.reason(),
+            VodError::Thumbnail(e) => e.reason(),
         }
     }
 }
@@ -174,14 +198,38 @@ impl VodError {
 pub enum VodObject {
     Master,
     Manifest,
-    MediaPlaylist { track: u32 },
-    Init { track: u32 },
-    Fragment { track: u32, number: u32 },
-    IFramePlaylist { track: u32 },
-    KeyFrame { track: u32, number: u32 },
-    SubtitlePlaylist { id: u32 },
-    SubtitleSegment { id: u32, number: u32 },
-    SubtitleFile { id: u32 },
+    MediaPlaylist {
+        track: u32,
+    },
+    Init {
+        track: u32,
+    },
+    Fragment {
+        track: u32,
+        number: u32,
+    },
+    IFramePlaylist {
+        track: u32,
+    },
+    KeyFrame {
+        track: u32,
+        number: u32,
+    },
+    SubtitlePlaylist {
+        id: u32,
+    },
+    SubtitleSegment {
+        id: u32,
+        number: u32,
+    },
+    SubtitleFile {
+        id: u32,
+    },
+    /// The frame shown at `ms` as a JPEG, `width` pixels wide (`?width=`).
+    Thumbnail {
+        ms: u64,
+        width: Option<u32>,
+    },
 }
 
 /// A request under `/vod/`: the title's path relative to the root (plain
@@ -268,6 +316,10 @@ impl std::str::FromStr for VodRequest {
                     }
                 }
             }
+            ["thumb", name] => VodObject::Thumbnail {
+                ms: thumbnail::parse_ms(name)?,
+                width: None,
+            },
             [dir, "init.mp4"] => VodObject::Init {
                 track: track_number(dir)?,
             },

@@ -515,6 +515,8 @@ impl Scratch {
                 index_cache_entries: entries,
                 index_cache_bytes: 1 << 30,
                 max_moov_bytes: 1 << 20,
+                remote: Vec::new(),
+                thumbnails: Default::default(),
             },
             http::VodMetrics::default(),
         )

@@ -105,6 +105,8 @@ pub(crate) async fn start_origin(
         index_cache_entries: 16,
         index_cache_bytes: 64 << 20,
         max_moov_bytes: 16 << 20,
+        remote: Vec::new(),
+        thumbnails: Default::default(),
     });
     let listeners = OriginListeners {
         http,
