@@ -495,6 +495,85 @@ async fn ffmpeg_jpeg(
 mod tests {
     use super::*;
 
+    /// ffmpeg's fixture, a library over it, and the JPEG of `path`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_frame_is_decoded_from_its_group_of_pictures() {
+        let dir = std::env::temp_dir().join(format!("strata-thumb-unit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let out = tokio::process::Command::new("ffmpeg")
+            .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y"])
+            .args([
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=320x240:rate=25",
+                "-t",
+                "6",
+            ])
+            .args([
+                "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-g", "50",
+            ])
+            .arg(dir.join("t.mp4"))
+            .output()
+            .await
+            .expect("ffmpeg — run scripts/install-test-deps.sh");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let library = Arc::new(
+            super::super::Library::new(
+                super::super::VodConfig {
+                    root: dir.clone(),
+                    segment_duration: Duration::from_secs(4),
+                    index_cache_entries: 4,
+                    index_cache_bytes: 1 << 24,
+                    max_moov_bytes: 1 << 20,
+                    remote: Vec::new(),
+                    thumbnails: ThumbnailConfig::default(),
+                },
+                super::super::http::VodMetrics::default(),
+            )
+            .expect("library"),
+        );
+        for (path, query, width) in [
+            ("t.mp4/thumb/3100.jpg", None, 320),
+            ("t.mp4/thumb/0.jpg", Some("width=160"), 160),
+        ] {
+            let request = with_query(path.parse().expect("path"), query).expect("query");
+            let lib = library.clone();
+            let jpeg = tokio::task::spawn_blocking(move || lib.render(&request))
+                .await
+                .expect("task")
+                .unwrap_or_else(|e| panic!("{path}: {e}"));
+            assert!(jpeg.body.starts_with(&[0xff, 0xd8]), "{path}: not a JPEG");
+            assert_eq!(jpeg_width(&jpeg.body), Some(width), "{path}");
+        }
+        let past: VodRequest = "t.mp4/thumb/6000.jpg".parse().expect("path");
+        let lib = library.clone();
+        let refused = tokio::task::spawn_blocking(move || lib.render(&past))
+            .await
+            .expect("task");
+        assert!(matches!(refused, Err(VodError::NotFound)));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The width in a JPEG's SOF0/SOF2 segment.
+    fn jpeg_width(jpeg: &[u8]) -> Option<u32> {
+        let mut at = 2;
+        while at + 9 < jpeg.len() {
+            let marker = jpeg[at + 1];
+            let len = usize::from(u16::from_be_bytes([jpeg[at + 2], jpeg[at + 3]]));
+            if marker == 0xc0 || marker == 0xc2 {
+                return Some(u32::from(u16::from_be_bytes([jpeg[at + 7], jpeg[at + 8]])));
+            }
+            at += 2 + len;
+        }
+        None
+    }
+
     #[test]
     fn times_and_widths_parse() {
         assert_eq!(parse_ms("0.jpg").ok(), Some(0));
