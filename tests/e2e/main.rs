@@ -34,3 +34,4 @@ mod tls;
 mod upgrade;
 mod vod;
 mod vod_drm;
+mod vod_remote;

@@ -70,6 +70,8 @@ async fn vod_title_plays_through_the_edge_in_every_player() {
             index_cache_bytes: 64 << 20,
             max_moov_bytes: 16 << 20,
             encryption: Default::default(),
+            remote: Vec::new(),
+            thumbnails: Default::default(),
         });
     })
     .await;
@@ -129,6 +131,8 @@ async fn vod_set_plays_with_its_languages_and_subtitles_in_every_player() {
             index_cache_bytes: 64 << 20,
             max_moov_bytes: 16 << 20,
             encryption: Default::default(),
+            remote: Vec::new(),
+            thumbnails: Default::default(),
         });
     })
     .await;
@@ -186,6 +190,8 @@ async fn vod_title_plays_as_mpeg_ts() {
     let root = library.0.clone();
     let stack = start_stack(move |c| {
         c.vod = Some(strata_origin::vod::VodConfig {
+            remote: Vec::new(),
+            thumbnails: Default::default(),
             root,
             segment_duration: Duration::from_secs(4),
             index_cache_entries: 16,
@@ -258,6 +264,8 @@ async fn vod_hevc_title_is_packaged_as_cmaf_with_its_codec_string() {
     let root = library.0.clone();
     let stack = start_stack(move |c| {
         c.vod = Some(strata_origin::vod::VodConfig {
+            remote: Vec::new(),
+            thumbnails: Default::default(),
             root,
             segment_duration: Duration::from_secs(4),
             index_cache_entries: 16,

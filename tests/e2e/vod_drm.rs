@@ -80,6 +80,8 @@ async fn encrypted_vod_plays_in_every_player_and_keys_need_a_token() {
                 index_cache_entries: 16,
                 index_cache_bytes: 64 << 20,
                 max_moov_bytes: 16 << 20,
+                remote: Vec::new(),
+                thumbnails: Default::default(),
                 encryption: VodEncryption {
                     prefixes: [
                         ("aes".to_owned(), EncryptionScheme::Aes128),

@@ -53,6 +53,8 @@ pub struct VodMetrics {
     pub index_cache: Family<CacheLabels, Counter>,
     pub bytes_read: Counter,
     pub render_seconds: Histogram,
+    pub remote: super::remote::RemoteMetrics,
+    pub thumbnails: super::thumbnail::ThumbnailMetrics,
 }
 
 impl Default for VodMetrics {
@@ -63,6 +65,8 @@ impl Default for VodMetrics {
             index_cache: Family::default(),
             bytes_read: Counter::default(),
             render_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 18)),
+            remote: Default::default(),
+            thumbnails: Default::default(),
         }
     }
 }
@@ -96,6 +100,8 @@ impl VodMetrics {
             "Time to answer a VOD request, index parse and reads included",
             m.render_seconds.clone(),
         );
+        m.remote.register(vod);
+        m.thumbnails.register(vod);
         m
     }
 
@@ -153,6 +159,7 @@ fn object_label(object: &VodObject) -> &'static str {
         VodObject::MasterTs | VodObject::TsPlaylist { .. } => "playlist",
         VodObject::TsSegment { .. } => "segment",
         VodObject::Key { .. } => "key",
+        VodObject::Thumbnail { .. } => "thumbnail",
     }
 }
 
@@ -161,11 +168,14 @@ async fn vod(
     method: Method,
     Path(path): Path<String>,
     uri: Uri,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
     request_headers: HeaderMap,
 ) -> Response {
     let library = &vod.library;
     let started = Instant::now();
-    let parsed = path.parse::<VodRequest>();
+    let parsed = path
+        .parse::<VodRequest>()
+        .and_then(|r| super::thumbnail::with_query(r, query.as_deref()));
     if let Ok(VodRequest {
         title,
         object: VodObject::Key { kid },

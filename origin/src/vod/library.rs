@@ -1,11 +1,10 @@
-//! The VOD library on disk: path checks against the root, the bounded cache
-//! of parsed indexes, and the reads a segment needs (positioned reads of
-//! exactly its samples' byte ranges). Blocking: callers run it on tokio's
-//! blocking pool.
+//! The VOD library: path checks against the root, the bounded cache of
+//! parsed indexes, and the reads a segment needs (exactly its samples' byte
+//! ranges), from a local file or a remote store ([`super::source`]).
+//! Blocking: callers run it on tokio's blocking pool.
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -16,7 +15,9 @@ use super::http::VodMetrics;
 use super::mp4::{self, IndexLimits, Mp4Error, Mp4Index};
 use super::plan::{self, PlannedSegment, TrackPlan};
 use super::presentation::{Presentation, Rendition, SubtitleRendition};
+use super::remote::{RemoteError, RemoteObject, RemoteStore};
 use super::set::{self, SetError};
+use super::source::{self, Source};
 use super::{manifest, subtitles, VodConfig, VodError, VodObject, VodRequest};
 use crate::media::TrackKind;
 use crate::package::{Rendered, AUDIO_TRACK_ID, VIDEO_TRACK_ID};
@@ -38,6 +39,9 @@ pub struct Title {
     pub index: Mp4Index,
     pub plans: Vec<TrackPlan>,
     pub target_duration: f64,
+    /// The object a remote title is read from (`path` is then the request's
+    /// path, `{prefix}/{key}`); `None` for a file under the root.
+    pub remote: Option<Arc<RemoteObject>>,
 }
 
 pub struct Library {
@@ -46,6 +50,8 @@ pub struct Library {
     limits: IndexLimits,
     // Held only for a lookup or an insert, never across I/O or `.await`.
     cache: Mutex<IndexCache>,
+    stores: Vec<Arc<RemoteStore>>,
+    thumbnails: super::thumbnail::Thumbnails,
     pub metrics: VodMetrics,
 }
 
@@ -60,6 +66,8 @@ struct CacheEntry {
     title: Arc<Title>,
     weight: u64,
     last_used: u64,
+    /// When a remote title's object was last looked at.
+    checked: tokio::time::Instant,
 }
 
 impl Library {
@@ -67,7 +75,17 @@ impl Library {
         config.validate()?;
         let root = std::fs::canonicalize(&config.root)
             .map_err(|e| format!("vod.root: {}: {e}", config.root.display()))?;
+        let stores = config
+            .remote
+            .iter()
+            .map(|c| RemoteStore::new(c.clone(), metrics.remote.clone()).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Library {
+            stores,
+            thumbnails: super::thumbnail::Thumbnails::new(
+                config.thumbnails.clone(),
+                metrics.thumbnails.clone(),
+            ),
             root,
             limits: IndexLimits {
                 max_moov_bytes: config.max_moov_bytes,
@@ -98,36 +116,104 @@ impl Library {
     /// The title's index and plan: from the cache while the file's size and
     /// modification time are unchanged, else parsed from its `moov`.
     pub fn title(&self, title: &Path) -> Result<Arc<Title>, VodError> {
+        if let Some((store, key)) = source::remote_key(&self.stores, title) {
+            return self.remote_title(title, store.clone(), &key);
+        }
         let path = self.resolve(title)?;
         let file = File::open(&path).map_err(|_| VodError::NotFound)?;
         let meta = file.metadata().map_err(VodError::Io)?;
         let (len, modified) = (meta.len(), meta.modified().ok());
-        {
-            let mut cache = self.cache.lock().expect("not poisoned");
-            cache.clock += 1;
-            let now = cache.clock;
-            if let Some(entry) = cache.entries.get_mut(&path) {
-                if entry.title.file_len == len && entry.title.modified == modified {
-                    entry.last_used = now;
-                    self.metrics.cache("hit");
-                    return Ok(entry.title.clone());
-                }
+        if let Some(hit) = self.lookup(&path, false, |e| {
+            e.title.file_len == len && e.title.modified == modified
+        }) {
+            return Ok(hit);
+        }
+        self.metrics.cache("miss");
+        self.index(path, len, modified, Source::Local(file))
+    }
+
+    /// A remote title: from the cache for `revalidate` after its object was
+    /// last looked at; then its first bytes are read again and it is
+    /// indexed again only if the object's ETag or size changed.
+    fn remote_title(
+        &self,
+        title: &Path,
+        store: Arc<RemoteStore>,
+        key: &str,
+    ) -> Result<Arc<Title>, VodError> {
+        let path = title.to_owned();
+        let revalidate = store.config.revalidate;
+        if let Some(hit) = self.lookup(&path, false, |e| e.checked.elapsed() < revalidate) {
+            return Ok(hit);
+        }
+        let object = RemoteObject::open(store, key).map_err(|e| match e {
+            RemoteError::NotFound { .. } => VodError::NotFound,
+            e => e.into(),
+        })?;
+        if object.etag.is_some() {
+            let same = |e: &CacheEntry| {
+                e.title
+                    .remote
+                    .as_ref()
+                    .is_some_and(|r| r.etag == object.etag && r.len == object.len)
+            };
+            if let Some(hit) = self.lookup(&path, true, same) {
+                return Ok(hit);
             }
         }
         self.metrics.cache("miss");
-        let moov =
-            mp4::locate_moov(len, &self.limits, |at, n| read_upto(&file, at, n)).map_err(|e| {
-                match e {
-                    mp4::LocateError::Mp4(e) => VodError::Mp4(e),
-                    mp4::LocateError::Io(e) => VodError::Io(e),
-                }
-            })?;
-        let mut body = vec![0u8; (moov.end - moov.start) as usize];
-        file.read_exact_at(&mut body, moov.start)
-            .map_err(VodError::Io)?;
+        self.index(path, object.len, None, Source::Remote(Arc::new(object)))
+    }
+
+    /// The cached title under `path` if `fresh` says it still stands
+    /// (`revalidated`: it was just checked against its source).
+    fn lookup(
+        &self,
+        path: &Path,
+        revalidated: bool,
+        fresh: impl Fn(&CacheEntry) -> bool,
+    ) -> Option<Arc<Title>> {
+        let mut cache = self.cache.lock().expect("not poisoned");
+        cache.clock += 1;
+        let now = cache.clock;
+        let entry = cache.entries.get_mut(path).filter(|e| fresh(e))?;
+        entry.last_used = now;
+        if revalidated {
+            entry.checked = tokio::time::Instant::now();
+        }
+        self.metrics.cache("hit");
+        Some(entry.title.clone())
+    }
+
+    /// Drops a title's index (its remote object changed under it).
+    fn forget(&self, path: &Path) {
+        let mut cache = self.cache.lock().expect("not poisoned");
+        if let Some(gone) = cache.entries.remove(path) {
+            cache.bytes -= gone.weight;
+            self.metrics.cache("evict");
+        }
+    }
+
+    /// Indexes and plans a title from its `moov` (and `moof`s), read
+    /// through `source`, and keeps it in the cache under `path`.
+    fn index(
+        &self,
+        path: PathBuf,
+        len: u64,
+        modified: Option<SystemTime>,
+        source: Source,
+    ) -> Result<Arc<Title>, VodError> {
+        let moov = mp4::locate_moov(len, &self.limits, |at, n| source.read_upto(at, n))
+            .map_err(locate_error)?;
+        let body = source
+            .read_upto(moov.start, (moov.end - moov.start) as usize)
+            .map_err(source::from_io)?;
+        if body.len() as u64 != moov.end - moov.start {
+            return Err(Mp4Error::Corrupt("moov ends past the end of the file".into()).into());
+        }
         self.metrics.bytes_read.inc_by(body.len() as u64);
         let index = match mp4::parse_moov(&body, &self.limits) {
-            Err(Mp4Error::Fragmented) => self.index_fragments(&file, len, &body)?,
+            Err(Mp4Error::Fragmented) => self.index_fragments(&source, len, &body)?,
             other => other?,
         };
         for t in &index.tracks {
@@ -151,24 +237,34 @@ impl Library {
             target_duration: self.config.segment_duration.as_secs_f64(),
             index,
             plans,
+            remote: match source {
+                Source::Remote(object) => Some(object),
+                Source::Local(_) => None,
+            },
         });
         self.remember(path, title.clone());
         Ok(title)
     }
 
     /// A fragmented MP4: every `moof` is read (one read each) and indexed.
-    fn index_fragments(&self, file: &File, len: u64, moov: &[u8]) -> Result<Mp4Index, VodError> {
+    fn index_fragments(
+        &self,
+        source: &Source,
+        len: u64,
+        moov: &[u8],
+    ) -> Result<Mp4Index, VodError> {
         let moofs =
-            super::fragments::locate_moofs(len, &self.limits, |at, n| read_upto(file, at, n))
-                .map_err(|e| match e {
-                    mp4::LocateError::Mp4(e) => VodError::Mp4(e),
-                    mp4::LocateError::Io(e) => VodError::Io(e),
-                })?;
+            super::fragments::locate_moofs(len, &self.limits, |at, n| source.read_upto(at, n))
+                .map_err(locate_error)?;
         let mut boxes = Vec::with_capacity(moofs.len());
         for range in moofs {
-            let mut body = vec![0u8; (range.end - range.start) as usize];
-            file.read_exact_at(&mut body, range.start)
-                .map_err(VodError::Io)?;
+            let want = (range.end - range.start) as usize;
+            let body = source
+                .read_upto(range.start, want)
+                .map_err(source::from_io)?;
+            if body.len() != want {
+                return Err(Mp4Error::Corrupt("moof ends past the end of the file".into()).into());
+            }
             self.metrics.bytes_read.inc_by(body.len() as u64);
             boxes.push((range.start, body));
         }
@@ -190,6 +286,7 @@ impl Library {
                 title,
                 weight,
                 last_used,
+                checked: tokio::time::Instant::now(),
             },
         ) {
             cache.bytes -= old.weight;
@@ -234,6 +331,9 @@ impl Library {
     /// Reads and checks a set file, then indexes (or finds in the cache)
     /// every MP4 it names.
     fn set_presentation(&self, title: &Path) -> Result<Presentation, VodError> {
+        if source::remote_key(&self.stores, title).is_some() {
+            return Err(Mp4Error::Unsupported("set files on remote stores".into()).into());
+        }
         let path = self.resolve(title)?;
         let bytes = read_small(&path, set::MAX_SET_BYTES)
             .map_err(VodError::Io)?
@@ -359,8 +459,20 @@ impl Library {
         Ok(subtitles::parse(&bytes, s.format)?)
     }
 
-    /// The response for one request.
+    /// The response for one request. A remote object replaced since it was
+    /// indexed is indexed again and the request answered from the new index.
     pub fn render(&self, request: &VodRequest) -> Result<Rendered, VodError> {
+        match self.render_once(request) {
+            Err(VodError::Remote(RemoteError::Changed { .. })) => {
+                tracing::info!(title = %request.title.display(), "remote object changed; indexing it again");
+                self.forget(&request.title);
+                self.render_once(request)
+            }
+            other => other,
+        }
+    }
+
+    fn render_once(&self, request: &VodRequest) -> Result<Rendered, VodError> {
         let mut p = self.presentation(&request.title)?;
         if let Some(clip) = request.clip {
             p.clip(clip, self.config.segment_duration)
@@ -460,6 +572,12 @@ impl Library {
                     MEDIA_CACHE_CONTROL.into(),
                 ))
             }
+            VodObject::Thumbnail { ms, width } => self
+                .thumbnails
+                .render(&p, ms, width, |r, segment| {
+                    self.read_samples(&r.title, r.track(), segment)
+                })
+                .map(|jpeg| Rendered::new(jpeg, "image/jpeg", MEDIA_CACHE_CONTROL.into())),
         }
     }
 
@@ -491,15 +609,19 @@ impl Library {
 
     /// Each sample's bytes, read as runs of adjacent samples (one positioned
     /// read per chunk of the file, usually a handful per segment).
-    fn read_samples(
+    pub(super) fn read_samples(
         &self,
         title: &Title,
         track: &mp4::TrackIndex,
         segment: &PlannedSegment,
     ) -> Result<Vec<Bytes>, VodError> {
-        let file = File::open(&title.path).map_err(VodError::Io)?;
+        let source = match &title.remote {
+            Some(object) => Source::Remote(object.clone()),
+            None => Source::Local(File::open(&title.path).map_err(VodError::Io)?),
+        };
         let entries = &track.samples[segment.first..segment.end];
-        let mut out = Vec::with_capacity(entries.len());
+        // Runs of adjacent samples: one read per chunk of the file.
+        let mut runs: Vec<(u64, u64, usize, usize)> = Vec::new();
         let mut i = 0;
         while i < entries.len() {
             let start = entries[i].offset;
@@ -509,24 +631,18 @@ impl Library {
                 end += u64::from(entries[j].size);
                 j += 1;
             }
-            let mut run = vec![0u8; (end - start) as usize];
-            file.read_exact_at(&mut run, start).map_err(|e| {
-                if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                    // The file shrank since it was indexed.
-                    VodError::Mp4(Mp4Error::Corrupt(format!(
-                        "samples at bytes {start}..{end} lie past the end of the file"
-                    )))
-                } else {
-                    VodError::Io(e)
-                }
-            })?;
+            runs.push((start, end, i, j));
+            i = j;
+        }
+        let ranges: Vec<(u64, u64)> = runs.iter().map(|r| (r.0, r.1)).collect();
+        let bodies = source.read_runs(&ranges)?;
+        let mut out = Vec::with_capacity(entries.len());
+        for ((start, _, i, j), run) in runs.into_iter().zip(bodies) {
             self.metrics.bytes_read.inc_by(run.len() as u64);
-            let run = Bytes::from(run);
             for e in &entries[i..j] {
                 let at = (e.offset - start) as usize;
                 out.push(run.slice(at..at + e.size as usize));
             }
-            i = j;
         }
         Ok(out)
     }
@@ -548,18 +664,9 @@ fn read_small(path: &Path, max: u64) -> std::io::Result<Option<Vec<u8>>> {
     Ok((bytes.len() as u64 <= max).then_some(bytes))
 }
 
-/// Up to `n` bytes at `at` (fewer at the end of the file).
-fn read_upto(file: &File, at: u64, n: usize) -> std::io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; n];
-    let mut got = 0;
-    while got < n {
-        match file.read_at(&mut buf[got..], at + got as u64) {
-            Ok(0) => break,
-            Ok(k) => got += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
+fn locate_error(e: mp4::LocateError) -> VodError {
+    match e {
+        mp4::LocateError::Mp4(e) => VodError::Mp4(e),
+        mp4::LocateError::Io(e) => source::from_io(e),
     }
-    buf.truncate(got);
-    Ok(buf)
 }

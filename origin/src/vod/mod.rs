@@ -11,6 +11,9 @@
 //! - `library` — the root directory, path checks, the bounded index cache, reads
 //! - `ts` — MPEG-TS playlists and segments through the live TS muxer
 //! - `protect` — encrypted titles: the live key service and schemes, per title
+//! - `source` — where a title's bytes come from: a local file or a remote store
+//! - `remote` — HTTP(S) object stores read by byte range (`[[vod.remote]]`)
+//! - `thumbnail` — a JPEG of the frame at a time, decoded by ffmpeg
 //! - `http` — `/vod/{path}/…`, VOD licences and keys, and the `strata_origin_vod_*` metrics
 //!
 //! # URL names under `/vod/{path}/`, `{path}` an MP4 or a set file relative to `vod.root`
@@ -31,6 +34,7 @@
 //! | `t{id}/ts.m3u8` | MPEG-TS media playlist of video rendition `{id}` (audio-only titles: audio rendition `{id}`) |
 //! | `t{id}/{n}.ts` | MPEG-TS segment `n`: that rendition's fragment `n` with the default audio muxed in |
 //! | `key/{kid}.key` | an AES-128 title's key (HLS `EXT-X-KEY`), for a viewer with a token |
+//! | `thumb/{ms}.jpg` | JPEG of the frame shown at `{ms}` (`?width=` scales it) |
 //!
 //! Only `master.m3u8` and `manifest.mpd` are a contract; the rest is named
 //! here and reached through them. The first path component whose name ends
@@ -45,8 +49,11 @@ pub mod mp4;
 pub mod plan;
 pub mod presentation;
 pub mod protect;
+pub mod remote;
 pub mod set;
+pub mod source;
 pub mod subtitles;
+pub mod thumbnail;
 pub mod ts;
 
 use std::path::PathBuf;
@@ -80,6 +87,12 @@ pub struct VodConfig {
     /// licences come from `[keys]` and `[encryption]`, as live's.
     #[serde(default)]
     pub encryption: protect::VodEncryption,
+    /// Remote stores (`[[vod.remote]]`), each under its own path prefix.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remote: Vec<remote::RemoteStoreConfig>,
+    /// `thumb/{ms}.jpg`: the ffmpeg run that decodes a frame, and its cache.
+    #[serde(default)]
+    pub thumbnails: thumbnail::ThumbnailConfig,
 }
 
 fn default_segment_duration() -> Duration {
@@ -126,7 +139,8 @@ impl VodConfig {
         if self.max_moov_bytes < 4096 {
             return Err("vod.max_moov_bytes: must be at least 4096".into());
         }
-        Ok(())
+        source::validate_stores(&self.remote)?;
+        self.thumbnails.validate()
     }
 }
 
@@ -156,6 +170,12 @@ pub enum VodError {
     /// AES-128 title, MPEG-TS of a cbcs one), or the keys failed us.
     #[error("encryption: {0}")]
     Protect(#[from] crate::drm::ProtectError),
+    /// A remote store failed us (or has no such object).
+    #[error(transparent)]
+    Remote(#[from] remote::RemoteError),
+    /// The thumbnail decoder failed, timed out or is too busy.
+    #[error(transparent)]
+    Thumbnail(#[from] thumbnail::ThumbnailError),
 }
 
 impl VodError {
@@ -169,6 +189,8 @@ impl VodError {
             VodError::Mp4(_) | VodError::Io(_) => 500,
             VodError::Protect(crate::drm::ProtectError::NotOffered) => 404,
             VodError::Protect(_) => 500,
+            VodError::Remote(e) => e.status(),
+            VodError::Thumbnail(e) => e.status(),
         }
     }
 
@@ -187,6 +209,8 @@ impl VodError {
             VodError::Io(_) => "io",
             VodError::Protect(crate::drm::ProtectError::NotOffered) => "not_offered",
             VodError::Protect(_) => "encryption",
+            VodError::Remote(e) => e.reason(),
+            VodError::Thumbnail(e) => e.reason(),
         }
     }
 }
@@ -196,18 +220,49 @@ impl VodError {
 pub enum VodObject {
     Master,
     Manifest,
-    MediaPlaylist { track: u32 },
-    Init { track: u32 },
-    Fragment { track: u32, number: u32 },
-    IFramePlaylist { track: u32 },
-    KeyFrame { track: u32, number: u32 },
-    SubtitlePlaylist { id: u32 },
-    SubtitleSegment { id: u32, number: u32 },
-    SubtitleFile { id: u32 },
+    MediaPlaylist {
+        track: u32,
+    },
+    Init {
+        track: u32,
+    },
+    Fragment {
+        track: u32,
+        number: u32,
+    },
+    IFramePlaylist {
+        track: u32,
+    },
+    KeyFrame {
+        track: u32,
+        number: u32,
+    },
+    SubtitlePlaylist {
+        id: u32,
+    },
+    SubtitleSegment {
+        id: u32,
+        number: u32,
+    },
+    SubtitleFile {
+        id: u32,
+    },
     MasterTs,
-    TsPlaylist { track: u32 },
-    TsSegment { track: u32, number: u32 },
-    Key { kid: crate::keys::KeyId },
+    TsPlaylist {
+        track: u32,
+    },
+    TsSegment {
+        track: u32,
+        number: u32,
+    },
+    Key {
+        kid: crate::keys::KeyId,
+    },
+    /// The frame shown at `ms` as a JPEG, `width` pixels wide (`?width=`).
+    Thumbnail {
+        ms: u64,
+        width: Option<u32>,
+    },
 }
 
 /// A request under `/vod/`: the title's path relative to the root (plain
@@ -305,6 +360,10 @@ impl std::str::FromStr for VodRequest {
                     }
                 }
             }
+            ["thumb", name] => VodObject::Thumbnail {
+                ms: thumbnail::parse_ms(name)?,
+                width: None,
+            },
             [dir, "init.mp4"] => VodObject::Init {
                 track: track_number(dir)?,
             },

@@ -178,7 +178,9 @@ impl TitleDrm {
             VodObject::Master
             | VodObject::SubtitlePlaylist { .. }
             | VodObject::SubtitleSegment { .. }
-            | VodObject::SubtitleFile { .. } => return Ok(rendered),
+            | VodObject::SubtitleFile { .. }
+            // A still picture for seek previews, like the subtitles: clear.
+            | VodObject::Thumbnail { .. } => return Ok(rendered),
             VodObject::MasterTs | VodObject::TsPlaylist { .. } | VodObject::TsSegment { .. }
                 if cmaf =>
             {

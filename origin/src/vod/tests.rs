@@ -517,6 +517,8 @@ impl Scratch {
                 index_cache_bytes: 1 << 30,
                 max_moov_bytes: 1 << 20,
                 encryption: Default::default(),
+                remote: Vec::new(),
+                thumbnails: Default::default(),
             },
             http::VodMetrics::default(),
         )

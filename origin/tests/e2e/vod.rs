@@ -106,6 +106,8 @@ pub(crate) async fn start_origin(
         index_cache_bytes: 64 << 20,
         max_moov_bytes: 16 << 20,
         encryption: Default::default(),
+        remote: Vec::new(),
+        thumbnails: Default::default(),
     });
     let listeners = OriginListeners {
         http,
