@@ -2,7 +2,9 @@
 //! no more than its cache size plus 100 MB after far more than that passed
 //! through it, and its cache reports no more than its size. A memory bound,
 //! not a speed one: the debug build holds the same buffers as the release.
-//! Figures for the release build: `benches/load/memory.py`.
+//! What is asserted is the anonymous RSS (`RssAnon`): the debug executable's
+//! own mapped pages (~30 MiB, ~3x the release's) are not the cache's doing.
+//! Figures for the release build, total RSS: `benches/load/memory.py`.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -99,11 +101,14 @@ async fn rss_stays_within_the_cache_size_plus_100_mb() {
     let cached = metric(&metrics, "strata_edge_cache_bytes").expect("cache_bytes");
     let objects = metric(&metrics, "strata_edge_cache_objects").expect("cache_objects");
     let rss = status_bytes(pid, "VmRSS");
+    let anon = status_bytes(pid, "RssAnon");
     let peak = status_bytes(pid, "VmHWM");
     let figures = format!(
-        "cache {:.1} MiB in {objects} objects; RSS {:.1} MiB (at start {:.1} MiB, peak {:.1} MiB)",
+        "cache {:.1} MiB in {objects} objects; RSS {:.1} MiB, anonymous {:.1} MiB \
+         (RSS at start {:.1} MiB, peak {:.1} MiB)",
         cached / MIB as f64,
         rss as f64 / MIB as f64,
+        anon as f64 / MIB as f64,
         start as f64 / MIB as f64,
         peak as f64 / MIB as f64,
     );
@@ -118,8 +123,8 @@ async fn rss_stays_within_the_cache_size_plus_100_mb() {
     );
     let bound = CACHE + 100 * 1000 * 1000;
     assert!(
-        rss <= bound,
-        "RSS above the cache size + 100 MB ({:.1} MiB): {figures}",
+        anon <= bound,
+        "anonymous RSS above the cache size + 100 MB ({:.1} MiB): {figures}",
         bound as f64 / MIB as f64
     );
     drop(child);
