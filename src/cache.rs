@@ -2,6 +2,7 @@
 //! responses, over an optional disk tier (see [`disk`]); in-flight fills
 //! live beside it (see [`fill`]), and purges reach all three (see [`purge`]).
 
+pub mod body;
 pub mod disk;
 pub mod fill;
 pub mod freshness;
@@ -10,6 +11,7 @@ pub mod key;
 pub mod purge;
 pub mod vary;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -161,7 +163,8 @@ impl CachedObject {
         retention(&self.freshness, validator)
     }
 
-    /// Bytes this object costs the cache.
+    /// Bytes this object costs the cache: its body's memory as stored (see
+    /// [`body::footprint`]), its headers, and the entry itself.
     fn weight(&self) -> u32 {
         let headers: usize = self
             .head
@@ -169,7 +172,7 @@ impl CachedObject {
             .iter()
             .map(|(k, v)| k.as_str().len() + v.len() + 32)
             .sum();
-        u32::try_from(self.body.len() + headers + 256).unwrap_or(u32::MAX)
+        u32::try_from(body::footprint(self.body.len()) + headers + 256).unwrap_or(u32::MAX)
     }
 }
 
@@ -221,10 +224,23 @@ enum Disk {
     Up(Arc<DiskTier>),
 }
 
+/// moka applies inserts, and so evicts for them, in batches (64 writes, or
+/// 300 ms, and only when the cache is used again): with 2 MiB segments that
+/// is up to 128 MiB held beyond the cache size, for as long as the edge is
+/// idle. The cache applies them itself once this share of its size has been
+/// inserted since it last did.
+const UNAPPLIED_SHARE: u64 = 32;
+
+/// ... and at most this many bytes.
+const UNAPPLIED_MAX: u64 = 8 * 1024 * 1024;
+
 #[derive(Clone)]
 pub struct Cache {
     objects: moka::future::Cache<CacheKey, Arc<CachedObject>>,
     capacity: u64,
+    /// Bytes inserted since moka last applied its pending writes (roughly:
+    /// moka may apply them on its own in between).
+    unapplied: Arc<AtomicU64>,
     disk: Disk,
     metrics: Arc<CacheMetrics>,
 }
@@ -247,6 +263,7 @@ impl Cache {
         Cache {
             objects,
             capacity: capacity_bytes,
+            unapplied: Arc::new(AtomicU64::new(0)),
             disk: Disk::None,
             metrics: counted,
         }
@@ -279,7 +296,7 @@ impl Cache {
         };
         let object = Arc::new(disk.get(key).await?);
         if u64::from(object.weight()) <= self.capacity {
-            self.objects.insert(key.clone(), object.clone()).await;
+            self.insert_memory(key.clone(), object.clone()).await;
             // A purge recorded while we read may have scanned memory
             // before the object landed there: look again.
             if disk.purged_since(key, &object) {
@@ -304,7 +321,19 @@ impl Cache {
             _ => {}
         }
         if u64::from(object.weight()) <= self.capacity {
-            self.objects.insert(key, object).await;
+            self.insert_memory(key, object).await;
+        }
+    }
+
+    /// Insert into the memory tier, and let moka evict for what was
+    /// inserted once [`UNAPPLIED_SHARE`] of the size has been (see there).
+    async fn insert_memory(&self, key: CacheKey, object: Arc<CachedObject>) {
+        let weight = u64::from(object.weight());
+        self.objects.insert(key, object).await;
+        let budget = (self.capacity / UNAPPLIED_SHARE).min(UNAPPLIED_MAX);
+        if self.unapplied.fetch_add(weight, Ordering::Relaxed) + weight >= budget {
+            self.unapplied.store(0, Ordering::Relaxed);
+            self.objects.run_pending_tasks().await;
         }
     }
 
@@ -391,6 +420,53 @@ impl Cache {
 
     /// Let moka apply pending evictions (tests and the metrics scrape use it).
     pub async fn sync(&self) {
+        self.unapplied.store(0, Ordering::Relaxed);
         self.objects.run_pending_tasks().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(body: Bytes) -> CachedObject {
+        CachedObject {
+            head: ResponseHead::new(http::StatusCode::OK),
+            body,
+            stored_at: Instant::now(),
+            initial_age: Duration::ZERO,
+            freshness: Freshness {
+                storable: true,
+                ttl: Duration::from_secs(600),
+                stale_while_revalidate: Duration::ZERO,
+                stale_if_error: Duration::ZERO,
+            },
+            surrogate_keys: Vec::new(),
+            variant: None,
+            generation: 0,
+        }
+    }
+
+    /// moka alone holds up to 64 inserted objects beyond its size until it
+    /// is next used: 128 MiB of 2 MiB segments over a 64 MiB cache.
+    #[tokio::test]
+    async fn inserts_beyond_the_size_are_let_go_without_waiting_for_moka() {
+        const MIB: usize = 1024 * 1024;
+        let cache = Cache::new(64 * MIB as u64, Arc::new(CacheMetrics::default()));
+        let mut bodies: Vec<Bytes> = Vec::new();
+        for i in 0..100 {
+            let body = Bytes::from(vec![i as u8; 2 * MIB]);
+            let key = CacheKey::new(&format!("/seg/{i}.m4s"), None, &[]);
+            cache.insert(key, Arc::new(object(body.clone()))).await;
+            bodies.push(body);
+        }
+        // Nothing else touches the cache: whatever it still holds now, it
+        // would hold while the edge is idle.
+        let held: usize = bodies
+            .iter()
+            .map(|b| usize::from(!b.is_unique()) * b.len())
+            .sum();
+        let budget = 64 * MIB + UNAPPLIED_MAX as usize + 2 * MIB;
+        assert!(held <= budget, "{} MiB held", held / MIB);
     }
 }

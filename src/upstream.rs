@@ -22,6 +22,9 @@ use tokio::time::Instant;
 use crate::error::EdgeError;
 use crate::metrics::{UpstreamLabels, UpstreamMetrics, UpstreamOutcomeLabels};
 
+/// The most an upstream connection reads at once (hyper's default: ~400 KiB).
+pub const UPSTREAM_READ_BUFFER: usize = 64 * 1024;
+
 /// The `[upstream]` section.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -210,6 +213,14 @@ impl UpstreamPool {
         connector.set_connect_timeout(Some(config.connect_timeout));
         connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new())
+            // Body chunks are slices of the connection's read buffer, which
+            // grows to ~400 KiB by default; a fill holds its chunks while it
+            // runs, so each read buffer is a fresh allocation of that size,
+            // and a few live ones keep the allocator's 4 MiB pages for such
+            // blocks resident (issue 11, benches/README.md "Memory"). A
+            // loopback or LAN read returns 64 KiB anyway; an upstream head
+            // larger than that is refused.
+            .http1_max_buf_size(UPSTREAM_READ_BUFFER)
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(256)
             .build(connector);

@@ -12,6 +12,7 @@ use http::StatusCode;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
+use crate::cache::body::StoredBody;
 use crate::cache::vary::Variant;
 use crate::response::head::ResponseHead;
 
@@ -85,6 +86,9 @@ struct FillState {
     /// Which requests the response answers, when it has a `Vary`.
     variant: Option<Arc<Variant>>,
     chunks: Vec<Bytes>,
+    /// Bumped when `chunks` is replaced by the stored copy of the body:
+    /// readers then find their place again by offset.
+    layout: u64,
     len: u64,
     outcome: Option<FillOutcome>,
 }
@@ -182,20 +186,24 @@ impl Fill {
         self.state.lock().len
     }
 
-    /// The whole body, once complete: chunks joined once for the cache.
+    /// The whole body, once complete, for the cache: one copy in memory of
+    /// its own (see [`StoredBody`]), never the chunks, which are slices of
+    /// the upstream client's read buffers and may keep far more alive.
+    /// Readers go on from that copy, so the chunks are let go now rather
+    /// than when the slowest reader is done.
     pub fn body(&self) -> Bytes {
-        let state = self.state.lock();
-        match state.chunks.len() {
-            0 => Bytes::new(),
-            1 => state.chunks[0].clone(),
-            _ => {
-                let mut joined = Vec::with_capacity(state.len as usize);
-                for chunk in &state.chunks {
-                    joined.extend_from_slice(chunk);
-                }
-                Bytes::from(joined)
-            }
+        let (chunks, len) = {
+            let state = self.state.lock();
+            (state.chunks.clone(), state.len)
+        };
+        let body = StoredBody::joined(&chunks, len as usize);
+        drop(chunks);
+        let mut state = self.state.lock();
+        if state.len == len {
+            state.chunks = vec![body.clone()];
+            state.layout += 1;
         }
+        body
     }
 
     /// Wait for the response head, or for the fill to fail before it had one.
@@ -240,6 +248,7 @@ impl Fill {
             rx: self.version.subscribe(),
             chunk: 0,
             chunk_start: 0,
+            layout: 0,
             pos: start,
             end,
         }
@@ -253,6 +262,8 @@ pub struct FillReader {
     /// Index of the chunk holding `pos`, and that chunk's offset in the body.
     chunk: usize,
     chunk_start: u64,
+    /// The fill's `layout` that `chunk` indexes.
+    layout: u64,
     pos: u64,
     end: Option<u64>,
 }
@@ -267,6 +278,11 @@ impl FillReader {
             }
             'locked: {
                 let state = self.fill.state.lock();
+                if self.layout != state.layout {
+                    self.layout = state.layout;
+                    self.chunk = 0;
+                    self.chunk_start = 0;
+                }
                 while self.chunk < state.chunks.len() {
                     let chunk = &state.chunks[self.chunk];
                     let chunk_end = self.chunk_start + chunk.len() as u64;
@@ -326,6 +342,33 @@ mod tests {
         assert_eq!(whole.next().await, Some(Ok(Bytes::from_static(b"56789"))));
         assert_eq!(whole.next().await, None);
         assert_eq!(fill.body(), Bytes::from_static(b"0123456789"));
+    }
+
+    async fn rest(reader: &mut FillReader) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Some(piece) = reader.next().await {
+            out.extend_from_slice(&piece.expect("no failure"));
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn readers_go_on_from_the_stored_copy_and_the_chunks_are_let_go() {
+        let fill = Arc::new(Fill::new());
+        let mut whole = fill.reader(0, None);
+        let mut window = fill.reader(5, Some(9));
+        let first = Bytes::from(b"01234".to_vec());
+        fill.push(first.clone());
+        fill.push(Bytes::from_static(b"5678"));
+        fill.push(Bytes::from_static(b"9"));
+        assert_eq!(whole.next().await, Some(Ok(Bytes::from_static(b"01234"))));
+        let body = fill.body();
+        assert_eq!(body, Bytes::from_static(b"0123456789"));
+        assert!(first.is_unique(), "the fill holds no chunk any more");
+        fill.finish(FillOutcome::Complete);
+        assert_eq!(rest(&mut whole).await, b"56789");
+        assert_eq!(rest(&mut window).await, b"5678");
+        assert_eq!(rest(&mut fill.reader(2, Some(4))).await, b"23");
     }
 
     #[tokio::test]

@@ -21,6 +21,7 @@ mod live;
 mod ll_dash;
 mod ll_hls;
 mod matrix;
+mod memory;
 mod policy;
 mod prometheus;
 mod qoe;

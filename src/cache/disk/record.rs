@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
+use crate::cache::body::StoredBody;
 use crate::cache::freshness::Freshness;
 use crate::cache::vary::{Variant, Vary};
 use crate::cache::CachedObject;
@@ -243,14 +244,28 @@ pub fn decode(r: &mut impl Read) -> std::io::Result<DiskRecord> {
         }
     };
     let len = get_u64(r)?;
-    let mut body = Vec::with_capacity(usize::try_from(len).unwrap_or(0).min(1 << 30));
-    r.take(len).read_to_end(&mut body)?;
-    if body.len() as u64 != len {
-        return Err(invalid("body cut short"));
-    }
+    let body = match usize::try_from(len) {
+        // Memory of its own, as a fill's body (see `cache::body`); a
+        // mapping is only paid for as it is written, so a record whose
+        // length is corrupt costs nothing before its read fails.
+        Ok(n) if n <= 1 << 30 => {
+            let mut body = StoredBody::new(n);
+            r.read_exact(body.as_mut())
+                .map_err(|_| invalid("body cut short"))?;
+            body.freeze()
+        }
+        _ => {
+            let mut body = Vec::with_capacity(1 << 30);
+            r.take(len).read_to_end(&mut body)?;
+            if body.len() as u64 != len {
+                return Err(invalid("body cut short"));
+            }
+            Bytes::from(body)
+        }
+    };
     let object = CachedObject {
         head: ResponseHead { status, headers },
-        body: Bytes::from(body),
+        body,
         stored_at: tokio::time::Instant::now(),
         initial_age,
         freshness,
