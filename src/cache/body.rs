@@ -106,7 +106,7 @@ impl StoredBody {
     pub fn joined(chunks: &[Bytes], len: usize) -> Bytes {
         let mut body = StoredBody::new(len);
         let mut at = 0;
-        let dst = body.as_mut();
+        let dst = body.bytes_mut();
         for chunk in chunks {
             let Some(to) = dst.get_mut(at..at + chunk.len()) else {
                 break;
@@ -119,7 +119,7 @@ impl StoredBody {
     }
 
     /// The body's bytes, to fill in.
-    pub fn as_mut(&mut self) -> &mut [u8] {
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
         match &mut self.memory {
             Memory::Mapped(Mapped(map)) => &mut map[..],
             Memory::Heap(vec) => &mut vec[..],

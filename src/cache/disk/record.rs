@@ -250,7 +250,7 @@ pub fn decode(r: &mut impl Read) -> std::io::Result<DiskRecord> {
         // length is corrupt costs nothing before its read fails.
         Ok(n) if n <= 1 << 30 => {
             let mut body = StoredBody::new(n);
-            r.read_exact(body.as_mut())
+            r.read_exact(body.bytes_mut())
                 .map_err(|_| invalid("body cut short"))?;
             body.freeze()
         }
