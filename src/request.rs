@@ -43,6 +43,12 @@ pub enum ObjectKind {
 
 impl ObjectKind {
     pub fn from_path(path: &str) -> ObjectKind {
+        // Licences and keys, whatever their last name looks like: a VOD
+        // licence is `/drm/clearkey/vod/{title}.mp4`, and a key request keeps
+        // the viewer's token on its way upstream.
+        if path.starts_with("/drm/") {
+            return ObjectKind::Key;
+        }
         let file = path.rsplit('/').next().unwrap_or(path);
         // Lower-cased on the stack: this runs on every request.
         let mut lower = [0u8; 4];
@@ -63,7 +69,6 @@ impl ObjectKind {
                 "m4s" | "ts" | "mp4" | "m4a" | "m4v" | "aac" | "cmfv" | "cmfa" | "vtt" | "webm",
             ) => ObjectKind::Segment,
             Some("key") => ObjectKind::Key,
-            _ if path.starts_with("/drm/") => ObjectKind::Key,
             _ => ObjectKind::Other,
         }
     }
@@ -400,6 +405,8 @@ mod tests {
             ("/live/a/x.", ObjectKind::Other),
             ("/live/a/noext", ObjectKind::Other),
             ("/drm/x.toolong", ObjectKind::Key),
+            // A VOD title's ClearKey licence: a key request, not a segment.
+            ("/drm/clearkey/vod/cenc/title.mp4", ObjectKind::Key),
         ] {
             assert_eq!(ObjectKind::from_path(path), kind, "{path}");
         }

@@ -120,6 +120,7 @@ pub async fn serve<S>(
             http10: parts.version == Version::HTTP_10,
             keep_alive,
             chunked: false,
+            sized: false,
         };
         let clean = crate::frontend::deliver(edge, &mut sink, response, &log, started).await;
         if !clean || !sink.keep_alive {
@@ -389,6 +390,8 @@ struct Http1Sink<'a, S> {
     keep_alive: bool,
     /// The body goes out in chunks (no length known up front).
     chunked: bool,
+    /// The head announced the body's length.
+    sized: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> ResponseSink for Http1Sink<'_, S> {
@@ -400,6 +403,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> ResponseSink for Http1Sink<'_, S>
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED;
         let sized = headers.contains_key(header::CONTENT_LENGTH);
+        self.sized = sized;
         if !bodiless && !sized {
             if self.http10 {
                 // Only the end of the connection can end this body.
@@ -451,7 +455,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> ResponseSink for Http1Sink<'_, S>
         if self.stream.write_all(&bytes).await.is_err() {
             return false;
         }
-        !self.chunked || self.stream.write_all(b"\r\n").await.is_ok()
+        if self.chunked && self.stream.write_all(b"\r\n").await.is_err() {
+            return false;
+        }
+        // A body of unknown length is produced as it is sent (an LL-DASH
+        // segment being cut, a fill without Content-Length): each piece goes
+        // out now, not when 16 KiB have gathered. A sized body may gather.
+        self.sized || self.stream.flush().await.is_ok()
     }
 
     async fn abort(&mut self, _cut: bool, _streamed: bool) {
@@ -538,6 +548,39 @@ mod tests {
         ] {
             assert!(body_framing(&headers(&bad)).is_err(), "{bad:?}");
         }
+    }
+
+    /// A body of unknown length reaches the client piece by piece, as it
+    /// is produced (LL-DASH streams a segment while it is cut), not when
+    /// the write buffer fills or the body ends.
+    #[tokio::test]
+    async fn an_unsized_body_goes_out_piece_by_piece() {
+        let (mut client, server) = tokio::io::duplex(1 << 20);
+        let mut stream = WriteBuffered::new(server);
+        let mut sink = Http1Sink {
+            stream: &mut stream,
+            head_only: false,
+            http10: false,
+            keep_alive: true,
+            chunked: false,
+            sized: false,
+        };
+        assert!(sink.send_head(StatusCode::OK, HeaderMap::new()).await);
+        assert!(sink.send_chunk(Bytes::from_static(b"moof")).await);
+        let mut seen = Vec::new();
+        while !seen.ends_with(b"4\r\nmoof\r\n") {
+            let mut piece = [0u8; 256];
+            let n =
+                tokio::time::timeout(std::time::Duration::from_secs(5), client.read(&mut piece))
+                    .await
+                    .expect("the first piece arrives before the body ends")
+                    .expect("read");
+            assert!(n > 0, "closed early");
+            seen.extend_from_slice(&piece[..n]);
+        }
+        let head = String::from_utf8_lossy(&seen);
+        assert!(head.contains("transfer-encoding: chunked\r\n"), "{head}");
+        assert!(sink.finish().await);
     }
 
     #[tokio::test]

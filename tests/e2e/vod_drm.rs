@@ -2,8 +2,8 @@
 //! (`aes/`, `cbcs/`, `cenc/`, each its own title with its own key),
 //! packaged by the origin behind an edge that requires EdgeAuth tokens.
 //! hls.js, dash.js and Shaka play it through the edge in headless Chromium
-//! with licences from the origin's ClearKey server (the token in the
-//! licence URL, as a site configures it), seeking ahead; ffmpeg decodes the AES-128 title
+//! with licences through the edge from the origin's ClearKey server (the
+//! token in the licence URL, as a site configures it), seeking ahead; ffmpeg decodes the AES-128 title
 //! (fMP4 and MPEG-TS) with the key fetched through the edge. Keys reach only
 //! token holders.
 
@@ -190,6 +190,15 @@ async fn encrypted_vod_plays_in_every_player_and_keys_need_a_token() {
     let (status, _) =
         post(stack.origin(&format!("/drm/clearkey/vod/cbcs/title.mp4?token={token}"))).await;
     assert_eq!(status, 404, "a licence names one title's keys only");
+    // Through the edge, which checks the token and keeps it on the way up
+    // (a VOD licence URL ends in `.mp4`: it was taken for a segment and the
+    // token dropped, so the origin said 403).
+    let (status, licence) =
+        post(stack.edge(&format!("/drm/clearkey/vod/cenc/title.mp4?token={token}"))).await;
+    assert_eq!(status, 200, "a licence through the edge: {licence}");
+    assert!(licence.contains(&kid_b64), "{licence}");
+    let (status, _) = post(stack.edge("/drm/clearkey/vod/cenc/title.mp4")).await;
+    assert_eq!(status, 403, "a licence through the edge without a token");
 
     // The operator's CPIX export holds the key the MPD names.
     let cpix = http
@@ -218,9 +227,9 @@ async fn encrypted_vod_plays_in_every_player_and_keys_need_a_token() {
     let edge = |path: &str| stack.edge(&format!("{path}?token={token}"));
     play_and_seek("hls", &edge("/vod/aes/title.mp4/master.m3u8"), None).await;
     for scheme in ["cbcs", "cenc"] {
-        // As a site configures its players: licences from the origin's
-        // ClearKey server, the viewer's token in the URL.
-        let licence = stack.origin(&format!(
+        // As a site configures its players: licences through the CDN, the
+        // viewer's token in the URL.
+        let licence = stack.edge(&format!(
             "/drm/clearkey/vod/{scheme}/title.mp4?token={token}"
         ));
         play_and_seek(
