@@ -57,22 +57,28 @@ pub(crate) async fn make_library_in(name: &str) -> Library {
     Library(root)
 }
 
+/// The `[vod]` section these tests run with: the library at `root`, 4 s
+/// segments, small index caches, nothing encrypted, no remote store.
+pub(crate) fn test_vod_config(root: PathBuf) -> strata_origin::vod::VodConfig {
+    strata_origin::vod::VodConfig {
+        root,
+        segment_duration: Duration::from_secs(4),
+        index_cache_entries: 16,
+        index_cache_bytes: 64 << 20,
+        max_moov_bytes: 16 << 20,
+        encryption: Default::default(),
+        remote: Vec::new(),
+        thumbnails: Default::default(),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vod_title_plays_through_the_edge_in_every_player() {
     require_peers();
     let library = make_library().await;
     let root = library.0.clone();
     let stack = start_stack(move |c| {
-        c.vod = Some(strata_origin::vod::VodConfig {
-            root,
-            segment_duration: Duration::from_secs(4),
-            index_cache_entries: 16,
-            index_cache_bytes: 64 << 20,
-            max_moov_bytes: 16 << 20,
-            encryption: Default::default(),
-            remote: Vec::new(),
-            thumbnails: Default::default(),
-        });
+        c.vod = Some(test_vod_config(root));
     })
     .await;
     let master = stack.edge("/vod/title.mp4/master.m3u8");
@@ -124,16 +130,7 @@ async fn vod_set_plays_with_its_languages_and_subtitles_in_every_player() {
     let library = make_set(20).await;
     let root = library.0.clone();
     let stack = start_stack(move |c| {
-        c.vod = Some(strata_origin::vod::VodConfig {
-            root,
-            segment_duration: Duration::from_secs(4),
-            index_cache_entries: 16,
-            index_cache_bytes: 64 << 20,
-            max_moov_bytes: 16 << 20,
-            encryption: Default::default(),
-            remote: Vec::new(),
-            thumbnails: Default::default(),
-        });
+        c.vod = Some(test_vod_config(root));
     })
     .await;
     let master = stack.edge("/vod/films/set.json/master.m3u8");
@@ -189,16 +186,7 @@ async fn vod_title_plays_as_mpeg_ts() {
     let library = make_library_in("strata-vod-ts").await;
     let root = library.0.clone();
     let stack = start_stack(move |c| {
-        c.vod = Some(strata_origin::vod::VodConfig {
-            remote: Vec::new(),
-            thumbnails: Default::default(),
-            root,
-            segment_duration: Duration::from_secs(4),
-            index_cache_entries: 16,
-            index_cache_bytes: 64 << 20,
-            max_moov_bytes: 16 << 20,
-            encryption: Default::default(),
-        });
+        c.vod = Some(test_vod_config(root));
     })
     .await;
     let master = stack.edge("/vod/title.mp4/master-ts.m3u8");
@@ -263,16 +251,7 @@ async fn vod_hevc_title_is_packaged_as_cmaf_with_its_codec_string() {
     let library = make_hevc_library().await;
     let root = library.0.clone();
     let stack = start_stack(move |c| {
-        c.vod = Some(strata_origin::vod::VodConfig {
-            remote: Vec::new(),
-            thumbnails: Default::default(),
-            root,
-            segment_duration: Duration::from_secs(4),
-            index_cache_entries: 16,
-            index_cache_bytes: 64 << 20,
-            max_moov_bytes: 16 << 20,
-            encryption: Default::default(),
-        });
+        c.vod = Some(test_vod_config(root));
     })
     .await;
     let master = stack.edge("/vod/hevc.mp4/master.m3u8");

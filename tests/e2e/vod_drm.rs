@@ -75,13 +75,6 @@ async fn encrypted_vod_plays_in_every_player_and_keys_need_a_token() {
                 secret: SECRET.into(),
             }];
             c.vod = Some(strata_origin::vod::VodConfig {
-                root,
-                segment_duration: Duration::from_secs(4),
-                index_cache_entries: 16,
-                index_cache_bytes: 64 << 20,
-                max_moov_bytes: 16 << 20,
-                remote: Vec::new(),
-                thumbnails: Default::default(),
                 encryption: VodEncryption {
                     prefixes: [
                         ("aes".to_owned(), EncryptionScheme::Aes128),
@@ -92,6 +85,7 @@ async fn encrypted_vod_plays_in_every_player_and_keys_need_a_token() {
                     .collect(),
                     ..VodEncryption::default()
                 },
+                ..crate::vod::test_vod_config(root)
             });
         },
         |e| e.token = Some(token_config()),
