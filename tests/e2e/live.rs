@@ -5,17 +5,20 @@ use std::time::Duration;
 
 use crate::harness::client;
 use crate::stack::{
-    assert_decodes, assert_plays, get_json, install_message, missing_peers, require_peers,
-    start_play_logged, start_stack, wait_for_body, wait_for_segments, Publisher, Stack, API_TOKEN,
+    assert_decodes, assert_live_mpd_plays, assert_plays, get_json, install_message, missing_peers,
+    require_peers, start_play_logged, start_stack, wait_for_body, wait_for_segments, Publisher,
+    Stack, API_TOKEN,
 };
 
 const PASSPHRASE: &str = "live-e2e-passphrase";
 
-/// Decodes every playback format of `channel` through the edge with ffmpeg.
+/// Decodes every playback format of `channel` through the edge: HLS with
+/// ffmpeg, the live MPD with GStreamer (see [`assert_live_mpd_plays`]).
 async fn assert_every_format_decodes(stack: &Stack, channel: &str) {
-    for path in ["master.m3u8", "master-ts.m3u8", "manifest.mpd"] {
+    for path in ["master.m3u8", "master-ts.m3u8"] {
         assert_decodes(&stack.edge(&format!("/live/{channel}/{path}")), 4).await;
     }
+    assert_live_mpd_plays(&stack.edge(&format!("/live/{channel}/manifest.mpd")), 4).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
