@@ -368,7 +368,10 @@ def run_case(name, binary, seconds, work):
             back = None
             while time.monotonic() - restarted < seconds:
                 recent = poller.samples[-1]
-                if recent[0] > restarted and recent[1] == 200 and recent[2] is not None:
+                # A segment cut after the restart: newer than any seen before
+                # the kill (the edge may keep answering with the old playlist).
+                if (recent[0] > restarted and recent[1] == 200 and recent[2] is not None
+                        and (before is None or recent[2] > before)):
                     back = recent[0]
                     break
                 time.sleep(0.1)
