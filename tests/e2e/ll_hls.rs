@@ -167,6 +167,9 @@ async fn hls_js_plays_ll_hls_through_shield_and_edge_over_h2() {
     .await
     .finish_with_log()
     .await;
+    if std::env::var_os("STRATA_LL_LOG").is_some() {
+        println!("{log}");
+    }
     let latency = &report["playerLatency"];
     println!("hls.js through shield + edge over h2, part_target 0.5s, prefetch {prefetch}: latency {latency}, report {report}");
     for (tier, node) in [("shield", &shield), ("edge", &edge)] {
@@ -176,7 +179,17 @@ async fn hls_js_plays_ll_hls_through_shield_and_edge_over_h2() {
             .map(|o| format!("{o}={}", prefetches(&metrics, o)))
             .collect();
         println!("{tier} part prefetches: {}", counts.join(" "));
+        if prefetch {
+            // Both tiers fetched parts ahead, and hls.js asked for them.
+            assert!(prefetches(&metrics, "started") > 0, "{tier}: no prefetch");
+            assert!(prefetches(&metrics, "hit") > 0, "{tier}: no prefetch hit");
+        }
     }
+    assert_eq!(
+        report["stalls"].as_u64(),
+        Some(0),
+        "hls.js stalled: {report}"
+    );
     let h2 = report["protocols"]["h2"].as_u64().unwrap_or(0);
     assert!(h2 > 0, "Chromium fetched over HTTP/2: {report}");
     let blocking_reloads = log.lines().filter(|l| l.contains("_HLS_msn=")).count();
@@ -188,7 +201,10 @@ async fn hls_js_plays_ll_hls_through_shield_and_edge_over_h2() {
         .as_f64()
         .expect("hls.js reported its latency");
     let max = latency["max"].as_f64().expect("max latency");
-    // As through one edge (see above): the 2.0 s goal is not met yet.
+    // The 2.0 s goal is not met every time: with part prefetch the start-up
+    // chain is hits (all parts of the start segment in ~0.5 s after the
+    // playlist), yet hls.js's own mean was 2.05-2.77 s here and the one from
+    // the ingest clock 1.54-2.81 s (benches/README.md, "Low latency").
     assert!(min < 3.5, "latency at best {min} s");
     assert!(max < 6.0, "latency at worst {max} s");
     publisher.stop().await;
