@@ -8,6 +8,7 @@ pub mod fill;
 pub mod freshness;
 pub mod inflight;
 pub mod key;
+pub mod ll;
 pub mod purge;
 pub mod vary;
 
@@ -64,6 +65,8 @@ pub struct CacheConfig {
     pub ttl_overrides: Vec<TtlOverride>,
     /// `[cache.disk]`: a disk tier under the memory one; absent, memory only.
     pub disk: Option<DiskConfig>,
+    /// `[cache.ll]`: low-latency delivery (LL-HLS part prefetch).
+    pub ll: ll::LlConfig,
 }
 
 impl Default for CacheConfig {
@@ -76,6 +79,7 @@ impl Default for CacheConfig {
             pass_through: vec!["/drm/".into()],
             ttl_overrides: Vec::new(),
             disk: None,
+            ll: ll::LlConfig::default(),
         }
     }
 }

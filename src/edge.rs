@@ -27,6 +27,7 @@ mod fetch;
 mod forward;
 mod lookup;
 mod pass;
+mod prefetch;
 mod respond;
 mod shape;
 
@@ -58,6 +59,7 @@ pub struct Edge {
     // Read once per fill, swapped whole by the admin API.
     ttl_overrides: parking_lot::RwLock<Arc<TtlOverrides>>,
     qoe: Option<Arc<crate::qoe::Qoe>>,
+    prefetched: prefetch::Prefetched,
 }
 
 impl Edge {
@@ -101,6 +103,7 @@ impl Edge {
             alt_svc: None,
             policy,
             qoe: None,
+            prefetched: prefetch::Prefetched::default(),
         })
     }
 

@@ -54,6 +54,8 @@ pub struct RequestMetrics {
     pub duration: Family<ProtocolLabels, Histogram, fn() -> Histogram>,
     pub coalesced_followers: Counter,
     pub errors: Family<ReasonLabels, Counter>,
+    /// LL-HLS part prefetches by outcome (see `Edge::prefetch_parts`).
+    pub ll_prefetches: Family<OutcomeLabels, Counter>,
 }
 
 impl RequestMetrics {
@@ -64,6 +66,7 @@ impl RequestMetrics {
             duration: Family::new_with_constructor(latency_histogram),
             coalesced_followers: Counter::default(),
             errors: Family::default(),
+            ll_prefetches: Family::default(),
         }
     }
 }
@@ -274,6 +277,13 @@ impl EdgeMetrics {
             "errors",
             "Requests the edge refused or failed, by reason",
             requests.errors.clone(),
+        );
+        edge.register(
+            "ll_prefetches",
+            "LL-HLS parts fetched ahead of players, by outcome: started (one upstream fill), \
+             hit (a client asked for it), wasted (nobody did within a minute), cached and \
+             inflight (already there: no fetch), dropped (tracking table full)",
+            requests.ll_prefetches.clone(),
         );
 
         let cache = std::sync::Arc::new(CacheMetrics::default());

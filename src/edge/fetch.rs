@@ -40,14 +40,23 @@ impl Edge {
         permit: FillPermit,
         stale: Option<Arc<CachedObject>>,
     ) {
-        let edge = self.clone();
         let mut via = request.via.clone();
         via.push(format!("1.1 {}", self.node_id));
-        let leader = Leader {
-            kind: request.kind,
-            via,
-            headers: headers.clone(),
-        };
+        self.spawn_fill(permit, request.kind, via, headers.clone(), stale);
+    }
+
+    /// Drive the fill `permit` gives in a task of its own, for a leader
+    /// request of `kind` with `via` (this node's hop last) and `headers`.
+    pub(super) fn spawn_fill(
+        self: &Arc<Self>,
+        permit: FillPermit,
+        kind: ObjectKind,
+        via: Vec<String>,
+        headers: HeaderMap,
+        stale: Option<Arc<CachedObject>>,
+    ) {
+        let edge = self.clone();
+        let leader = Leader { kind, via, headers };
         tokio::spawn(async move { edge.run_fill(permit, leader, stale).await });
     }
 
@@ -64,6 +73,11 @@ impl Edge {
             .await
         {
             Ok(object) => {
+                // An LL-HLS media playlist: what its players load next.
+                let playlist = object
+                    .as_ref()
+                    .filter(|o| leader.kind == ObjectKind::Playlist && o.head.status == 200)
+                    .map(|o| o.body.clone());
                 if let Some(object) = object {
                     // Stored before the permit frees the key, so a request
                     // that finds neither cannot exist (see `serve`).
@@ -73,6 +87,10 @@ impl Edge {
                     self.cache.remove(&key).await;
                 }
                 permit.finish(FillOutcome::Complete);
+                if let Some(body) = playlist {
+                    self.prefetch_parts(&key, &body, &leader.via, &leader.headers)
+                        .await;
+                }
             }
             Err(failure) => {
                 tracing::warn!(path = %key.path(), why = %failure.why, "upstream fetch failed");

@@ -14,7 +14,7 @@ use crate::cache::inflight::Joined;
 use crate::cache::key::CacheKey;
 use crate::cache::{CachedObject, Staleness, Tier};
 use crate::error::EdgeError;
-use crate::request::MediaRequest;
+use crate::request::{MediaRequest, ObjectKind};
 use crate::response::{CacheStatus, EdgeResponse, ResponseHead};
 
 impl Edge {
@@ -34,6 +34,9 @@ impl Edge {
             .any(|hop| hop.split_whitespace().nth(1) == Some(self.node_id.as_str()))
         {
             return Err(EdgeError::Loop);
+        }
+        if matches!(request.kind, ObjectKind::Segment | ObjectKind::Init) {
+            self.note_prefetch_hit(&request.key);
         }
 
         // RFC 9111 §3.5: the answer to a request with credentials is that

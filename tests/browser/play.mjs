@@ -123,7 +123,9 @@ function spkiHash(pem) {
 
 const opts = parseArgs(process.argv.slice(2));
 const log = (...a) => process.stderr.write(`play.mjs: ${a.join(' ')}\n`);
-const debug = (...a) => { if (opts.verbose) log(...a); };
+// --verbose lines carry the seconds since start, to read request timings.
+const started = Date.now();
+const debug = (...a) => { if (opts.verbose) log(`+${((Date.now() - started) / 1000).toFixed(3)}`, ...a); };
 
 // ------------------------------------------------------------------ result
 
@@ -363,6 +365,9 @@ async function playOn(context, page, i, url, pageOrigin, left) {
     const proto = e.response.protocol || 'unknown';
     result.protocols[proto] = (result.protocols[proto] || 0) + 1;
     debug(`${tag}response`, proto, e.response.status, e.response.url);
+  });
+  cdp.on('Network.requestWillBeSent', (e) => {
+    if (!e.request.url.startsWith(pageOrigin)) debug(`${tag}request`, e.request.url);
   });
   cdp.on('Network.loadingFailed', (e) => {
     if (!e.canceled) debug(`${tag}loading failed`, e.errorText, e.blockedReason || '');
