@@ -523,6 +523,10 @@ pub fn rendered_video_pts(line: &str) -> Option<f64> {
 pub async fn assert_gstreamer_plays(pipeline: &str, uri: &str, seconds: u32) {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
     let mut child = Command::new("gst-launch-1.0")
+        // Warnings and errors of every element reach stderr, which a
+        // failure prints.
+        .env("GST_DEBUG", "*:2,adaptivedemux*:4,dashdemux*:4")
+        .env("GST_DEBUG_NO_COLOR", "1")
         .arg("-v")
         .arg(pipeline)
         .arg(format!("uri={uri}"))
