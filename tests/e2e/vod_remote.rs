@@ -589,3 +589,91 @@ async fn thumbnails_decode_at_the_asked_size_and_bad_times_are_refused() {
         "{metrics}"
     );
 }
+
+/// A set file on a remote store, read over HTTP as a local one is read:
+/// its MP4s and subtitle are objects beside it; one master playlist names
+/// both renditions, the subtitles and the audio, and ffmpeg decodes it.
+/// A set too big, malformed, naming a missing object, missing itself or
+/// failing at the store is a clear 4xx/5xx.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_set_files_are_read_over_http() {
+    require_peers();
+    let dir = scratch("set");
+    let hi = encode(&dir.0, "hi.mp4", 10, "800k").await;
+    let lo = encode(&dir.0, "lo.mp4", 10, "300k").await;
+    let store = Arc::new(Store::default());
+    store.put("films/hi.mp4", hi, "h");
+    store.put("films/lo.mp4", lo, "l");
+    store.put(
+        "films/en.vtt",
+        Bytes::from_static(b"WEBVTT\n\n00:00:01.000 --> 00:00:03.000\nHello\n"),
+        "v",
+    );
+    let set = r#"{"video": [{"file": "hi.mp4"}, {"file": "./lo.mp4"}],
+        "audio": [{"file": "hi.mp4", "language": "en", "name": "English"}],
+        "subtitles": [{"file": "en.vtt", "language": "en", "name": "English"}]}"#;
+    store.put("films/film.json", Bytes::from(set), "s");
+    store.put("fail-set.json", Bytes::from(set), "s");
+    store.put(
+        "films/missing.json",
+        Bytes::from_static(br#"{"video": [{"file": "nowhere.mp4"}]}"#),
+        "m",
+    );
+    store.put("films/bad.json", Bytes::from_static(b"{not json"), "b");
+    store.put(
+        "films/escape.json",
+        Bytes::from_static(br#"{"video": [{"file": "../hi.mp4"}]}"#),
+        "e",
+    );
+    let mut big = String::from(r#"{"video": [{"file": "hi.mp4"}], "x": ""#);
+    big.push_str(&" ".repeat(70 << 10));
+    big.push_str("\"}");
+    store.put("films/big.json", Bytes::from(big), "g");
+    let url = start_store(store.clone()).await;
+    let root = dir.0.join("lib");
+    let stack = start_stack(move |c| {
+        c.vod = Some(vod_config(root, &url, |r| r.retries = 0));
+    })
+    .await;
+    let http = client();
+    let get = |path: &str| {
+        let (http, url) = (http.clone(), stack.origin(&format!("/vod/s3/{path}")));
+        async move {
+            let r = http.get(&url).send().await.expect("response");
+            let status = r.status().as_u16();
+            (status, r.text().await.unwrap_or_default())
+        }
+    };
+    let (status, master) = get("films/film.json/master.m3u8").await;
+    assert_eq!(status, 200, "{master}");
+    assert_eq!(
+        master.matches("#EXT-X-STREAM-INF").count(),
+        2,
+        "two video renditions: {master}"
+    );
+    assert!(
+        master.contains("TYPE=SUBTITLES") && master.contains("TYPE=AUDIO"),
+        "{master}"
+    );
+    let (status, vtt) = get("films/film.json/s1/1.vtt").await;
+    assert_eq!(status, 200, "{vtt}");
+    assert!(vtt.contains("Hello"), "{vtt}");
+    crate::stack::assert_decodes(&stack.edge("/vod/s3/films/film.json/master.m3u8"), 8).await;
+    for (path, want) in [
+        ("films/missing.json/master.m3u8", 404),
+        ("films/nothing.json/master.m3u8", 404),
+        ("films/bad.json/master.m3u8", 422),
+        ("films/escape.json/master.m3u8", 422),
+        ("films/big.json/master.m3u8", 422),
+        ("fail-set.json/master.m3u8", 502),
+    ] {
+        let (status, body) = get(path).await;
+        assert_eq!(status, want, "{path}: {body}");
+        assert!(!body.is_empty(), "{path}: a reason");
+    }
+    let big: u64 = store.served("films/big.json").iter().map(|s| s.bytes).sum();
+    assert!(
+        big <= 64 << 10,
+        "a set over the limit is not read whole: {big} bytes"
+    );
+}

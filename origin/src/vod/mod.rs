@@ -3,6 +3,7 @@
 //! - `mp4` — a progressive MP4/MOV's `moov` → per-track sample tables (pure)
 //! - `fragments` — the same for fragmented MP4 (`moof` boxes) (pure)
 //! - `hevc` — HEVC sample entries: `hvcC` → decoder parameters, codec string (pure)
+//! - `hevc_cenc` — which bytes of an HEVC sample cbcs/cenc encrypt (slice headers clear) (pure)
 //! - `plan` — sample tables → segments cut at keyframes, output timing (pure)
 //! - `set` — mapped titles: the JSON set file naming a title's files (pure)
 //! - `subtitles` — `.vtt`/`.srt` side files → WebVTT cues and segments (pure)
@@ -42,6 +43,7 @@
 
 pub mod fragments;
 pub mod hevc;
+pub mod hevc_cenc;
 pub mod http;
 pub mod library;
 pub mod manifest;
