@@ -443,6 +443,9 @@ pub fn protect_fragment(
     })
 }
 
+/// A video sample → its `(clear, protected)` byte counts.
+pub type SubsampleLayout = dyn Fn(&[u8]) -> Vec<(u16, u32)>;
+
 /// [`protect_fragment`] with the video subsample layout given by
 /// `video_subsamples` (`(clear, protected)` byte counts covering a whole
 /// sample): HEVC's, whose NAL headers and slice headers differ from AVC's.
@@ -450,7 +453,7 @@ pub fn protect_fragment_with(
     fragment: &[u8],
     p: &TrackProtection,
     iv_seed: u64,
-    video_subsamples: &dyn Fn(&[u8]) -> Vec<(u16, u32)>,
+    video_subsamples: &SubsampleLayout,
 ) -> Result<Bytes, CencError> {
     let moof = top(fragment, b"moof")?;
     let mdat = top(fragment, b"mdat")?;
