@@ -61,7 +61,7 @@ pub(crate) async fn make_library_in(name: &str) -> Library {
 /// segments, small index caches, nothing encrypted, no remote store.
 pub(crate) fn test_vod_config(root: PathBuf) -> strata_origin::vod::VodConfig {
     strata_origin::vod::VodConfig {
-        root,
+        root: Some(root),
         segment_duration: Duration::from_secs(4),
         index_cache_entries: 16,
         index_cache_bytes: 64 << 20,

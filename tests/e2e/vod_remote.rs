@@ -212,7 +212,7 @@ fn vod_config(
     let mut remote = strata_origin::vod::remote::RemoteStoreConfig::new("s3", store_url);
     tweak(&mut remote);
     strata_origin::vod::VodConfig {
-        root,
+        root: Some(root),
         segment_duration: Duration::from_secs(4),
         index_cache_entries: 16,
         index_cache_bytes: 64 << 20,

@@ -444,7 +444,7 @@ pub fn protect_fragment(
 }
 
 /// A video sample → its `(clear, protected)` byte counts.
-pub type SubsampleLayout = dyn Fn(&[u8]) -> Vec<(u16, u32)>;
+pub type SubsampleLayout<'a> = dyn Fn(&[u8]) -> Vec<(u16, u32)> + 'a;
 
 /// [`protect_fragment`] with the video subsample layout given by
 /// `video_subsamples` (`(clear, protected)` byte counts covering a whole
@@ -453,7 +453,7 @@ pub fn protect_fragment_with(
     fragment: &[u8],
     p: &TrackProtection,
     iv_seed: u64,
-    video_subsamples: &SubsampleLayout,
+    video_subsamples: &SubsampleLayout<'_>,
 ) -> Result<Bytes, CencError> {
     let moof = top(fragment, b"moof")?;
     let mdat = top(fragment, b"mdat")?;

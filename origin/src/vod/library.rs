@@ -45,7 +45,8 @@ pub struct Title {
 }
 
 pub struct Library {
-    root: PathBuf,
+    /// Canonical; `None`: remote stores only.
+    root: Option<PathBuf>,
     config: VodConfig,
     limits: IndexLimits,
     // Held only for a lookup or an insert, never across I/O or `.await`.
@@ -73,8 +74,13 @@ struct CacheEntry {
 impl Library {
     pub fn new(config: VodConfig, metrics: VodMetrics) -> Result<Library, String> {
         config.validate()?;
-        let root = std::fs::canonicalize(&config.root)
-            .map_err(|e| format!("vod.root: {}: {e}", config.root.display()))?;
+        let root = match &config.root {
+            Some(root) => Some(
+                std::fs::canonicalize(root)
+                    .map_err(|e| format!("vod.root: {}: {e}", root.display()))?,
+            ),
+            None => None,
+        };
         let stores = config
             .remote
             .iter()
@@ -100,9 +106,11 @@ impl Library {
     /// The file a title names, canonical (symbolic links resolved) and inside
     /// the root; anything else is "not found", so probing learns nothing.
     pub fn resolve(&self, title: &Path) -> Result<PathBuf, VodError> {
-        let joined = self.root.join(title);
+        // Remote stores only: a path outside every prefix names nothing.
+        let root = self.root.as_ref().ok_or(VodError::NotFound)?;
+        let joined = root.join(title);
         let canonical = std::fs::canonicalize(&joined).map_err(|_| VodError::NotFound)?;
-        if !canonical.starts_with(&self.root) {
+        if !canonical.starts_with(root) {
             tracing::warn!(title = %title.display(), "VOD path leads outside the library root");
             self.metrics.error("outside_root");
             return Err(VodError::NotFound);
@@ -346,7 +354,8 @@ impl Library {
             let bytes = read_small(&path, set::MAX_SET_BYTES)
                 .map_err(VodError::Io)?
                 .ok_or_else(too_big)?;
-            (bytes, path.parent().unwrap_or(&self.root).to_owned())
+            let dir = path.parent().ok_or(VodError::NotFound)?.to_owned();
+            (bytes, dir)
         };
         self.metrics.bytes_read.inc_by(bytes.len() as u64);
         let media_set = set::parse(&bytes)?;
@@ -365,7 +374,8 @@ impl Library {
                 dir.join(&member.file)
             } else {
                 let file = self.member(&dir, &member.file)?;
-                file.strip_prefix(&self.root).unwrap_or(&file).to_owned()
+                let root = self.root.as_deref().unwrap_or(Path::new("/"));
+                file.strip_prefix(root).unwrap_or(&file).to_owned()
             };
             let title = self.title(&relative).map_err(|e| match e {
                 VodError::NotFound => SetError::Missing(member.file.display().to_string()).into(),
@@ -454,7 +464,11 @@ impl Library {
         let shown = || file.display().to_string();
         let canonical =
             std::fs::canonicalize(dir.join(file)).map_err(|_| SetError::Missing(shown()))?;
-        if !canonical.starts_with(&self.root) {
+        if !self
+            .root
+            .as_ref()
+            .is_some_and(|root| canonical.starts_with(root))
+        {
             return Err(SetError::Escapes(shown()).into());
         }
         if !canonical.is_file() {

@@ -70,8 +70,11 @@ pub use library::Library;
 #[serde(deny_unknown_fields)]
 pub struct VodConfig {
     /// The library: `/vod/{path}/…` serves `{root}/{path}`. Nothing outside
-    /// it is ever read (symbolic links leading out are refused).
-    pub root: PathBuf,
+    /// it is ever read (symbolic links leading out are refused). Optional
+    /// when `[[vod.remote]]` stores are configured: without it, a path
+    /// outside every store's prefix is a 404.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<PathBuf>,
     /// Segments are cut at the first keyframe at or after this much media
     /// since the previous cut.
     #[serde(with = "humantime_serde", default = "default_segment_duration")]
@@ -116,17 +119,25 @@ fn default_max_moov_bytes() -> u64 {
 impl VodConfig {
     /// Checks serde cannot express; errors name the key.
     pub fn validate(&self) -> Result<(), String> {
-        if !self.root.is_absolute() {
-            return Err(format!(
-                "vod.root: must be an absolute path, got {}",
-                self.root.display()
-            ));
-        }
-        if !self.root.is_dir() {
-            return Err(format!(
-                "vod.root: {} is not a readable directory",
-                self.root.display()
-            ));
+        match &self.root {
+            Some(root) if !root.is_absolute() => {
+                return Err(format!(
+                    "vod.root: must be an absolute path, got {}",
+                    root.display()
+                ));
+            }
+            Some(root) if !root.is_dir() => {
+                return Err(format!(
+                    "vod.root: {} is not a readable directory",
+                    root.display()
+                ));
+            }
+            None if self.remote.is_empty() => {
+                return Err(
+                    "vod.root: required unless [[vod.remote]] stores are configured".into(),
+                );
+            }
+            _ => {}
         }
         if self.segment_duration < Duration::from_secs(1)
             || self.segment_duration > Duration::from_secs(30)
