@@ -14,7 +14,7 @@
 //! - `protect` — encrypted titles: the live key service and schemes, per title
 //! - `source` — where a title's bytes come from: a local file or a remote store
 //! - `remote` — HTTP(S) object stores read by byte range (`[[vod.remote]]`)
-//! - `sigv4` — AWS Signature V4 of a request (pure; not yet used by `remote`)
+//! - `sigv4` — AWS Signature V4 of a request (pure; `[vod.remote.s3]` signs with it)
 //! - `thumbnail` — a JPEG of the frame at a time, decoded by ffmpeg
 //! - `http` — `/vod/{path}/…`, VOD licences and keys, and the `strata_origin_vod_*` metrics
 //!

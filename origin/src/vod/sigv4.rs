@@ -1,8 +1,7 @@
 //! AWS Signature Version 4 (the `Authorization: AWS4-HMAC-SHA256 …` header
 //! S3-compatible stores check), for the range GETs of a `[[vod.remote]]`
-//! store. Pure: the caller gives the time and the request's parts. Not yet
-//! wired into the store's requests (issue 14); tested against AWS's
-//! published examples.
+//! store (`[vod.remote.s3]`, see [`super::remote`]). Pure: the caller gives
+//! the time and the request's parts. Tested against AWS's published examples.
 
 use hmac::{KeyInit, Mac};
 use sha2::{Digest, Sha256};
