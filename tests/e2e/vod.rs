@@ -61,7 +61,7 @@ pub(crate) async fn make_library_in(name: &str) -> Library {
 /// segments, small index caches, nothing encrypted, no remote store.
 pub(crate) fn test_vod_config(root: PathBuf) -> strata_origin::vod::VodConfig {
     strata_origin::vod::VodConfig {
-        root,
+        root: Some(root),
         segment_duration: Duration::from_secs(4),
         index_cache_entries: 16,
         index_cache_bytes: 64 << 20,
@@ -208,7 +208,12 @@ async fn vod_title_plays_as_mpeg_ts() {
 
 /// `{root}/hevc.mp4`: 10 s of 640x360 HEVC (libx265, `hvc1`, 2 s GOPs) and AAC.
 async fn make_hevc_library() -> Library {
-    let root = std::env::temp_dir().join(format!("strata-vod-hevc-{}", std::process::id()));
+    make_hevc_library_in("strata-vod-hevc").await
+}
+
+/// [`make_hevc_library`] in a scratch directory of its own, `{name}-{pid}`.
+pub(crate) async fn make_hevc_library_in(name: &str) -> Library {
+    let root = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).expect("library dir");
     let out = tokio::process::Command::new("ffmpeg")
@@ -243,7 +248,7 @@ async fn make_hevc_library() -> Library {
 }
 
 /// HEVC: the manifests name it by its `hvcC` (checked by the `m3u8`
-/// parser), ffmpeg decodes our CMAF from HLS and DASH; MPEG-TS is a 501.
+/// parser), ffmpeg decodes our CMAF from HLS and DASH, and MPEG-TS.
 /// (Chromium here does not decode HEVC, so no browser plays it.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vod_hevc_title_is_packaged_as_cmaf_with_its_codec_string() {
@@ -306,11 +311,37 @@ async fn vod_hevc_title_is_packaged_as_cmaf_with_its_codec_string() {
     );
     crate::stack::assert_decodes(&master, 8).await;
     crate::stack::assert_decodes(&mpd, 8).await;
-    let status = client()
-        .get(stack.origin("/vod/hevc.mp4/master-ts.m3u8"))
+    // MPEG-TS: stream type 0x24, Annex B with the parameter sets before
+    // each keyframe, decoded by ffmpeg without an error.
+    let master_ts = stack.edge("/vod/hevc.mp4/master-ts.m3u8");
+    let text = client()
+        .get(&master_ts)
         .send()
         .await
         .expect("GET master-ts")
-        .status();
-    assert_eq!(status, 501, "no MPEG-TS of HEVC (the edge shows a 502)");
+        .text()
+        .await
+        .expect("body");
+    assert!(
+        text.contains("CODECS=\"hvc1.1.6.L") && text.contains("t1/ts.m3u8"),
+        "{text}"
+    );
+    let segment = client()
+        .get(stack.edge("/vod/hevc.mp4/t1/2.ts"))
+        .send()
+        .await
+        .expect("GET ts")
+        .bytes()
+        .await
+        .expect("body");
+    assert!(
+        segment.len() % 188 == 0 && segment.windows(3).any(|w| w == [0x24, 0xe1, 0x00]),
+        "a PMT naming PID 0x100 as stream type 0x24"
+    );
+    let vps = [0, 0, 0, 1, 0x40, 0x01];
+    assert!(
+        segment.windows(6).any(|w| w == vps),
+        "a VPS before the segment's keyframe"
+    );
+    crate::stack::assert_decodes(&master_ts, 8).await;
 }

@@ -356,7 +356,7 @@ pub fn protect_init(init: &[u8], p: &TrackProtection) -> Result<Bytes, CencError
         .next()
         .ok_or(CencError("empty stsd"))?;
     let protected_fourcc: &[u8; 4] = match (&entry.fourcc, p.kind) {
-        (b"avc1", TrackKind::Video) => b"encv",
+        (b"avc1" | b"hvc1" | b"hev1", TrackKind::Video) => b"encv",
         (b"mp4a", TrackKind::Audio) => b"enca",
         _ => return Err(CencError("unsupported sample entry")),
     };
@@ -438,6 +438,23 @@ pub fn protect_fragment(
     p: &TrackProtection,
     iv_seed: u64,
 ) -> Result<Bytes, CencError> {
+    protect_fragment_with(fragment, p, iv_seed, &|sample| {
+        nal_subsamples(sample, p.scheme)
+    })
+}
+
+/// A video sample → its `(clear, protected)` byte counts.
+pub type SubsampleLayout<'a> = dyn Fn(&[u8]) -> Vec<(u16, u32)> + 'a;
+
+/// [`protect_fragment`] with the video subsample layout given by
+/// `video_subsamples` (`(clear, protected)` byte counts covering a whole
+/// sample): HEVC's, whose NAL headers and slice headers differ from AVC's.
+pub fn protect_fragment_with(
+    fragment: &[u8],
+    p: &TrackProtection,
+    iv_seed: u64,
+    video_subsamples: &SubsampleLayout<'_>,
+) -> Result<Bytes, CencError> {
     let moof = top(fragment, b"moof")?;
     let mdat = top(fragment, b"mdat")?;
     let traf = child(fragment, &moof, b"traf", 0)?;
@@ -460,7 +477,18 @@ pub fn protect_fragment(
     for (index, size) in sizes.iter().enumerate() {
         let iv = sample_iv(p, iv_seed, index as u64);
         let sample = &mut out[at..at + size];
-        infos.push(encrypt_sample(p, &iv, sample));
+        let subsamples = match p.kind {
+            TrackKind::Video => video_subsamples(sample),
+            TrackKind::Audio => Vec::new(),
+        };
+        let covered: usize = subsamples
+            .iter()
+            .map(|(c, e)| usize::from(*c) + *e as usize)
+            .sum();
+        if !subsamples.is_empty() && covered != *size {
+            return Err(CencError("subsample layout does not cover the sample"));
+        }
+        infos.push(encrypt_subsamples(p, &iv, sample, subsamples));
         at += size;
     }
     // senc, saiz, saio go at the end of traf; saio needs senc's place.
@@ -511,6 +539,17 @@ pub fn encrypt_sample(p: &TrackProtection, iv: &[u8], sample: &mut [u8]) -> Samp
         TrackKind::Video => nal_subsamples(sample, p.scheme),
         TrackKind::Audio => Vec::new(),
     };
+    encrypt_subsamples(p, iv, sample, subsamples)
+}
+
+/// Encrypts one sample in place in the given `(clear, protected)` layout
+/// (empty: the whole sample); returns its `senc` entry.
+pub fn encrypt_subsamples(
+    p: &TrackProtection,
+    iv: &[u8],
+    sample: &mut [u8],
+    subsamples: Vec<(u16, u32)>,
+) -> SampleAuxInfo {
     match p.scheme {
         Scheme::Cenc => {
             let mut counter = [0u8; 16];

@@ -15,6 +15,7 @@ pub const VIDEO_PID: u16 = 0x100;
 pub const AUDIO_PID: u16 = 0x101;
 /// ISO/IEC 13818-1 Table 2-34 stream_type values.
 pub const STREAM_TYPE_H264: u8 = 0x1b;
+pub const STREAM_TYPE_HEVC: u8 = 0x24;
 pub const STREAM_TYPE_AAC_ADTS: u8 = 0x0f;
 
 const PTS_MASK: u64 = (1 << 33) - 1;
@@ -47,7 +48,14 @@ pub fn segment_continuing(
     };
     write_packets(&mut out, 0, &write_pat(), None, false, &mut cc.pat);
     let streams: Vec<(u8, u16)> = video
-        .map(|_| (STREAM_TYPE_H264, VIDEO_PID))
+        .map(|(params, _)| {
+            let stream_type = if is_hevc(params) {
+                STREAM_TYPE_HEVC
+            } else {
+                STREAM_TYPE_H264
+            };
+            (stream_type, VIDEO_PID)
+        })
         .into_iter()
         .chain(audio.map(|_| (STREAM_TYPE_AAC_ADTS, AUDIO_PID)))
         .collect();
@@ -315,15 +323,51 @@ fn write_packets(
     }
 }
 
-/// AVCC sample → Annex B access unit (ISO/IEC 14496-10 §B.1): AUD, then
-/// SPS/PPS before an IDR unless the sample carries them, then the NALs.
+/// Whether `params` are HEVC's (a VOD title's: codec `hvc1.…`/`hev1.…`,
+/// VPS and SPS in `sps`, PPS in `pps`).
+fn is_hevc(params: &VideoParams) -> bool {
+    params.codec.starts_with("hvc1") || params.codec.starts_with("hev1")
+}
+
+/// The codec's access unit delimiter, and NAL-unit tests for a parameter
+/// set that starts a keyframe's (SPS for AVC, VPS or SPS for HEVC) and for
+/// a delimiter.
+struct NalKinds {
+    aud: &'static [u8],
+    sequence_set: fn(u8) -> bool,
+    delimiter: fn(u8) -> bool,
+}
+
+fn nal_kinds(params: &VideoParams) -> NalKinds {
+    if is_hevc(params) {
+        // ITU-T H.265 §7.3.2.5: AUD (type 35), pic_type 2 (any), stop bit.
+        NalKinds {
+            aud: &[0x46, 0x01, 0x50],
+            sequence_set: |b| matches!((b >> 1) & 0x3f, 32 | 33),
+            delimiter: |b| (b >> 1) & 0x3f == 35,
+        }
+    } else {
+        NalKinds {
+            aud: &[0x09, 0xf0], // AUD, primary_pic_type 7 (any)
+            sequence_set: |b| b & 0x1f == 7,
+            delimiter: |b| b & 0x1f == 9,
+        }
+    }
+}
+
+/// AVCC sample → Annex B access unit (ISO/IEC 14496-10 §B.1, ITU-T H.265
+/// §B.2): AUD, then the parameter sets before a keyframe unless the sample
+/// carries them, then the NALs.
 pub fn annex_b_access_unit(params: &VideoParams, sample: &Sample) -> Bytes {
     const START: [u8; 4] = [0, 0, 0, 1];
+    let kinds = nal_kinds(params);
     let mut out = BytesMut::with_capacity(sample.data.len() + 64);
     out.put_slice(&START);
-    out.put_slice(&[0x09, 0xf0]); // AUD, primary_pic_type 7 (any)
+    out.put_slice(kinds.aud);
     let nals = avcc_nals(&sample.data);
-    let has_sps = nals.iter().any(|n| n.first().map(|b| b & 0x1f) == Some(7));
+    let has_sps = nals
+        .iter()
+        .any(|n| n.first().is_some_and(|b| (kinds.sequence_set)(*b)));
     if sample.keyframe && !has_sps {
         for ps in params.sps.iter().chain(&params.pps) {
             out.put_slice(&START);
@@ -331,7 +375,7 @@ pub fn annex_b_access_unit(params: &VideoParams, sample: &Sample) -> Bytes {
         }
     }
     for nal in nals {
-        if nal.first().map(|b| b & 0x1f) == Some(9) {
+        if nal.first().is_some_and(|b| (kinds.delimiter)(*b)) {
             continue;
         }
         out.put_slice(&START);
@@ -342,9 +386,12 @@ pub fn annex_b_access_unit(params: &VideoParams, sample: &Sample) -> Bytes {
 
 /// Length of [`annex_b_access_unit`]'s output, without building it.
 fn annex_b_len(params: &VideoParams, sample: &Sample) -> usize {
+    let kinds = nal_kinds(params);
     let nals = avcc_nals(&sample.data);
-    let has_sps = nals.iter().any(|n| n.first().map(|b| b & 0x1f) == Some(7));
-    let mut len = 6;
+    let has_sps = nals
+        .iter()
+        .any(|n| n.first().is_some_and(|b| (kinds.sequence_set)(*b)));
+    let mut len = 4 + kinds.aud.len();
     if sample.keyframe && !has_sps {
         len += params
             .sps
@@ -355,7 +402,7 @@ fn annex_b_len(params: &VideoParams, sample: &Sample) -> usize {
     }
     len + nals
         .iter()
-        .filter(|n| n.first().map(|b| b & 0x1f) != Some(9))
+        .filter(|n| !n.first().is_some_and(|b| (kinds.delimiter)(*b)))
         .map(|n| 4 + n.len())
         .sum::<usize>()
 }

@@ -82,6 +82,53 @@ pub fn video_params(
     ))
 }
 
+/// The NAL units of an `hvcC` record's arrays (ISO/IEC 14496-15
+/// §8.3.3.1), in order; a truncated tail is left out.
+pub fn hvcc_nals(hvcc: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let Some(&arrays) = hvcc.get(HEADER_LEN - 1) else {
+        return out;
+    };
+    let mut at = HEADER_LEN;
+    for _ in 0..arrays {
+        let Some(header) = hvcc.get(at..at + 3) else {
+            break;
+        };
+        let count = u16::from_be_bytes([header[1], header[2]]);
+        at += 3;
+        for _ in 0..count {
+            let Some(len) = hvcc.get(at..at + 2) else {
+                return out;
+            };
+            let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+            let Some(nal) = hvcc.get(at + 2..at + 2 + len) else {
+                return out;
+            };
+            at += 2 + len;
+            if !nal.is_empty() {
+                out.push(nal);
+            }
+        }
+    }
+    out
+}
+
+/// `params` with the `hvcC`'s parameter sets as MPEG-TS wants them before
+/// a keyframe: VPS and SPS in `sps`, PPS in `pps` (others left out).
+pub fn with_parameter_sets(params: &VideoParams) -> VideoParams {
+    let mut out = params.clone();
+    for nal in hvcc_nals(&params.avc_config) {
+        match (nal[0] >> 1) & 0x3f {
+            32 | 33 => out.sps.push(Bytes::copy_from_slice(nal)),
+            34 => out.pps.push(Bytes::copy_from_slice(nal)),
+            _ => {}
+        }
+    }
+    // VPS before SPS (ITU-T H.265 §7.4.2.4.4), whatever the array order.
+    out.sps.sort_by_key(|n| (n[0] >> 1) & 0x3f);
+    out
+}
+
 /// Whether `params` are HEVC's (see the module docs).
 pub fn is_hevc(params: &VideoParams) -> bool {
     params.codec.starts_with("hvc1") || params.codec.starts_with("hev1")

@@ -20,6 +20,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use super::hevc_cenc::HevcParameterSets;
 use super::protect::{key_channel, TitleDrm};
 use super::{Library, VodError, VodObject, VodRequest};
 use crate::drm::http::{count, licence_preflight, licence_response, not_entitled, private};
@@ -197,7 +198,18 @@ async fn vod(
             let task = move || {
                 let clear = lib.render(&request)?;
                 match &drm {
-                    Some(drm) => Ok(drm.protect(&request, clear)?),
+                    Some(drm) => {
+                        let sample_encrypted = matches!(
+                            drm.scheme(&request.title),
+                            EncryptionScheme::Cbcs | EncryptionScheme::Cenc
+                        );
+                        let hevc = if sample_encrypted {
+                            hevc_parameter_sets(&lib, &request)?
+                        } else {
+                            None
+                        };
+                        Ok(drm.protect_with(&request, clear, hevc.as_ref())?)
+                    }
                     None => Ok(clear),
                 }
             };
@@ -231,6 +243,27 @@ async fn vod(
         })
         .inc();
     response
+}
+
+/// The parameter sets of the HEVC rendition a fragment request names
+/// (its slice headers stay clear when encrypted); `None` for anything else.
+fn hevc_parameter_sets(
+    library: &Library,
+    request: &VodRequest,
+) -> Result<Option<HevcParameterSets>, VodError> {
+    let (VodObject::Fragment { track, .. } | VodObject::KeyFrame { track, .. }) = request.object
+    else {
+        return Ok(None);
+    };
+    let presentation = library.presentation(&request.title)?;
+    Ok(
+        match presentation.rendition(track).map(|r| &r.track().params) {
+            Some(crate::media::TrackParams::Video(v)) if super::hevc::is_hevc(v) => {
+                Some(HevcParameterSets::from_hvcc(&v.avc_config))
+            }
+            _ => None,
+        },
+    )
 }
 
 /// A JSON refusal that no cache keeps.

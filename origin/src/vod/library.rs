@@ -45,7 +45,8 @@ pub struct Title {
 }
 
 pub struct Library {
-    root: PathBuf,
+    /// Canonical; `None`: remote stores only.
+    root: Option<PathBuf>,
     config: VodConfig,
     limits: IndexLimits,
     // Held only for a lookup or an insert, never across I/O or `.await`.
@@ -73,8 +74,13 @@ struct CacheEntry {
 impl Library {
     pub fn new(config: VodConfig, metrics: VodMetrics) -> Result<Library, String> {
         config.validate()?;
-        let root = std::fs::canonicalize(&config.root)
-            .map_err(|e| format!("vod.root: {}: {e}", config.root.display()))?;
+        let root = match &config.root {
+            Some(root) => Some(
+                std::fs::canonicalize(root)
+                    .map_err(|e| format!("vod.root: {}: {e}", root.display()))?,
+            ),
+            None => None,
+        };
         let stores = config
             .remote
             .iter()
@@ -100,9 +106,11 @@ impl Library {
     /// The file a title names, canonical (symbolic links resolved) and inside
     /// the root; anything else is "not found", so probing learns nothing.
     pub fn resolve(&self, title: &Path) -> Result<PathBuf, VodError> {
-        let joined = self.root.join(title);
+        // Remote stores only: a path outside every prefix names nothing.
+        let root = self.root.as_ref().ok_or(VodError::NotFound)?;
+        let joined = root.join(title);
         let canonical = std::fs::canonicalize(&joined).map_err(|_| VodError::NotFound)?;
-        if !canonical.starts_with(&self.root) {
+        if !canonical.starts_with(root) {
             tracing::warn!(title = %title.display(), "VOD path leads outside the library root");
             self.metrics.error("outside_root");
             return Err(VodError::NotFound);
@@ -331,16 +339,26 @@ impl Library {
     /// Reads and checks a set file, then indexes (or finds in the cache)
     /// every MP4 it names.
     fn set_presentation(&self, title: &Path) -> Result<Presentation, VodError> {
-        if source::remote_key(&self.stores, title).is_some() {
-            return Err(Mp4Error::Unsupported("set files on remote stores".into()).into());
-        }
-        let path = self.resolve(title)?;
-        let bytes = read_small(&path, set::MAX_SET_BYTES)
-            .map_err(VodError::Io)?
-            .ok_or_else(|| SetError::Malformed(format!("over {} bytes", set::MAX_SET_BYTES)))?;
+        // A set on a remote store names objects beside it on that store
+        // (`dir` relative, under the store's prefix); a local one, files
+        // beside it under the root (`dir` canonical).
+        let remote = source::remote_key(&self.stores, title).is_some();
+        let too_big = || SetError::Malformed(format!("over {} bytes", set::MAX_SET_BYTES));
+        let (bytes, dir) = if remote {
+            let bytes = self
+                .read_remote_small(title, set::MAX_SET_BYTES)?
+                .ok_or_else(too_big)?;
+            (bytes, title.parent().unwrap_or(Path::new("")).to_owned())
+        } else {
+            let path = self.resolve(title)?;
+            let bytes = read_small(&path, set::MAX_SET_BYTES)
+                .map_err(VodError::Io)?
+                .ok_or_else(too_big)?;
+            let dir = path.parent().ok_or(VodError::NotFound)?.to_owned();
+            (bytes, dir)
+        };
         self.metrics.bytes_read.inc_by(bytes.len() as u64);
         let media_set = set::parse(&bytes)?;
-        let dir = path.parent().unwrap_or(&self.root).to_owned();
         let mut renditions = Vec::new();
         let mut id = 0;
         let members = media_set
@@ -352,8 +370,13 @@ impl Library {
         let mut first_audio = true;
         for (member, kind) in members {
             id += 1;
-            let file = self.member(&dir, &member.file)?;
-            let relative = file.strip_prefix(&self.root).unwrap_or(&file).to_owned();
+            let relative = if remote {
+                dir.join(&member.file)
+            } else {
+                let file = self.member(&dir, &member.file)?;
+                let root = self.root.as_deref().unwrap_or(Path::new("/"));
+                file.strip_prefix(root).unwrap_or(&file).to_owned()
+            };
             let title = self.title(&relative).map_err(|e| match e {
                 VodError::NotFound => SetError::Missing(member.file.display().to_string()).into(),
                 other => other,
@@ -415,7 +438,12 @@ impl Library {
             .map(|(k, s)| {
                 Ok(SubtitleRendition {
                     id: k as u32 + 1,
-                    path: self.member(&dir, &s.file)?,
+                    path: if remote {
+                        dir.join(&s.file)
+                    } else {
+                        self.member(&dir, &s.file)?
+                    },
+                    remote,
                     format: s.format,
                     language: s.language.clone(),
                     name: s.name.clone(),
@@ -436,7 +464,11 @@ impl Library {
         let shown = || file.display().to_string();
         let canonical =
             std::fs::canonicalize(dir.join(file)).map_err(|_| SetError::Missing(shown()))?;
-        if !canonical.starts_with(&self.root) {
+        if !self
+            .root
+            .as_ref()
+            .is_some_and(|root| canonical.starts_with(root))
+        {
             return Err(SetError::Escapes(shown()).into());
         }
         if !canonical.is_file() {
@@ -445,16 +477,36 @@ impl Library {
         Ok(canonical)
     }
 
+    /// A remote object of at most `max` bytes (`None`: bigger), read whole.
+    fn read_remote_small(&self, title: &Path, max: u64) -> Result<Option<Vec<u8>>, VodError> {
+        let (store, key) = source::remote_key(&self.stores, title).ok_or(VodError::NotFound)?;
+        let object = RemoteObject::open(store.clone(), &key).map_err(|e| match e {
+            RemoteError::NotFound { .. } => VodError::NotFound,
+            e => e.into(),
+        })?;
+        if object.len > max {
+            return Ok(None);
+        }
+        Ok(Some(object.read_upto(0, object.len as usize)?))
+    }
+
     /// The cues of a subtitle file.
     fn cues(&self, s: &SubtitleRendition) -> Result<Vec<subtitles::Cue>, VodError> {
-        let bytes = read_small(&s.path, MAX_SUBTITLE_BYTES)
-            .map_err(VodError::Io)?
-            .ok_or_else(|| {
-                subtitles::SubtitleError(format!(
-                    "{}: over {MAX_SUBTITLE_BYTES} bytes",
-                    s.path.display()
-                ))
-            })?;
+        let bytes = if s.remote {
+            self.read_remote_small(&s.path, MAX_SUBTITLE_BYTES)
+                .map_err(|e| match e {
+                    VodError::NotFound => SetError::Missing(s.path.display().to_string()).into(),
+                    e => e,
+                })?
+        } else {
+            read_small(&s.path, MAX_SUBTITLE_BYTES).map_err(VodError::Io)?
+        };
+        let bytes = bytes.ok_or_else(|| {
+            subtitles::SubtitleError(format!(
+                "{}: over {MAX_SUBTITLE_BYTES} bytes",
+                s.path.display()
+            ))
+        })?;
         self.metrics.bytes_read.inc_by(bytes.len() as u64);
         Ok(subtitles::parse(&bytes, s.format)?)
     }

@@ -3,6 +3,7 @@
 //! - `mp4` — a progressive MP4/MOV's `moov` → per-track sample tables (pure)
 //! - `fragments` — the same for fragmented MP4 (`moof` boxes) (pure)
 //! - `hevc` — HEVC sample entries: `hvcC` → decoder parameters, codec string (pure)
+//! - `hevc_cenc` — which bytes of an HEVC sample cbcs/cenc encrypt (slice headers clear) (pure)
 //! - `plan` — sample tables → segments cut at keyframes, output timing (pure)
 //! - `set` — mapped titles: the JSON set file naming a title's files (pure)
 //! - `subtitles` — `.vtt`/`.srt` side files → WebVTT cues and segments (pure)
@@ -13,6 +14,7 @@
 //! - `protect` — encrypted titles: the live key service and schemes, per title
 //! - `source` — where a title's bytes come from: a local file or a remote store
 //! - `remote` — HTTP(S) object stores read by byte range (`[[vod.remote]]`)
+//! - `sigv4` — AWS Signature V4 of a request (pure; `[vod.remote.s3]` signs with it)
 //! - `thumbnail` — a JPEG of the frame at a time, decoded by ffmpeg
 //! - `http` — `/vod/{path}/…`, VOD licences and keys, and the `strata_origin_vod_*` metrics
 //!
@@ -42,6 +44,7 @@
 
 pub mod fragments;
 pub mod hevc;
+pub mod hevc_cenc;
 pub mod http;
 pub mod library;
 pub mod manifest;
@@ -51,6 +54,7 @@ pub mod presentation;
 pub mod protect;
 pub mod remote;
 pub mod set;
+pub mod sigv4;
 pub mod source;
 pub mod subtitles;
 pub mod thumbnail;
@@ -68,8 +72,11 @@ pub use library::Library;
 #[serde(deny_unknown_fields)]
 pub struct VodConfig {
     /// The library: `/vod/{path}/…` serves `{root}/{path}`. Nothing outside
-    /// it is ever read (symbolic links leading out are refused).
-    pub root: PathBuf,
+    /// it is ever read (symbolic links leading out are refused). Optional
+    /// when `[[vod.remote]]` stores are configured: without it, a path
+    /// outside every store's prefix is a 404.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<PathBuf>,
     /// Segments are cut at the first keyframe at or after this much media
     /// since the previous cut.
     #[serde(with = "humantime_serde", default = "default_segment_duration")]
@@ -114,17 +121,25 @@ fn default_max_moov_bytes() -> u64 {
 impl VodConfig {
     /// Checks serde cannot express; errors name the key.
     pub fn validate(&self) -> Result<(), String> {
-        if !self.root.is_absolute() {
-            return Err(format!(
-                "vod.root: must be an absolute path, got {}",
-                self.root.display()
-            ));
-        }
-        if !self.root.is_dir() {
-            return Err(format!(
-                "vod.root: {} is not a readable directory",
-                self.root.display()
-            ));
+        match &self.root {
+            Some(root) if !root.is_absolute() => {
+                return Err(format!(
+                    "vod.root: must be an absolute path, got {}",
+                    root.display()
+                ));
+            }
+            Some(root) if !root.is_dir() => {
+                return Err(format!(
+                    "vod.root: {} is not a readable directory",
+                    root.display()
+                ));
+            }
+            None if self.remote.is_empty() => {
+                return Err(
+                    "vod.root: required unless [[vod.remote]] stores are configured".into(),
+                );
+            }
+            _ => {}
         }
         if self.segment_duration < Duration::from_secs(1)
             || self.segment_duration > Duration::from_secs(30)

@@ -49,8 +49,10 @@ impl Rendition {
 #[derive(Debug)]
 pub struct SubtitleRendition {
     pub id: u32,
-    /// Canonical, inside the library root.
+    /// Canonical, inside the library root; or, `remote`, the object's
+    /// path under its store's prefix (as a title's).
     pub path: PathBuf,
+    pub remote: bool,
     pub format: SubtitleFormat,
     pub language: String,
     pub name: String,

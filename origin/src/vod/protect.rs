@@ -28,6 +28,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::hevc_cenc::HevcParameterSets;
 use super::{VodObject, VodRequest};
 use crate::drm::{
     aes128_segment, content_protection, sample_aes_tags, Drm, EncryptionConfig, EncryptionScheme,
@@ -169,6 +170,18 @@ impl TitleDrm {
         request: &VodRequest,
         rendered: Rendered,
     ) -> Result<Rendered, ProtectError> {
+        self.protect_with(request, rendered, None)
+    }
+
+    /// [`TitleDrm::protect`]; `hevc`: the parameter sets of an HEVC
+    /// rendition, whose fragments' slice headers stay clear (without them an
+    /// HEVC fragment would be cut as AVC: pass them for every HEVC one).
+    pub fn protect_with(
+        &self,
+        request: &VodRequest,
+        rendered: Rendered,
+        hevc: Option<&HevcParameterSets>,
+    ) -> Result<Rendered, ProtectError> {
         let scheme = self.scheme(&request.title);
         if scheme == EncryptionScheme::None {
             return Ok(rendered);
@@ -248,7 +261,15 @@ impl TitleDrm {
                 let seed = Sha256::digest(format!("vod {request:?}").as_bytes());
                 let mut s = [0u8; 8];
                 s.copy_from_slice(&seed[..8]);
-                cenc::protect_fragment(&rendered.body, &p, u64::from_be_bytes(s))?
+                match hevc {
+                    Some(sets) => cenc::protect_fragment_with(
+                        &rendered.body,
+                        &p,
+                        u64::from_be_bytes(s),
+                        &|sample| sets.subsamples(sample, p.scheme),
+                    )?,
+                    None => cenc::protect_fragment(&rendered.body, &p, u64::from_be_bytes(s))?,
+                }
             }
             VodObject::TsSegment { .. } => return Err(ProtectError::NotOffered),
             VodObject::Key { .. } => return Ok(rendered),

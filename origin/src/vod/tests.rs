@@ -511,7 +511,7 @@ impl Scratch {
     fn library(&self, entries: usize) -> Library {
         Library::new(
             VodConfig {
-                root: self.0.join("lib"),
+                root: Some(self.0.join("lib")),
                 segment_duration: Duration::from_secs(4),
                 index_cache_entries: entries,
                 index_cache_bytes: 1 << 30,
@@ -687,6 +687,31 @@ fn the_vod_section_is_checked_with_the_rest_of_the_config() {
     ] {
         let err = crate::config::OriginConfig::parse(text).expect_err(text);
         assert!(err.to_string().contains(key), "{text}: {err}");
+    }
+}
+
+/// `vod.root` may be left out when remote stores are configured; then a
+/// path outside every store's prefix is a 404, never a read of the disk.
+#[test]
+fn a_remote_only_vod_section_needs_no_root() {
+    let config = crate::config::OriginConfig::parse(
+        "[vod]\n[[vod.remote]]\nprefix = \"s3\"\nurl = \"http://127.0.0.1:9/bucket/\"\n",
+    )
+    .expect("a remote-only [vod] is valid");
+    let vod = config.vod.expect("vod");
+    assert_eq!(vod.root, None);
+    let err = crate::config::OriginConfig::parse("[vod]\nsegment_duration = \"4s\"\n")
+        .expect_err("neither a root nor a store");
+    assert!(err.to_string().contains("vod.root"), "{err}");
+    let library = Library::new(vod, http::VodMetrics::default()).expect("library");
+    for path in [
+        "films/t.mp4/master.m3u8",
+        "t.mp4/t1/1.m4s",
+        "films/set.json/manifest.mpd",
+        "etc/passwd.mp4/master.m3u8",
+    ] {
+        let err = get(&library, path).expect_err(path);
+        assert_eq!(err.status(), 404, "{path}: {err}");
     }
 }
 

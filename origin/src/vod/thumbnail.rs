@@ -526,7 +526,7 @@ mod tests {
         let library = Arc::new(
             super::super::Library::new(
                 super::super::VodConfig {
-                    root: dir.clone(),
+                    root: Some(dir.clone()),
                     segment_duration: Duration::from_secs(4),
                     index_cache_entries: 4,
                     index_cache_bytes: 1 << 24,

@@ -3,7 +3,9 @@
 //! rendition, `t{id}/ts.m3u8`, whose segments `t{id}/{n}.ts` are that
 //! rendition's planned segment `n` with the title's default audio muxed in
 //! (the audio samples whose decode time falls in the segment's span).
-//! Audio-only titles list each audio rendition alone. Subtitles stay
+//! Audio-only titles list each audio rendition alone. HEVC goes as stream
+//! type 0x24, in Annex B with its VPS, SPS and PPS (from `hvcC`) before
+//! each keyframe and an HEVC access unit delimiter. Subtitles stay
 //! WebVTT renditions of the same group as in `master.m3u8`.
 //!
 //! Timestamps: MPEG-TS has no edit list and no negative composition
@@ -16,7 +18,6 @@ use std::fmt::Write;
 
 use bytes::Bytes;
 
-use super::mp4::Mp4Error;
 use super::plan::{self, PlannedSegment};
 use super::presentation::{Presentation, Rendition};
 use super::VodError;
@@ -46,34 +47,20 @@ fn muxed_audio(p: &Presentation) -> Option<&Rendition> {
         .or_else(|| audio.next())
 }
 
-fn hevc(r: &Rendition) -> bool {
-    matches!(&r.track().params, TrackParams::Video(v) if super::hevc::is_hevc(v))
-}
-
-fn no_hevc_ts() -> VodError {
-    VodError::Mp4(Mp4Error::Unsupported(
-        "MPEG-TS of HEVC is not made; master.m3u8 (CMAF) and manifest.mpd carry it".into(),
-    ))
-}
-
 /// A TS variant by ID, or not found.
 pub fn variant(p: &Presentation, track: u32) -> Result<&Rendition, VodError> {
-    let r = variants(p)
+    variants(p)
         .into_iter()
         .find(|r| r.id == track)
-        .ok_or(VodError::NotFound)?;
-    if hevc(r) {
-        return Err(no_hevc_ts());
-    }
-    Ok(r)
+        .ok_or(VodError::NotFound)
 }
 
-/// `master-ts.m3u8`: every H.264 video rendition (HEVC ones are left out;
-/// a title with only HEVC video has no MPEG-TS form, a 501).
+/// `master-ts.m3u8`: every video rendition (H.264 as stream type 0x1b,
+/// HEVC as 0x24 with VPS/SPS/PPS before each keyframe).
 pub fn master(p: &Presentation) -> Result<String, VodError> {
-    let variants: Vec<&Rendition> = variants(p).into_iter().filter(|r| !hevc(r)).collect();
+    let variants = variants(p);
     if variants.is_empty() {
-        return Err(no_hevc_ts());
+        return Err(VodError::NotFound);
     }
     let mut out = String::from("#EXTM3U\n#EXT-X-VERSION:4\n#EXT-X-INDEPENDENT-SEGMENTS\n");
     for s in &p.subtitles {
@@ -199,6 +186,13 @@ pub fn segment(
     };
     let body = match &r.track().params {
         TrackParams::Video(v) => {
+            let hevc;
+            let v = if super::hevc::is_hevc(v) {
+                hevc = super::hevc::with_parameter_sets(v);
+                &hevc
+            } else {
+                v
+            };
             let video = shifted(r, samples(r, seg)?);
             let audio = match muxed_audio(p) {
                 Some(a) => {
