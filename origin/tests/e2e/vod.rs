@@ -100,7 +100,7 @@ pub(crate) async fn start_origin(
     config.server.http = http_addr;
     config.server.admin = Some(admin_addr);
     config.vod = Some(VodConfig {
-        root: root.to_owned(),
+        root: Some(root.to_owned()),
         segment_duration: Duration::from_secs(4),
         index_cache_entries: 16,
         index_cache_bytes: 64 << 20,
