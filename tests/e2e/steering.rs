@@ -352,8 +352,12 @@ impl LivePlayer {
         tokio::spawn(async move {
             let mut lines = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                // `play.mjs: response PROTOCOL STATUS URL`
-                let fields: Vec<&str> = line.split(' ').collect();
+                // `play.mjs: +SECONDS response PROTOCOL STATUS URL` (the
+                // `+SECONDS` since start is on every --verbose line)
+                let mut fields: Vec<&str> = line.split(' ').collect();
+                if fields.get(1).is_some_and(|f| f.starts_with('+')) {
+                    fields.remove(1);
+                }
                 if let ["play.mjs:", "response", _, status, url] = fields.as_slice() {
                     let port = url
                         .split("://")
