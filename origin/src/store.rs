@@ -81,6 +81,14 @@ pub struct StoreConfig {
     /// default) turns low latency off.
     #[serde(with = "humantime_serde")]
     pub part_target: Duration,
+    /// LL-HLS `PART-HOLD-BACK`: how far behind the live edge players aim
+    /// (hls.js and AVPlayer take it as their latency target; LL-DASH's
+    /// `ServiceDescription` latency target follows it). `0s` (the default)
+    /// is three part targets, what RFC 8216bis §4.4.3.8 recommends; the
+    /// least it takes is two part targets, what the RFC requires. Lower is
+    /// closer to live, with less buffer against a late part.
+    #[serde(with = "humantime_serde")]
+    pub part_hold_back: Duration,
     /// Per-channel settings, `[store.channels.NAME]`, over the ones above.
     pub channels: BTreeMap<String, ChannelStoreConfig>,
 }
@@ -92,11 +100,18 @@ pub struct ChannelStoreConfig {
     /// This channel's `part_target` (`0s`: low latency off here).
     #[serde(with = "humantime_serde")]
     pub part_target: Option<Duration>,
+    /// This channel's `part_hold_back` (`0s`: three part targets).
+    #[serde(with = "humantime_serde")]
+    pub part_hold_back: Option<Duration>,
 }
 
 /// Shortest part target taken: shorter parts cost more requests than the
 /// latency they save, and frames of 30 fps video are 33 ms.
 pub const MIN_PART_TARGET: Duration = Duration::from_millis(100);
+
+/// `PART-HOLD-BACK` in part targets when `store.part_hold_back` is `0s`:
+/// what RFC 8216bis §4.4.3.8 recommends (at least two are required).
+pub const PART_HOLD_BACK_TARGETS: u32 = 3;
 
 impl Default for StoreConfig {
     fn default() -> Self {
@@ -108,6 +123,7 @@ impl Default for StoreConfig {
             takeover: false,
             utc_timing_url: "/time".into(),
             part_target: Duration::ZERO,
+            part_hold_back: Duration::ZERO,
             channels: BTreeMap::new(),
         }
     }
@@ -127,6 +143,21 @@ impl StoreConfig {
             .and_then(|c| c.part_target)
             .unwrap_or(self.part_target);
         (!part.is_zero()).then_some(part)
+    }
+
+    /// The `PART-HOLD-BACK` of `channel`; `None` when low latency is off there.
+    pub fn part_hold_back(&self, channel: &str) -> Option<Duration> {
+        let part = self.part_target(channel)?;
+        let hold_back = self
+            .channels
+            .get(channel)
+            .and_then(|c| c.part_hold_back)
+            .unwrap_or(self.part_hold_back);
+        Some(if hold_back.is_zero() {
+            part * PART_HOLD_BACK_TARGETS
+        } else {
+            hold_back
+        })
     }
 
     /// Checks serde cannot express, naming the key.
@@ -150,6 +181,20 @@ impl StoreConfig {
             Ok(())
         };
         check("store.part_target", self.part_target)?;
+        let check_hold_back = |key: &str, part: Option<Duration>, hold_back: Duration| {
+            match part {
+            Some(part) if !hold_back.is_zero() && hold_back < part * 2 => Err(format!(
+                "{key}: at least twice the part target ({:?}), as RFC 8216bis §4.4.3.8 requires (0s: three part targets)",
+                part * 2
+            )),
+            _ => Ok(()),
+        }
+        };
+        check_hold_back(
+            "store.part_hold_back",
+            (!self.part_target.is_zero()).then_some(self.part_target),
+            self.part_hold_back,
+        )?;
         for (name, channel) in &self.channels {
             if !package::valid_name(name) {
                 return Err(format!(
@@ -159,6 +204,13 @@ impl StoreConfig {
             if let Some(part) = channel.part_target {
                 check(&format!("store.channels.{name}.part_target"), part)?;
             }
+            let key = if channel.part_hold_back.is_some() {
+                format!("store.channels.{name}.part_hold_back")
+            } else {
+                "store.part_hold_back".to_owned()
+            };
+            let hold_back = channel.part_hold_back.unwrap_or(self.part_hold_back);
+            check_hold_back(&key, self.part_target(name), hold_back)?;
         }
         Ok(())
     }
@@ -356,6 +408,9 @@ impl Channel {
                         let (open_sequence, open_discontinuity) = r.open_segment();
                         LowLatency {
                             part_target,
+                            part_hold_back: r
+                                .part_hold_back
+                                .unwrap_or(part_target * f64::from(PART_HOLD_BACK_TARGETS)),
                             video: r.parts(TrackKind::Video).iter().cloned().collect(),
                             audio: r.parts(TrackKind::Audio).iter().cloned().collect(),
                             open_sequence,
@@ -946,6 +1001,7 @@ impl PublishTarget for Store {
                 .entry(name.rendition.clone())
                 .or_insert_with(|| Rendition::new(first_sequence, period));
             r.part_target = cfg.part_target(&name.channel).map(|d| d.as_secs_f64());
+            r.part_hold_back = cfg.part_hold_back(&name.channel).map(|d| d.as_secs_f64());
             if r.publisher.is_some() && !cfg.takeover {
                 self.shared.metrics.publishes_refused.inc();
                 return Err(PublishRefused::Busy(name.channel.clone()));

@@ -110,6 +110,8 @@ struct LowLatencyDash {
     part: f64,
     /// Seconds of segment target.
     segment: f64,
+    /// Seconds behind the live edge LL-HLS players aim (`PART-HOLD-BACK`).
+    hold_back: f64,
 }
 
 impl LowLatencyDash {
@@ -119,10 +121,11 @@ impl LowLatencyDash {
         (self.segment - self.part).max(0.0)
     }
 
-    /// `ServiceDescription` `Latency@target`, ms: three parts behind the
-    /// live edge, as LL-HLS's `PART-HOLD-BACK`, and at least a second.
+    /// `ServiceDescription` `Latency@target`, ms: LL-HLS's `PART-HOLD-BACK`
+    /// (`store.part_hold_back`, three parts by default) behind the live
+    /// edge, and at least a second.
     fn target_ms(&self) -> u64 {
-        ((self.part * 3.0).max(1.0) * 1000.0).round() as u64
+        (self.hold_back.max(1.0) * 1000.0).round() as u64
     }
 }
 
@@ -130,14 +133,11 @@ fn low_latency(w: &ChannelWindow) -> Option<LowLatencyDash> {
     if w.ended {
         return None;
     }
-    let part = w
-        .renditions
-        .iter()
-        .find_map(|r| r.low_latency.as_ref())?
-        .part_target;
+    let ll = w.renditions.iter().find_map(|r| r.low_latency.as_ref())?;
     Some(LowLatencyDash {
-        part,
+        part: ll.part_target,
         segment: w.target_duration.as_secs_f64(),
+        hold_back: ll.part_hold_back,
     })
 }
 

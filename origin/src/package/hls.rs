@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::{format_datetime, measure, ChannelWindow, Part, RenditionWindow, Segment};
+use super::{format_datetime, measure, ChannelWindow, LowLatency, Part, RenditionWindow, Segment};
 use crate::media::{TrackKind, TrackParams};
 
 /// Audio rendition group shared by every CMAF variant.
@@ -127,7 +127,7 @@ pub fn media_playlist(
     let _ = writeln!(out, "#EXT-X-TARGETDURATION:{}", r.target_duration);
     let skip_until = r.target_duration as f64 * CAN_SKIP_TARGETS;
     if let Some(ll) = ll {
-        write_low_latency_header(&mut out, ll.part_target, skip_until);
+        write_low_latency_header(&mut out, ll, skip_until);
     }
     let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{first}");
     let _ = writeln!(
@@ -223,18 +223,15 @@ pub fn media_playlist(
 /// CAN-SKIP-UNTIL in target durations: the least RFC 8216bis §4.4.3.8 allows.
 const CAN_SKIP_TARGETS: f64 = 6.0;
 
-/// PART-HOLD-BACK in part targets: what RFC 8216bis §4.4.3.8 recommends
-/// (at least two are required).
-const PART_HOLD_BACK_TARGETS: f64 = 3.0;
-
-/// §4.4.3.8 EXT-X-SERVER-CONTROL and §4.4.3.7 EXT-X-PART-INF.
-fn write_low_latency_header(out: &mut String, part_target: f64, skip_until: f64) {
+/// §4.4.3.8 EXT-X-SERVER-CONTROL (`PART-HOLD-BACK` from
+/// `store.part_hold_back`) and §4.4.3.7 EXT-X-PART-INF.
+fn write_low_latency_header(out: &mut String, ll: &LowLatency, skip_until: f64) {
     let _ = writeln!(
         out,
         "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL={skip_until:.3},PART-HOLD-BACK={:.3}",
-        part_target * PART_HOLD_BACK_TARGETS
+        ll.part_hold_back
     );
-    let _ = writeln!(out, "#EXT-X-PART-INF:PART-TARGET={part_target:.3}");
+    let _ = writeln!(out, "#EXT-X-PART-INF:PART-TARGET={:.3}", ll.part_target);
 }
 
 /// §4.4.4.9 EXT-X-PART.

@@ -762,6 +762,8 @@ pub struct RenditionWindow {
 pub struct LowLatency {
     /// EXT-X-PART-INF `PART-TARGET`, seconds.
     pub part_target: f64,
+    /// `PART-HOLD-BACK`, seconds (`store.part_hold_back`): where players aim.
+    pub part_hold_back: f64,
     /// Parts of the last few segments and of the open one, oldest first.
     pub video: Vec<Arc<Part>>,
     pub audio: Vec<Arc<Part>>,

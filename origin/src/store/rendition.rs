@@ -200,6 +200,8 @@ pub(super) struct Rendition {
     pub discontinuities: u64,
     /// LL-HLS part target, seconds; `None`: no parts.
     pub part_target: Option<f64>,
+    /// LL-HLS `PART-HOLD-BACK`, seconds (`store.part_hold_back`).
+    pub part_hold_back: Option<f64>,
 }
 
 /// Largest input timestamp magnitude taken: about 99 years at 90 kHz.
@@ -243,6 +245,7 @@ impl Rendition {
             dropped_frames: 0,
             discontinuities: 0,
             part_target: None,
+            part_hold_back: None,
         }
     }
 

@@ -1,7 +1,7 @@
 //! LL-HLS: parts, their playlist tags, blocking reload readiness, delta updates.
 
 use super::*;
-use crate::store::Reload;
+use crate::store::{ChannelStoreConfig, Reload};
 
 fn ll_config() -> StoreConfig {
     StoreConfig {
@@ -29,6 +29,67 @@ fn parts(text: &str) -> Vec<(String, f64, bool)> {
             (uri.to_owned(), duration, attrs.contains("INDEPENDENT=YES"))
         })
         .collect()
+}
+
+#[test]
+fn part_hold_back_is_three_part_targets_unless_configured() {
+    let mut config = ll_config();
+    config.part_hold_back = Duration::from_millis(1000);
+    config.channels.insert(
+        "tight".into(),
+        ChannelStoreConfig {
+            part_hold_back: Some(Duration::from_millis(1200)),
+            ..ChannelStoreConfig::default()
+        },
+    );
+    config.validate().expect("valid hold-backs");
+    assert_eq!(
+        config.part_hold_back("any"),
+        Some(Duration::from_millis(1000))
+    );
+    assert_eq!(
+        config.part_hold_back("tight"),
+        Some(Duration::from_millis(1200))
+    );
+    assert_eq!(
+        ll_config().part_hold_back("any"),
+        Some(Duration::from_millis(1500)),
+        "three part targets by default"
+    );
+    assert_eq!(StoreConfig::default().part_hold_back("any"), None, "LL off");
+
+    let rig = rig(config);
+    let mut sink = rig.publish("main", true, true);
+    rig.feed(&mut *sink, 0.0, 6.5, true, true);
+    let video = rig.text("main/video.m3u8");
+    assert_eq!(
+        tag_value(&video, "#EXT-X-SERVER-CONTROL:"),
+        "CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL=12.000,PART-HOLD-BACK=1.000"
+    );
+    let mpd = rig.text("manifest.mpd");
+    assert!(mpd.contains("<Latency target=\"1000\""), "{mpd}");
+
+    // RFC 8216bis §4.4.3.8: at least twice the part target.
+    let mut low = ll_config();
+    low.part_hold_back = Duration::from_millis(900);
+    let err = low.validate().expect_err("below two part targets");
+    assert!(err.contains("store.part_hold_back"), "{err}");
+    let mut low = ll_config();
+    low.channels.insert(
+        "x".into(),
+        ChannelStoreConfig {
+            part_hold_back: Some(Duration::from_millis(700)),
+            ..ChannelStoreConfig::default()
+        },
+    );
+    let err = low.validate().expect_err("below two part targets");
+    assert!(err.contains("store.channels.x.part_hold_back"), "{err}");
+    // Where low latency is off, a hold-back is not checked.
+    let off = StoreConfig {
+        part_hold_back: Duration::from_millis(100),
+        ..StoreConfig::default()
+    };
+    off.validate().expect("LL off");
 }
 
 #[test]
@@ -231,8 +292,9 @@ fn low_latency_is_per_channel_and_off_by_default() {
     config.part_target = Duration::ZERO;
     config.channels.insert(
         "ch".into(),
-        crate::store::ChannelStoreConfig {
+        ChannelStoreConfig {
             part_target: Some(Duration::from_millis(500)),
+            ..ChannelStoreConfig::default()
         },
     );
     assert_eq!(config.part_target("other"), None);
