@@ -35,6 +35,27 @@ impl Default for LlConfig {
     }
 }
 
+/// How long an LL-HLS media playlist stays fresh here: at most its
+/// `PART-TARGET` (the issue's "cacheable for their part duration"), since
+/// a new part, and with it a new playlist, comes that often. `Cache-Control`
+/// speaks whole seconds (`max-age=1` is the least an origin can say), which
+/// would let a player tuning in through this node start from a playlist up
+/// to a second behind and aim its hold-back from there. `None` for anything
+/// that is not an LL-HLS media playlist (no `EXT-X-PART-INF`).
+pub fn playlist_lifetime(body: &[u8]) -> Option<std::time::Duration> {
+    // The tag sits in the header, before the first segment.
+    let head = &body[..body.len().min(4096)];
+    let text = std::str::from_utf8(head)
+        .ok()
+        .or_else(|| std::str::from_utf8(&head[..head.len().saturating_sub(3)]).ok())?;
+    let attrs = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("#EXT-X-PART-INF:"))?;
+    let part = attribute(attrs, "PART-TARGET")?.parse::<f64>().ok()?;
+    (part.is_finite() && part > 0.0 && part <= 60.0)
+        .then(|| std::time::Duration::from_secs_f64(part))
+}
+
 /// Part targets in `PART-HOLD-BACK` when a playlist does not say
 /// (RFC 8216bis §4.4.3.8 recommends three).
 const DEFAULT_HOLD_BACK_PARTS: f64 = 3.0;
@@ -313,6 +334,28 @@ video/12.m4s
 #EXT-X-PRELOAD-HINT:TYPE=MAP,URI=\"init.mp4\"
 ";
         assert_eq!(names(&parts_to_prefetch(odd, 12)), ["ok.m4s"]);
+    }
+
+    #[test]
+    fn an_ll_playlist_lives_as_long_as_its_part_target() {
+        use std::time::Duration;
+        let ll = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-PART-INF:PART-TARGET=0.500\n#EXTINF:2.0,\na.m4s\n";
+        assert_eq!(
+            playlist_lifetime(ll.as_bytes()),
+            Some(Duration::from_millis(500))
+        );
+        // Not LL, a multivariant playlist, nonsense values: no bound.
+        for body in [
+            "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\na.m4s\n",
+            "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\nv.m3u8\n",
+            "#EXTM3U\n#EXT-X-PART-INF:PART-TARGET=abc\n",
+            "#EXTM3U\n#EXT-X-PART-INF:PART-TARGET=-1\n",
+            "#EXTM3U\n#EXT-X-PART-INF:PART-TARGET=NaN\n",
+            "#EXTM3U\n#EXT-X-PART-INF:PART-TARGET=1e300\n",
+        ] {
+            assert_eq!(playlist_lifetime(body.as_bytes()), None, "{body}");
+        }
+        assert_eq!(playlist_lifetime(&[0xff, 0xfe, 0x00]), None);
     }
 
     #[test]

@@ -11,9 +11,10 @@ use super::forward::{client_headers, upstream_headers, Purpose};
 use super::shape::age_header;
 use super::Edge;
 use crate::cache::fill::{Fill, FillFailure, FillOutcome, Forwarded};
-use crate::cache::freshness::{freshness, shared_despite_authorization};
+use crate::cache::freshness::{freshness, shared_despite_authorization, Freshness};
 use crate::cache::inflight::{merge_not_modified, pump_body, BodyError, FillPermit};
 use crate::cache::key::CacheKey;
+use crate::cache::ll::playlist_lifetime;
 use crate::cache::vary::Variant;
 use crate::cache::CachedObject;
 use crate::error::EdgeError;
@@ -152,6 +153,7 @@ impl Edge {
             fill.set_variant(stale.variant.clone());
             fill.set_head(head.clone(), forwarded, Some(upstream.name.as_str().into()));
             fill.push(stale.body.clone());
+            let fresh = ll_bounded(fresh, kind, &head, &stale.body);
             return Ok(storable.then(|| CachedObject {
                 head,
                 body: stale.body.clone(),
@@ -214,9 +216,11 @@ impl Edge {
             return Ok(None);
         }
         let surrogate_keys = surrogate_keys(&head);
+        let body = fill.body();
+        let fresh = ll_bounded(fresh, kind, &head, &body);
         Ok(Some(CachedObject {
             head,
-            body: fill.body(),
+            body,
             stored_at: received_at,
             initial_age,
             freshness: fresh,
@@ -225,4 +229,20 @@ impl Edge {
             generation: fill.generation(),
         }))
     }
+}
+
+/// An LL-HLS media playlist is fresh for at most its part target
+/// ([`playlist_lifetime`]), whatever its `Cache-Control` allows.
+fn ll_bounded(
+    mut fresh: Freshness,
+    kind: ObjectKind,
+    head: &ResponseHead,
+    body: &[u8],
+) -> Freshness {
+    if kind == ObjectKind::Playlist && head.status == 200 {
+        if let Some(lifetime) = playlist_lifetime(body) {
+            fresh.ttl = fresh.ttl.min(lifetime);
+        }
+    }
+    fresh
 }

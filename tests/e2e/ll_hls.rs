@@ -342,16 +342,23 @@ video/12.m4s
 
     async fn playlist(State(hits): State<Hits>, Path(name): Path<String>) -> impl IntoResponse {
         *hits.lock().entry(format!("/ll/{name}")).or_default() += 1;
-        let body = if name == "video.m3u8" {
+        // `long.m3u8` and `plain-long.m3u8`: the same playlists, said to be
+        // fresh for ten seconds.
+        let body = if name == "video.m3u8" || name == "long.m3u8" {
             PLAYLIST.to_owned()
         } else {
             "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\nvideo/11.m4s\n#EXTINF:2.0,\nvideo/12.m4s\n"
                 .to_owned()
         };
+        let cache_control = if name.ends_with("long.m3u8") {
+            "max-age=10"
+        } else {
+            "max-age=1"
+        };
         (
             [
                 (header::CONTENT_TYPE, "application/vnd.apple.mpegurl"),
-                (header::CACHE_CONTROL, "max-age=1"),
+                (header::CACHE_CONTROL, cache_control),
             ],
             body,
         )
@@ -382,6 +389,39 @@ video/12.m4s
         tokio::spawn(async move { axum::serve(listener, app).await });
         FakeOrigin { addr, hits }
     }
+}
+
+/// An LL-HLS media playlist is fresh at an edge for its part target at
+/// most, whatever `Cache-Control` says (`max-age` counts whole seconds): a
+/// player tuning in never starts from a playlist a second behind. Other
+/// playlists keep the lifetime their origin gives them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ll_playlist_is_fresh_for_its_part_target_at_most() {
+    let origin = fake_ll_origin::start().await;
+    let edge = crate::harness::start_edge(&[origin.url()], "ll-fresh-edge", |c| {
+        c.cache.ll.prefetch_parts = false;
+    })
+    .await;
+    for name in ["long.m3u8", "plain-long.m3u8"] {
+        let url = edge.url(&format!("/ll/{name}"));
+        let first = client().get(&url).send().await.expect("first");
+        assert_eq!(first.status().as_u16(), 200, "{url}");
+        // More than the 0.5 s PART-TARGET, far less than max-age=10.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let second = client().get(&url).send().await.expect("second");
+        assert_eq!(second.status().as_u16(), 200, "{url}");
+    }
+    assert_eq!(
+        origin.hits("/ll/long.m3u8"),
+        2,
+        "the LL playlist was served from cache past its part target"
+    );
+    assert_eq!(
+        origin.hits("/ll/plain-long.m3u8"),
+        1,
+        "a playlist without parts keeps its max-age"
+    );
+    edge.shutdown().await;
 }
 
 /// The value of `strata_edge_ll_prefetches_total{outcome=…}` in `metrics`.
