@@ -107,8 +107,7 @@ async fn ll_channel_plays_encrypted(scheme: EncryptionScheme, channel: &str) {
         .and_then(|u| u.split('"').next())
         .expect("a part URI")
         .to_owned();
-    let (status, part) =
-        get_bytes(&stack.edge(&format!("/live/{channel}/main/{part_uri}"))).await;
+    let (status, part) = get_bytes(&stack.edge(&format!("/live/{channel}/main/{part_uri}"))).await;
     assert_eq!(status, 200, "{part_uri}");
     assert_eq!(boxes(&part), ["styp", "moof", "mdat"], "{part_uri}");
     assert_eq!(count_boxes(&part, b"senc"), 1, "{part_uri} is encrypted");
