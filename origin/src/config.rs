@@ -132,11 +132,12 @@ impl OriginConfig {
                 "store.dvr_window: must hold at least three target durations".into(),
             ));
         }
-        // Parts are served as the store cuts them: no encryption applies.
+        // cbcs/cenc parts are encrypted like whole fragments; AES-128 parts
+        // cannot be ([`crate::drm`], "Low latency").
         let names = store.channels.keys().chain(self.encryption.channels.keys());
         for name in std::iter::once("").chain(names.map(String::as_str)) {
             let scheme = self.encryption.scheme(name);
-            if store.part_target(name).is_some() && scheme != crate::drm::EncryptionScheme::None {
+            if store.part_target(name).is_some() && scheme == crate::drm::EncryptionScheme::Aes128 {
                 let key = if store
                     .channels
                     .get(name)
@@ -152,7 +153,7 @@ impl OriginConfig {
                     format!("channel {name}")
                 };
                 return Err(OriginConfigError::Invalid(format!(
-                    "{key}: low latency is not offered on encrypted channels yet ({whose} is {scheme:?}); set [store.channels.NAME] part_target = \"0s\" for them"
+                    "{key}: low latency is not offered with AES-128 ({whose} is aes-128): a whole-segment CBC key cannot protect parts without reusing the segment's IV; use scheme \"cbcs\" (HLS SAMPLE-AES, FairPlay) or \"cenc\" for LL, or set [store.channels.NAME] part_target = \"0s\" for AES-128 channels"
                 )));
             }
         }
@@ -212,16 +213,25 @@ mod tests {
             ),
             ("[store.channels.\"a b\"]\n", "store.channels.a b"),
             (
-                "[store]\npart_target = \"0.5s\"\n[encryption]\nlicence_auth = \"none\"\n[encryption.channels.paid]\nscheme = \"cbcs\"\n[keys]\nstate_dir = \"/tmp\"\n",
+                "[store]\npart_target = \"0.5s\"\n[encryption]\nlicence_auth = \"none\"\n[encryption.channels.paid]\nscheme = \"aes-128\"\n[keys]\nstate_dir = \"/tmp\"\n",
                 "store.part_target",
+            ),
+            (
+                "[store.channels.paid]\npart_target = \"0.5s\"\n[encryption]\ndefault = \"aes-128\"\nlicence_auth = \"none\"\n[keys]\nstate_dir = \"/tmp\"\n",
+                "store.channels.paid.part_target",
             ),
         ] {
             let err = OriginConfig::parse(text).expect_err(text);
             assert!(err.to_string().starts_with(key), "{text}: {err}");
         }
         OriginConfig::parse(
-            "[store]\npart_target = \"0.5s\"\n[store.channels.paid]\npart_target = \"0s\"\n[encryption]\nlicence_auth = \"none\"\n[encryption.channels.paid]\nscheme = \"cbcs\"\n[keys]\nstate_dir = \"/tmp\"\n",
+            "[store]\npart_target = \"0.5s\"\n[store.channels.paid]\npart_target = \"0s\"\n[encryption]\nlicence_auth = \"none\"\n[encryption.channels.paid]\nscheme = \"aes-128\"\n[keys]\nstate_dir = \"/tmp\"\n",
         )
-        .expect("LL off where encrypted");
+        .expect("LL off where AES-128");
+        for scheme in ["cbcs", "cenc"] {
+            let text = format!("[store]\npart_target = \"0.5s\"\n[encryption]\nlicence_auth = \"none\"\n[encryption.channels.paid]\nscheme = \"{scheme}\"\n[keys]\nstate_dir = \"/tmp\"\n");
+            let ok = OriginConfig::parse(&text).expect("LL on a cbcs/cenc channel");
+            assert!(ok.store.part_target("paid").is_some(), "{scheme}");
+        }
     }
 }

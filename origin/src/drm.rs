@@ -13,6 +13,24 @@
 //! | `cbcs` | `METHOD=SAMPLE-AES` (ClearKey, FairPlay, Widevine KEYFORMATs) | `ContentProtection` | not offered (404) |
 //! | `cenc` | `METHOD=SAMPLE-AES-CTR` (ClearKey, Widevine) | `ContentProtection` | not offered (404) |
 //!
+//! # Low latency
+//!
+//! LL-HLS parts and LL-DASH chunks of `cbcs`/`cenc` channels are protected
+//! as whole fragments are: each part's `moof`+`mdat` gets its own `senc`,
+//! `saiz` and `saio` under its segment's key (one `EXT-X-KEY` covers a
+//! segment's parts and the segment), `cbcs` with the key's constant IV,
+//! `cenc` with IVs counted up from a hash of the part's path. An LL-DASH
+//! segment is its protected parts' chunks, streamed or whole alike.
+//! AES-128 channels get no parts (`strata check` refuses them): RFC 8216bis
+//! encrypts a Media Segment as one AES-128-CBC run whose IV (absent an `IV`
+//! attribute) is its media sequence number, and a Partial Segment under the
+//! same `EXT-X-KEY` gets that same IV (hls.js decrypts each part with its
+//! segment's key and IV). Parts encrypted each as a CBC unit would reuse one
+//! key and IV for every part of a segment and for the segment itself;
+//! giving each part its own IV takes an `EXT-X-KEY` before every part,
+//! which players apply per segment, not per part. `cbcs` (HLS `SAMPLE-AES`)
+//! is the low-latency answer for HLS-only players and FairPlay.
+//!
 //! Which key protects what: each track of each rendition belongs to a key
 //! group ([`EncryptionConfig::key_group`]: the channel's own key, a named
 //! group of renditions, or `audio`), and with `keys.rotate_every` each
@@ -33,6 +51,7 @@ use std::sync::Arc;
 use aes::Aes128;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use bytes::Bytes;
 use cbc::cipher::{BlockEncryptMut, KeyIvInit};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -41,7 +60,7 @@ use crate::ingest::{MediaSink, PublishRefused, PublishTarget, PublisherInfo, Str
 use crate::keys::{ContentKey, KeyError, KeyId, KeyLocation, KeyService, KeysConfig, AUDIO_GROUP};
 use crate::media::cenc::{self, Pssh, Scheme, TrackProtection};
 use crate::media::TrackKind;
-use crate::package::{valid_name, Object, RenderError, Rendered};
+use crate::package::{valid_name, Object, RenderError, Rendered, IMMUTABLE};
 use crate::store::Store;
 
 /// W3C ClearKey system ID (DASH `ContentProtection@schemeIdUri`).
@@ -565,7 +584,11 @@ impl Drm {
         };
         let immutable = matches!(
             object,
-            Object::Init { .. } | Object::Fragment { .. } | Object::TsSegment { .. }
+            Object::Init { .. }
+                | Object::Fragment { .. }
+                | Object::TsSegment { .. }
+                | Object::Part { .. }
+                | Object::ChunkedFragment { .. }
         );
         let memo_key = (channel.to_owned(), path.to_owned());
         if immutable {
@@ -599,9 +622,41 @@ impl Drm {
             (_, Object::MasterTs | Object::TsPlaylist { .. } | Object::TsSegment { .. }) => {
                 return Err(ProtectError::NotOffered)
             }
-            // LL-HLS parts are not encrypted (config refuses LL there).
-            (_, Object::Part { .. } | Object::ChunkedFragment { .. }) => {
+            // Config refuses LL on AES-128 channels (see "Low latency" above).
+            (EncryptionScheme::Aes128, Object::Part { .. } | Object::ChunkedFragment { .. }) => {
                 return Err(ProtectError::NotOffered)
+            }
+            (
+                _,
+                Object::Part {
+                    rendition,
+                    kind,
+                    sequence,
+                    ..
+                },
+            ) => {
+                self.protect_fragment(channel, path, rendition, *kind, *sequence, &rendered.body)?
+            }
+            (
+                _,
+                Object::ChunkedFragment {
+                    rendition,
+                    kind,
+                    sequence,
+                },
+            ) => {
+                // Each chunk exactly as its part is protected, so this is the
+                // same object a request streamed while it was cut was sent.
+                let parts = crate::package::fragment_parts(&rendered.body)
+                    .ok_or(cenc::CencError("not a chunked CMAF fragment"))?;
+                let mut body = bytes::BytesMut::with_capacity(rendered.body.len() + 1024);
+                for (index, part) in parts.into_iter().enumerate() {
+                    let path = crate::package::part_path(rendition, *kind, *sequence, index as u32);
+                    let clear = Rendered::new(part, rendered.content_type, IMMUTABLE.into());
+                    let protected = self.protect(channel, &path, clear)?;
+                    body.extend_from_slice(&crate::package::chunk_of(protected.body, index == 0));
+                }
+                body.freeze()
             }
             (_, Object::Manifest) => {
                 let text = String::from_utf8_lossy(&rendered.body);
@@ -641,13 +696,7 @@ impl Drm {
                     sequence,
                 },
             ) => {
-                let key = self.segment_key(channel, rendition, *kind, *sequence)?;
-                let rotating = self.keys.rotate_every() > 0;
-                let p = self.track_protection(scheme, *kind, &key, rotating);
-                let seed = Sha256::digest(format!("{channel}/{path}").as_bytes());
-                let mut s = [0u8; 8];
-                s.copy_from_slice(&seed[..8]);
-                cenc::protect_fragment(&rendered.body, &p, u64::from_be_bytes(s))?
+                self.protect_fragment(channel, path, rendition, *kind, *sequence, &rendered.body)?
             }
         };
         let protected = Rendered::new(body, rendered.content_type, rendered.cache_control);
@@ -662,6 +711,44 @@ impl Drm {
                 .insert(memo_key, (clear_etag, protected.clone()));
         }
         Ok(protected)
+    }
+
+    /// A CMAF fragment or LL part of segment `sequence` (at `path`) in the
+    /// channel's cbcs/cenc encryption: the segment's key, so a segment and
+    /// its parts need one licence; `cenc` IVs count up from a hash of the
+    /// path, so every fragment and every part draws its own (a part's
+    /// samples never share an IV with its siblings').
+    fn protect_fragment(
+        &self,
+        channel: &str,
+        path: &str,
+        rendition: &str,
+        kind: TrackKind,
+        sequence: u64,
+        clear: &[u8],
+    ) -> Result<Bytes, ProtectError> {
+        let key = self.segment_key(channel, rendition, kind, sequence)?;
+        let rotating = self.keys.rotate_every() > 0;
+        let p = self.track_protection(self.config.scheme(channel), kind, &key, rotating);
+        let seed = Sha256::digest(format!("{channel}/{path}").as_bytes());
+        let mut s = [0u8; 8];
+        s.copy_from_slice(&seed[..8]);
+        Ok(cenc::protect_fragment(clear, &p, u64::from_be_bytes(s))?)
+    }
+
+    /// LL: `part` of `rendition` as a chunk of its segment's fragment in
+    /// the channel's encryption ([`crate::package::chunk_of`]), the bytes
+    /// the finished segment's `{seq}-ll.m4s` holds; clear when the channel
+    /// is. Memoised with the part.
+    pub fn protect_chunk(
+        &self,
+        channel: &str,
+        rendition: &str,
+        part: &crate::package::Part,
+        first: bool,
+    ) -> Result<Bytes, ProtectError> {
+        let protected = self.protect(channel, &part.path(rendition), part.render())?;
+        Ok(crate::package::chunk_of(protected.body, first))
     }
 
     /// Whether the request for `uri` may have a key or licence
@@ -835,6 +922,14 @@ impl<T: PublishTarget> PublishTarget for KeyOnPublish<T> {
         }
         Ok(sink)
     }
+}
+
+/// The segment an LL-HLS part's URI belongs to: `video/123.4.m4s` → 123.
+pub(crate) fn part_segment_number(uri: &str) -> Option<u64> {
+    let file = uri.rsplit('/').next()?;
+    let (sequence, index) = file.strip_suffix(".m4s")?.split_once('.')?;
+    index.parse::<u32>().ok()?;
+    sequence.parse().ok()
 }
 
 /// `video/123.m4s`, `123.ts` → 123.

@@ -289,7 +289,16 @@ async fn live(
             sequence: *sequence,
         };
         let limit = state.store.reload_limit();
-        if let chunked::Answer::Stream(stream) = chunked::follow(&state.store, segment, limit).await
+        let chunk_of: chunked::ChunkOf = {
+            let (drm, channel, rendition) = (state.drm.clone(), channel.clone(), rendition.clone());
+            Arc::new(move |part, first| {
+                drm.protect_chunk(&channel, &rendition, part, first)
+                    .map_err(|e| e.into_render_error(&channel, &part.path(&rendition)))
+                    .ok()
+            })
+        };
+        if let chunked::Answer::Stream(stream) =
+            chunked::follow(&state.store, segment, limit, chunk_of).await
         {
             return finish(&state, streamed_segment(stream, *kind));
         }

@@ -270,6 +270,9 @@
     window.strataPlayer = player;
     await player.attach(video);
     if (cfg.cmcd) player.configure({ cmcd: { enabled: true, useHeaders: cfg.cmcd === 'headers' } });
+    // Shaka's documented switch for LL-HLS parts and LL-DASH chunks; off by
+    // default, so a site playing LL streams turns it on.
+    if (cfg.lowLatency) player.configure({ streaming: { lowLatencyMode: true } });
     if (cfg.remoteLicence) {
       player.configure({ drm: { servers: { 'org.w3.clearkey': cfg.licenseUrl } } });
     } else if (cfg.keys.length) {

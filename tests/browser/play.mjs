@@ -9,6 +9,9 @@
 //        [--seconds 10] [--timeout 60] [--h3 HOST:PORT [--h3-cert PEM | --h3-spki B64]]
 //        [--clearkey KID_HEX:KEY_HEX ... | --licence-url URL] [--cmcd query|headers] [--verbose]
 //        [--insecure-tls]  (accept a self-signed certificate over TLS, h1/h2)
+//        [--low-latency]   (Shaka: streaming.lowLatencyMode, as a site playing LL
+//                           streams sets it; hls.js and dash.js choose low
+//                           latency by default from the playlist or MPD)
 //        [--seek SECONDS]  (after the --seconds of play, seek there and require
 //                           playback to go on 2 s past it: `seek` in the report)
 //
@@ -42,7 +45,7 @@ function usage(msg) {
       'usage: node play.mjs --player hls|dash|shaka --url URL [--player P --url U ...] [--seconds N] [--timeout N]\n' +
       '                     [--h3 HOST:PORT [--h3-cert PEM | --h3-spki BASE64]]\n' +
       '                     [--clearkey KID_HEX:KEY_HEX ... | --licence-url URL] [--cmcd query|headers] [--verbose]\n' +
-      '                     [--insecure-tls]\n',
+      '                     [--insecure-tls] [--low-latency]\n',
   );
   process.exit(2);
 }
@@ -68,6 +71,7 @@ function parseArgs(argv) {
       case '--h3-spki': opts.h3Spki = value(); break;
       case '--verbose': opts.verbose = true; break;
       case '--insecure-tls': opts.insecureTls = true; break;
+      case '--low-latency': opts.lowLatency = true; break;
       case '--licence-url': opts.licenceUrl = value(); break;
       case '--seek': opts.seek = Number(value()); break;
       case '--cmcd': opts.cmcd = value(); break;
@@ -194,6 +198,8 @@ function pageHtml(port, i) {
     licenseUrl: opts.licenceUrl || `http://127.0.0.1:${port}/clearkey`,
     // CMCD on, as a site turns it on: the player's defaults, in query or header mode.
     cmcd: opts.cmcd || null,
+    // Low-latency mode where the player wants to be told (Shaka).
+    lowLatency: Boolean(opts.lowLatency),
   };
   return `<!doctype html>
 <html><head><meta charset="utf-8"><title>strata play ${play.player}</title></head>

@@ -306,6 +306,12 @@ pub fn sample_aes_tags(s: &Signalling) -> String {
     tags
 }
 
+/// The quoted `URI` attribute of a tag line.
+fn uri_attribute(line: &str) -> Option<&str> {
+    let (_, rest) = line.split_once("URI=\"")?;
+    rest.split('"').next()
+}
+
 /// The media playlist with the key tags of each segment's key (RFC 8216bis
 /// §4.4.4.4: an `EXT-X-KEY` applies to every segment after it until the
 /// next one with the same KEYFORMAT), placed before the tags of the first
@@ -338,11 +344,19 @@ pub fn playlist_with_sample_aes(
             out.push('\n');
             continue;
         }
-        if line.starts_with('#') || line.is_empty() {
+        // RFC 8216bis §4.4.4.4: an EXT-X-KEY applies to the Partial Segments
+        // after it as well, so a segment's key comes before its first part
+        // (the open segment's parts and the preload hint have no URI line).
+        let part = ["#EXT-X-PART:", "#EXT-X-PRELOAD-HINT:TYPE=PART,"]
+            .iter()
+            .any(|tag| line.starts_with(tag))
+            .then(|| uri_attribute(line).and_then(super::part_segment_number))
+            .flatten();
+        if (line.starts_with('#') || line.is_empty()) && part.is_none() {
             pending.push(line);
             continue;
         }
-        if let Some(sequence) = super::segment_number(line) {
+        if let Some(sequence) = part.or_else(|| super::segment_number(line)) {
             let s = signalling_of(sequence)?;
             if current != Some(s.key.kid) {
                 out.push_str(&sample_aes_tags(&s));

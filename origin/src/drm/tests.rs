@@ -1233,3 +1233,230 @@ async fn licences_and_keys_need_a_token_whose_acl_covers_them() {
         "{text}"
     );
 }
+
+/// A 25-frame segment of the demo video cut into three LL parts.
+fn demo_parts(sequence: u64) -> Vec<Arc<crate::package::Part>> {
+    let (params, video) = demo_video();
+    let init = Arc::new(crate::package::Init::new(sequence, params));
+    let mut at = 0u64;
+    video
+        .chunks(9)
+        .enumerate()
+        .map(|(index, samples)| {
+            let duration: u64 = samples.iter().map(|s| u64::from(s.duration)).sum();
+            let track = crate::package::TrackSegment {
+                init: init.clone(),
+                base_decode_time: at,
+                duration,
+                period_offset: 0,
+                samples: samples.to_vec(),
+                bytes: samples.iter().map(|s| s.data.len()).sum(),
+            };
+            at += duration;
+            Arc::new(crate::package::Part::new(
+                sequence,
+                index as u32,
+                TrackKind::Video,
+                track,
+            ))
+        })
+        .collect()
+}
+
+/// The child boxes of `data[from..to]` named `fourcc`, in order.
+fn child_boxes(data: &[u8], from: usize, to: usize, fourcc: &[u8; 4]) -> Vec<cenc::BoxRange> {
+    cenc::boxes(data, from, to)
+        .expect("boxes")
+        .into_iter()
+        .filter(|b| &b.fourcc == fourcc)
+        .collect()
+}
+
+/// Decrypts a `cenc` part from its own `senc` (CTR: encrypting again with
+/// the same IVs is decrypting) and returns its samples' bytes; also
+/// returns the IVs it read.
+fn decrypt_cenc_part(part: &[u8], p: &TrackProtection) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let moof = child_boxes(part, 0, part.len(), b"moof").remove(0);
+    let mdat = child_boxes(part, 0, part.len(), b"mdat").remove(0);
+    let traf = child_boxes(part, moof.body, moof.end, b"traf").remove(0);
+    for aux in [b"senc", b"saiz", b"saio"] {
+        assert_eq!(child_boxes(part, traf.body, traf.end, aux).len(), 1);
+    }
+    let senc = child_boxes(part, traf.body, traf.end, b"senc").remove(0);
+    let u32_at = |at: usize| u32::from_be_bytes(part[at..at + 4].try_into().expect("4"));
+    let flags = u32_at(senc.body);
+    assert_eq!(flags & 2, 2, "video: subsamples listed");
+    let count = u32_at(senc.body + 4) as usize;
+    let mut at = senc.body + 8;
+    let mut media = part[mdat.body..mdat.end].to_vec();
+    let (mut sample_at, mut ivs) = (0, Vec::new());
+    for _ in 0..count {
+        let iv = part[at..at + 8].to_vec();
+        let n = u16::from_be_bytes([part[at + 8], part[at + 9]]) as usize;
+        at += 10;
+        let mut layout = Vec::new();
+        for _ in 0..n {
+            let clear = u16::from_be_bytes([part[at], part[at + 1]]);
+            layout.push((clear, u32_at(at + 2)));
+            at += 6;
+        }
+        let size: usize = layout
+            .iter()
+            .map(|(c, e)| usize::from(*c) + *e as usize)
+            .sum();
+        cenc::encrypt_subsamples(p, &iv, &mut media[sample_at..sample_at + size], layout);
+        sample_at += size;
+        ivs.push(iv);
+    }
+    assert_eq!(sample_at, media.len(), "senc covers every sample");
+    (media, ivs)
+}
+
+#[test]
+fn ll_parts_of_cenc_channels_decrypt_with_their_segments_key_and_ivs_never_repeat() {
+    let (drm, _registry) = drm(EncryptionScheme::Cenc, 0);
+    let key = drm
+        .segment_key("news", "main", TrackKind::Video, 40)
+        .expect("key");
+    let p = drm.track_protection(EncryptionScheme::Cenc, TrackKind::Video, &key, false);
+    let mut ivs = std::collections::HashSet::new();
+    for sequence in [40u64, 41] {
+        for part in demo_parts(sequence) {
+            let path = part.path("main");
+            assert_eq!(path, format!("main/video/{sequence}.{}.m4s", part.index));
+            let sealed = drm
+                .protect("news", &path, part.render())
+                .expect("a cenc part");
+            assert_ne!(sealed.body, part.render().body);
+            let (media, part_ivs) = decrypt_cenc_part(&sealed.body, &p);
+            let clear: Vec<u8> = part
+                .track
+                .samples
+                .iter()
+                .flat_map(|s| s.data.iter().copied())
+                .collect();
+            assert!(media == clear, "part {path} decrypts to its samples");
+            for iv in part_ivs {
+                assert!(ivs.insert(iv), "an IV used twice under one key ({path})");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_chunked_segment_is_its_protected_parts_streamed_or_whole() {
+    for scheme in [EncryptionScheme::Cbcs, EncryptionScheme::Cenc] {
+        let (drm, _registry) = drm(scheme, 0);
+        let parts = demo_parts(40);
+        // What a request streamed while the segment was cut was sent ...
+        let streamed: Vec<u8> = parts
+            .iter()
+            .enumerate()
+            .flat_map(|(i, part)| {
+                drm.protect_chunk("news", "main", part, i == 0)
+                    .expect("chunk")
+                    .to_vec()
+            })
+            .collect();
+        // ... is the finished segment's protected render.
+        let clear = crate::package::chunked_fragment(&parts);
+        let whole = drm
+            .protect(
+                "news",
+                "main/video/40-ll.m4s",
+                Rendered::new(clear.clone(), "video/mp4", IMMUTABLE.into()),
+            )
+            .expect("the whole chunked segment");
+        assert!(whole.body == streamed, "{scheme:?}: streamed == whole");
+        let top: Vec<[u8; 4]> = cenc::boxes(&whole.body, 0, whole.body.len())
+            .expect("tiles")
+            .iter()
+            .map(|b| b.fourcc)
+            .collect();
+        assert_eq!(top.len(), 1 + 2 * parts.len(), "{scheme:?}");
+        assert_eq!(&top[0], b"styp");
+        // Every chunk carries its own sample auxiliary information.
+        for moof in child_boxes(&whole.body, 0, whole.body.len(), b"moof") {
+            let traf = child_boxes(&whole.body, moof.body, moof.end, b"traf").remove(0);
+            assert_eq!(
+                child_boxes(&whole.body, traf.body, traf.end, b"senc").len(),
+                1,
+                "{scheme:?}"
+            );
+        }
+        // The clear parts were not what left.
+        assert!(whole.body != clear);
+    }
+    // AES-128 channels have no parts.
+    let (drm, _registry) = drm(EncryptionScheme::Aes128, 0);
+    let part = demo_parts(40).remove(0);
+    assert!(matches!(
+        drm.protect("news", &part.path("main"), part.render()),
+        Err(ProtectError::NotOffered)
+    ));
+}
+
+#[test]
+fn ll_playlists_key_each_segments_parts_before_the_first_of_them() {
+    // rotate_every 2: 100, 101 in period 50; 102 (open) in period 51.
+    let drm = grouped(EncryptionScheme::Cbcs, 2);
+    let playlist = "#EXTM3U
+#EXT-X-VERSION:9
+#EXT-X-TARGETDURATION:2
+#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.500,CAN-SKIP-UNTIL=12.000
+#EXT-X-PART-INF:PART-TARGET=0.500
+#EXT-X-MEDIA-SEQUENCE:100
+#EXT-X-DISCONTINUITY-SEQUENCE:0
+#EXT-X-INDEPENDENT-SEGMENTS
+#EXT-X-MAP:URI=\"video/init-5.mp4\"
+#EXT-X-PROGRAM-DATE-TIME:2026-11-25T10:00:00.000Z
+#EXTINF:2.000,
+video/100.m4s
+#EXT-X-PART:DURATION=1.000,URI=\"video/101.0.m4s\",INDEPENDENT=YES
+#EXT-X-PART:DURATION=1.000,URI=\"video/101.1.m4s\"
+#EXT-X-PROGRAM-DATE-TIME:2026-11-25T10:00:02.000Z
+#EXTINF:2.000,
+video/101.m4s
+#EXT-X-PART:DURATION=1.000,URI=\"video/102.0.m4s\",INDEPENDENT=YES
+#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"video/102.1.m4s\"
+#EXT-X-RENDITION-REPORT:URI=\"../480p/video.m3u8\",LAST-MSN=102,LAST-PART=0
+";
+    let text = playlist_with_sample_aes(playlist, |seq| {
+        let key = drm.segment_key("news", "720p", TrackKind::Video, seq)?;
+        Ok(drm.signalling("news", EncryptionScheme::Cbcs, &key))
+    })
+    .expect("playlist");
+    let p50 = drm
+        .keys
+        .group_key("news", Some("hd"), Some(50))
+        .expect("50");
+    let p51 = drm
+        .keys
+        .group_key("news", Some("hd"), Some(51))
+        .expect("51");
+    let key_before = |uri: &str| {
+        let at = text.find(uri).unwrap_or_else(|| panic!("{uri} in {text}"));
+        let tag = text[..at]
+            .rfind("#EXT-X-KEY:METHOD=SAMPLE-AES,KEYFORMAT=\"org.w3.clearkey\"")
+            .expect("a key before");
+        text[tag..].split("KEYID=0x").nth(1).expect("keyid")[..32].to_owned()
+    };
+    for uri in ["video/100.m4s", "video/101.0.m4s", "video/101.m4s"] {
+        assert_eq!(key_before(uri), p50.kid.hex(), "{uri}: {text}");
+    }
+    // The open segment's parts and the hinted one are in the next period.
+    for uri in ["video/102.0.m4s", "video/102.1.m4s"] {
+        assert_eq!(key_before(uri), p51.kid.hex(), "{uri}: {text}");
+    }
+    assert_eq!(
+        text.matches("KEYFORMAT=\"org.w3.clearkey\"").count(),
+        2,
+        "{text}"
+    );
+    // Nothing was lost or reordered but the key tags added.
+    let without: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with("#EXT-X-KEY"))
+        .collect();
+    assert_eq!(without, playlist.lines().collect::<Vec<_>>());
+}

@@ -39,10 +39,16 @@ pub enum Answer {
     Stream(ChunkStream),
 }
 
+/// A part as the chunk sent for it (`first`: it opens the segment): clear,
+/// or in the channel's encryption ([`crate::drm::Drm::protect_chunk`]);
+/// `None` when it cannot be produced.
+pub type ChunkOf = Arc<dyn Fn(&Part, bool) -> Option<Bytes> + Send + Sync>;
+
 /// An in-progress segment being followed.
 pub struct ChunkStream {
     store: Store,
     segment: SegmentRef,
+    chunk_of: ChunkOf,
     updates: watch::Receiver<u64>,
     /// Parts sent so far.
     sent: usize,
@@ -57,11 +63,18 @@ pub enum Truncated {
     Stalled(Duration),
     #[error("the segment's channel or rendition went away")]
     Gone,
+    #[error("a chunk of the segment could not be encrypted")]
+    Unprotected,
 }
 
 /// Wait (at most `limit`) until `segment` is cut or has a first part, and
 /// say how to answer it.
-pub async fn follow(store: &Store, segment: SegmentRef, limit: Duration) -> Answer {
+pub async fn follow(
+    store: &Store,
+    segment: SegmentRef,
+    limit: Duration,
+    chunk_of: ChunkOf,
+) -> Answer {
     // Subscribe before looking, so an update between the two is not missed.
     let Some(updates) = store.updates(&segment.channel) else {
         return Answer::Render;
@@ -83,6 +96,7 @@ pub async fn follow(store: &Store, segment: SegmentRef, limit: Duration) -> Answ
         Some(true) => Answer::Stream(ChunkStream {
             store: store.clone(),
             segment,
+            chunk_of,
             updates,
             sent: 0,
             limit,
@@ -120,7 +134,10 @@ impl ChunkStream {
                 return Some(Err(Truncated::Gone));
             }
             if parts.len() > self.sent {
-                let body = chunks(&parts, self.sent);
+                let Some(body) = chunks(&parts, self.sent, &self.chunk_of) else {
+                    self.done = true;
+                    return Some(Err(Truncated::Unprotected));
+                };
                 self.sent = parts.len();
                 self.done = complete;
                 return Some(Ok(body));
@@ -153,10 +170,10 @@ impl ChunkStream {
 }
 
 /// Parts `from..` of a segment, as the chunks of its fragment.
-fn chunks(parts: &[Arc<Part>], from: usize) -> Bytes {
+fn chunks(parts: &[Arc<Part>], from: usize, chunk_of: &ChunkOf) -> Option<Bytes> {
     let mut body = BytesMut::new();
     for (i, part) in parts.iter().enumerate().skip(from) {
-        body.extend_from_slice(&part.chunk(i == 0));
+        body.extend_from_slice(&chunk_of(part, i == 0)?);
     }
-    body.freeze()
+    Some(body.freeze())
 }

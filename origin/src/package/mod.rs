@@ -579,15 +579,12 @@ impl Part {
     /// The part as a chunk of its segment's fragment: with its `styp` when
     /// it opens the fragment, else its `moof`+`mdat` alone.
     pub fn chunk(&self, first: bool) -> Bytes {
-        let body = self.render().body;
-        if first {
-            return body;
-        }
-        // The part's bytes open with the styp box; its size is its first word.
-        let styp = body
-            .get(..4)
-            .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize);
-        body.slice(styp.min(body.len())..)
+        chunk_of(self.render().body, first)
+    }
+
+    /// Its path under `/live/{channel}/` ([`Object::Part`]).
+    pub fn path(&self, rendition: &str) -> String {
+        part_path(rendition, self.kind, self.sequence, self.index)
     }
 
     /// The part's bytes, built once.
@@ -605,6 +602,69 @@ impl Part {
             })
             .clone()
     }
+}
+
+/// `{rendition}/{video|audio}/{sequence}.{index}.m4s`: an LL-HLS part's
+/// path under `/live/{channel}/`.
+pub fn part_path(rendition: &str, kind: TrackKind, sequence: u64, index: u32) -> String {
+    let dir = match kind {
+        TrackKind::Video => "video",
+        TrackKind::Audio => "audio",
+    };
+    format!("{rendition}/{dir}/{sequence}.{index}.m4s")
+}
+
+/// A part's bytes (`styp`+`moof`+`mdat`, clear or protected) as a chunk of
+/// its segment's fragment: whole when it opens the fragment, else without
+/// its `styp`.
+pub fn chunk_of(part: Bytes, first: bool) -> Bytes {
+    if first {
+        return part;
+    }
+    // The part's bytes open with the styp box; its size is its first word.
+    let styp = part
+        .get(..4)
+        .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize);
+    part.slice(styp.min(part.len())..)
+}
+
+/// The parts a chunked fragment ([`chunked_fragment`]) was made of, each
+/// whole again (`styp`+`moof`+`mdat`), in order; `None` when `fragment` is
+/// not `styp` followed by `moof`+`mdat` pairs.
+pub fn fragment_parts(fragment: &Bytes) -> Option<Vec<Bytes>> {
+    let mut boxes = Vec::new();
+    let mut at = 0;
+    while at < fragment.len() {
+        let head = fragment.get(at..at + 8)?;
+        let size = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        if size < 8 || at + size > fragment.len() {
+            return None;
+        }
+        boxes.push((
+            &head[4..8] == b"styp",
+            &head[4..8] == b"moof",
+            at..at + size,
+        ));
+        at += size;
+    }
+    let (&(true, _, ref styp), chunks) = boxes.split_first()? else {
+        return None;
+    };
+    if chunks.is_empty() || chunks.len() % 2 != 0 {
+        return None;
+    }
+    let mut parts = Vec::with_capacity(chunks.len() / 2);
+    for pair in chunks.chunks(2) {
+        let (moof, mdat) = (&pair[0], &pair[1]);
+        if !moof.1 || &fragment[mdat.2.start + 4..mdat.2.start + 8] != b"mdat" {
+            return None;
+        }
+        let mut part = bytes::BytesMut::with_capacity(styp.len() + mdat.2.end - moof.2.start);
+        part.extend_from_slice(&fragment[styp.clone()]);
+        part.extend_from_slice(&fragment[moof.2.start..mdat.2.end]);
+        parts.push(part.freeze());
+    }
+    Some(parts)
 }
 
 /// Fragment numbers (`mfhd`) a segment's parts may use: more than a
