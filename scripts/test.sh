@@ -109,6 +109,7 @@ fi
 # The harnesses the tests and benchmarks stand on, proved without Strata code:
 # the players on ffmpeg-made streams, and the peers (nginx, Varnish) the
 # benchmarks race.
+step module-cycles python3 scripts/module-cycles.py
 step browser-selftest bash tests/browser/selftest.sh
 step peers-verify bash benches/load/peers/verify.sh
 

@@ -10,7 +10,8 @@
 
 mod api;
 mod auth;
-mod error;
+pub mod error;
+pub mod metrics;
 pub mod token;
 
 use std::collections::BTreeMap;
@@ -23,17 +24,16 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::Router;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
 use crate::config::EdgeConfig;
 use crate::edge::Edge;
 use crate::fleet::Fleet;
 
-pub use api::GeoRule;
+pub use crate::fleet::change::GeoRule;
 pub use error::ApiError;
+pub use metrics::AdminMetrics;
+use metrics::AdminRequestLabels;
 pub use token::AdminToken;
 
 /// Largest request body the control API reads.
@@ -79,58 +79,6 @@ pub fn configured_geo_rules(config: &EdgeConfig) -> Vec<GeoRule> {
         .as_ref()
         .map(|g| g.rules.iter().map(GeoRule::from).collect())
         .unwrap_or_default()
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PurgeLabels {
-    /// `url`, `prefix`, `surrogate-key`
-    kind: &'static str,
-    /// `hard` (dropped) or `soft` (marked stale)
-    mode: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct AdminRequestLabels {
-    /// The route template (`/api/token/keys/{id}`), or `unmatched`.
-    route: String,
-    method: String,
-    status: u16,
-}
-
-/// Counters of the control API; registered, not global.
-#[derive(Clone, Default)]
-pub struct AdminMetrics {
-    purges: Family<PurgeLabels, Counter>,
-    requests: Family<AdminRequestLabels, Counter>,
-}
-
-impl AdminMetrics {
-    /// Registers `strata_edge_purges_total{kind,mode}` and
-    /// `strata_admin_requests_total{route,method,status}`.
-    pub fn register(registry: &mut Registry) -> AdminMetrics {
-        let metrics = AdminMetrics::default();
-        for kind in ["url", "prefix", "surrogate-key"] {
-            for mode in ["hard", "soft"] {
-                let _ = metrics.purges.get_or_create(&PurgeLabels { kind, mode });
-            }
-        }
-        registry.sub_registry_with_prefix("strata_edge").register(
-            "purges",
-            "Purge requests applied, by what they selected and how",
-            metrics.purges.clone(),
-        );
-        registry.sub_registry_with_prefix("strata_admin").register(
-            "requests",
-            "Admin listener requests, by route, method and status",
-            metrics.requests.clone(),
-        );
-        metrics
-    }
-
-    pub(crate) fn purged(&self, kind: &'static str, soft: bool) {
-        let mode = if soft { "soft" } else { "hard" };
-        self.purges.get_or_create(&PurgeLabels { kind, mode }).inc();
-    }
 }
 
 /// Who may call a route.

@@ -26,10 +26,12 @@ use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::admin::{AdminMetrics, ApiError, GeoRule};
+use crate::admin::error::ApiError;
+use crate::admin::metrics::AdminMetrics;
 use crate::cache::freshness::TtlOverrides;
 use crate::edge::Edge;
 use crate::policy::GeoRuleConfig;
+use change::GeoRule;
 pub use change::{Change, Envelope, FleetSecret, PurgeSpec, Refusal};
 use state::FleetState;
 

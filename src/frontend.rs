@@ -18,6 +18,13 @@ pub mod pingora;
 pub mod tls;
 pub mod write_buffer;
 
+/// While the node drains, how long an idle kept-alive HTTP/1.1 connection
+/// may still bring a request (answered with `Connection: close`) before it
+/// is closed. Closing an idle connection can cross a request the client is
+/// sending at that instant (clients retry those on a reused connection);
+/// this keeps the window to connections idle for a while.
+pub(crate) const DRAIN_IDLE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Body bytes a response writes before it lets other tasks run: keeps the
 /// run queue short for new requests while many clients stream at once.
 pub const YIELD_AFTER: usize = 256 * 1024;

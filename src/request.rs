@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use http::{header, request::Parts, Method};
 
-use crate::cache::{freshness::TtlDefaults, key::CacheKey};
+use crate::cache::key::CacheKey;
 use crate::error::EdgeError;
 
 pub mod path;
@@ -70,16 +70,6 @@ impl ObjectKind {
             ) => ObjectKind::Segment,
             Some("key") => ObjectKind::Key,
             _ => ObjectKind::Other,
-        }
-    }
-
-    pub fn default_ttl(self, defaults: &TtlDefaults) -> std::time::Duration {
-        match self {
-            ObjectKind::Playlist => defaults.playlist,
-            ObjectKind::Manifest => defaults.manifest,
-            ObjectKind::Init => defaults.init,
-            ObjectKind::Segment => defaults.segment,
-            ObjectKind::Key | ObjectKind::Other => defaults.other,
         }
     }
 }

@@ -13,9 +13,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::cache::freshness::TtlOverride;
-use crate::fleet::change::present;
+use crate::fleet::change::GeoRule;
 use crate::fleet::{Change, Outcome, PurgeSpec};
-use crate::policy::GeoRuleConfig;
 
 use super::{AdminState, ApiError};
 
@@ -85,45 +84,6 @@ pub async fn purge(State(state): Shared, body: Result<Bytes, BytesRejection>) ->
 /// `GET /api/fleet`: the fleet state version this node runs, and its engine.
 pub async fn fleet_status(State(state): Shared) -> Json<crate::fleet::FleetStatus> {
     Json(state.control.fleet.status())
-}
-
-/// One geo rule, as the API shows and takes it (the `[[geo.rules]]` shape).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GeoRule {
-    pub prefix: String,
-    #[serde(
-        default,
-        deserialize_with = "present",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub deny: Option<Vec<String>>,
-    #[serde(
-        default,
-        deserialize_with = "present",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub allow: Option<Vec<String>>,
-}
-
-impl From<&GeoRuleConfig> for GeoRule {
-    fn from(rule: &GeoRuleConfig) -> Self {
-        GeoRule {
-            prefix: rule.prefix.clone(),
-            deny: rule.deny.clone(),
-            allow: rule.allow.clone(),
-        }
-    }
-}
-
-impl From<&GeoRule> for GeoRuleConfig {
-    fn from(rule: &GeoRule) -> Self {
-        GeoRuleConfig {
-            prefix: rule.prefix.clone(),
-            deny: rule.deny.clone(),
-            allow: rule.allow.clone(),
-        }
-    }
 }
 
 #[derive(Serialize, Deserialize)]

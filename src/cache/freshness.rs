@@ -38,6 +38,19 @@ pub struct TtlDefaults {
     pub stale_while_revalidate: Duration,
 }
 
+impl TtlDefaults {
+    /// The lifetime of an object of `kind` whose upstream says nothing.
+    pub fn for_kind(&self, kind: ObjectKind) -> Duration {
+        match kind {
+            ObjectKind::Playlist => self.playlist,
+            ObjectKind::Manifest => self.manifest,
+            ObjectKind::Init => self.init,
+            ObjectKind::Segment => self.segment,
+            ObjectKind::Key | ObjectKind::Other => self.other,
+        }
+    }
+}
+
 impl Default for TtlDefaults {
     fn default() -> Self {
         TtlDefaults {
@@ -250,7 +263,7 @@ pub fn freshness(
     } else if negative {
         defaults.negative
     } else {
-        kind.default_ttl(defaults)
+        defaults.for_kind(kind)
     };
     // RFC 9111 §5.1: one non-negative integer. Anything else (a list, two
     // lines, a sign, a fraction, a parameter) is an Age we cannot trust:

@@ -5,8 +5,8 @@
 use hmac::{KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 
-use crate::admin::GeoRule;
 use crate::cache::freshness::TtlOverride;
+use crate::policy::GeoRuleConfig;
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
@@ -21,6 +21,45 @@ where
     T: Deserialize<'de>,
 {
     T::deserialize(d).map(Some)
+}
+
+/// One geo rule, as the API shows and takes it (the `[[geo.rules]]` shape).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeoRule {
+    pub prefix: String,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub deny: Option<Vec<String>>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub allow: Option<Vec<String>>,
+}
+
+impl From<&GeoRuleConfig> for GeoRule {
+    fn from(rule: &GeoRuleConfig) -> Self {
+        GeoRule {
+            prefix: rule.prefix.clone(),
+            deny: rule.deny.clone(),
+            allow: rule.allow.clone(),
+        }
+    }
+}
+
+impl From<&GeoRule> for GeoRuleConfig {
+    fn from(rule: &GeoRule) -> Self {
+        GeoRuleConfig {
+            prefix: rule.prefix.clone(),
+            deny: rule.deny.clone(),
+            allow: rule.allow.clone(),
+        }
+    }
 }
 
 /// What a purge selects, as the operator gave it: each node turns URLs into

@@ -10,7 +10,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::change::Change;
-use crate::admin::GeoRule;
+use super::change::GeoRule;
 use crate::cache::freshness::TtlOverride;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -15,6 +15,7 @@
 //! malformed `Host` — with 400 (431 for size) and a closed connection.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderName, HeaderValue};
@@ -23,8 +24,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::edge::Edge;
 use crate::error::EdgeError;
-use crate::frontend::pingora::PingoraApp;
+use crate::frontend::admission::Admission;
 use crate::frontend::write_buffer::{WriteBuffered, WRITE_BUFFER};
 use crate::frontend::ResponseSink;
 use crate::request::Protocol;
@@ -51,7 +53,8 @@ enum Stop {
 /// `read` holds bytes already read from it (a PROXY header's tail, the
 /// bytes read to tell HTTP/1.1 from an h2c preface).
 pub async fn serve<S>(
-    app: &PingoraApp,
+    edge: &Arc<Edge>,
+    admission: &Admission,
     stream: S,
     read: Vec<u8>,
     client: SocketAddr,
@@ -63,7 +66,6 @@ pub async fn serve<S>(
     let mut stream = WriteBuffered::new(stream);
     let mut buf = BytesMut::from(&read[..]);
     buf.reserve(4096);
-    let admission = app.admission();
     let mut kept_alive = false;
     let mut first_due = protocol_deadline;
     loop {
@@ -86,7 +88,7 @@ pub async fn serve<S>(
             }
             Err(Stop::Refuse(status, why)) => {
                 tracing::debug!(%client, why, "unreadable request");
-                app.edge().count_unreadable_head(Protocol::Http1);
+                edge.count_unreadable_head(Protocol::Http1);
                 refuse(&mut stream, status).await;
                 return;
             }
@@ -94,7 +96,6 @@ pub async fn serve<S>(
         let raw_head = buf.split_to(head_len);
         let started = Instant::now();
         let mut keep_alive = wants_keep_alive(&parts) && !*shutdown.borrow();
-        let edge = app.edge();
         let framing = super::h1::framing_error(&parts, &raw_head)
             .or_else(|| body_framing(&parts.headers).err());
         let (response, log) = match framing {
@@ -137,11 +138,11 @@ fn due_now(admission: &crate::frontend::admission::Admission) -> Instant {
 }
 
 /// Resolves once the node drains and an idle kept-alive connection has had
-/// its allowance ([`super::pingora::DRAIN_IDLE`]); never for a fresh one.
+/// its allowance ([`super::DRAIN_IDLE`]); never for a fresh one.
 async fn draining(kept_alive: bool, shutdown: &mut watch::Receiver<bool>) {
     if kept_alive {
         let _ = shutdown.wait_for(|s| *s).await;
-        tokio::time::sleep(super::pingora::DRAIN_IDLE).await;
+        tokio::time::sleep(super::DRAIN_IDLE).await;
     } else {
         std::future::pending::<()>().await;
     }

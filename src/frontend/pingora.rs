@@ -80,14 +80,6 @@ impl PingoraApp {
         self.http1 = engine;
         self
     }
-
-    pub(crate) fn edge(&self) -> &Arc<Edge> {
-        &self.edge
-    }
-
-    pub(crate) fn admission(&self) -> &Arc<Admission> {
-        &self.admission
-    }
 }
 
 #[async_trait]
@@ -107,7 +99,7 @@ impl HttpServerApp for PingoraApp {
             // one that sends within the allowance gets `Connection: close`.
             if kept_alive {
                 let _ = stop.wait_for(|s| *s).await;
-                tokio::time::sleep(DRAIN_IDLE).await;
+                tokio::time::sleep(super::DRAIN_IDLE).await;
             } else {
                 std::future::pending::<()>().await;
             }
@@ -264,13 +256,6 @@ async fn read_prefix(tcp: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> std:
     }
     Ok(())
 }
-
-/// While the node drains, how long an idle kept-alive HTTP/1.1 connection
-/// may still bring a request (answered with `Connection: close`) before it
-/// is closed. Closing an idle connection can cross a request the client is
-/// sending at that instant (clients retry those on a reused connection);
-/// this keeps the window to connections idle for a while.
-pub(crate) const DRAIN_IDLE: Duration = Duration::from_secs(2);
 
 /// Carried from one request to the next on a kept-alive HTTP/1.1 connection.
 struct KeptAlive;
@@ -445,7 +430,16 @@ pub async fn serve(
                 }
                 if app.http1 == Http1Engine::Strata && !replay.starts_with(H2_PREFACE_START) {
                     let shutdown = shutdown.clone();
-                    super::http1::serve(&app, tcp, replay, client, Some(head_by), shutdown).await;
+                    super::http1::serve(
+                        &app.edge,
+                        &app.admission,
+                        tcp,
+                        replay,
+                        client,
+                        Some(head_by),
+                        shutdown,
+                    )
+                    .await;
                     return;
                 }
             }
@@ -472,7 +466,8 @@ pub async fn serve(
                             if !h2 && app.http1 == Http1Engine::Strata {
                                 let shutdown = shutdown.clone();
                                 super::http1::serve(
-                                    &app,
+                                    &app.edge,
+                                    &app.admission,
                                     tls,
                                     Vec::new(),
                                     client,
