@@ -304,7 +304,9 @@ async fn probe_image(path: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-/// PSNR (dB, `inf` as 100) between two images of the same size.
+/// PSNR (dB, `inf` as 100) between two images of the same size, compared
+/// as RGB: ffmpeg's `format=yuv420p` does not convert a JPEG's full-range
+/// `yuvj420p` to limited range, which made the same frame score about 20 dB.
 async fn psnr(a: &Path, b: &Path) -> f64 {
     let out = tokio::process::Command::new("ffmpeg")
         .args(["-hide_banner", "-nostdin", "-i"])
@@ -313,7 +315,7 @@ async fn psnr(a: &Path, b: &Path) -> f64 {
         .arg(b)
         .args([
             "-lavfi",
-            "[0:v]format=yuv420p[x];[1:v]format=yuv420p[y];[x][y]psnr",
+            "[0:v]format=rgb24[x];[1:v]format=rgb24[y];[x][y]psnr",
         ])
         .args(["-f", "null", "-"])
         .output()
@@ -452,10 +454,14 @@ async fn remote_title_plays_through_the_edge_from_byte_ranges_only() {
         String::from_utf8_lossy(&out.stderr)
     );
     let different = psnr(&thumb, &other).await;
-    // Not asserted yet: the first run gave 19.4 dB against both frames
-    // (a colour-range difference between the JPEG and the PNG, to look into).
     println!(
         "thumbnail at 5 s: PSNR {same} dB against ffmpeg's frame at 5 s, {different} dB at 5.2 s"
+    );
+    // (Both were 19 dB once: `psnr` compared the JPEG's full-range YUV as
+    // limited range, and the title's B-pyramid timeline was two frames late.)
+    assert!(
+        same >= 30.0 && different < 25.0,
+        "the thumbnail at 5 s is not ffmpeg's frame at 5 s: {same:.1} dB (5.2 s: {different:.1} dB)"
     );
 
     let log = store.served("films/title.mp4");
@@ -594,6 +600,122 @@ async fn remote_store_failures_become_clear_statuses() {
         let value = metric(&metrics, line).unwrap_or(0.0);
         assert!(value >= at_least, "{line} = {value}:\n{metrics}");
     }
+}
+
+/// ffmpeg's own frame at `seconds` of `source` (`-ss` then one frame), as PNG.
+async fn ffmpeg_frame(source: &Path, seconds: &str, png: &Path) {
+    let out = tokio::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y"])
+        .args(["-ss", seconds, "-i"])
+        .arg(source)
+        .args(["-frames:v", "1"])
+        .arg(png)
+        .output()
+        .await
+        .expect("ffmpeg — run scripts/install-test-deps.sh");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `thumb/{ms}.jpg` is the frame shown at `{ms}`: a title whose every second
+/// has its own hue (testsrc2, moving every frame, hue turned per second;
+/// 24 fps so 3.5 s starts a frame; 2 s GOPs with B-frames, so 3.5 s is in
+/// the middle of one) gives at 3500 ms ffmpeg's own frame at 3.5 s (the
+/// neighbouring frames score under 20 dB), and at 1000 ms a different one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thumbnails_show_the_frame_at_their_time() {
+    let dir = scratch("thumb-frame");
+    let source = dir.0.join("lib/seconds.mp4");
+    let out = tokio::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=24,hue=H=2*PI*floor(t)/7",
+            "-t",
+            "8",
+        ])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-pix_fmt",
+            "yuv420p",
+            "-g",
+            "48",
+            "-keyint_min",
+            "48",
+            "-sc_threshold",
+            "0",
+            "-bf",
+            "3",
+        ])
+        .arg(&source)
+        .output()
+        .await
+        .expect("ffmpeg — run scripts/install-test-deps.sh");
+    assert!(
+        out.status.success(),
+        "ffmpeg could not make the fixture: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let root = dir.0.join("lib");
+    let stack =
+        start_stack(move |c| c.vod = Some(vod_config(root, "http://127.0.0.1:9/unused/", |_| {})))
+            .await;
+    let http = client();
+    let thumb = |ms: u32| {
+        let (http, url) = (
+            http.clone(),
+            stack.origin(&format!("/vod/seconds.mp4/thumb/{ms}.jpg")),
+        );
+        let file = dir.0.join(format!("thumb-{ms}.jpg"));
+        async move {
+            let r = http.get(&url).send().await.expect("thumbnail");
+            assert_eq!(r.status(), 200, "{url}");
+            std::fs::write(&file, r.bytes().await.expect("jpeg")).expect("write");
+            assert_eq!(probe_image(&file).await, "mjpeg,320,240", "{url}");
+            file
+        }
+    };
+    let at_3500 = thumb(3500).await;
+    let at_1000 = thumb(1000).await;
+    let reference = dir.0.join("ffmpeg-3.5.png");
+    ffmpeg_frame(&source, "3.5", &reference).await;
+    let same = psnr(&at_3500, &reference).await;
+    let early = psnr(&at_1000, &reference).await;
+    println!("thumbnail at 3500 ms: {same:.1} dB against ffmpeg's frame at 3.5 s; at 1000 ms: {early:.1} dB");
+    assert!(
+        same >= 30.0,
+        "the thumbnail at 3500 ms is not ffmpeg's frame at 3.5 s: PSNR {same:.1} dB"
+    );
+    assert!(
+        early < 20.0,
+        "the thumbnail at 1000 ms looks like the frame at 3.5 s: PSNR {early:.1} dB"
+    );
+    // The frames either side of 3.5 s are not it (so a thumbnail off by one
+    // frame would fail above), and 3520 ms (between frames) shows the frame
+    // that started at 3.5 s: the last one starting at or before the time.
+    for (seconds, why) in [("3.45", "the frame before"), ("3.51", "the frame after")] {
+        let other = dir.0.join(format!("ffmpeg-{seconds}.png"));
+        ffmpeg_frame(&source, seconds, &other).await;
+        let score = psnr(&at_3500, &other).await;
+        assert!(
+            score < 25.0,
+            "{why} scores {score:.1} dB: the fixture does not tell frames apart"
+        );
+    }
+    let between = thumb(3520).await;
+    let score = psnr(&between, &reference).await;
+    assert!(
+        score >= 30.0,
+        "the thumbnail at 3520 ms is not the frame shown then (started at 3.5 s): {score:.1} dB"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

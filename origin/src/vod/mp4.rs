@@ -422,8 +422,7 @@ fn parse_trak(
         .transpose()?
         .flatten()
         .unwrap_or(0);
-    let min_cts = samples.iter().map(|s| i64::from(s.cts)).min().unwrap_or(0);
-    let presentation_shift = edit_start.clamp(0, min_cts.max(0));
+    let presentation_shift = edit_start.clamp(0, earliest_composition(&samples).max(0));
     Ok(Some(TrackIndex {
         track_id,
         params,
@@ -452,6 +451,18 @@ fn language(packed: u16) -> String {
 
 /// The media time the first edit starts at (`elst`, §8.6.6); an empty
 /// edit (-1, a delay) is skipped.
+/// The earliest composition time (`dts + cts`) of a track's samples: the
+/// most the edit list may shift presentation by without a frame presenting
+/// before zero. (Bounding by the smallest composition *offset* instead left
+/// B-pyramid video — a B-frame with offset 0 — unshifted, two frames late.)
+pub fn earliest_composition(samples: &[SampleEntry]) -> i64 {
+    samples
+        .iter()
+        .map(|s| (s.dts as i64).saturating_add(i64::from(s.cts)))
+        .min()
+        .unwrap_or(0)
+}
+
 fn edit_media_time(edts: &[u8]) -> Result<Option<i64>, Mp4Error> {
     let boxes = children(edts)?;
     let Some(elst) = child(&boxes, b"elst") else {
