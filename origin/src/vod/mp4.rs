@@ -814,3 +814,31 @@ fn fill_times(
     }
     Ok(t)
 }
+
+#[cfg(test)]
+mod shift_tests {
+    use super::*;
+
+    /// x264's B-pyramid with `-bf 3`, 512 ticks a frame: I P B B B in
+    /// decode order presenting 0 4 2 1 3 (+2 frames of edit-list delay).
+    /// The third B-frame's offset is 0, yet every frame presents at or
+    /// after 1024: the whole edit (1024) can be applied.
+    #[test]
+    fn the_edit_shift_is_bounded_by_the_earliest_composition_time() {
+        let presents = [0u64, 4, 2, 1, 3];
+        let samples: Vec<SampleEntry> = presents
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| SampleEntry {
+                offset: 0,
+                size: 1,
+                dts: i as u64 * 512,
+                cts: i32::try_from((p + 2) * 512 - i as u64 * 512).expect("small"),
+                sync: i == 0,
+            })
+            .collect();
+        assert_eq!(samples.iter().map(|s| s.cts).min(), Some(0));
+        assert_eq!(earliest_composition(&samples), 1024);
+        assert_eq!(earliest_composition(&[]), 0);
+    }
+}
