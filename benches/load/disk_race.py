@@ -37,17 +37,18 @@ end
 """
 
 
-def rss_kib(pid):
-    """RSS of a process and its children (nginx's workers)."""
+def rss_kib(pid, field="VmRSS:"):
+    """RSS of a process and its children (nginx's workers); `RssAnon:` for
+    the anonymous part alone (not file pages mapped)."""
     total = 0
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field):
                 total += int(line.split()[1])
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as f:
             for child in f.read().split():
-                total += rss_kib(int(child))
+                total += rss_kib(int(child), field)
     except OSError:
         pass
     return total
@@ -57,15 +58,48 @@ class RssSampler(threading.Thread):
     def __init__(self, pid):
         super().__init__(daemon=True)
         self.pid, self.peak, self.last, self.stop = pid, 0, 0, False
+        self.anon_peak = 0
 
     def run(self):
         while not self.stop:
             try:
                 self.last = rss_kib(self.pid)
+                self.anon_peak = max(self.anon_peak, rss_kib(self.pid, "RssAnon:"))
             except OSError:
                 return
             self.peak = max(self.peak, self.last)
             time.sleep(0.1)
+
+
+def where_rss_is(pid):
+    """Resident memory by kind of mapping (/proc/PID/smaps), MiB: file-backed,
+    the brk heap, and anonymous mappings by their size (the edge's stored
+    bodies are mappings of their own from 128 KiB; mimalloc's segments and
+    foyer's buffers are the larger ones)."""
+    kinds, name, size = {}, None, 0
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            head = line.split()
+            if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+                lo, hi = (int(x, 16) for x in head[0].split("-"))
+                size, path = hi - lo, (head[5] if len(head) > 5 else "")
+                if path == "[heap]":
+                    name = "heap"
+                elif path.startswith("/"):
+                    name = "file"
+                elif path:
+                    name = path
+                elif size < 128 << 10:
+                    name = "anon <128K"
+                elif size < 4 << 20:
+                    name = "anon 128K-4M"
+                elif size < 64 << 20:
+                    name = "anon 4M-64M"
+                else:
+                    name = "anon >=64M"
+            elif head and head[0] == "Rss:":
+                kinds[name] = kinds.get(name, 0) + int(head[1])
+    return ", ".join(f"{k} {v / 1024:.0f}" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1]) if v >= 1024)
 
 
 def metrics(admin):
@@ -127,13 +161,15 @@ def run(peer, origin, objects, seconds, connections):
     out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", lua,
                           peer.url("/")], capture_output=True, text=True, check=True).stdout
     sampler.stop = True
+    smaps = where_rss_is(peer.proc.pid) if peer.name == "strata" else None
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     transfer = re.search(r"Transfer/sec:\s+([\d.]+)(\w+)", out)
     mb = float(transfer.group(1)) * {"B": 1 / 1048576, "KB": 1 / 1024, "MB": 1, "GB": 1024}[transfer.group(2)]
     lat = {p: er.to_ms(v, u) for p, v, u in re.findall(r"\s+(50|99)%\s+([\d.]+)(us|ms|s)\b", out)}
     fetched = sum(v for k, v in origin.fetches.items() if k.startswith("/seg/")) - before
     return {"rps": rps, "mbps": mb, "p50": lat.get("50"), "p99": lat.get("99"), "origin": fetched,
-            "rss_peak": sampler.peak, "rss_last": sampler.last}
+            "rss_peak": sampler.peak, "rss_last": sampler.last, "anon_peak": sampler.anon_peak,
+            "smaps": smaps}
 
 
 def main():
@@ -176,11 +212,13 @@ def main():
         nginx.stop()
         shutil.rmtree(base, ignore_errors=True)
     print(f"load average after {os.getloadavg()}")
-    print(f"{'peer':8} {'req/s':>8} {'MB/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'origin':>7} {'RSS peak MiB':>13} {'RSS end MiB':>12}")
+    print(f"{'peer':8} {'req/s':>8} {'MB/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'origin':>7} {'RSS peak MiB':>13} "
+          f"{'RSS end MiB':>12} {'anon peak MiB':>14}")
     for name, r in report.items():
         print(f"{name:8} {r['rps']:8.0f} {r['mbps']:8.0f} {r['p50'] or 0:8.1f} {r['p99'] or 0:8.1f} {r['origin']:7d} "
-              f"{r['rss_peak'] / 1024:13.0f} {r['rss_last'] / 1024:12.0f}")
+              f"{r['rss_peak'] / 1024:13.0f} {r['rss_last'] / 1024:12.0f} {r['anon_peak'] / 1024:14.0f}")
     st = report["strata"]
+    print(f"strata RSS at the end of the run by mapping, MiB: {st['smaps']}")
     print(f"strata disk hits during the run: {st['disk_hits']:.0f} (disk writes after warming: {st['disk_writes']:.0f})")
     print(f"strata / nginx req/s: {st['rps'] / report['nginx']['rps']:.2f}x")
 

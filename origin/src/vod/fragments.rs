@@ -96,13 +96,9 @@ pub fn parse_fragmented(
         }
     }
     for t in &mut tracks {
-        let min_cts = t
-            .samples
-            .iter()
-            .map(|s| i64::from(s.cts))
-            .min()
-            .unwrap_or(0);
-        t.presentation_shift = t.edit_media_time.clamp(0, min_cts.max(0));
+        t.presentation_shift = t
+            .edit_media_time
+            .clamp(0, super::mp4::earliest_composition(&t.samples).max(0));
     }
     finish(tracks)
 }

@@ -422,8 +422,7 @@ fn parse_trak(
         .transpose()?
         .flatten()
         .unwrap_or(0);
-    let min_cts = samples.iter().map(|s| i64::from(s.cts)).min().unwrap_or(0);
-    let presentation_shift = edit_start.clamp(0, min_cts.max(0));
+    let presentation_shift = edit_start.clamp(0, earliest_composition(&samples).max(0));
     Ok(Some(TrackIndex {
         track_id,
         params,
@@ -452,6 +451,18 @@ fn language(packed: u16) -> String {
 
 /// The media time the first edit starts at (`elst`, §8.6.6); an empty
 /// edit (-1, a delay) is skipped.
+/// The earliest composition time (`dts + cts`) of a track's samples: the
+/// most the edit list may shift presentation by without a frame presenting
+/// before zero. (Bounding by the smallest composition *offset* instead left
+/// B-pyramid video — a B-frame with offset 0 — unshifted, two frames late.)
+pub fn earliest_composition(samples: &[SampleEntry]) -> i64 {
+    samples
+        .iter()
+        .map(|s| (s.dts as i64).saturating_add(i64::from(s.cts)))
+        .min()
+        .unwrap_or(0)
+}
+
 fn edit_media_time(edts: &[u8]) -> Result<Option<i64>, Mp4Error> {
     let boxes = children(edts)?;
     let Some(elst) = child(&boxes, b"elst") else {
@@ -802,4 +813,32 @@ fn fill_times(
         }
     }
     Ok(t)
+}
+
+#[cfg(test)]
+mod shift_tests {
+    use super::*;
+
+    /// x264's B-pyramid with `-bf 3`, 512 ticks a frame: I P B B B in
+    /// decode order presenting 0 4 2 1 3 (+2 frames of edit-list delay).
+    /// The third B-frame's offset is 0, yet every frame presents at or
+    /// after 1024: the whole edit (1024) can be applied.
+    #[test]
+    fn the_edit_shift_is_bounded_by_the_earliest_composition_time() {
+        let presents = [0u64, 4, 2, 1, 3];
+        let samples: Vec<SampleEntry> = presents
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| SampleEntry {
+                offset: 0,
+                size: 1,
+                dts: i as u64 * 512,
+                cts: i32::try_from((p + 2) * 512 - i as u64 * 512).expect("small"),
+                sync: i == 0,
+            })
+            .collect();
+        assert_eq!(samples.iter().map(|s| s.cts).min(), Some(0));
+        assert_eq!(earliest_composition(&samples), 1024);
+        assert_eq!(earliest_composition(&[]), 0);
+    }
 }
