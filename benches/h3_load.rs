@@ -16,7 +16,9 @@
 //! `server.h3.max_udp_payload`), H3_LOAD_EDGE_MTU=N sets that bound,
 //! H3_LOAD_CLIENT=default uses an untuned QUIC client (it accepts only
 //! 1472-byte datagrams, so the edge cannot send bigger ones), and
-//! H3_LOAD_STATS=1 prints one client connection's path statistics.
+//! H3_LOAD_STATS=1 prints one client connection's path statistics,
+//! H3_LOAD_TRACE=1 where in the run the slow h3 and h2 requests were, and
+//! H3_LOAD_H1=0 skips HTTP/1.1.
 
 #[path = "../tests/e2e/harness.rs"]
 #[allow(dead_code)]
@@ -49,6 +51,8 @@ struct Run {
     bytes: u64,
     elapsed: Duration,
     latencies: Vec<Duration>,
+    /// `(start since the run began, latency)` of every complete request.
+    samples: Vec<(Duration, Duration)>,
     errors: usize,
 }
 
@@ -68,10 +72,60 @@ impl Run {
         let i = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
         self.latencies[i].as_secs_f64() * 1000.0
     }
+
+    /// H3_LOAD_TRACE=1: where the slow requests are. p99 of the requests
+    /// started after the first second (fresh connections warming up) and,
+    /// per 0.5 s of the run, how many requests started and how many of them
+    /// took longer than the run's p99.
+    fn trace(&self, name: &str) {
+        let p99 = Duration::from_secs_f64(self.percentile(0.99) / 1000.0);
+        let mut steady: Vec<Duration> = self
+            .samples
+            .iter()
+            .filter(|(start, _)| *start >= Duration::from_secs(1))
+            .map(|&(_, latency)| latency)
+            .collect();
+        steady.sort();
+        let pct = |v: &[Duration], p: f64| {
+            v.get(((v.len() as f64 - 1.0) * p).round() as usize)
+                .map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
+        };
+        eprintln!(
+            "{name} trace: after 1 s: n {} p50 {:.1} p90 {:.1} p99 {:.1} p99.9 {:.1} max {:.1} ms; mean {:.1} ms",
+            steady.len(),
+            pct(&steady, 0.5),
+            pct(&steady, 0.9),
+            pct(&steady, 0.99),
+            pct(&steady, 0.999),
+            pct(&steady, 1.0),
+            self.latencies.iter().map(|d| d.as_secs_f64()).sum::<f64>() * 1000.0
+                / self.latencies.len().max(1) as f64,
+        );
+        let buckets = (self.elapsed.as_millis() / 500 + 1) as usize;
+        let mut started = vec![0usize; buckets];
+        let mut slow = vec![0usize; buckets];
+        for &(start, latency) in &self.samples {
+            let b = (start.as_millis() / 500) as usize;
+            started[b.min(buckets - 1)] += 1;
+            if latency > p99 {
+                slow[b.min(buckets - 1)] += 1;
+            }
+        }
+        let cells: Vec<String> = started
+            .iter()
+            .zip(&slow)
+            .map(|(n, s)| format!("{s}/{n}"))
+            .collect();
+        eprintln!("{name} trace: > p99 per 0.5 s: {}", cells.join(" "));
+    }
 }
 
 /// One worker's loop: issue requests back to back until `until`.
-async fn worker<F, Fut>(until: Instant, mut fetch: F) -> (Vec<Duration>, u64, usize)
+/// What one worker brings back: `(start since the run began, latency)` of
+/// each complete request, bytes received, failed requests.
+type WorkerResult = (Vec<(Duration, Duration)>, u64, usize);
+
+async fn worker<F, Fut>(begun: Instant, until: Instant, mut fetch: F) -> WorkerResult
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<u64, String>>,
@@ -83,7 +137,7 @@ where
         let started = Instant::now();
         match fetch().await {
             Ok(n) if n == SEGMENT as u64 => {
-                latencies.push(started.elapsed());
+                latencies.push((started - begun, started.elapsed()));
                 bytes += n;
             }
             Ok(n) => {
@@ -99,21 +153,21 @@ where
     (latencies, bytes, errors)
 }
 
-async fn collect(
-    started: Instant,
-    tasks: Vec<tokio::task::JoinHandle<(Vec<Duration>, u64, usize)>>,
-) -> Run {
+async fn collect(started: Instant, tasks: Vec<tokio::task::JoinHandle<WorkerResult>>) -> Run {
     let mut run = Run {
         requests: 0,
         bytes: 0,
         elapsed: Duration::ZERO,
         latencies: Vec::new(),
+        samples: Vec::new(),
         errors: 0,
     };
     for task in tasks {
-        let (latencies, bytes, errors) = task.await.expect("worker");
-        run.requests += latencies.len();
-        run.latencies.extend(latencies);
+        let (samples, bytes, errors) = task.await.expect("worker");
+        run.requests += samples.len();
+        run.latencies
+            .extend(samples.iter().map(|&(_, latency)| latency));
+        run.samples.extend(samples);
         run.bytes += bytes;
         run.errors += errors;
     }
@@ -158,7 +212,7 @@ async fn drive_h3(
     let tasks = (0..n)
         .map(|i| {
             let conn = connections[i % conns].clone();
-            tokio::spawn(worker(until, move || {
+            tokio::spawn(worker(started, until, move || {
                 let conn = conn.clone();
                 async move {
                     let mut stream = conn.open(quic_client::request("GET", PATH, &[])).await;
@@ -285,7 +339,7 @@ async fn drive_h2(
     let tasks = (0..n)
         .map(|i| {
             let sender = senders[i % conns].clone();
-            tokio::spawn(worker(until, move || {
+            tokio::spawn(worker(started, until, move || {
                 let mut sender = sender.clone();
                 async move {
                     let response = sender
@@ -316,7 +370,7 @@ async fn drive_h1(addr: SocketAddr, cert: &harness::TestCert, secs: u64, n: usiz
     let tasks = senders
         .into_iter()
         .map(|sender| {
-            tokio::spawn(worker(until, move || {
+            tokio::spawn(worker(started, until, move || {
                 let sender = sender.clone();
                 async move {
                     // One request at a time per connection; the lock is never contended.
@@ -386,7 +440,19 @@ fn main() {
         );
         let h3 = drive_h3(quic, &cert, secs, n, conns).await;
         let h2 = drive_h2(tls, &cert, secs, n, conns).await;
-        let h1 = drive_h1(tls, &cert, secs, n).await;
+        // H3_LOAD_H1=0: skip HTTP/1.1 (shorter runs when comparing h3 with h2).
+        let h1 = if std::env::var("H3_LOAD_H1").is_ok_and(|v| v == "0") {
+            Run {
+                requests: 0,
+                bytes: 0,
+                elapsed: Duration::from_secs(secs),
+                latencies: Vec::new(),
+                samples: Vec::new(),
+                errors: 0,
+            }
+        } else {
+            drive_h1(tls, &cert, secs, n).await
+        };
         println!(
             "{:<9} {:>9} {:>9} {:>9} {:>9} {:>7}",
             "protocol", "req/s", "MB/s", "p50 ms", "p99 ms", "errors"
@@ -401,6 +467,10 @@ fn main() {
                 run.percentile(0.99),
                 run.errors
             );
+        }
+        if std::env::var("H3_LOAD_TRACE").is_ok() {
+            h3.trace("HTTP/3");
+            h2.trace("HTTP/2");
         }
         let ratio_h2 = h3.req_per_s() / h2.req_per_s();
         println!(
