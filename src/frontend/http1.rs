@@ -96,16 +96,21 @@ pub async fn serve<S>(
         let raw_head = buf.split_to(head_len);
         let started = Instant::now();
         let mut keep_alive = wants_keep_alive(&parts) && !*shutdown.borrow();
+        // A body left unread (refused, or its framing is bad) is drained
+        // after the answer before the socket closes (see [`linger`]).
+        let mut unread_body = false;
         let framing = super::h1::framing_error(&parts, &raw_head)
             .or_else(|| body_framing(&parts.headers).err());
         let (response, log) = match framing {
             Some(why) => {
                 keep_alive = false;
+                unread_body = true;
                 edge.refuse(&parts, EdgeError::BadRequest(why), client, Protocol::Http1)
             }
             None => match read_body(&mut stream, &mut buf, &parts, due_now(admission)).await {
                 Err(e) => {
                     keep_alive = false;
+                    unread_body = true;
                     edge.refuse(&parts, e, client, Protocol::Http1)
                 }
                 Ok(body) if crate::request::passes_through(&parts.method) => {
@@ -126,6 +131,9 @@ pub async fn serve<S>(
         let clean = crate::frontend::deliver(edge, &mut sink, response, &log, started).await;
         if !clean || !sink.keep_alive {
             let _ = stream.shutdown().await;
+            if unread_body {
+                linger(&mut stream).await;
+            }
             return;
         }
         kept_alive = true;
@@ -368,6 +376,29 @@ fn wants_keep_alive(parts: &http::request::Parts) -> bool {
     match parts.version {
         Version::HTTP_11 => !connection("close"),
         _ => connection("keep-alive"),
+    }
+}
+
+/// How long, and how many bytes, a connection closing with a request body
+/// unread keeps reading (and dropping) what the client still sends.
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+const LINGER_BYTES: usize = 1024 * 1024;
+
+/// Lingering close (as nginx's `lingering_close`): after the answer and our
+/// FIN, read and drop what the client is still sending until it closes, for
+/// at most [`LINGER_TIME`] and [`LINGER_BYTES`]. Closing a socket with
+/// unread bytes in its receive buffer sends a reset, which can destroy the
+/// answer (a `413` to a too-large POST) before the client reads it: the
+/// client, still writing its body, sees "broken pipe" instead of the status.
+async fn linger<S: AsyncRead + Unpin>(stream: &mut S) {
+    let mut scratch = [0u8; 16 * 1024];
+    let mut dropped = 0;
+    let until = Instant::now() + LINGER_TIME;
+    while dropped < LINGER_BYTES {
+        match tokio::time::timeout_at(until, stream.read(&mut scratch)).await {
+            Ok(Ok(n)) if n > 0 => dropped += n,
+            _ => return,
+        }
     }
 }
 
