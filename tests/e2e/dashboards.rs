@@ -2,6 +2,7 @@
 //! origin really export, so they cannot rot silently.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use crate::harness::client;
 use crate::stack::{require_peers, start_stack, wait_for_segments, Publisher};
@@ -66,14 +67,26 @@ async fn dashboards_chart_only_exported_metrics() {
         .expect("origin request");
     publisher.stop().await;
     let edge = exported(&stack.edge.metrics().await);
-    let origin_text = client()
-        .get(stack.api("/metrics"))
-        .send()
-        .await
-        .expect("origin metrics")
-        .text()
-        .await
-        .expect("text");
+    // The origin counts the publisher's disconnect when its connection task
+    // sees the close, a moment after `stop` returns: wait for that family
+    // (bounded; if it never comes, the assertion below names it).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let origin_text = loop {
+        let text = client()
+            .get(stack.api("/metrics"))
+            .send()
+            .await
+            .expect("origin metrics")
+            .text()
+            .await
+            .expect("text");
+        if text.contains("strata_origin_ingest_publisher_disconnects")
+            || tokio::time::Instant::now() > deadline
+        {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let origin = exported(&origin_text);
     let root = env!("CARGO_MANIFEST_DIR");
     for (file, have) in [
