@@ -12,7 +12,7 @@ use crate::ll_hls::preload_hint;
 use crate::stack::{require_peers, start_play, start_stack, wait_for_body, Publisher};
 
 /// Top-level box types of an ISO BMFF byte string, in order.
-fn boxes(mut b: &[u8]) -> Vec<String> {
+pub(crate) fn boxes(mut b: &[u8]) -> Vec<String> {
     let mut out = Vec::new();
     while b.len() >= 8 {
         let size = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;

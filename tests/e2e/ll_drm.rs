@@ -13,6 +13,7 @@ use std::time::Duration;
 use strata_origin::drm::{ChannelEncryption, EncryptionScheme};
 
 use crate::harness::client;
+use crate::ll_dash::boxes;
 use crate::ll_hls::preload_hint;
 use crate::stack::{require_peers, start_play_with, start_stack, wait_for_body, Publisher};
 
@@ -26,20 +27,6 @@ impl Drop for KeyDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-/// Top-level box types of an ISO BMFF byte string, in order.
-fn boxes(mut b: &[u8]) -> Vec<String> {
-    let mut out = Vec::new();
-    while b.len() >= 8 {
-        let size = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
-        out.push(String::from_utf8_lossy(&b[4..8]).into_owned());
-        if size < 8 || size > b.len() {
-            break;
-        }
-        b = &b[size..];
-    }
-    out
 }
 
 /// How many times `fourcc` occurs in `body`.
