@@ -156,10 +156,11 @@ impl H3Config {
                 mtu.upper_bound(self.max_udp_payload);
                 mtu
             }))
-            // Streams of a connection are sent in the order they were
-            // written, not round-robin: a player's segment finishes as soon
-            // as it can instead of all concurrent ones finishing late
-            // together (and ABR measures per-segment throughput).
+            // Streams of a connection are not sent round-robin but in the
+            // order of their priorities, which h3::quic gives by arrival
+            // (`SendOrder`): a player's segment finishes as soon as it can
+            // instead of all concurrent ones finishing late together (and
+            // ABR measures per-segment throughput).
             .send_fairness(false);
         let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         config.transport_config(Arc::new(transport));

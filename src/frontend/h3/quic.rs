@@ -31,15 +31,38 @@
 //! control-stream frames) is copied, as h3-quinn did: a few hundred bytes per
 //! response.
 //!
+//! # Order between a connection's streams
+//!
+//! quinn sends a connection's streams in priority order, and among equal
+//! priorities in the order they last became ready to send; it charges a
+//! write against the connection's flow-control window (the client's
+//! `MAX_DATA`, our `send_window`) when the bytes are *queued*, and when the
+//! window opens it wakes every blocked writer at once. So with several
+//! large responses on one connection the window went to whichever task ran
+//! first, a stream that got a little of it went to the back of the send
+//! order each time, and a few responses waited several times longer than
+//! the rest: `h3_load`'s p99 was 2–3x HTTP/2's (benches/README.md).
+//!
+//! Now a connection's streams take turns in the order they arrived
+//! ([`SendOrder`]): each gets a quinn priority from its place in line, so
+//! older responses are sent first, and only the first stream in line with
+//! bytes to hand over gives quinn all of them; the others give at most
+//! [`SHARE`] per turn and yield, so an opening window goes mostly to the
+//! stream that is sent next. A stream's first frame (its HEADERS, a few
+//! hundred bytes) always goes in whole. Nothing waits on another stream: a
+//! stream that its client stopped reading (its own window shut) does not
+//! hold the others back, they just get shares meanwhile.
+//!
 //! The rest is plain: quinn's `write_chunks` and `read_chunk` register their
 //! waker with the connection rather than in the future, and write or read
 //! nothing unless they resolve (documented as cancel-safe), so each poll
 //! builds the future, polls it once and drops it; no boxed futures per stream.
 
 use std::cell::Cell;
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::{pin, Pin};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes};
@@ -203,15 +226,18 @@ pub struct Connection {
     accepting_bidi: Pending<(quinn::SendStream, quinn::RecvStream)>,
     accepting_uni: Pending<quinn::RecvStream>,
     opener: OpenStreams,
+    order: Arc<SendOrder>,
 }
 
 impl Connection {
     pub fn new(conn: quinn::Connection) -> Self {
+        let order = Arc::new(SendOrder::default());
         Connection {
-            opener: OpenStreams::new(conn.clone()),
+            opener: OpenStreams::new(conn.clone(), order.clone()),
             conn,
             accepting_bidi: None,
             accepting_uni: None,
+            order,
         }
     }
 }
@@ -241,11 +267,11 @@ impl quic::Connection<BodyChunk> for Connection {
             conn.accept_bi().await
         }))
         .map_err(connection_error)?;
-        Poll::Ready(Ok(BidiStream::new(send, recv)))
+        Poll::Ready(Ok(BidiStream::new(send, recv, &self.order)))
     }
 
     fn opener(&self) -> OpenStreams {
-        OpenStreams::new(self.conn.clone())
+        OpenStreams::new(self.conn.clone(), self.order.clone())
     }
 }
 
@@ -275,14 +301,16 @@ impl quic::OpenStreams<BodyChunk> for Connection {
 /// Opens streams on a connection (h3's control and QPACK streams).
 pub struct OpenStreams {
     conn: quinn::Connection,
+    order: Arc<SendOrder>,
     opening_bidi: Pending<(quinn::SendStream, quinn::RecvStream)>,
     opening_uni: Pending<quinn::SendStream>,
 }
 
 impl OpenStreams {
-    fn new(conn: quinn::Connection) -> Self {
+    fn new(conn: quinn::Connection, order: Arc<SendOrder>) -> Self {
         OpenStreams {
             conn,
+            order,
             opening_bidi: None,
             opening_uni: None,
         }
@@ -291,7 +319,7 @@ impl OpenStreams {
 
 impl Clone for OpenStreams {
     fn clone(&self) -> Self {
-        OpenStreams::new(self.conn.clone())
+        OpenStreams::new(self.conn.clone(), self.order.clone())
     }
 }
 
@@ -308,7 +336,7 @@ impl quic::OpenStreams<BodyChunk> for OpenStreams {
             conn.open_bi().await
         }))
         .map_err(stream_connection_error)?;
-        Poll::Ready(Ok(BidiStream::new(send, recv)))
+        Poll::Ready(Ok(BidiStream::new(send, recv, &self.order)))
     }
 
     fn poll_open_send(
@@ -320,7 +348,7 @@ impl quic::OpenStreams<BodyChunk> for OpenStreams {
             conn.open_uni().await
         }))
         .map_err(stream_connection_error)?;
-        Poll::Ready(Ok(SendStream::new(send)))
+        Poll::Ready(Ok(SendStream::new(send, &self.order)))
     }
 
     fn close(&mut self, code: Code, reason: &[u8]) {
@@ -334,13 +362,24 @@ pub struct SendStream {
     /// One frame's pieces (header, payload), front first; quinn empties or
     /// shortens them as flow control lets it take them.
     queued: Vec<Bytes>,
+    /// The connection's line of streams, and this stream's place in it.
+    order: Arc<SendOrder>,
+    place: u64,
+    /// Whether the first frame (the HEADERS) is with quinn.
+    head_sent: bool,
 }
 
 impl SendStream {
-    fn new(stream: quinn::SendStream) -> Self {
+    fn new(stream: quinn::SendStream, order: &Arc<SendOrder>) -> Self {
+        let place = order.join();
+        // Fails only on a stream that is already closed.
+        let _ = stream.set_priority(priority(place));
         SendStream {
             stream,
             queued: Vec::with_capacity(2),
+            order: order.clone(),
+            place,
+            head_sent: false,
         }
     }
 
@@ -356,13 +395,33 @@ impl SendStream {
 
 impl quic::SendStream<BodyChunk> for SendStream {
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), StreamErrorIncoming>> {
-        while !self.queued.is_empty() {
-            let written = {
-                let write = pin!(self.stream.write_chunks(&mut self.queued));
-                ready!(write.poll(cx)).map_err(write_error)?
-            };
-            self.queued.drain(..written.chunks);
+        if self.queued.is_empty() {
+            return Poll::Ready(Ok(()));
         }
+        let whole = !self.head_sent || self.order.is_first(self.place);
+        while !self.queued.is_empty() {
+            if whole {
+                let written = {
+                    let write = pin!(self.stream.write_chunks(&mut self.queued));
+                    ready!(write.poll(cx)).map_err(write_error)?
+                };
+                self.queued.drain(..written.chunks);
+            } else {
+                let mut share = front_share(&self.queued, SHARE);
+                let written = {
+                    let write = pin!(self.stream.write_chunks(&mut share));
+                    ready!(write.poll(cx)).map_err(write_error)?
+                };
+                drop_front(&mut self.queued, written.bytes);
+                if !self.queued.is_empty() {
+                    // Streams ahead in line take the window first; back next turn.
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+            }
+        }
+        self.head_sent = true;
+        self.order.leave(self.place);
         Poll::Ready(Ok(()))
     }
 
@@ -379,6 +438,7 @@ impl quic::SendStream<BodyChunk> for SendStream {
             });
         }
         self.enqueue(data.into());
+        self.order.wait(self.place);
         Ok(())
     }
 
@@ -393,12 +453,105 @@ impl quic::SendStream<BodyChunk> for SendStream {
 
     fn reset(&mut self, reset_code: u64) {
         self.queued.clear();
+        self.order.leave(self.place);
         // Fails only if the stream is already finished or reset.
         let _ = self.stream.reset(var_int(reset_code));
     }
 
     fn send_id(&self) -> StreamId {
         stream_id(self.stream.id())
+    }
+}
+
+impl Drop for SendStream {
+    fn drop(&mut self) {
+        self.order.leave(self.place);
+    }
+}
+
+/// What a stream that is not first in line hands quinn per turn.
+const SHARE: usize = 64 * 1024;
+
+/// quinn sends higher priorities first: earlier places first.
+fn priority(place: u64) -> i32 {
+    -i32::try_from(place).unwrap_or(i32::MAX)
+}
+
+/// The first `limit` bytes of `queued`, as views (no copy).
+fn front_share(queued: &[Bytes], limit: usize) -> Vec<Bytes> {
+    let mut share = Vec::with_capacity(2);
+    let mut left = limit;
+    for piece in queued {
+        if left == 0 {
+            break;
+        }
+        let n = piece.len().min(left);
+        share.push(piece.slice(..n));
+        left -= n;
+    }
+    share
+}
+
+/// Drop the first `n` bytes of `queued` (quinn took them).
+fn drop_front(queued: &mut Vec<Bytes>, mut n: usize) {
+    let whole = queued.iter().take_while(|piece| {
+        let taken = piece.len() <= n;
+        if taken {
+            n -= piece.len();
+        }
+        taken
+    });
+    let whole = whole.count();
+    queued.drain(..whole);
+    if n > 0 {
+        if let Some(front) = queued.first_mut() {
+            front.advance(n);
+        }
+    }
+}
+
+/// A connection's streams in the order they arrived (see the module docs).
+#[derive(Default)]
+struct SendOrder {
+    state: Mutex<OrderState>,
+}
+
+#[derive(Default)]
+struct OrderState {
+    /// The next stream's place.
+    next: u64,
+    /// Places of the streams with bytes quinn has not taken yet.
+    waiting: BTreeSet<u64>,
+}
+
+impl SendOrder {
+    fn lock(&self) -> std::sync::MutexGuard<'_, OrderState> {
+        // Nothing panics while holding it; a poisoned lock's state is still sound.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A place for a new stream, behind every earlier one.
+    fn join(&self) -> u64 {
+        let mut state = self.lock();
+        let place = state.next;
+        state.next += 1;
+        place
+    }
+
+    fn wait(&self, place: u64) {
+        self.lock().waiting.insert(place);
+    }
+
+    fn leave(&self, place: u64) {
+        self.lock().waiting.remove(&place);
+    }
+
+    /// Whether no earlier stream has bytes waiting for quinn.
+    fn is_first(&self, place: u64) -> bool {
+        self.lock()
+            .waiting
+            .first()
+            .is_none_or(|&first| first >= place)
     }
 }
 
@@ -436,9 +589,9 @@ pub struct BidiStream {
 }
 
 impl BidiStream {
-    fn new(send: quinn::SendStream, recv: quinn::RecvStream) -> Self {
+    fn new(send: quinn::SendStream, recv: quinn::RecvStream, order: &Arc<SendOrder>) -> Self {
         BidiStream {
-            send: SendStream::new(send),
+            send: SendStream::new(send, order),
             recv: RecvStream { stream: recv },
         }
     }

@@ -1,6 +1,7 @@
 use std::cell::Cell;
 use std::future::poll_fn;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use h3::quic::{BidiStream as _, Connection as _, SendStream as _};
@@ -265,4 +266,127 @@ async fn h3_response_bodies_reach_quinn_without_a_copy() {
     let copied = COPIED.with(Cell::get);
     // The HEADERS frame and the frame headers, never the 3 MiB of body.
     assert!(copied > 0 && copied < 4096, "copied {copied} bytes");
+}
+
+#[test]
+fn the_first_in_line_is_the_earliest_stream_with_bytes_waiting() {
+    let order = SendOrder::default();
+    let (a, b, c) = (order.join(), order.join(), order.join());
+    assert!(a < b && b < c);
+    // Nobody waits: everyone may hand quinn everything.
+    assert!(order.is_first(b));
+    order.wait(c);
+    order.wait(b);
+    assert!(order.is_first(b) && !order.is_first(c));
+    order.leave(b);
+    assert!(order.is_first(c));
+    // A stream that comes back keeps its place ahead of later ones.
+    order.wait(a);
+    assert!(order.is_first(a) && !order.is_first(c));
+    assert!(priority(a) > priority(b) && priority(b) > priority(c));
+    assert_eq!(priority(u64::MAX), -i32::MAX);
+}
+
+#[test]
+fn a_share_is_a_view_of_the_front_and_dropping_it_keeps_the_rest() {
+    let queued = vec![
+        Bytes::from_static(b"hdr"),
+        Bytes::from_static(b"0123456789"),
+    ];
+    let share = front_share(&queued, 6);
+    assert_eq!(flatten(&share), b"hdr012");
+    assert_eq!(
+        share[1].as_ptr(),
+        queued[1].as_ptr(),
+        "the share was copied"
+    );
+    let mut rest = queued.clone();
+    drop_front(&mut rest, 6);
+    assert_eq!(flatten(&rest), b"3456789");
+    drop_front(&mut rest, 7);
+    assert!(rest.is_empty());
+    let mut rest = queued;
+    drop_front(&mut rest, 3);
+    assert_eq!(flatten(&rest), b"0123456789");
+}
+
+/// Two requests on one connection; the server answers both with `size`
+/// bytes, the earlier one first in line. Returns the two streams' server
+/// halves' write tasks and the client's receiving halves.
+async fn two_responses(
+    stream_window: u32,
+    size: usize,
+) -> (
+    [quinn::RecvStream; 2],
+    tokio::task::JoinHandle<()>,
+    [quinn::Endpoint; 2],
+    quinn::Connection,
+) {
+    let (server, client, endpoints) = connected(stream_window).await;
+    let mut received = Vec::new();
+    for _ in 0..2 {
+        let (mut request, response) = client.open_bi().await.expect("open");
+        request.write_all(b"GET").await.expect("request");
+        request.finish().expect("finish");
+        received.push(response);
+    }
+    let mut conn = Connection::new(server);
+    let mut sends = Vec::new();
+    for _ in 0..2 {
+        let accepted = poll_fn(|cx| conn.poll_accept_bidi(cx))
+            .await
+            .expect("accept");
+        sends.push(accepted.split().0);
+    }
+    let body = Bytes::from(vec![3u8; size]);
+    let writer = tokio::spawn(async move {
+        let writes = sends.into_iter().map(|mut send| {
+            let body = body.clone();
+            async move {
+                // The head, then the body, as h3 writes them.
+                send.enqueue(frame(b"\x01\x01", Bytes::from_static(b"h")));
+                flush(&mut send).await;
+                send.enqueue(frame(b"\x00", BodyChunk::from(body)));
+                flush(&mut send).await;
+                poll_fn(|cx| send.poll_finish(cx)).await.expect("finish");
+                // Keep the stream (and its connection) until the client read it.
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+        });
+        futures::future::join_all(writes).await;
+    });
+    let received: [quinn::RecvStream; 2] = received.try_into().expect("two streams");
+    (received, writer, endpoints, client)
+}
+
+#[tokio::test]
+async fn a_stream_its_client_stopped_reading_does_not_hold_back_the_next() {
+    // The client never reads the first response, whose 1 MiB cannot fit its
+    // 64 KiB stream window; the second must still arrive whole.
+    let ([_unread, mut second], writer, _endpoints, _client) =
+        two_responses(64 * 1024, 1 << 20).await;
+    let read = tokio::time::timeout(Duration::from_secs(20), second.read_to_end(usize::MAX))
+        .await
+        .expect("the second response waited for the unread first one")
+        .expect("second response");
+    assert_eq!(read.len(), 3 + 1 + (1 << 20));
+    writer.abort();
+}
+
+#[tokio::test]
+async fn responses_on_one_connection_finish_in_the_order_they_were_asked() {
+    let ([first, second], writer, _endpoints, _client) = two_responses(8 << 20, 4 << 20).await;
+    let finished = Mutex::new(Vec::new());
+    let read = |mut stream: quinn::RecvStream, name: &'static str| {
+        let finished = &finished;
+        async move {
+            let body = stream.read_to_end(usize::MAX).await.expect("response");
+            finished.lock().expect("lock").push(name);
+            body.len()
+        }
+    };
+    let (a, b) = tokio::join!(read(first, "first"), read(second, "second"));
+    assert_eq!((a, b), (4 + (4 << 20), 4 + (4 << 20)));
+    assert_eq!(*finished.lock().expect("lock"), ["first", "second"]);
+    writer.abort();
 }
