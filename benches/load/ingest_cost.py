@@ -27,6 +27,16 @@ else target/release/strata).
 
     python3 benches/load/ingest_cost.py [--channels 32] [--seconds 60] [--runs 1]
         [--only nginx-rtmp,strata,strata-ll] [--strata-playlist ts|cmaf]
+        [--build LABEL=PATH ...] [--perf stat|record] [--perf-dir DIR]
+
+--build (repeatable) races several strata binaries in the same session: each
+strata row runs once per build, named `strata[LABEL]`, interleaved with the
+others in every run, so two builds meet the same load. --perf attaches
+/usr/bin/perf to the server's processes for the measured window (not in the
+CPU figure's window of other servers): `stat` counts context switches and
+syscalls (recvfrom, epoll_wait, futex, ...), `record` samples call graphs into
+--perf-dir/NAME-runN.data for `perf report`. Perf costs CPU itself: take the
+ratios from runs without it.
 """
 
 import argparse
@@ -46,7 +56,9 @@ PEERS = os.path.join(ROOT, "benches", "load", "peers")
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def strata_binary():
+def strata_binary(path=None):
+    if path:
+        return path
     if os.environ.get("STRATA"):
         return os.environ["STRATA"]
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
@@ -120,6 +132,65 @@ def cpu_seconds(root_pid, which=(11, 12)):
     return total
 
 
+PERF_EVENTS = ",".join([
+    "task-clock", "context-switches", "cpu-migrations", "raw_syscalls:sys_enter",
+    "syscalls:sys_enter_recvfrom", "syscalls:sys_enter_read", "syscalls:sys_enter_readv",
+    "syscalls:sys_enter_epoll_wait", "syscalls:sys_enter_epoll_pwait",
+    "syscalls:sys_enter_futex", "syscalls:sys_enter_sendto", "syscalls:sys_enter_write",
+    "syscalls:sys_enter_writev", "syscalls:sys_enter_sendfile64",
+])
+
+
+def process_tree(root_pid):
+    parents = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    parents[int(d)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                pass
+    pids, stack = [], [root_pid]
+    while stack:
+        pid = stack.pop()
+        pids.append(pid)
+        stack.extend(p for p, pp in parents.items() if pp == pid)
+    return pids
+
+
+def start_perf(mode, pid, seconds, out_dir, name):
+    """perf stat or record on `pid` and its children for `seconds`."""
+    if mode is None:
+        return None
+    pids = ",".join(str(p) for p in process_tree(pid))
+    os.makedirs(out_dir, exist_ok=True)
+    tag = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+    if mode == "stat":
+        out = os.path.join(out_dir, f"{tag}.stat.txt")
+        cmd = ["perf", "stat", "-e", PERF_EVENTS, "-p", pids, "-o", out, "--", "sleep", str(seconds)]
+    else:
+        out = os.path.join(out_dir, f"{tag}.data")
+        cmd = ["perf", "record", "-q", "-F", "499", "-g", "-p", pids, "-o", out,
+               "--", "sleep", str(seconds)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return proc, out
+
+
+def finish_perf(perf):
+    if perf is None:
+        return
+    proc, out = perf
+    proc.wait()
+    if out.endswith(".stat.txt") and os.path.exists(out):
+        with open(out) as f:
+            for line in f:
+                line = line.rstrip()
+                if line and not line.startswith("#"):
+                    print("    perf " + line.strip(), flush=True)
+    else:
+        print(f"    perf record: {out}", flush=True)
+
+
 class Server:
     def __init__(self, name, proc, tmp, rtmp, playlists):
         self.name, self.proc, self.tmp, self.rtmp, self.playlists = name, proc, tmp, rtmp, playlists
@@ -133,8 +204,9 @@ class Server:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def start_strata(ll, flavour):
-    strata = strata_binary()
+def start_strata(ll, flavour, build=None):
+    label, path = build or (None, None)
+    strata = strata_binary(path)
     tmp = tempfile.mkdtemp(prefix="strata-ingest-cost.")
     http_port, admin, rtmp, srt = free_port(), free_port(), free_port(), free_port(socket.SOCK_DGRAM)
     config = os.path.join(tmp, "origin.toml")
@@ -148,7 +220,10 @@ def start_strata(ll, flavour):
     wait_port(http_port, proc, "strata origin")
     wait_port(rtmp, proc, "strata origin (rtmp)")
     paths = ["main/ts.m3u8"] if flavour == "ts" else ["main/video.m3u8", "main/audio.m3u8"]
-    return Server("strata-ll" if ll else "strata", proc, tmp, rtmp,
+    name = "strata-ll" if ll else "strata"
+    if label:
+        name += f"[{label}]"
+    return Server(name, proc, tmp, rtmp,
                   lambda ch: [(http_port, f"/live/{ch}/{p}") for p in paths])
 
 
@@ -229,7 +304,10 @@ def run_one(server, args, flv):
         c0, t0 = cpu_seconds(server.proc.pid), time.monotonic()
         s0 = cpu_seconds(server.proc.pid, (12,))
         seg0 = sum(p.segments for p in pollers)
+        perf = start_perf(args.perf, server.proc.pid, args.seconds, args.perf_dir,
+                          f"{server.name}-run{args.current_run}")
         time.sleep(args.seconds)
+        finish_perf(perf)
         c1, t1 = cpu_seconds(server.proc.pid), time.monotonic()
         s1 = cpu_seconds(server.proc.pid, (12,))
         seg1 = sum(p.segments for p in pollers)
@@ -259,7 +337,16 @@ def main():
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--only", default="nginx-rtmp,strata,strata-ll")
     parser.add_argument("--strata-playlist", choices=("ts", "cmaf"), default="ts")
+    parser.add_argument("--build", action="append", default=[], metavar="LABEL=PATH",
+                        help="a strata binary to race (repeatable); rows become strata[LABEL]")
+    parser.add_argument("--perf", choices=("stat", "record"))
+    parser.add_argument("--perf-dir", default=os.path.join(tempfile.gettempdir(), "ingest-cost-perf"))
     args = parser.parse_args()
+    if args.perf:
+        need("perf", "apt-get install linux-perf")
+    builds = [tuple(b.split("=", 1)) for b in args.build]
+    if any(len(b) != 2 or not os.path.exists(b[1]) for b in builds):
+        sys.exit(f"ingest_cost: --build wants LABEL=PATH to an existing binary: {args.build}")
     need("ffmpeg", "apt-get install ffmpeg")
     only = args.only.split(",")
     if "nginx-rtmp" in only:
@@ -267,14 +354,25 @@ def main():
         if not os.path.exists("/usr/lib/nginx/modules/ngx_rtmp_module.so"):
             sys.exit("ingest_cost: ngx_rtmp_module.so missing: apt-get install libnginx-mod-rtmp")
     flv = source_flv()
-    starts = {
-        "nginx-rtmp": start_nginx_rtmp,
-        "strata": lambda: start_strata(False, args.strata_playlist),
-        "strata-ll": lambda: start_strata(True, args.strata_playlist),
-    }
+    starts = {"nginx-rtmp": start_nginx_rtmp}
+    for ll, kind in ((False, "strata"), (True, "strata-ll")):
+        if builds:
+            for b in builds:
+                starts[f"{kind}[{b[0]}]"] = lambda ll=ll, b=b: start_strata(ll, args.strata_playlist, b)
+        else:
+            starts[kind] = lambda ll=ll: start_strata(ll, args.strata_playlist)
+    order = []
+    for name in only:
+        if name in ("strata", "strata-ll") and builds:
+            order.extend(f"{name}[{b[0]}]" for b in builds)
+        elif name in starts:
+            order.append(name)
+        else:
+            sys.exit(f"ingest_cost: unknown server {name!r}")
     results = []
     for run in range(args.runs):
-        for name in only:
+        args.current_run = run + 1
+        for name in order:
             server = starts[name]()
             try:
                 r = run_one(server, args, flv)
@@ -282,7 +380,7 @@ def main():
                 server.stop()
             r["run"] = run + 1
             results.append(r)
-            print(f"run {r['run']} {r['name']:11} {r['cpu']:5.1f} % of a core "
+            print(f"run {r['run']} {r['name']:15} {r['cpu']:5.1f} % of a core "
                   f"(of which system {r['sys']:.1f} %)  "
                   f"({r['ready']}/{r['pollers']} pollers got segments, {r['segments']} segments, "
                   f"{r['errors']} errors, {r['dead']} publishers died, "

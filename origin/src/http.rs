@@ -336,6 +336,11 @@ async fn live(
             ..r
         })
     } else if lists_segments(&path) {
+        if let (Some(Object::MediaPlaylist { rendition, kind }), Some(part_target), true) =
+            (&object, low_latency, state.store.config().fresh_tune_in)
+        {
+            blocking::next_part(&state.store, &channel, rendition, *kind, part_target).await;
+        }
         first_playlist(&state, &channel, render).await
     } else if matches!(object, Some(Object::Part { .. })) {
         // The preload-hinted part (or one just past it): held until cut.

@@ -89,6 +89,11 @@ pub struct StoreConfig {
     /// closer to live, with less buffer against a late part.
     #[serde(with = "humantime_serde")]
     pub part_hold_back: Duration,
+    /// LL-HLS tune-in: a media playlist asked for without `_HLS_msn` (a
+    /// player's first load) is answered as the next part is cut, at most two
+    /// part targets later, so the live edge the player starts from is not up
+    /// to a part old (true, the default). `false`: answered at once.
+    pub fresh_tune_in: bool,
     /// Per-channel settings, `[store.channels.NAME]`, over the ones above.
     pub channels: BTreeMap<String, ChannelStoreConfig>,
 }
@@ -124,6 +129,7 @@ impl Default for StoreConfig {
             utc_timing_url: "/time".into(),
             part_target: Duration::ZERO,
             part_hold_back: Duration::ZERO,
+            fresh_tune_in: true,
             channels: BTreeMap::new(),
         }
     }
@@ -750,6 +756,23 @@ impl Store {
             }
         };
         Some(if ready { Reload::Ready } else { Reload::Wait })
+    }
+
+    /// The part of `rendition`'s `kind` track cut next, `(sequence, index)`
+    /// (what its playlist's `EXT-X-PRELOAD-HINT` names). `None`: no such
+    /// channel or rendition, or the channel has ended.
+    pub fn next_part(&self, channel: &str, rendition: &str, kind: TrackKind) -> Option<(u64, u32)> {
+        let ch = self.channel(channel, self.shared.clock.now())?;
+        let guard = lock(&ch);
+        if guard.ended_at.is_some() {
+            return None;
+        }
+        let r = guard.renditions.get(rendition)?;
+        let (open, _) = r.open_segment();
+        Some(match r.parts(kind).back() {
+            Some(p) if p.sequence == open => (p.sequence, p.index + 1),
+            _ => (open, 0),
+        })
     }
 
     /// Where segment `sequence` of `rendition`'s `kind` track stands on an

@@ -209,8 +209,80 @@
         textLanguages: text.map((x) => x.lang),
       };
     };
+    traceHls(hls);
     hls.attachMedia(video);
     hls.loadSource(cfg.url);
+  }
+
+  // ---------------------------------------------------------- LL trace (hls.js)
+  // What hls.js saw, for play.mjs --ll-trace: per playlist load its live
+  // edge (`details.edge`, the end of the last part), the wall-clock time the
+  // response's first byte came (`stats.loading.first`, where hls.js's `age`
+  // counts from) and the program-date-time of that edge; per fragment or part
+  // when it was asked for and when it was in; when playback started and at
+  // which position. Times are wall-clock milliseconds (Date.now() base).
+  const trace = { loads: [], frags: [], playing: null, startPosition: null, firstLatency: null };
+  const wallOf = (perf) => (perf ? perf + (Date.now() - performance.now()) : null);
+  window.strataTrace = () => trace;
+  function traceHls(hls) {
+    const E = Hls.Events;
+    const onPlaylist = (type) => (_, d) => {
+      if (trace.loads.length >= 400) return;
+      const det = d.details;
+      const frags = det.fragments;
+      const last = frags[frags.length - 1];
+      const edge = det.edge;
+      // The edge's date: the last full segment's PROGRAM-DATE-TIME plus the
+      // media from its start to the edge (its EXTINF and the open parts),
+      // both in this playlist's own positions.
+      const pdtEdge = last && last.programDateTime ? last.programDateTime + (edge - last.start) * 1000 : null;
+      const first = wallOf(d.stats.loading.first);
+      trace.loads.push({
+        type,
+        // The blocking-reload directives it was asked with (msn.part), if any.
+        asked: d.deliveryDirectives && d.deliveryDirectives.msn !== undefined
+          ? `${d.deliveryDirectives.msn}.${d.deliveryDirectives.part === undefined ? '' : d.deliveryDirectives.part}`
+          : null,
+        start: wallOf(d.stats.loading.start),
+        first,
+        end: wallOf(d.stats.loading.end),
+        edge,
+        lastSn: det.lastPartSn,
+        lastPart: det.lastPartIndex,
+        pdtEdge,
+        // PDT of the edge minus when it arrived: how far the dates run
+        // ahead of the clock at which the media they date was at hand.
+        lead: pdtEdge !== null && first !== null ? (pdtEdge - first) / 1000 : null,
+        partHoldBack: det.partHoldBack,
+        ageHeader: det.ageHeader,
+      });
+    };
+    hls.on(E.LEVEL_LOADED, onPlaylist('video'));
+    hls.on(E.AUDIO_TRACK_LOADED, onPlaylist('audio'));
+    hls.on(E.FRAG_LOADED, (_, d) => {
+      if (trace.frags.length >= 400) return;
+      const f = d.frag;
+      const p = d.part;
+      const st = (p || f).stats;
+      trace.frags.push({
+        type: f.type,
+        sn: f.sn,
+        part: p ? p.index : null,
+        independent: p ? p.independent : null,
+        start: (p || f).start,
+        duration: (p || f).duration,
+        requested: wallOf(st.loading.start),
+        first: wallOf(st.loading.first),
+        loaded: wallOf(st.loading.end),
+      });
+    });
+    video.addEventListener('playing', () => {
+      if (trace.playing !== null) return;
+      trace.playing = Date.now();
+      trace.startPosition = hls.startPosition;
+      trace.playingAt = video.currentTime;
+      trace.firstLatency = hls.latency;
+    });
   }
 
   // ---------------------------------------------------------- dash.js

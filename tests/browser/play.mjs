@@ -14,6 +14,8 @@
 //                           latency by default from the playlist or MPD)
 //        [--seek SECONDS]  (after the --seconds of play, seek there and require
 //                           playback to go on 2 s past it: `seek` in the report)
+//        [--ll-trace]      (hls.js: add `trace` to the report, what hls.js saw per
+//                           playlist load and fragment/part: page.js traceHls)
 //
 // Several --player/--url pairs play at once, one page each in one Chromium.
 // Exit 0 when every play's currentTime advanced by at least 0.8 × --seconds
@@ -45,7 +47,7 @@ function usage(msg) {
       'usage: node play.mjs --player hls|dash|shaka --url URL [--player P --url U ...] [--seconds N] [--timeout N]\n' +
       '                     [--h3 HOST:PORT [--h3-cert PEM | --h3-spki BASE64]]\n' +
       '                     [--clearkey KID_HEX:KEY_HEX ... | --licence-url URL] [--cmcd query|headers] [--verbose]\n' +
-      '                     [--insecure-tls] [--low-latency]\n',
+      '                     [--insecure-tls] [--low-latency] [--ll-trace]\n',
   );
   process.exit(2);
 }
@@ -72,6 +74,7 @@ function parseArgs(argv) {
       case '--verbose': opts.verbose = true; break;
       case '--insecure-tls': opts.insecureTls = true; break;
       case '--low-latency': opts.lowLatency = true; break;
+      case '--ll-trace': opts.llTrace = true; break;
       case '--licence-url': opts.licenceUrl = value(); break;
       case '--seek': opts.seek = Number(value()); break;
       case '--cmcd': opts.cmcd = value(); break;
@@ -452,6 +455,7 @@ async function playOn(context, page, i, url, pageOrigin, left) {
   }
   await page.evaluate(() => window.strataCloseStall());
   absorb(await snapshot());
+  if (opts.llTrace) result.trace = await page.evaluate(() => (window.strataTrace ? window.strataTrace() : null));
   result.endTime = round(s.currentTime);
   result.advanced = round(s.currentTime - result.startTime);
   if (Date.now() < until) {

@@ -117,6 +117,38 @@ pub async fn reload(
     until(updates, limit, check).await.unwrap_or(Held::TimedOut)
 }
 
+/// LL-HLS tune-in (`store.fresh_tune_in`): holds a media playlist asked for
+/// without delivery directives until the rendition's next part is cut, for
+/// at most two part targets. A player takes the live edge to be the
+/// playlist's last part plus the time since the playlist arrived (hls.js:
+/// `edge + age`) and starts `PART-HOLD-BACK` behind that; a playlist
+/// answered at once is up to a part old (half a part on average, more when
+/// a cache in front kept it), and at playback rate 1 the player stays that
+/// much further behind for its whole session. Answered as a part is cut,
+/// the edge it sees is the live one; tuning in takes up to a part longer.
+pub async fn next_part(
+    store: &Store,
+    channel: &str,
+    rendition: &str,
+    kind: TrackKind,
+    part_target: Duration,
+) {
+    let Some((msn, part)) = store.next_part(channel, rendition, kind) else {
+        return;
+    };
+    // Ready, timed out (no publisher now) or gone: the render answers.
+    let _ = reload(
+        store,
+        channel,
+        rendition,
+        kind,
+        msn,
+        Some(part),
+        part_target * 2,
+    )
+    .await;
+}
+
 /// Run `check` now and after each store update until it answers, for at
 /// most `limit`; `None` at the limit or when the channel goes away.
 pub async fn until<T>(

@@ -288,6 +288,40 @@ async fn ll_hls_parts_blocking_reload_and_delta_updates_from_a_live_publish() {
         part_position(parsed_held["preload_hint"]["uri"].as_str().expect("hint"));
     assert!((next_msn, next_part) > (msn, part));
 
+    // Tune-in (`store.fresh_tune_in`, on by default): a playlist asked for
+    // without directives is answered as the next part is cut, so asked right
+    // after a blocking answer it already lists the part that answer hinted
+    // (answered at once, it would not: parts are half a second apart).
+    let hint_of = |text: &str| -> String {
+        text.lines()
+            .find_map(|l| l.strip_prefix("#EXT-X-PRELOAD-HINT:"))
+            .and_then(|l| l.split("URI=\"").nth(1))
+            .and_then(|u| u.split('"').next())
+            .expect("PRELOAD-HINT")
+            .to_owned()
+    };
+    let (m, p) = part_position(&hint_of(&held.text()));
+    let blocked = get(
+        origin.http,
+        &format!("{playlist}?_HLS_msn={m}&_HLS_part={p}"),
+    )
+    .await;
+    assert_eq!(blocked.status, 200, "{}", blocked.text());
+    let coming = hint_of(&blocked.text());
+    let asked = std::time::Instant::now();
+    let plain = get(origin.http, playlist).await;
+    assert_eq!(plain.status, 200);
+    let listed = |text: &str, uri: &str| {
+        text.lines()
+            .any(|l| l.starts_with("#EXT-X-PART:") && l.contains(&format!("URI=\"{uri}\"")))
+    };
+    assert!(
+        listed(&plain.text(), &coming),
+        "a tune-in playlist lists the part cut after it was asked for ({coming}):\n{}",
+        plain.text()
+    );
+    println!("tune-in playlist answered after {:?}", asked.elapsed());
+
     // Bad directives are the client's fault; the far future is refused.
     for bad in [
         "_HLS_msn=abc".to_owned(),
