@@ -239,9 +239,27 @@ async fn shutdown_signal() {
     }
 }
 
+/// Transparent huge pages off for this process, as `MIMALLOC_ALLOW_THP=0`
+/// does (`MIMALLOC_ALLOW_THP=1` keeps them). mimalloc hands freed memory
+/// back to the kernel after a second; with huge pages each piece it takes
+/// again comes back as a huge page the kernel zeroes whole. The origin's
+/// live store frees and allocates media all the time (~12 MB/s at 32
+/// channels), and that zeroing was over half of its CPU: 24 % of a core
+/// with huge pages, 14 % without (benches/README.md, "Ingest cost per
+/// channel").
+fn huge_pages_off() {
+    if std::env::var_os("MIMALLOC_ALLOW_THP").is_some_and(|v| v == "1") {
+        return;
+    }
+    if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
+        tracing::warn!(error = %e, "could not turn transparent huge pages off for this process");
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let _log = strata::logging::init();
+    huge_pages_off();
     let result: anyhow::Result<()> = match cli.command {
         Command::Check { config, role } => check(&config, role.as_deref()),
         Command::Edge(args) => edge(args),
